@@ -1,0 +1,3 @@
+from confiance.cli import main
+
+main()

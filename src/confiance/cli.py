@@ -1,0 +1,74 @@
+"""The `confiance` command: one sub-command group per component, plus `up`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from confiance import __version__
+from confiance.pki.cli import app as pki_app
+
+app = typer.Typer(
+    help="Confiance : l'Espace de Confiance Pro Santé Connect sur votre machine.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(pki_app, name="pki")
+console = Console()
+
+
+@app.command()
+def version() -> None:
+    """Affiche la version."""
+    console.print(__version__)
+
+
+@app.command()
+def up(
+    state_dir: Path = typer.Option(Path(".confiance"), "--state-dir", help="Répertoire d'état."),
+    config: Path | None = typer.Option(None, "--config", help="Fichier TOML (ports, options)."),
+) -> None:
+    """Démarre tout l'Espace de Confiance sur 127.0.0.1 et écrit endpoints.json."""
+    from confiance import up as up_mod
+    from confiance.core import endpoints
+
+    try:
+        cfg = up_mod.UpConfig.load(config)
+    except (ValueError, OSError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    with console.status("Préparation de la PKI de test et des configurations…"):
+        ctx, launches = up_mod.prepare(state_dir, cfg)
+    sup = up_mod.Supervisor(ctx, launches)
+    code = 0
+    try:
+        with console.status(f"Démarrage de {len(launches)} service(s)…"):
+            sup.start()
+        path = endpoints.write(ctx.state_dir, ctx.endpoints)
+        table = Table("service", "URL", title="Espace de Confiance démarré")
+        for name, svc in ctx.endpoints["services"].items():
+            table.add_row(name, svc.get("url", ""))
+        console.print(table)
+        console.print(f"Points d'accès : [bold]{path}[/bold] — CA : {ctx.ca_bundle}")
+        console.print("Ctrl-C pour arrêter.")
+        sys.stdout.flush()
+        code = sup.wait()
+    except (RuntimeError, TimeoutError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        code = 1
+    finally:
+        sup.stop()
+        console.print("Services arrêtés.")
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Shared plumbing every component may import: TLS, HTTP clients, JOSE, storage, errors."""

@@ -1,0 +1,45 @@
+"""Append-only, hash-chained records (proxy traces, guichet audit trail).
+
+Each record stores ``hash = SHA-256(prev_hash || canonical JSON of the record)``; editing,
+inserting or deleting any row breaks every later link, which ``verify_chain`` reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+GENESIS = "0" * 64
+
+
+def canonical(record: Mapping[str, Any]) -> bytes:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+def link(prev_hash: str, record: Mapping[str, Any]) -> str:
+    return hashlib.sha256(prev_hash.encode("ascii") + canonical(record)).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    ok: bool
+    checked: int
+    first_bad: int | None = None  # position (0-based) of the first broken link
+    reason: str | None = None
+
+
+def verify_chain(rows: Iterable[tuple[Mapping[str, Any], str, str]]) -> ChainCheck:
+    """Rows are ``(record, prev_hash, hash)`` in insertion order."""
+    expected_prev = GENESIS
+    n = 0
+    for n, (record, prev_hash, digest) in enumerate(rows):
+        if prev_hash != expected_prev:
+            return ChainCheck(False, n, n, "maillon précédent incohérent (ligne supprimée ou insérée)")
+        if link(prev_hash, record) != digest:
+            return ChainCheck(False, n, n, "empreinte incorrecte (ligne modifiée)")
+        expected_prev = digest
+    else:
+        return ChainCheck(True, n + 1 if expected_prev != GENESIS else 0)

@@ -1,0 +1,219 @@
+"""Signing keys with rotation, and strict JWT verification.
+
+Every issuer (PSC sandbox, API authorization server, guichet trust list, conformity tool)
+keeps its keys in a JSON file so restarts keep verifiers working. Rotation adds a new
+current key and keeps the old ones published until every token they signed has expired.
+Verification names the accepted algorithms explicitly: ``none`` and HMAC are never
+accepted for tokens signed with public keys (the "HS256 with the public key" attack).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import secrets
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, KeySet, RSAKey
+
+ASYMMETRIC_ALGS = ("RS256", "PS256", "ES256")
+
+Key = RSAKey | ECKey
+
+
+class TokenError(ValueError):
+    """A token that must be refused; ``reason`` is safe to show the caller."""
+
+
+def generate_key(alg: str = "RS256", kid: str | None = None) -> Key:
+    kid = kid or secrets.token_urlsafe(12)
+    params: Any = {"kid": kid, "use": "sig", "alg": alg}
+    if alg == "ES256":
+        return ECKey.generate_key("P-256", parameters=params)
+    if alg in ("RS256", "PS256"):
+        return RSAKey.generate_key(2048, parameters=params)
+    raise ValueError(f"unsupported signing algorithm {alg}")
+
+
+@dataclass
+class _Entry:
+    key: Key
+    created: float
+    retired_at: float | None = None  # when it stopped signing
+    drop_after: float | None = None  # when verifiers may forget it
+
+
+class KeyStore:
+    """Current signing key per algorithm plus retired keys still published in the JWKS."""
+
+    def __init__(self, path: Path | None = None, algs: Collection[str] = ("RS256",)) -> None:
+        self.path = path
+        self.algs = tuple(algs)
+        self._entries: list[_Entry] = []
+        if path is not None and path.exists():
+            self._load()
+        for alg in self.algs:
+            if self._current(alg) is None:
+                self._entries.append(_Entry(generate_key(alg), time.time()))
+        self._save()
+        self._refresh_cache()
+
+    # ----- persistence -----
+    def _load(self) -> None:
+        assert self.path is not None
+        data = json.loads(self.path.read_text())
+        for item in data["keys"]:
+            jwk = item["jwk"]
+            key: Key = ECKey.import_key(jwk) if jwk["kty"] == "EC" else RSAKey.import_key(jwk)
+            self._entries.append(_Entry(key, item["created"], item.get("retired_at"), item.get("drop_after")))
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "keys": [
+                {
+                    "jwk": e.key.as_dict(private=True),
+                    "created": e.created,
+                    "retired_at": e.retired_at,
+                    "drop_after": e.drop_after,
+                }
+                for e in self._entries
+            ]
+        }
+        tmp = self.path.with_suffix(".tmp")
+        with open(self.path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            tmp.touch(mode=0o600)
+            tmp.write_text(json.dumps(data))
+            tmp.replace(self.path)
+
+    def _refresh_cache(self) -> None:
+        now = time.time()
+        self._entries = [e for e in self._entries if e.drop_after is None or e.drop_after > now]
+        self._keyset = KeySet([e.key for e in self._entries])
+        self._jwks = {"keys": [e.key.as_dict(private=False) for e in self._entries]}
+
+    # ----- use -----
+    def _current(self, alg: str) -> _Entry | None:
+        for e in reversed(self._entries):
+            if e.retired_at is None and e.key.alg == alg:
+                return e
+        return None
+
+    def signing_key(self, alg: str = "RS256") -> Key:
+        entry = self._current(alg)
+        if entry is None:
+            raise ValueError(f"no signing key for {alg}")
+        return entry.key
+
+    def rotate(self, keep_for_seconds: float, alg: str | None = None) -> Key:
+        """Start signing with a new key; the old one stays in the JWKS ``keep_for_seconds``."""
+        now = time.time()
+        new_key: Key | None = None
+        for a in [alg] if alg else self.algs:
+            old = self._current(a)
+            if old is not None:
+                old.retired_at = now
+                old.drop_after = now + keep_for_seconds
+            entry = _Entry(generate_key(a), now)
+            self._entries.append(entry)
+            new_key = entry.key
+        self._save()
+        self._refresh_cache()
+        assert new_key is not None
+        return new_key
+
+    def jwks(self) -> dict[str, Any]:
+        """The public JWKS (current and not-yet-dropped retired keys)."""
+        if any(e.drop_after is not None and e.drop_after <= time.time() for e in self._entries):
+            self._refresh_cache()
+        return self._jwks
+
+    @property
+    def keyset(self) -> KeySet:
+        return self._keyset
+
+    def sign(self, claims: Mapping[str, Any], alg: str = "RS256", typ: str = "JWT", **header: Any) -> str:
+        key = self.signing_key(alg)
+        return jwt.encode({"alg": alg, "kid": key.kid, "typ": typ, **header}, dict(claims), key, algorithms=[alg])
+
+    def sign_bytes(self, payload: bytes, alg: str = "RS256", **header: Any) -> str:
+        """A compact JWS over arbitrary bytes (reports, trust lists, session data)."""
+        key = self.signing_key(alg)
+        return jws.serialize_compact({"alg": alg, "kid": key.kid, **header}, payload, key, algorithms=[alg])
+
+
+def verify_jwt(
+    token: str,
+    keys: KeySet | Mapping[str, Any],
+    *,
+    algorithms: Collection[str] = ASYMMETRIC_ALGS,
+    issuer: str | None = None,
+    audience: str | Collection[str] | None = None,
+    leeway: int = 0,
+    now: float | None = None,
+    require: Collection[str] = ("exp", "iat"),
+) -> dict[str, Any]:
+    """Verify signature, algorithm, ``kid``, ``exp``/``nbf``, ``iss`` and ``aud``; return claims."""
+    keyset = keys if isinstance(keys, KeySet) else KeySet.import_key_set(dict(keys))  # type: ignore[arg-type]
+    if not isinstance(token, str) or token.count(".") != 2 or len(token) > 16384:
+        raise TokenError("jeton mal formé")
+    try:
+        header = jws.extract_compact(token.encode()).protected
+    except (JoseError, ValueError) as exc:
+        raise TokenError("jeton mal formé") from exc
+    alg = header.get("alg")
+    if alg not in algorithms:
+        raise TokenError(f"algorithme refusé: {alg}")
+    kid = header.get("kid")
+    if kid is None or not any(k.kid == kid for k in keyset.keys):
+        raise TokenError("clé de signature inconnue (kid)")
+    try:
+        tok = jwt.decode(token, keyset, algorithms=list(algorithms))
+    except (JoseError, ValueError) as exc:
+        raise TokenError("signature invalide") from exc
+    claims = dict(tok.claims)
+    options: dict[str, Any] = {name: {"essential": True} for name in require}
+    if issuer is not None:
+        options["iss"] = {"essential": True, "value": issuer}
+    if audience is not None:
+        if isinstance(audience, str):
+            options["aud"] = {"essential": True, "value": audience}
+        else:
+            options["aud"] = {"essential": True, "values": list(audience)}
+    registry = jwt.JWTClaimsRegistry(now=int(now if now is not None else time.time()), leeway=leeway, **options)
+    try:
+        registry.validate(claims)
+    except JoseError as exc:
+        raise TokenError(_claim_reason(exc)) from exc
+    return claims
+
+
+def _claim_reason(exc: JoseError) -> str:
+    name = type(exc).__name__
+    if name == "ExpiredTokenError":
+        return "jeton expiré"
+    if name == "InvalidTokenError":
+        return "jeton pas encore valide"
+    return f"revendication invalide: {exc.description if hasattr(exc, 'description') else exc}"
+
+
+def verify_jws(token: str, keys: KeySet | Mapping[str, Any], algorithms: Collection[str] = ASYMMETRIC_ALGS) -> bytes:
+    """Verify a compact JWS over bytes; return the payload."""
+    keyset = keys if isinstance(keys, KeySet) else KeySet.import_key_set(dict(keys))  # type: ignore[arg-type]
+    try:
+        header = jws.extract_compact(token.encode()).protected
+        if header.get("alg") not in algorithms:
+            raise TokenError(f"algorithme refusé: {header.get('alg')}")
+        obj = jws.deserialize_compact(token, keyset, algorithms=list(algorithms))
+    except (JoseError, ValueError) as exc:
+        raise TokenError("signature invalide") from exc
+    return obj.payload
