@@ -48,10 +48,20 @@ def up(
     try:
         with console.status(f"Démarrage de {len(launches)} service(s)…"):
             sup.start()
+        ctx.endpoints["processes"] = [
+            {
+                "name": launch.name,
+                "url": launch.url,
+                "health": launch.health_url,
+                "pid": sup.procs[launch.name].pid,
+                "log": str(ctx.state_dir / "logs" / f"{launch.name}.log"),
+            }
+            for launch in launches
+        ]
         path = endpoints.write(ctx.state_dir, ctx.endpoints)
         table = Table("service", "URL", title="Espace de Confiance démarré")
         for name, svc in ctx.endpoints["services"].items():
-            table.add_row(name, svc.get("url", ""))
+            table.add_row(name, str(svc.get("url", "")))
         console.print(table)
         console.print(f"Points d'accès : [bold]{path}[/bold] — CA : {ctx.ca_bundle}")
         console.print("Ctrl-C pour arrêter.")
