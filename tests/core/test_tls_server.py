@@ -70,6 +70,7 @@ def _raw_handshake(port: int, version: ssl.TLSVersion, ca: Path, identity=None) 
         return f"{tls.version()} {status_line}"
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_tls11_refused_tls12_and_13_accepted(mtls_server, pki, client_cert):
     with pytest.raises(ssl.SSLError):
         _raw_handshake(mtls_server.port, ssl.TLSVersion.TLSv1_1, pki.ca_bundle, client_cert)
@@ -181,3 +182,26 @@ def test_outbound_client_refuses_tls11_only_server(pki, server_cert):
     """The client factory never negotiates below TLS 1.2."""
     factory = ClientFactory(pki.ca_bundle)
     assert factory.ssl_context().minimum_version == ssl.TLSVersion.TLSv1_2
+
+
+def test_outbound_clients_present_identity_and_verify_server(mtls_server, pki, client_cert, tmp_path):
+    """aiohttp (hot path) and httpx both send the identity's certificate and refuse unknown servers."""
+    import asyncio
+
+    ident = ClientIdentity(Path(client_cert.cert_path), Path(client_cert.key_path))
+
+    async def run() -> tuple[int, dict]:
+        factory = ClientFactory(pki.ca_bundle)
+        try:
+            async with factory.aiohttp(ident).get(mtls_server.url + "/whoami") as resp:
+                return resp.status, await resp.json()
+        finally:
+            await factory.aclose()
+
+    status, body = asyncio.run(run())
+    assert status == 200 and body["dn"] == "CN=my-lps,OU=3123456789,C=FR"
+
+    other = Pki.init(tmp_path / "untrusted")
+    stranger = ClientFactory(other.ca_bundle)
+    with pytest.raises(httpx.ConnectError):
+        stranger.httpx_sync(ident).get(mtls_server.url + "/whoami")
