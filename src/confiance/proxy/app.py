@@ -1,0 +1,506 @@
+"""The ASGI edge: ANS routes, web login, health, metrics.
+
+``/send/…`` is served by a hand-written ASGI handler, not the Starlette router: it is the
+hot path, and per request it does only a cookie scan, a path check, a dict lookup for the
+session, a dict lookup for the prebuilt relay context (API token, headers, pooled mTLS
+client), the upstream call, and an enqueue of its trace. Everything else (connect,
+disconnect, traces, web login, health) goes through Starlette.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from .core import DROP_REQUEST_HEADERS, DROP_RESPONSE_HEADERS, ProxyCore
+from .domain import (
+    ProxyError,
+    TraceType,
+    client_address,
+    new_session,
+    parse_connect,
+    parse_iso,
+    trace,
+    valid_session_id,
+)
+from .oauth import OAuthFailure, Unavailable
+from .pathsafety import UnsafePath, split_send_target
+from .sessions import MemoryStore, StoreUnavailable
+from .traces import TraceQueueFull
+
+COOKIE = "proxy_session_id"
+STATE_COOKIE = "proxy_auth_state"
+SEND_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+JSON_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+
+
+def _json(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def session_cookie(sid: str, samesite: str) -> str:
+    return f"{COOKIE}={sid}; Path=/; Secure; HttpOnly; SameSite={samesite.capitalize()}"
+
+
+def erased_cookie(samesite: str) -> str:
+    return f"{COOKIE}=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Secure; HttpOnly; SameSite={samesite.capitalize()}"
+
+
+def cookie_from_headers(headers: list[tuple[bytes, bytes]], name: bytes = COOKIE.encode()) -> str | None:
+    for k, v in headers:
+        if k == b"cookie":
+            for part in v.split(b";"):
+                n, _, val = part.strip().partition(b"=")
+                if n == name:
+                    return val.decode("latin-1")
+    return None
+
+
+class ProxyApp:
+    """The proxy as one ASGI callable."""
+
+    def __init__(self, core: ProxyCore) -> None:
+        self.core = core
+        self.cfg = core.cfg
+        self.max_body = core.cfg.server.max_body_bytes
+        self.samesite = core.cfg.sessions.cookie_samesite
+        self._get_now = core.store.get_now if isinstance(core.store, MemoryStore) else None
+        self._commit_sends = core.cfg.traces.send_durability == "commit"
+        self.router = Starlette(
+            routes=[
+                Route("/connect", self.connect, methods=["POST"]),
+                Route("/disconnect", self.disconnect, methods=["DELETE"]),
+                Route("/traces", self.traces, methods=["GET"]),
+                Route("/authorize", self.authorize, methods=["GET"]),
+                Route("/callback", self.callback, methods=["GET"]),
+                Route("/healthz", self.healthz, methods=["GET"]),
+                Route("/readyz", self.readyz, methods=["GET"]),
+                Route("/metrics", self.metrics, methods=["GET"]),
+            ],
+            lifespan=self.lifespan,
+        )
+
+    @asynccontextmanager
+    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        await self.core.start()
+        try:
+            yield
+        finally:
+            await self.core.stop()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/send/"):
+            await self.send_route(scope, receive, send)
+        else:
+            await self.router(scope, receive, send)
+
+    def _addr(self, scope: MutableMapping[str, Any]) -> tuple[str | None, int | None]:
+        xff = None
+        if self.core.trusted:
+            for k, v in scope["headers"]:
+                if k == b"x-forwarded-for":
+                    xff = v.decode("latin-1") if xff is None else xff + "," + v.decode("latin-1")
+        return client_address(scope.get("client"), xff, self.core.trusted)
+
+    # ------------------------------------------------------------------ /send (hot path)
+    async def send_route(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        t0 = time.perf_counter()
+        core = self.core
+        status = 500
+        try:
+            status = await self._relay(scope, receive, send)
+        except ProxyError as exc:
+            status = exc.status
+            await _respond(send, exc.status, _json(exc.body()))
+        finally:
+            core.metrics.send_latency.observe(time.perf_counter() - t0)
+            core.metrics.request("send", status)
+
+    async def _relay(self, scope: dict[str, Any], receive: Any, send: Any) -> int:
+        core = self.core
+        method = scope["method"]
+        if method not in SEND_METHODS:
+            raise ProxyError(405, "METHOD_NOT_ALLOWED", "méthode non autorisée")
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        sid = cookie_from_headers(headers)
+        if not valid_session_id(sid):
+            raise ProxyError(401, "SESSION_NOT_FOUND", "cookie proxy_session_id absent ou invalide")
+        assert sid is not None
+        try:
+            target = split_send_target(scope.get("raw_path") or scope["path"].encode(), scope.get("query_string", b""))
+        except UnsafePath as exc:
+            raise ProxyError(400, "UNSAFE_PATH", str(exc)) from None
+        if target.service not in self.cfg.services:
+            raise ProxyError(404, "SERVICE_NOT_FOUND", f"service {target.service} non configuré sur ce proxy")
+        now = time.time()
+        session = self._get_now(sid) if self._get_now is not None else None
+        if session is None or session.expired(now) is not None:
+            session = await core.lookup(sid, now)
+        if self._get_now is not None:
+            session.last_used_at = now
+        else:
+            try:
+                await core.store.touch(session, now)
+            except StoreUnavailable as exc:
+                raise ProxyError(503, "SESSION_STORE_UNAVAILABLE", "stockage des sessions indisponible") from exc
+        body = await _read_body(scope, receive, self.max_body)
+        hot = core.hot.get((sid, target.service))
+        tok = session.api_tokens.get(target.service)
+        if hot is None or tok is None or hot.token != tok.access_token or now >= hot.renew_at:
+            hot = await core.hot_entry(session, target.service, now)
+        out = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k not in DROP_REQUEST_HEADERS]
+        url = hot.base_url + target.path + ("?" + target.query if target.query else "")
+        status, rheaders, rbody = await self._upstream(hot, method, url, out, body)
+        if status == 401:
+            # The AS may have revoked the token early: exchange once more and retry once.
+            hot = await core.hot_entry(session, target.service, time.time(), refused=hot.token)
+            status, rheaders, rbody = await self._upstream(hot, method, url, out, body)
+        ip, port = self._addr(scope)
+        rec = trace(
+            TraceType.SEND,
+            now=now,
+            national_id=session.national_id,
+            ip=ip,
+            port=port,
+            session=session,
+            api=(target.service, method, target.path or "/"),
+        )
+        try:
+            fut = core.traces.submit(rec, now, wait=self._commit_sends)
+        except TraceQueueFull as exc:
+            raise ProxyError(503, "TRACES_UNAVAILABLE", "journal des traces saturé, réessayez") from exc
+        if fut is not None:
+            await fut
+        rheaders.append((b"content-length", str(len(rbody)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": rheaders})
+        await send({"type": "http.response.body", "body": rbody})
+        return status
+
+    async def _upstream(
+        self, hot: Any, method: str, url: str, headers: list[tuple[str, str]], body: bytes
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        out = [*headers, ("Authorization", hot.auth_header)]
+        metrics = self.core.metrics
+        try:
+            async with hot.http.request(
+                method, url, headers=out, data=body or None, timeout=hot.timeout, allow_redirects=False
+            ) as resp:
+                if resp.content_length is not None and resp.content_length > MAX_RESPONSE_BYTES:
+                    raise ProxyError(502, "UPSTREAM_RESPONSE_TOO_LARGE", "réponse du service trop volumineuse")
+                rbody = await resp.read()
+                status = resp.status
+                rheaders = [
+                    (k.lower(), v)
+                    for k, v in resp.raw_headers
+                    if k.lower().decode("latin-1") not in DROP_RESPONSE_HEADERS
+                ]
+        except TimeoutError as exc:
+            metrics.upstream_errors.labels(hot.service, "timeout").inc()
+            raise ProxyError(504, "UPSTREAM_TIMEOUT", f"le service {hot.service} n'a pas répondu à temps") from exc
+        except (aiohttp.ClientConnectorError, ConnectionRefusedError) as exc:
+            metrics.upstream_errors.labels(hot.service, "down").inc()
+            raise ProxyError(503, "UPSTREAM_UNAVAILABLE", f"le service {hot.service} est injoignable") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            metrics.upstream_errors.labels(hot.service, "protocol").inc()
+            raise ProxyError(502, "UPSTREAM_ERROR", f"réponse invalide du service {hot.service}") from exc
+        if status >= 500:
+            metrics.upstream_errors.labels(hot.service, "status_5xx").inc()
+        return status, rheaders, rbody
+
+    # ------------------------------------------------------------------ ANS routes
+    async def connect(self, request: Request) -> Response:
+        t0 = time.perf_counter()
+        status = 500
+        try:
+            raw = await _read_request_body(request, self.max_body)
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                raise ProxyError(
+                    400, "INVALID_REQUEST", "corps JSON invalide", metadata={"nationalId": None, "clientId": None}
+                ) from None
+            req = parse_connect(body)
+            ip, port = self._addr(request.scope)
+            status, session = await self.core.connect(req, ip, port)
+            if status == 304 or session is None:
+                return Response(status_code=304)
+            resp = JSONResponse(
+                {"proxy_session_id": session.id, "session_state": session.session_state},
+                headers={"Cache-Control": "no-store"},
+            )
+            resp.headers["set-cookie"] = session_cookie(session.id, self.samesite)
+            return resp
+        except ProxyError as exc:
+            status = exc.status
+            return JSONResponse(exc.body(), status_code=exc.status)
+        finally:
+            self.core.metrics.latency.labels("connect").observe(time.perf_counter() - t0)
+            self.core.metrics.request("connect", status)
+
+    async def disconnect(self, request: Request) -> Response:
+        status = 200
+        try:
+            sid = cookie_from_headers(request.scope["headers"])
+            if not valid_session_id(sid):
+                raise ProxyError(401, "SESSION_NOT_FOUND", "cookie proxy_session_id absent ou invalide")
+            assert sid is not None
+            ip, port = self._addr(request.scope)
+            await self.core.disconnect(sid, ip, port)
+            resp = JSONResponse({"code": "DISCONNECTED", "message": "session terminée"})
+            resp.headers["set-cookie"] = erased_cookie(self.samesite)
+            return resp
+        except ProxyError as exc:
+            status = exc.status
+            return JSONResponse(exc.body(), status_code=exc.status)
+        finally:
+            self.core.metrics.request("disconnect", status)
+
+    def _traces_allowed(self, request: Request) -> ProxyError | None:
+        tcfg = self.cfg.traces
+        if tcfg.conformity_mode:
+            return None
+        if tcfg.admin_token is None:
+            return ProxyError(
+                403, "TRACES_DISABLED", "consultation des traces désactivée (ni jeton admin ni mode conformité)"
+            )
+        auth = request.headers.get("authorization", "")
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(value.strip().encode(), tcfg.admin_token.encode()):
+            return ProxyError(401, "UNAUTHORIZED", "jeton d'administration requis (Authorization: Bearer …)")
+        return None
+
+    async def traces(self, request: Request) -> Response:
+        denied = self._traces_allowed(request)
+        if denied is not None:
+            self.core.metrics.request("traces", denied.status)
+            return JSONResponse(denied.body(), status_code=denied.status, headers={"WWW-Authenticate": "Bearer"})
+        start_raw = request.query_params.get("start")
+        end_raw = request.query_params.get("end")
+        if not start_raw:
+            return JSONResponse({"code": "MISSING_FIELD", "message": "paramètre start manquant", "field": "start"}, 400)
+        try:
+            start = parse_iso(start_raw)
+            end = parse_iso(end_raw) if end_raw else None
+        except ValueError:
+            return JSONResponse({"code": "INVALID_FIELD", "message": "date ISO 8601 invalide"}, 400)
+        import asyncio
+
+        try:
+            rows = await asyncio.to_thread(self.core.trace_store.query, start, end)
+        except Exception:
+            return JSONResponse({"code": "TRACES_UNAVAILABLE", "message": "base des traces indisponible"}, 503)
+        self.core.metrics.request("traces", 200)
+        return JSONResponse(rows, headers={"Cache-Control": "no-store"})
+
+    # ------------------------------------------------------------------ web LPS (authorization code)
+    def _redirect_uri(self, request: Request) -> str:
+        base = self.cfg.server.public_url or f"https://{request.url.netloc}"
+        return base.rstrip("/") + "/callback"
+
+    async def authorize(self, request: Request) -> Response:
+        client_id = request.query_params.get("clientId", "")
+        client = self.core.clients.get(client_id)
+        if client is None or not client.web_redirect_url:
+            return _page(404, "Logiciel inconnu", "Ce clientId n'est pas configuré pour la connexion web.")
+        try:
+            disc = await self.core.psc.discovery()
+        except Unavailable:
+            return _page(503, "Pro Santé Connect indisponible", "Réessayez dans quelques instants.")
+        if not disc.authorization_endpoint:
+            return _page(503, "Pro Santé Connect indisponible", "Point d'autorisation non publié.")
+        state, nonce, verifier = secrets.token_urlsafe(24), secrets.token_urlsafe(24), secrets.token_urlsafe(48)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        try:
+            await self.core.store.put_pending(
+                "auth:" + state, {"client_id": client_id, "nonce": nonce, "verifier": verifier}, 600
+            )
+        except StoreUnavailable:
+            return _page(503, "Service indisponible", "Stockage des sessions indisponible.")
+        params = {
+            "response_type": "code",
+            "client_id": client_id,
+            "redirect_uri": self._redirect_uri(request),
+            "scope": self.cfg.psc.scope,
+            "acr_values": self.cfg.psc.acr_values,
+            "state": state,
+            "nonce": nonce,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+        resp = RedirectResponse(disc.authorization_endpoint + "?" + urlencode(params), status_code=302)
+        # Binds the login to this browser (login CSRF): /callback requires the same state here.
+        resp.headers["set-cookie"] = (
+            f"{STATE_COOKIE}={state}; Path=/callback; Max-Age=600; Secure; HttpOnly; SameSite=Lax"
+        )
+        return resp
+
+    async def callback(self, request: Request) -> Response:
+        q = request.query_params
+        state = q.get("state", "")
+        ip, port = self._addr(request.scope)
+        if not state or cookie_from_headers(request.scope["headers"], STATE_COOKIE.encode()) != state:
+            return _page(400, "Connexion refusée", "Paramètre state absent ou différent de celui de ce navigateur.")
+        try:
+            pending = await self.core.store.pop_pending("auth:" + state)
+        except StoreUnavailable:
+            return _page(503, "Service indisponible", "Stockage des sessions indisponible.")
+        if pending is None:
+            return _page(400, "Connexion expirée", "Cette tentative de connexion est inconnue ou expirée.")
+        client = self.core.clients[pending["client_id"]]
+        now = time.time()
+        failure = None
+        tokens: dict[str, Any] = {}
+        national_id = None
+        if q.get("error"):
+            failure = (q.get("error") or "")[:100]
+        else:
+            try:
+                tokens = await self.core.psc.code(
+                    client, q.get("code", ""), self._redirect_uri(request), pending["verifier"]
+                )
+                claims = await self.core.psc.verify_id_token(
+                    str(tokens.get("id_token", "")), client.client_id, pending["nonce"]
+                )
+                national_id = str(claims.get("preferred_username") or claims.get("SubjectNameID") or "") or None
+                if national_id is None:
+                    failure = "no_national_id"
+            except Unavailable:
+                return _page(503, "Pro Santé Connect indisponible", "Réessayez dans quelques instants.")
+            except OAuthFailure as exc:
+                failure = exc.error
+        if failure is not None:
+            await self.core.trace_now(
+                trace(
+                    TraceType.CONNECT_FAILURE,
+                    now=now,
+                    national_id=national_id,
+                    ip=ip,
+                    port=port,
+                    client_id=client.client_id,
+                    dn=self.core.dns.get(client.client_id),
+                    reason=failure,
+                ),
+                now,
+            )
+            return _page(400, "Connexion refusée", f"Pro Santé Connect a refusé la connexion ({failure}).")
+        assert national_id is not None
+        try:
+            old = await self.core.store.find(national_id, client.client_id)
+        except StoreUnavailable:
+            return _page(503, "Service indisponible", "Stockage des sessions indisponible.")
+        if old is not None:
+            await self.core.end_session(old.id, "replaced")
+        session = new_session(
+            client_id=client.client_id,
+            national_id=national_id,
+            tokens=tokens,
+            now=time.time(),
+            absolute_ttl=self.cfg.sessions.absolute_ttl,
+            idle_ttl=self.cfg.sessions.idle_ttl,
+            dn=self.core.dns.get(client.client_id),
+            flow="code",
+        )
+        try:
+            _status, created = await self.core._store_new(session, ip, port)
+        except ProxyError as exc:
+            return _page(exc.status, "Connexion impossible", exc.message)
+        if created is None:
+            return _page(409, "Connexion concurrente", "Une autre connexion vient d'aboutir ; réessayez.")
+        assert client.web_redirect_url is not None
+        resp = RedirectResponse(client.web_redirect_url, status_code=302)
+        resp.headers.append("set-cookie", session_cookie(created.id, self.samesite))
+        resp.headers.append("set-cookie", f"{STATE_COOKIE}=; Path=/callback; Max-Age=0; Secure; HttpOnly; SameSite=Lax")
+        return resp
+
+    # ------------------------------------------------------------------ operations
+    async def healthz(self, _request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, _request: Request) -> Response:
+        import asyncio
+
+        problems = []
+        try:
+            await self.core.store.ping()
+        except StoreUnavailable:
+            problems.append("sessions")
+        try:
+            await asyncio.to_thread(self.core.trace_store.ping)
+        except Exception:
+            problems.append("traces")
+        if self.core.traces.pending() >= self.cfg.traces.queue_max * 0.9:
+            problems.append("trace_queue")
+        if problems:
+            return JSONResponse({"status": "unavailable", "failing": problems}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    async def metrics(self, _request: Request) -> Response:
+        try:
+            active = await self.core.store.count()
+        except StoreUnavailable:
+            active = -1
+        body = self.core.metrics.render(self.core.traces.pending(), active)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def _respond(send: Any, status: int, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*JSON_HEADERS, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(scope: MutableMapping[str, Any], receive: Any, limit: int) -> bytes:
+    for k, v in scope["headers"]:
+        if k == b"content-length":
+            try:
+                if int(v) > limit:
+                    raise ProxyError(413, "BODY_TOO_LARGE", f"corps de requête trop volumineux (max {limit} octets)")
+            except ValueError:
+                raise ProxyError(400, "INVALID_REQUEST", "Content-Length invalide") from None
+    chunks = []
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise ProxyError(400, "CLIENT_DISCONNECTED", "requête interrompue")
+        chunk = msg.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise ProxyError(413, "BODY_TOO_LARGE", f"corps de requête trop volumineux (max {limit} octets)")
+            chunks.append(chunk)
+        if not msg.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _read_request_body(request: Request, limit: int) -> bytes:
+    return await _read_body(request.scope, request.receive, limit)
+
+
+def _page(status: int, title: str, text: str) -> HTMLResponse:
+    body = (
+        "<!doctype html><html lang='fr'><head><meta charset='utf-8'><title>"
+        f"{html.escape(title)}</title></head><body><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p></body></html>"
+    )
+    return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})

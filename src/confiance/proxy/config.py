@@ -1,0 +1,210 @@
+"""The proxy's one TOML configuration, validated at start.
+
+Every section is a :class:`StrictModel`: an unknown or misspelt key is an error naming the
+key, never silently ignored (a typo in ``trusted_proxies`` must not open the proxy).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from confiance.core.config import StrictModel, load_config
+
+SERVICE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class ServerSection(StrictModel):
+    """How the proxy listens."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8443, ge=0, le=65535)
+    cert: Path
+    key: Path
+    ca_bundle: Path | None = None  # trust bundle for inbound client certs (optional mTLS)
+    crl: Path | None = None
+    client_auth: Literal["none", "optional", "required"] = "none"
+    public_url: str | None = None  # where browsers reach us (authorization-code flow redirect_uri)
+    proxy_id: str = "confiance-proxy"
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    trusted_proxies: list[str] = Field(default_factory=list)
+    log_level: str = "warning"
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for item in v:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"réseau invalide {item!r}") from None
+        return v
+
+
+class OutboundSection(StrictModel):
+    """TLS trust and timeouts for every outbound call (PSC, AS, services)."""
+
+    ca_bundle: Path
+    connect_timeout: float = Field(5.0, gt=0, le=120)
+    upstream_timeout: float = Field(30.0, gt=0, le=600)
+    psc_timeout: float = Field(10.0, gt=0, le=120)
+    pool_size: int = Field(100, ge=1, le=10_000)
+
+
+class PscSection(StrictModel):
+    """Pro Santé Connect, found through its discovery document."""
+
+    discovery_url: str
+    scope: str = "openid scope_all"
+    acr_values: str = "eidas1"
+    ciba_max_wait: float = Field(180.0, gt=0, le=900)  # bound on how long /connect polls
+    verify_id_token: bool = True
+
+    @field_validator("discovery_url")
+    @classmethod
+    def _https(cls, v: str) -> str:
+        if not v.startswith("https://"):
+            raise ValueError("doit être une URL https://")
+        return v
+
+
+class LpsClient(StrictModel):
+    """One LPS known to PSC: its client id and the credentials the proxy holds for it."""
+
+    client_id: str = Field(min_length=1, max_length=200)
+    auth: Literal["mtls", "secret"] = "mtls"
+    cert: Path | None = None  # ORG AUTH_CLI certificate presented to PSC, the AS and services
+    key: Path | None = None
+    secret: str | None = None
+    as_client_id: str | None = None  # Client_ID_AS at the API authorization servers; default client_id
+    web_redirect_url: str | None = None  # where /callback sends the browser after a web login
+
+    @model_validator(mode="after")
+    def _credentials(self) -> LpsClient:
+        if self.auth == "mtls" and (self.cert is None or self.key is None):
+            raise ValueError("auth = 'mtls' exige cert et key")
+        if self.auth == "secret" and not self.secret:
+            raise ValueError("auth = 'secret' exige secret")
+        return self
+
+
+class ServiceSection(StrictModel):
+    """One API Pro Santé Connectée service reachable through /send/{name}/…"""
+
+    base_url: str
+    token_endpoint: str
+    revocation_endpoint: str | None = None
+    scope: str = ""
+    audience: str | None = None
+    subject_token_type: Literal[
+        "urn:ietf:params:oauth:token-type:access_token", "urn:ietf:params:oauth:token-type:jwt"
+    ] = "urn:ietf:params:oauth:token-type:access_token"
+    send_subject_issuer: bool = True  # ANS's example sends subject_issuer=psc
+    timeout: float | None = Field(None, gt=0, le=600)
+
+    @field_validator("base_url", "token_endpoint", "revocation_endpoint")
+    @classmethod
+    def _https(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("https://"):
+            raise ValueError("doit être une URL https://")
+        if v is not None and any(c in v for c in "?#@\r\n "):
+            raise ValueError("ne doit contenir ni requête, ni fragment, ni identifiants")
+        return v.rstrip("/") if v else v
+
+
+class SessionSection(StrictModel):
+    """Where sessions live and how long they last."""
+
+    store: Literal["memory", "sqlite", "redis"] = "memory"
+    url: str | None = None  # sqlite:///path or redis://host:port/db
+    absolute_ttl: float = Field(4 * 3600, gt=0)
+    idle_ttl: float = Field(30 * 60, gt=0)
+    api_token_margin: float = Field(30.0, ge=0)  # renew an API token this long before it expires
+    psc_token_margin: float = Field(5.0, ge=0)
+    refresh_lock_ttl: float = Field(30.0, gt=0)
+    sweep_interval: float = Field(15.0, gt=0)
+    touch_interval: float = Field(5.0, ge=0)  # coalesce idle-time writes (shared stores)
+    cookie_samesite: Literal["strict", "lax", "none"] = "lax"
+
+    @model_validator(mode="after")
+    def _url(self) -> SessionSection:
+        if self.store == "redis" and not (self.url or "").startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("store = 'redis' exige url = 'redis://…'")
+        if self.store == "sqlite" and not (self.url or "").startswith("sqlite:///"):
+            raise ValueError("store = 'sqlite' exige url = 'sqlite:///chemin'")
+        if self.idle_ttl > self.absolute_ttl:
+            raise ValueError("idle_ttl ne peut dépasser absolute_ttl")
+        return self
+
+
+class TraceSection(StrictModel):
+    """Append-only hash-chained traces and who may read them."""
+
+    url: str = "sqlite:///proxy-traces.db"
+    admin_token: str | None = Field(None, min_length=16)
+    conformity_mode: bool = False  # /traces open to anyone (conformity campaigns only)
+    send_durability: Literal["batched", "commit"] = "batched"
+    flush_interval: float = Field(0.02, gt=0, le=5)
+    batch_max: int = Field(1000, ge=1, le=100_000)
+    queue_max: int = Field(100_000, ge=100)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://")):
+            raise ValueError("attendu sqlite:///… ou postgresql://…")
+        return v
+
+
+class ProxyConfig(StrictModel):
+    server: ServerSection
+    outbound: OutboundSection
+    psc: PscSection
+    lps_clients: list[LpsClient] = Field(min_length=1)
+    services: dict[str, ServiceSection] = Field(default_factory=dict)
+    sessions: SessionSection = Field(default_factory=lambda: SessionSection.model_validate({}))
+    traces: TraceSection = Field(default_factory=lambda: TraceSection.model_validate({}))
+
+    @field_validator("services")
+    @classmethod
+    def _names(cls, v: dict[str, ServiceSection]) -> dict[str, ServiceSection]:
+        for name in v:
+            if not SERVICE_NAME_RE.match(name):
+                raise ValueError(f"nom de service invalide {name!r} (a-z, 0-9, _ et -)")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_clients(self) -> ProxyConfig:
+        ids = [c.client_id for c in self.lps_clients]
+        if len(ids) != len(set(ids)):
+            raise ValueError("lps_clients: client_id en double")
+        return self
+
+    def client(self, client_id: str) -> LpsClient | None:
+        for c in self.lps_clients:
+            if c.client_id == client_id:
+                return c
+        return None
+
+
+def load(path: Path | str) -> ProxyConfig:
+    """Load and validate; relative file paths are resolved against the config file's folder."""
+    cfg = load_config(path, ProxyConfig)
+    base = Path(path).resolve().parent
+
+    def fix(p: Path | None) -> Path | None:
+        return p if p is None or p.is_absolute() else base / p
+
+    cfg.server.cert = fix(cfg.server.cert) or cfg.server.cert
+    cfg.server.key = fix(cfg.server.key) or cfg.server.key
+    cfg.server.ca_bundle = fix(cfg.server.ca_bundle)
+    cfg.server.crl = fix(cfg.server.crl)
+    cfg.outbound.ca_bundle = fix(cfg.outbound.ca_bundle) or cfg.outbound.ca_bundle
+    for c in cfg.lps_clients:
+        c.cert = fix(c.cert)
+        c.key = fix(c.key)
+    return cfg

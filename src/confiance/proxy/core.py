@@ -1,0 +1,483 @@
+"""The proxy's behaviour, between the ASGI edge and the outside world.
+
+Owns the session store, the trace writer, the PSC and AS clients and the per-session hot
+cache. Rules that decide (validation, expiry, trace shape, path safety) live in ``domain``
+and ``pathsafety``; this module sequences I/O around them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from confiance.core.clientcert import parse_networks
+from confiance.core.http import ClientFactory, Timeouts
+from confiance.pki.thumbprint import subject_dn
+
+from .config import LpsClient, ProxyConfig, ServiceSection
+from .domain import (
+    ApiToken,
+    ConnectRequest,
+    ProxyError,
+    Session,
+    TraceType,
+    apply_psc_refresh,
+    new_session,
+    trace,
+)
+from .metrics import Metrics
+from .oauth import OAuthFailure, PscClient, TokenExchanger, Unavailable, identity_of
+from .sessions import SessionStore, StoreUnavailable, make_store
+from .traces import TraceQueueFull, TraceStore, TraceWriter
+
+log = logging.getLogger("confiance.proxy")
+
+# Request headers never forwarded upstream: hop-by-hop (RFC 9110 §7.6.1), our own
+# credentials, and anything a caller could use to impersonate a hop or an identity.
+DROP_REQUEST_HEADERS = frozenset(
+    {
+        b"host",
+        b"cookie",
+        b"authorization",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"x-real-ip",
+        b"client-cert",
+        b"client-cert-chain",
+        b"expect",
+    }
+)
+DROP_RESPONSE_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "set-cookie",
+        "server",
+        "date",
+    }
+)
+
+
+@dataclass(slots=True)
+class Hot:
+    """What /send needs for one session+service, computed once per API token."""
+
+    token: str
+    renew_at: float
+    base_url: str
+    auth_header: str
+    http: aiohttp.ClientSession
+    timeout: aiohttp.ClientTimeout
+    service: str
+
+
+def client_dn(client: LpsClient) -> str | None:
+    if client.cert is None:
+        return None
+    from cryptography import x509
+
+    return subject_dn(x509.load_pem_x509_certificate(client.cert.read_bytes()))
+
+
+class ProxyCore:
+    def __init__(self, cfg: ProxyConfig, store: SessionStore | None = None) -> None:
+        self.cfg = cfg
+        self.instance = secrets.token_hex(8)
+        self.trusted = parse_networks(cfg.server.trusted_proxies)
+        self.store = store or make_store(cfg.sessions.store, cfg.sessions.url, cfg.sessions.touch_interval)
+        self.trace_store = TraceStore(cfg.traces.url)
+        self.traces = TraceWriter(
+            self.trace_store, cfg.traces.flush_interval, cfg.traces.batch_max, cfg.traces.queue_max
+        )
+        self.factory = ClientFactory(
+            cfg.outbound.ca_bundle,
+            Timeouts(connect=cfg.outbound.connect_timeout, total=cfg.outbound.upstream_timeout),
+            pool_size=cfg.outbound.pool_size,
+        )
+        self.psc = PscClient(cfg.psc, self.factory, cfg.outbound.psc_timeout)
+        self.exchanger = TokenExchanger(self.factory, cfg.outbound.psc_timeout)
+        self.metrics = Metrics()
+        self.clients = {c.client_id: c for c in cfg.lps_clients}
+        self.dns = {c.client_id: client_dn(c) for c in cfg.lps_clients}
+        self.hot: dict[tuple[str, str], Hot] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._bg: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self.started = False
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self.traces.start()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop(), name="session-sweeper")
+        self.started = True
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        if self._bg:
+            await asyncio.wait(self._bg, timeout=10)
+        await self.traces.close()
+        await self.factory.aclose()
+        await self.store.close()
+        self.trace_store.close()
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    # ------------------------------------------------------------------ traces
+    async def trace_now(self, rec: dict[str, Any], now: float) -> None:
+        """Low-rate traces (connect/disconnect): answered only once committed."""
+        try:
+            await self.traces.write(rec, now)
+        except TraceQueueFull as exc:
+            raise ProxyError(503, "TRACES_UNAVAILABLE", "journal des traces saturé, réessayez") from exc
+
+    # ------------------------------------------------------------------ connect
+    async def connect(self, req: ConnectRequest, ip: str | None, port: int | None) -> tuple[int, Session | None]:
+        """200 + new session, or 304 + existing one; ProxyError otherwise."""
+        now = time.time()
+        meta = {"nationalId": req.national_id, "clientId": req.client_id}
+        client = self.clients.get(req.client_id)
+
+        async def fail(status: int, code: str, message: str, reason: str) -> ProxyError:
+            await self.trace_now(
+                trace(
+                    TraceType.CONNECT_FAILURE,
+                    now=time.time(),
+                    national_id=req.national_id,
+                    ip=ip,
+                    port=port,
+                    client_id=req.client_id,
+                    dn=self.dns.get(req.client_id),
+                    reason=reason,
+                ),
+                time.time(),
+            )
+            return ProxyError(status, code, message, metadata=meta)
+
+        if client is None:
+            raise await fail(404, "CLIENT_NOT_FOUND", "clientId inconnu de ce proxy", "unknown_client")
+        try:
+            existing = await self.store.find(req.national_id, req.client_id)
+        except StoreUnavailable as exc:
+            raise ProxyError(503, "SESSION_STORE_UNAVAILABLE", "stockage des sessions indisponible") from exc
+        if existing is not None and existing.expired(now) is None:
+            await self.trace_now(
+                trace(
+                    TraceType.CONNECT_REPLAY, now=now, national_id=req.national_id, ip=ip, port=port, session=existing
+                ),
+                now,
+            )
+            return 304, None
+        if existing is not None:
+            await self.end_session(existing.id, "expired")
+        try:
+            tokens = await self.psc.ciba(client, req.national_id, req.binding_message, req.channel)
+            if self.cfg.psc.verify_id_token and tokens.get("id_token"):
+                claims = await self.psc.verify_id_token(str(tokens["id_token"]), client.client_id)
+                who = claims.get("preferred_username") or claims.get("SubjectNameID")
+                if who is not None and who != req.national_id:
+                    raise OAuthFailure("invalid_id_token", "identité authentifiée différente de celle demandée")
+        except Unavailable as exc:
+            raise await fail(503, "PSC_UNAVAILABLE", "Pro Santé Connect est indisponible", str(exc)) from exc
+        except OAuthFailure as exc:
+            status, code, message = _connect_error(exc)
+            raise await fail(status, code, message, exc.error) from exc
+        done = time.time()
+        session = new_session(
+            client_id=client.client_id,
+            national_id=req.national_id,
+            tokens=tokens,
+            now=done,
+            absolute_ttl=self.cfg.sessions.absolute_ttl,
+            idle_ttl=self.cfg.sessions.idle_ttl,
+            dn=self.dns.get(client.client_id),
+        )
+        return await self._store_new(session, ip, port)
+
+    async def _store_new(self, session: Session, ip: str | None, port: int | None) -> tuple[int, Session | None]:
+        try:
+            other = await self.store.create(session)
+        except StoreUnavailable as exc:
+            self.spawn(self._end_remote(session, "store_unavailable"))
+            raise ProxyError(503, "SESSION_STORE_UNAVAILABLE", "stockage des sessions indisponible") from exc
+        now = time.time()
+        if other is not None:
+            # A concurrent connect for the same user+LPS won: keep one PSC session only.
+            self.spawn(self._end_remote(session, "duplicate"))
+            await self.trace_now(
+                trace(
+                    TraceType.CONNECT_REPLAY, now=now, national_id=session.national_id, ip=ip, port=port, session=other
+                ),
+                now,
+            )
+            return 304, None
+        await self.trace_now(
+            trace(
+                TraceType.CONNECT_SUCCESS, now=now, national_id=session.national_id, ip=ip, port=port, session=session
+            ),
+            now,
+        )
+        return 200, session
+
+    # ------------------------------------------------------------------ sessions
+    async def lookup(self, sid: str, now: float) -> Session:
+        """The live session for a cookie, or 401 (ends it first when it just expired)."""
+        try:
+            s = await self.store.get(sid)
+        except StoreUnavailable as exc:
+            raise ProxyError(503, "SESSION_STORE_UNAVAILABLE", "stockage des sessions indisponible") from exc
+        if s is None:
+            raise ProxyError(401, "SESSION_NOT_FOUND", "session inconnue ou expirée")
+        why = s.expired(now)
+        if why is not None:
+            self.spawn(self.end_session(sid, why))
+            raise ProxyError(401, "SESSION_EXPIRED", "session expirée, reconnectez-vous")
+        return s
+
+    async def disconnect(self, sid: str, ip: str | None, port: int | None) -> None:
+        try:
+            s = await self.store.delete(sid)
+        except StoreUnavailable as exc:
+            raise ProxyError(503, "SESSION_STORE_UNAVAILABLE", "stockage des sessions indisponible") from exc
+        if s is None:
+            raise ProxyError(401, "SESSION_NOT_FOUND", "session inconnue")
+        now = time.time()
+        await self.trace_now(
+            trace(TraceType.DISCONNECT, now=now, national_id=s.national_id, ip=ip, port=port, session=s), now
+        )
+        self._forget(sid)
+        self.metrics.sessions_ended.labels("disconnect").inc()
+        await self._end_remote(s, "disconnect")
+
+    async def end_session(self, sid: str, reason: str) -> None:
+        """Remove the session (only one caller wins) then revoke its tokens and end it at PSC."""
+        try:
+            s = await self.store.delete(sid)
+        except StoreUnavailable:
+            return  # the sweeper retries once the store is back
+        self._forget(sid)
+        if s is None:
+            return
+        self.metrics.sessions_ended.labels(reason).inc()
+        await self._end_remote(s, reason)
+
+    def _forget(self, sid: str) -> None:
+        for svc in self.cfg.services:
+            self.hot.pop((sid, svc), None)
+
+    async def _end_remote(self, s: Session, reason: str) -> None:
+        client = self.clients.get(s.client_id)
+        if client is None:
+            return
+        for name, tok in s.api_tokens.items():
+            svc = self.cfg.services.get(name)
+            if svc is None:
+                continue
+            try:
+                await self.exchanger.revoke(client, svc, tok)
+            except (Unavailable, OAuthFailure) as exc:
+                log.warning("revocation at %s failed for a session (%s): %s", name, reason, exc)
+        try:
+            await self.psc.end_session(client, s.id_token, s.psc_refresh_token)
+        except (Unavailable, OAuthFailure) as exc:
+            log.warning("PSC end-session failed (%s): %s", reason, exc)
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.sessions.sweep_interval)
+            with contextlib.suppress(Exception):
+                await self.sweep()
+
+    async def sweep(self) -> int:
+        """End every expired session (one sweeper at a time across instances)."""
+        if not await self.store.acquire("sweeper", self.instance, self.cfg.sessions.sweep_interval * 2):
+            return 0
+        n = 0
+        try:
+            for sid in await self.store.expired(time.time(), 200):
+                s = await self.store.get(sid)
+                if s is None or s.expired(time.time()):
+                    await self.end_session(sid, "expired")
+                    n += 1
+        finally:
+            await self.store.release("sweeper", self.instance)
+        return n
+
+    # ------------------------------------------------------------------ tokens
+    @contextlib.asynccontextmanager
+    async def refresh_lock(self, sid: str) -> AsyncIterator[None]:
+        """One refresh at a time per session: an in-process lock (waiters queue without
+        polling) plus a lease in the store for other proxy instances."""
+        lock = self._locks.get(sid)
+        if lock is None:
+            lock = self._locks[sid] = asyncio.Lock()
+        try:
+            async with lock:
+                ttl = self.cfg.sessions.refresh_lock_ttl
+                deadline = time.monotonic() + ttl
+                try:
+                    while not await self.store.acquire(f"refresh:{sid}", self.instance, ttl):
+                        if time.monotonic() > deadline:
+                            raise ProxyError(503, "REFRESH_BUSY", "renouvellement des jetons en cours, réessayez")
+                        await asyncio.sleep(0.02)
+                except StoreUnavailable as exc:
+                    raise ProxyError(503, "SESSION_STORE_UNAVAILABLE", "stockage des sessions indisponible") from exc
+                try:
+                    yield
+                finally:
+                    with contextlib.suppress(StoreUnavailable):
+                        await self.store.release(f"refresh:{sid}", self.instance)
+        finally:
+            if not lock.locked() and self._locks.get(sid) is lock:
+                del self._locks[sid]
+
+    async def hot_entry(self, session: Session, service: str, now: float, refused: str | None = None) -> Hot:
+        """The cached relay context, renewing the API token (and the PSC token) when due.
+
+        ``refused`` is a token the upstream just rejected: it is never reused."""
+        svc = self.cfg.services[service]
+        margin = self.cfg.sessions.api_token_margin
+        tok = session.api_tokens.get(service)
+        if tok is None or not tok.usable(now, margin) or tok.access_token == refused:
+            tok = await self._renew_api_token(session.id, service, svc, now, refused)
+        return self._make_hot(session, service, svc, tok)
+
+    def _make_hot(self, session: Session, service: str, svc: ServiceSection, tok: ApiToken) -> Hot:
+        client = self.clients[session.client_id]
+        timeout = svc.timeout or self.cfg.outbound.upstream_timeout
+        hot = Hot(
+            token=tok.access_token,
+            renew_at=tok.expires_at - self.cfg.sessions.api_token_margin,
+            base_url=svc.base_url,
+            auth_header="Bearer " + tok.access_token,
+            http=self.factory.aiohttp(identity_of(client)),
+            timeout=aiohttp.ClientTimeout(total=timeout, connect=self.cfg.outbound.connect_timeout),
+            service=service,
+        )
+        self.hot[(session.id, service)] = hot
+        return hot
+
+    async def _renew_api_token(
+        self, sid: str, service: str, svc: ServiceSection, now: float, refused: str | None = None
+    ) -> ApiToken:
+        async with self.refresh_lock(sid):
+            now = time.time()
+            try:
+                fresh = await self.store.get(sid)
+            except StoreUnavailable as exc:
+                raise ProxyError(503, "SESSION_STORE_UNAVAILABLE", "stockage des sessions indisponible") from exc
+            if fresh is None or fresh.expired(now):
+                raise ProxyError(401, "SESSION_EXPIRED", "session expirée, reconnectez-vous")
+            tok = fresh.api_tokens.get(service)
+            if tok is not None and tok.usable(now, self.cfg.sessions.api_token_margin) and tok.access_token != refused:
+                return tok  # another request renewed it while we waited
+            work = Session.from_dict(fresh.to_dict())
+            version = fresh.version
+            client = self.clients[work.client_id]
+            if not work.psc_access_usable(now, self.cfg.sessions.psc_token_margin):
+                version = await self._refresh_psc(work, client, version, now)
+            try:
+                tok = await self.exchanger.exchange(client, service, svc, work.psc_access_token, time.time())
+            except Unavailable as exc:
+                self.metrics.refreshes.labels("api_exchange", "unavailable").inc()
+                raise ProxyError(
+                    504 if exc.timeout else 503, "AS_UNAVAILABLE", f"serveur d'autorisation de {service} indisponible"
+                ) from exc
+            except OAuthFailure as exc:
+                self.metrics.refreshes.labels("api_exchange", "refused").inc()
+                raise ProxyError(
+                    502, "TOKEN_EXCHANGE_REFUSED", f"échange de jeton refusé par {service}: {exc.error}"
+                ) from exc
+            self.metrics.refreshes.labels("api_exchange", "ok").inc()
+            old = work.api_tokens.get(service)
+            work.api_tokens[service] = tok
+            await self._save(work, version)
+            if old is not None:
+                self.spawn(self._revoke_quietly(client, svc, old))
+            return tok
+
+    async def _refresh_psc(self, work: Session, client: LpsClient, version: int, now: float) -> int:
+        if not work.psc_refresh_usable(now):
+            self.metrics.refreshes.labels("psc", "expired").inc()
+            self.spawn(self.end_session(work.id, "refresh_expired"))
+            raise ProxyError(401, "SESSION_EXPIRED", "session PSC expirée, reconnectez-vous")
+        assert work.psc_refresh_token is not None
+        try:
+            tokens = await self.psc.refresh(client, work.psc_refresh_token)
+        except Unavailable as exc:
+            self.metrics.refreshes.labels("psc", "unavailable").inc()
+            raise ProxyError(503, "PSC_UNAVAILABLE", "Pro Santé Connect est indisponible") from exc
+        except OAuthFailure as exc:
+            self.metrics.refreshes.labels("psc", "refused").inc()
+            self.spawn(self.end_session(work.id, "refresh_refused"))
+            raise ProxyError(401, "SESSION_EXPIRED", "session PSC terminée, reconnectez-vous") from exc
+        apply_psc_refresh(work, tokens, time.time())
+        self.metrics.refreshes.labels("psc", "ok").inc()
+        # Persist the rotated refresh token at once: the old one is now dead at PSC.
+        await self._save(work, version)
+        return work.version
+
+    async def _save(self, work: Session, version: int) -> None:
+        try:
+            ok = await self.store.save(work, version)
+        except StoreUnavailable as exc:
+            raise ProxyError(503, "SESSION_STORE_UNAVAILABLE", "stockage des sessions indisponible") from exc
+        if not ok:
+            # Deleted meanwhile (disconnect or expiry): the tokens we hold must not outlive it.
+            raise ProxyError(401, "SESSION_NOT_FOUND", "session terminée pendant le renouvellement")
+
+    async def _revoke_quietly(self, client: LpsClient, svc: ServiceSection, tok: ApiToken) -> None:
+        with contextlib.suppress(Unavailable, OAuthFailure):
+            await self.exchanger.revoke(client, svc, tok)
+
+    def drop_api_token(self, sid: str, service: str, token: str) -> None:
+        """Forget a cached token the upstream refused, so the next call exchanges again."""
+        hot = self.hot.get((sid, service))
+        if hot is not None and hot.token == token:
+            del self.hot[(sid, service)]
+
+
+def _connect_error(exc: OAuthFailure) -> tuple[int, str, str]:
+    if exc.error == "unknown_user_id":
+        return 404, "USER_NOT_FOUND", "identifiant national inconnu de Pro Santé Connect"
+    if exc.error == "access_denied":
+        return 400, "ACCESS_DENIED", "authentification refusée par l'utilisateur sur e-CPS"
+    if exc.error == "expired_token":
+        return 400, "AUTHENTICATION_TIMEOUT", "l'utilisateur n'a pas validé l'authentification à temps"
+    if exc.error in ("invalid_client", "unauthorized_client"):
+        return 400, "CLIENT_REFUSED", "Pro Santé Connect refuse ce clientId (identifiants du logiciel)"
+    if exc.error == "invalid_id_token":
+        return 400, "INVALID_ID_TOKEN", f"jeton d'identité PSC refusé: {exc.description}"
+    return 400, "CONNECT_FAILED", f"échec de l'authentification PSC: {exc.error}"

@@ -1,0 +1,87 @@
+"""Which upstream URL a ``/send/{service}/{endpoint…}`` request may reach.
+
+The relayed path is taken from the *raw* request target (before any decoding) and refused
+when it could leave the configured service's base URL once some hop decodes or normalises
+it: dot segments (plain or percent-encoded), encoded slashes or backslashes, double
+encoding (``%25``), empty segments (``//``, the start of an absolute URL), userinfo
+(``@``), control characters (CR/LF header injection), fragments. What remains is appended
+verbatim to the service base URL, so the upstream sees exactly what we checked.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# RFC 3986 pchar minus what we refuse ("@", and "%" only as a valid escape).
+_ALLOWED = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,;=:%/]*$")
+_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# Escapes whose decoded form changes the path structure or smuggles control bytes.
+_FORBIDDEN_ESCAPES = re.compile(r"%(2[eEfF]|5[cC]|25|40|0[0-9a-fA-F]|1[0-9a-fA-F]|7[fF]|3[fF]|23)")
+_QUERY_ALLOWED = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,;=:%/?@]*$")
+SERVICE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class UnsafePath(ValueError):
+    """The request target could reach something the configuration did not name."""
+
+
+@dataclass(frozen=True, slots=True)
+class SendTarget:
+    service: str
+    path: str  # raw, already checked; starts with "/" or is ""
+    query: str  # raw query string without "?", already checked
+
+
+def split_send_target(raw_path: bytes | str, query: bytes | str = b"") -> SendTarget:
+    """Parse ``/send/{service}[/{endpoint…}]`` from the raw target; raise :class:`UnsafePath`."""
+    path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else raw_path
+    qs = query.decode("latin-1") if isinstance(query, bytes) else query
+    if not path.startswith("/send/"):
+        raise UnsafePath("le chemin doit commencer par /send/{service}")
+    rest = path[len("/send/") :]
+    service, sep, endpoint = rest.partition("/")
+    if not SERVICE_RE.match(service):
+        raise UnsafePath("nom de service invalide")
+    endpoint = sep + endpoint if sep else ""
+    check_endpoint(endpoint)
+    if qs:
+        check_query(qs)
+    return SendTarget(service, endpoint, qs)
+
+
+def check_endpoint(endpoint: str) -> None:
+    if not endpoint:
+        return
+    if not _ALLOWED.match(endpoint):
+        raise UnsafePath("caractère interdit dans le chemin (@, \\, espace, caractère de contrôle…)")
+    if _ESCAPE.search(endpoint):
+        raise UnsafePath("séquence d'échappement % invalide")
+    if _FORBIDDEN_ESCAPES.search(endpoint):
+        raise UnsafePath("caractère encodé interdit dans le chemin (/, \\, ., %, @, ?, #, contrôle)")
+    segments = endpoint.split("/")[1:]
+    for i, seg in enumerate(segments):
+        if seg in (".", ".."):
+            raise UnsafePath("segment . ou .. interdit")
+        if seg == "" and i != len(segments) - 1:
+            raise UnsafePath("segment vide (//) interdit")
+    if ":" in segments[0]:
+        # "/send/svc/https:..." would read as a scheme to a careless hop; nothing legitimate needs it.
+        raise UnsafePath("le premier segment ne peut contenir ':'")
+
+
+def check_query(qs: str) -> None:
+    if len(qs) > 8192:
+        raise UnsafePath("chaîne de requête trop longue")
+    if not _QUERY_ALLOWED.match(qs) or _ESCAPE.search(qs):
+        raise UnsafePath("caractère interdit dans la chaîne de requête")
+    if re.search(r"%(0[0-9a-fA-F]|1[0-9a-fA-F]|7[fF])", qs):
+        raise UnsafePath("caractère de contrôle encodé dans la chaîne de requête")
+
+
+def upstream_url(base_url: str, target: SendTarget) -> str:
+    """Base URL (no trailing slash) + checked path + checked query: no re-encoding, no surprise."""
+    url = base_url + target.path
+    if target.query:
+        url += "?" + target.query
+    return url
