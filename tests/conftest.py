@@ -17,6 +17,8 @@ import pytest
 
 from confiance.pki import IssuedCertificate, Pki
 
+pytest_plugins = ["tests.fixtures_psc", "tests.fixtures_api"]
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_URL = os.environ.get("CONFIANCE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("CONFIANCE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

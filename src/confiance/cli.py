@@ -11,6 +11,7 @@ from rich.table import Table
 
 from confiance import __version__
 from confiance.pki.cli import app as pki_app
+from confiance.psc.cli import app as psc_app
 
 app = typer.Typer(
     help="Confiance : l'Espace de Confiance Pro Santé Connect sur votre machine.",
@@ -18,6 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(pki_app, name="pki")
+app.add_typer(psc_app, name="psc")
 console = Console()
 
 
