@@ -1,0 +1,182 @@
+"""Validation of the PSC access token presented as ``subject_token`` (I/O edge).
+
+Two modes, chosen in configuration:
+
+* ``introspection`` (default): ask PSC (RFC 7662). This is the only mode that sees a PSC
+  session ended at PSC (logout, revocation). Answers are cached per token for at most
+  ``cache_seconds`` and never beyond the token's ``exp``, which bounds the window in which
+  an ended session can still be exchanged and keeps PSC out of the hot path when a proxy
+  exchanges one PSC token for several services. Concurrent checks of one token share one
+  introspection call.
+* ``jwks``: verify the JWT signature with PSC's published keys. No network call per token,
+  but a session ended at PSC stays exchangeable until the token expires (≈ 2 min).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from typing import Any
+
+import httpx
+
+from confiance.core.http import ClientFactory
+from confiance.core.jose import TokenError, verify_jwt
+from confiance.core.tls import ClientIdentity
+
+from .config import PscValidation
+from .domain import OAuthError, Subject, subject_from_claims
+
+log = logging.getLogger("confiance.api.psc")
+
+
+class TtlCache:
+    """A bounded dict whose entries carry their own expiry (insertion order = eviction order)."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._data: dict[str, tuple[float, Any]] = {}
+
+    def get(self, key: str, now: float) -> Any | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        if item[0] <= now:
+            self._data.pop(key, None)
+            return None
+        return item[1]
+
+    def put(self, key: str, value: Any, expires_at: float, now: float) -> None:
+        if expires_at <= now:
+            return
+        if len(self._data) >= self.max_entries:
+            for k in [k for k, (e, _) in self._data.items() if e <= now]:
+                del self._data[k]
+            while len(self._data) >= self.max_entries:
+                del self._data[next(iter(self._data))]
+        self._data[key] = (expires_at, value)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class PscTokenChecker:
+    """Turns a PSC access token into a :class:`Subject` or an OAuth error."""
+
+    def __init__(self, cfg: PscValidation, clients: ClientFactory) -> None:
+        self.cfg = cfg
+        self.clients = clients
+        self.identity = (
+            ClientIdentity(cfg.client_cert, cfg.client_key) if cfg.client_cert is not None else ClientIdentity()
+        )
+        self.cache = TtlCache(cfg.cache_max_entries)
+        self._inflight: dict[str, asyncio.Future[Subject | OAuthError]] = {}
+        self._jwks: dict[str, Any] | None = None
+        self._jwks_fetched = 0.0
+        self.introspections = 0  # calls made to PSC (tests and metrics)
+
+    async def check(self, token: str) -> Subject:
+        now = time.time()
+        if self.cfg.mode == "jwks":
+            return await self._check_jwt(token, now)
+        key = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+        cached = self.cache.get(key, now)
+        if cached is None:
+            fut = self._inflight.get(key)
+            if fut is None:
+                fut = asyncio.get_running_loop().create_future()
+                self._inflight[key] = fut
+                try:
+                    result = await self._introspect_result(token, key)
+                    fut.set_result(result)
+                except BaseException as exc:
+                    fut.set_exception(exc)
+                    fut.exception()  # mark retrieved; waiters re-raise it themselves
+                    raise
+                finally:
+                    self._inflight.pop(key, None)
+            cached = await fut
+        if isinstance(cached, OAuthError):
+            raise cached
+        assert isinstance(cached, Subject)
+        if cached.exp <= now:
+            raise OAuthError("invalid_request", "subject_token expiré")
+        return cached
+
+    async def _introspect_result(self, token: str, key: str) -> Subject | OAuthError:
+        claims = await self._introspect(token)
+        now = time.time()
+        limit = now + self.cfg.cache_seconds
+        try:
+            subject = subject_from_claims(claims, self.cfg.issuer, now)
+        except OAuthError as exc:
+            # A refused token never becomes acceptable: caching the refusal protects PSC
+            # from being used as an amplifier by a client replaying garbage.
+            self.cache.put(key, exc, limit, now)
+            return exc
+        self.cache.put(key, subject, min(limit, subject.exp), now)
+        return subject
+
+    async def _introspect(self, token: str) -> dict[str, Any]:
+        form = {"token": token, "token_type_hint": "access_token"}
+        auth: tuple[str, str] | None = None
+        if self.cfg.client_secret is not None and self.cfg.client_id is not None:
+            auth = (self.cfg.client_id, self.cfg.client_secret)
+        elif self.cfg.client_id is not None:
+            form["client_id"] = self.cfg.client_id
+        client = self.clients.httpx_async(self.identity)
+        self.introspections += 1
+        try:
+            resp = await client.post(
+                self.cfg.introspection_url,
+                data=form,
+                auth=auth or httpx.USE_CLIENT_DEFAULT,
+                timeout=self.cfg.timeout_seconds,
+            )
+        except httpx.HTTPError as exc:
+            log.warning("PSC introspection unreachable: %s", type(exc).__name__)
+            raise OAuthError("temporarily_unavailable", "Pro Santé Connect injoignable (introspection)", 503) from exc
+        if resp.status_code != 200:
+            log.warning("PSC introspection answered %s", resp.status_code)
+            raise OAuthError("temporarily_unavailable", f"introspection PSC en erreur ({resp.status_code})", 503)
+        try:
+            data = resp.json()
+        except ValueError as exc:
+            raise OAuthError("temporarily_unavailable", "réponse d'introspection PSC illisible", 503) from exc
+        if not isinstance(data, dict):
+            raise OAuthError("temporarily_unavailable", "réponse d'introspection PSC illisible", 503)
+        return data
+
+    async def _keys(self, refresh: bool = False) -> dict[str, Any]:
+        now = time.monotonic()
+        if self._jwks is None or (refresh and now - self._jwks_fetched > 10):
+            client = self.clients.httpx_async(self.identity)
+            try:
+                resp = await client.get(self.cfg.jwks_url, timeout=self.cfg.timeout_seconds)
+                resp.raise_for_status()
+                jwks = resp.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                if self._jwks is None:
+                    raise OAuthError("temporarily_unavailable", "JWKS de Pro Santé Connect injoignable", 503) from exc
+                return self._jwks
+            self._jwks = jwks
+            self._jwks_fetched = now
+        return self._jwks
+
+    async def _check_jwt(self, token: str, now: float) -> Subject:
+        keys = await self._keys()
+        for attempt in (0, 1):
+            try:
+                claims = verify_jwt(token, keys, issuer=self.cfg.issuer, now=now)
+                break
+            except TokenError as exc:
+                if attempt == 0 and "kid" in str(exc):
+                    keys = await self._keys(refresh=True)  # PSC may have rotated its keys
+                    continue
+                raise OAuthError("invalid_request", f"subject_token refusé : {exc}") from exc
+        return subject_from_claims(claims, self.cfg.issuer, now)

@@ -1,0 +1,303 @@
+"""The resource services' HTTP edge: signsessiondata (ANS conformity API), INSi-like, DMP-like.
+
+Each request is authorized in the same order: TLS client certificate present, Bearer token
+signed by our AS (signature checked once per token, then cached until its ``exp``), then on
+every request: not expired, audience of this service, not revoked, bound to *this*
+connection's certificate (``cnf`` x5t#S256), scope. Every decision is written to the
+access log with the professional and the client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from confiance.core.clientcert import client_certificate
+from confiance.core.jose import TokenError, verify_jwt
+
+from . import demo_data
+from .config import TOKEN_ALGS
+from .domain import AccessDenied, Service, check_access, check_session_data, parse_session_data
+
+if TYPE_CHECKING:
+    from .service import ApiRuntime
+
+log = logging.getLogger("confiance.api.rs")
+FHIR_JSON = "application/fhir+json"
+
+
+class VerifiedTokens:
+    """Signature/issuer verification result per token string, kept until the token's exp.
+
+    Verifying an RS256 signature costs ≈ 60 µs; a proxy reuses one API token for hours, so
+    the per-request checks left are dictionary lookups and a string comparison.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._data: dict[str, dict[str, Any]] = {}
+
+    def get(self, token: str) -> dict[str, Any] | None:
+        return self._data.get(token)
+
+    def put(self, token: str, claims: dict[str, Any], now: float) -> None:
+        if self.max_entries <= 0:
+            return
+        if len(self._data) >= self.max_entries:
+            for k in [k for k, c in self._data.items() if c.get("exp", 0) <= now]:
+                del self._data[k]
+            while len(self._data) >= self.max_entries:
+                del self._data[next(iter(self._data))]
+        self._data[token] = claims
+
+    def prune(self, now: float) -> None:
+        for k in [k for k, c in self._data.items() if c.get("exp", 0) <= now]:
+            self._data.pop(k, None)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+def _denied(exc: AccessDenied) -> Response:
+    header = f'Bearer realm="api-psc", error="{exc.error}"'
+    return JSONResponse(
+        {"code": exc.error, "message": exc.message, "reason": exc.reason},
+        status_code=exc.status,
+        headers={"WWW-Authenticate": header, "Cache-Control": "no-store"},
+    )
+
+
+def _bad_request(code: str, message: str, status: int = 400) -> Response:
+    return JSONResponse({"code": code, "message": message}, status_code=status)
+
+
+class ResourceServerApp:
+    def __init__(self, rt: ApiRuntime) -> None:
+        self.rt = rt
+        self.max_body = rt.cfg.resource_server.max_body_bytes
+        self.verified = VerifiedTokens(rt.cfg.resource_server.verified_token_cache)
+        self.app = Starlette(
+            routes=[
+                Route("/health", self.health),
+                Route("/hello", self.hello),
+                Route("/.well-known/jwks.json", self.jwks),
+                Route("/signsessiondata", self.signsessiondata, methods=["POST"]),
+                Route("/insi/rechercher", self.insi_search, methods=["POST"]),
+                Route("/dmp/fhir/DocumentReference", self.dmp_search, methods=["GET"]),
+            ],
+            exception_handlers={404: self._not_found, 405: self._not_allowed},
+        )
+
+    @staticmethod
+    async def _not_found(_request: Request, _exc: Exception) -> Response:
+        return _bad_request("not_found", "ressource inconnue", 404)
+
+    @staticmethod
+    async def _not_allowed(_request: Request, _exc: Exception) -> Response:
+        return _bad_request("method_not_allowed", "méthode non autorisée", 405)
+
+    # ------------------------------------------------------------------ authorization
+    def authorize(self, request: Request, service: Service) -> dict[str, Any]:
+        """The verified claims of the request's token for ``service``, or AccessDenied."""
+        cc = client_certificate(request.scope, self.rt.trusted_proxies)
+        if cc is None:
+            raise AccessDenied("certificat client TLS requis", reason="no_certificate")
+        header = request.headers.get("authorization")
+        if not header or header[:7].lower() != "bearer ":
+            raise AccessDenied("jeton d'accès Bearer requis", reason="missing_token")
+        token = header[7:].strip()
+        now = time.time()
+        claims = self.verified.get(token)
+        if claims is None:
+            try:
+                claims = verify_jwt(
+                    token, self.rt.as_keys.keyset, algorithms=TOKEN_ALGS, issuer=self.rt.issuer, now=now
+                )
+            except TokenError as exc:
+                raise AccessDenied(f"jeton refusé : {exc}", reason="signature") from exc
+            for name in ("jti", "scope"):
+                if not isinstance(claims.get(name), str):
+                    raise AccessDenied(f"jeton sans {name}", reason="claims")
+            self.verified.put(token, claims, now)
+        try:
+            check_access(
+                claims,
+                audience=service.audience,
+                scopes=service.scopes,
+                cert_x5t=cc.x5t_s256,
+                revocations=self.rt.revocations,
+                now=now,
+            )
+        except AccessDenied as exc:
+            self.rt.audit.record(
+                service=service.name,
+                path=request.url.path,
+                outcome="refused",
+                reason=exc.reason,
+                professional=claims.get("SubjectNameID"),
+                client_id=claims.get("client_id"),
+                dn=cc.subject_dn,
+                jti=claims.get("jti"),
+            )
+            raise
+        return claims
+
+    async def _authorized(self, request: Request, name: str) -> tuple[dict[str, Any] | None, Response | None]:
+        service = self.rt.service(name)
+        try:
+            return self.authorize(request, service), None
+        except AccessDenied as exc:
+            return None, _denied(exc)
+
+    def _log_ok(self, request: Request, name: str, claims: dict[str, Any], status: int, **extra: Any) -> None:
+        cc = client_certificate(request.scope, self.rt.trusted_proxies)
+        self.rt.audit.record(
+            service=name,
+            path=request.url.path,
+            outcome="ok" if status < 400 else "error",
+            status=status,
+            professional=claims.get("SubjectNameID"),
+            client_id=claims.get("client_id"),
+            dn=cc.subject_dn if cc else None,
+            jti=claims.get("jti"),
+            **extra,
+        )
+
+    async def _body(self, request: Request) -> bytes | None:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            return None
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self.max_body:
+                return None
+        return body
+
+    # ------------------------------------------------------------------ routes
+    async def health(self, _request: Request) -> Response:
+        return JSONResponse({"status": "ok", "component": "api-rs"})
+
+    async def hello(self, request: Request) -> Response:
+        """Bare endpoint (certificate required, nothing else): the benchmark's ceiling."""
+        if client_certificate(request.scope, self.rt.trusted_proxies) is None:
+            return _denied(AccessDenied("certificat client TLS requis", reason="no_certificate"))
+        return PlainTextResponse("hello")
+
+    async def jwks(self, _request: Request) -> Response:
+        """Keys that verify the ``signature`` of signsessiondata answers."""
+        return JSONResponse(self.rt.rs_keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+    async def signsessiondata(self, request: Request) -> Response:
+        claims, denied = await self._authorized(request, "signsessiondata")
+        if denied is not None:
+            return denied
+        assert claims is not None
+        body = await self._body(request)
+        if body is None:
+            self._log_ok(request, "signsessiondata", claims, 413)
+            return _bad_request("payload_too_large", f"corps trop volumineux (> {self.max_body} octets)", 413)
+        try:
+            data = parse_session_data(body)
+        except ValueError as exc:
+            self._log_ok(request, "signsessiondata", claims, 400)
+            return _bad_request("invalid_request", str(exc))
+        mismatch = check_session_data(data, claims)
+        if mismatch is not None:
+            self._log_ok(request, "signsessiondata", claims, 400, mismatch=mismatch)
+            return _bad_request("session_mismatch", mismatch)
+        signature = self.rt.session_signer.sign_bytes(
+            json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        )
+        self._log_ok(request, "signsessiondata", claims, 200, proxy_session_id=data["proxy_session_id"])
+        return JSONResponse({**data, "signature": signature})
+
+    async def insi_search(self, request: Request) -> Response:
+        """INSi-like: traits → INS. Codes as INSi: 00 found, 01 none, 02 several."""
+        claims, denied = await self._authorized(request, "insi")
+        if denied is not None:
+            return denied
+        assert claims is not None
+        body = await self._body(request)
+        try:
+            data = json.loads(body or b"")
+            if not isinstance(data, dict):
+                raise ValueError
+        except ValueError:
+            self._log_ok(request, "insi", claims, 400)
+            return _bad_request("invalid_request", "corps JSON invalide")
+        fields = {}
+        for name in ("nomNaissance", "prenom", "sexe", "dateNaissance"):
+            value = data.get(name)
+            if not isinstance(value, str) or not value.strip() or len(value) > 100:
+                self._log_ok(request, "insi", claims, 400)
+                return _bad_request("invalid_request", f"trait manquant ou invalide : {name}")
+            fields[name] = value
+        if fields["sexe"] not in ("M", "F"):
+            self._log_ok(request, "insi", claims, 400)
+            return _bad_request("invalid_request", "sexe attendu : M ou F")
+        place = data.get("lieuNaissance")
+        if place is not None and (not isinstance(place, str) or len(place) > 10):
+            self._log_ok(request, "insi", claims, 400)
+            return _bad_request("invalid_request", "lieuNaissance invalide")
+        found = demo_data.find_patients(
+            fields["nomNaissance"], fields["prenom"], fields["sexe"], fields["dateNaissance"], place
+        )
+        if not found:
+            answer: dict[str, Any] = {"code": "01", "libelle": "Aucune identité trouvée"}
+        elif len(found) > 1:
+            answer = {"code": "02", "libelle": "Plusieurs identités trouvées : préciser le lieu de naissance"}
+        else:
+            answer = {"code": "00", "libelle": "Identité trouvée", "identite": found[0].identity()}
+        self._log_ok(request, "insi", claims, 200, insi_code=answer["code"])
+        return JSONResponse(answer)
+
+    async def dmp_search(self, request: Request) -> Response:
+        """DMP-like: FHIR R4 ``DocumentReference?patient.identifier=urn:oid:…|INS`` → searchset Bundle."""
+        claims, denied = await self._authorized(request, "dmp")
+        if denied is not None:
+            return denied
+        assert claims is not None
+        raw = request.query_params.get("patient.identifier") or request.query_params.get("patient")
+        if not raw:
+            self._log_ok(request, "dmp", claims, 400)
+            return _operation_outcome("required", "paramètre patient.identifier obligatoire", 400)
+        system, sep, value = raw.rpartition("|")
+        if sep and system != demo_data.INS_SYSTEM:
+            self._log_ok(request, "dmp", claims, 400)
+            return _operation_outcome("invalid", f"système d'identifiant attendu : {demo_data.INS_SYSTEM}", 400)
+        patient = demo_data.patient_by_ins(value)
+        base = self.rt.service("dmp").url + "/fhir"
+        entries = []
+        if patient is not None:
+            for doc in demo_data.documents_of(patient):
+                resource = demo_data.document_reference(doc, patient, base)
+                entries.append({"fullUrl": f"{base}/DocumentReference/{doc.id}", "resource": resource})
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(entries),
+            "entry": entries,
+        }
+        self._log_ok(request, "dmp", claims, 200, patient_found=patient is not None, documents=len(entries))
+        return JSONResponse(bundle, media_type=FHIR_JSON)
+
+
+def _operation_outcome(code: str, text: str, status: int) -> Response:
+    return JSONResponse(
+        {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": code, "diagnostics": text}],
+            "code": "invalid_request",
+            "message": text,
+        },
+        status_code=status,
+        media_type=FHIR_JSON,
+    )

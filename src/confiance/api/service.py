@@ -1,0 +1,260 @@
+"""Assembly: one runtime shared by the authorization server and the resource services.
+
+Both servers run in one process (two HTTPS listeners on one event loop), like an AS and
+its resource servers shipped by one vendor. They share, in memory, the AS's public keys
+and the revocation list: a token revoked at the AS is refused by the next resource
+request, with no polling window and no extra network hop on the resource hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+
+from confiance.core.clientcert import IPNetwork, parse_networks
+from confiance.core.config import ConfigError
+from confiance.core.http import ClientFactory
+from confiance.core.jose import KeyStore
+from confiance.core.server import ServiceConfig, bind_socket, make_server
+from confiance.core.tls import ClientAuth, ServerTLS
+
+from .audit import AccessLog
+from .auth_server import AuthorizationServerApp
+from .config import SERVICE_NAMES, ApiClient, ApiConfig
+from .domain import Catalog, ClientRegistry, RefreshStore, RevocationList, Service
+from .psc_check import PscTokenChecker
+from .resources import ResourceServerApp
+from .signing import FastSigner
+
+log = logging.getLogger("confiance.api")
+
+
+def load_clients_file(path: Path) -> list[ApiClient]:
+    """Clients registered with ``confiance api clients add`` (JSON ``{"clients": [...]}``)."""
+    if not path.exists():
+        return []
+    try:
+        data = json.loads(path.read_text())
+        return [ApiClient.model_validate(c) for c in data.get("clients", [])]
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"fichier de clients illisible {path}: {exc}") from None
+
+
+def save_clients_file(path: Path, clients: list[ApiClient]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"clients": [c.model_dump(exclude_none=True) for c in clients]}, indent=2) + "\n")
+    tmp.replace(path)
+
+
+@dataclass
+class ApiRuntime:
+    cfg: ApiConfig
+    as_keys: KeyStore
+    rs_keys: KeyStore
+    registry: ClientRegistry
+    revocations: RevocationList
+    refresh: RefreshStore
+    psc: PscTokenChecker
+    audit: AccessLog
+    http: ClientFactory
+    trusted_proxies: tuple[IPNetwork, ...]
+    signer: FastSigner
+    session_signer: FastSigner
+    as_url: str = ""
+    rs_url: str = ""
+    issuer: str = ""
+    catalog: Catalog = field(default_factory=lambda: Catalog(()))
+    _clients_mtime: float | None = None
+    _clients_checked: float = 0.0
+
+    @property
+    def refresh_enabled(self) -> bool:
+        return self.cfg.authorization_server.refresh_tokens
+
+    def set_urls(self, as_url: str, rs_url: str) -> None:
+        """Fix public URLs once the listening ports are known (tests bind port 0)."""
+        a, r = self.cfg.authorization_server, self.cfg.resource_server
+        self.as_url = as_url.rstrip("/")
+        self.rs_url = (r.base_url or rs_url).rstrip("/")
+        self.issuer = (a.issuer or self.as_url).rstrip("/")
+        services = []
+        for name in SERVICE_NAMES:
+            d = r.services.get(name)
+            url = f"{self.rs_url}/{name}" if name != "signsessiondata" else self.rs_url
+            services.append(
+                Service(
+                    name=name,
+                    url=url,
+                    audience=(d.audience if d and d.audience else f"{self.rs_url}/{name}"),
+                    scopes=tuple(d.scopes) if d and d.scopes else (name,),
+                )
+            )
+        self.catalog = Catalog(tuple(services))
+
+    def service(self, name: str) -> Service:
+        for s in self.catalog.services:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def describe_services(self) -> dict[str, dict[str, Any]]:
+        """What ``endpoints.json`` and the test fixture publish about each service."""
+        return {
+            s.name: {
+                "url": s.url,
+                "audience": s.audience,
+                "scopes": list(s.scopes),
+                "token_endpoint": f"{self.as_url}/token",
+                "jwks_uri": f"{self.rs_url}/.well-known/jwks.json",
+            }
+            for s in self.catalog.services
+        }
+
+    def reload_clients_if_changed(self) -> None:
+        """Pick up clients added by the admin CLI without a restart (checked at most once a second)."""
+        path = self.cfg.authorization_server.clients_file
+        if path is None:
+            return
+        now = time.monotonic()
+        if now - self._clients_checked < 1.0:
+            return
+        self._clients_checked = now
+        try:
+            mtime = os.stat(path).st_mtime
+        except FileNotFoundError:
+            mtime = None
+        if mtime != self._clients_mtime:
+            self._clients_mtime = mtime
+            try:
+                extra = load_clients_file(path)
+            except ConfigError as exc:
+                log.error("%s", exc)
+                return
+            self.registry.replace(merge_clients(self.cfg.clients, extra))
+
+    def housekeeping(self) -> None:
+        now = time.time()
+        self.revocations.prune(now)
+        self.refresh.prune(now)
+        self.audit.flush()
+
+
+def merge_clients(configured: list[ApiClient], registered: list[ApiClient]) -> list[ApiClient]:
+    by_id = {c.client_id: c for c in configured}
+    by_id.update({c.client_id: c for c in registered})
+    return list(by_id.values())
+
+
+def build_runtime(cfg: ApiConfig) -> ApiRuntime:
+    a, r = cfg.authorization_server, cfg.resource_server
+    as_keys = KeyStore(a.keys_file, algs=(a.token_alg,))
+    rs_keys = KeyStore(r.keys_file, algs=(r.signing_alg,))
+    http = ClientFactory(cfg.psc.ca_bundle or cfg.tls.ca_bundle)
+    extra = load_clients_file(a.clients_file) if a.clients_file else []
+    rt = ApiRuntime(
+        cfg=cfg,
+        as_keys=as_keys,
+        rs_keys=rs_keys,
+        registry=ClientRegistry(merge_clients(cfg.clients, extra)),
+        revocations=RevocationList(),
+        refresh=RefreshStore(),
+        psc=PscTokenChecker(cfg.psc, http),
+        audit=AccessLog(r.access_log),
+        http=http,
+        trusted_proxies=parse_networks(cfg.trusted_proxies),
+        signer=FastSigner(as_keys, a.token_alg),
+        session_signer=FastSigner(rs_keys, r.signing_alg),
+    )
+    if a.clients_file is not None and a.clients_file.exists():
+        rt._clients_mtime = os.stat(a.clients_file).st_mtime
+    rt.set_urls(f"https://{a.host}:{a.port}", f"https://{r.host}:{r.port}")
+    return rt
+
+
+def _lifespan(rt: ApiRuntime, owner: bool) -> Any:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        task = None
+        if owner:
+
+            async def loop() -> None:
+                while True:
+                    await asyncio.sleep(1.0)
+                    rt.housekeeping()
+
+            task = asyncio.create_task(loop())
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if owner:
+                rt.housekeeping()
+                await rt.http.aclose()
+
+    return lifespan
+
+
+def build_apps(rt: ApiRuntime) -> tuple[Starlette, Starlette]:
+    """The AS app and the RS app; the AS owns housekeeping (pruning, log flushing)."""
+    as_app = AuthorizationServerApp(rt).app
+    rs_app = ResourceServerApp(rt).app
+    as_app.router.lifespan_context = _lifespan(rt, owner=True)
+    rs_app.router.lifespan_context = _lifespan(rt, owner=False)
+    rs_app.state.rt = rt
+    as_app.state.rt = rt
+    return as_app, rs_app
+
+
+def server_tls(cfg: ApiConfig) -> ServerTLS:
+    # OPTIONAL at the TLS layer so health probes connect without a certificate; every other
+    # route refuses a request without one (invalid_client / 401).
+    return ServerTLS(
+        cert=cfg.tls.cert,
+        key=cfg.tls.key,
+        ca_bundle=cfg.tls.ca_bundle,
+        crl=cfg.tls.crl,
+        client_auth=ClientAuth.OPTIONAL,
+    )
+
+
+def serve(cfg: ApiConfig) -> None:
+    """Run both servers in the foreground until SIGINT/SIGTERM."""
+    import uvloop
+
+    rt = build_runtime(cfg)
+    as_app, rs_app = build_apps(rt)
+    tls = server_tls(cfg)
+    a, r = cfg.authorization_server, cfg.resource_server
+    as_sock = bind_socket(a.host, a.port)
+    rs_sock = bind_socket(r.host, r.port)
+    rt.set_urls(f"https://{a.host}:{as_sock.getsockname()[1]}", f"https://{r.host}:{rs_sock.getsockname()[1]}")
+    as_srv = make_server(as_app, ServiceConfig(host=a.host, port=a.port, tls=tls))
+    rs_srv = make_server(rs_app, ServiceConfig(host=r.host, port=r.port, tls=tls))
+
+    async def main() -> None:
+        rs_task = asyncio.create_task(rs_srv.serve(sockets=[rs_sock]))
+        as_task = asyncio.create_task(as_srv.serve(sockets=[as_sock]))
+        done, _ = await asyncio.wait({as_task, rs_task}, return_when=asyncio.FIRST_COMPLETED)
+        # One server stopping (signal or failure) stops the other.
+        as_srv.should_exit = rs_srv.should_exit = True
+        await asyncio.gather(as_task, rs_task, return_exceptions=True)
+        for t in done:
+            t.result()
+
+    log.info("API AS on %s, resource services on %s", rt.as_url, rt.rs_url)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
