@@ -217,7 +217,7 @@ class PscClient:
                 str(body.get("error") or "server_error"), str(body.get("error_description") or ""), status
             )
         rid = str(body["auth_req_id"])
-        interval = max(0.05, float(body.get("interval") or 5))
+        interval = max(0.05, float(body.get("interval", 5) or 0))
         deadline = time.monotonic() + min(float(body.get("expires_in") or 120), self.cfg.ciba_max_wait)
         while True:
             await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
