@@ -80,6 +80,11 @@ class PscValidation(StrictModel):
     client_cert: Path | None = None
     client_key: Path | None = None
     ca_bundle: Path | None = None
+    # Sandbox convenience (`confiance up`): register the AS's introspection client at the PSC
+    # sandbox through its admin API before the first introspection. Never set against real PSC.
+    sandbox_admin_url: str | None = None
+    sandbox_admin_token: str | None = None
+    client_dn: str | None = None  # subject DN of client_cert, sent with the registration
     # An introspection result is reused at most this long, and never past the token's exp:
     # it bounds how long a PSC session ended at PSC can still be exchanged.
     cache_seconds: float = Field(10.0, ge=0, le=120)

@@ -79,6 +79,8 @@ class PscTokenChecker:
         self._jwks: dict[str, Any] | None = None
         self._jwks_fetched = 0.0
         self.introspections = 0  # calls made to PSC (tests and metrics)
+        self._registered = cfg.sandbox_admin_url is None
+        self._register_lock = asyncio.Lock()
 
     async def check(self, token: str) -> Subject:
         now = time.time()
@@ -122,7 +124,39 @@ class PscTokenChecker:
         self.cache.put(key, subject, min(limit, subject.exp), now)
         return subject
 
+    async def _ensure_registered(self) -> None:
+        """Sandbox only: create our introspection client at PSC (409 = already there)."""
+        if self._registered:
+            return
+        async with self._register_lock:
+            await self._register()
+
+    async def _register(self) -> None:
+        if not self._registered:
+            cfg = self.cfg
+            body: dict[str, Any] = {"client_id": cfg.client_id, "name": "Serveur d'autorisation API PSC"}
+            if cfg.client_secret is not None:
+                body["secret"] = cfg.client_secret
+            if cfg.client_dn is not None:
+                body["tls_client_auth_subject_dn"] = cfg.client_dn
+                body["espace_de_confiance"] = cfg.client_secret is None
+            client = self.clients.httpx_async(self.identity)
+            try:
+                resp = await client.post(
+                    f"{cfg.sandbox_admin_url}/clients",
+                    json=body,
+                    headers={"Authorization": f"Bearer {cfg.sandbox_admin_token}"},
+                    timeout=cfg.timeout_seconds,
+                )
+            except httpx.HTTPError as exc:
+                raise OAuthError("temporarily_unavailable", "bac à sable PSC injoignable", 503) from exc
+            if resp.status_code not in (201, 409):
+                log.warning("PSC sandbox client registration answered %s", resp.status_code)
+                raise OAuthError("temporarily_unavailable", "enregistrement auprès du bac à sable PSC refusé", 503)
+            self._registered = True
+
     async def _introspect(self, token: str) -> dict[str, Any]:
+        await self._ensure_registered()
         form = {"token": token, "token_type_hint": "access_token"}
         auth: tuple[str, str] | None = None
         if self.cfg.client_secret is not None and self.cfg.client_id is not None:
