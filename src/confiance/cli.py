@@ -12,7 +12,9 @@ from rich.table import Table
 from confiance import __version__
 from confiance.api.cli import app as api_app
 from confiance.conformity.cli import app as conformity_app
+from confiance.lps.cli import app as lps_app
 from confiance.pki.cli import app as pki_app
+from confiance.proxy.cli import app as proxy_app
 from confiance.psc.cli import app as psc_app
 
 app = typer.Typer(
@@ -23,6 +25,8 @@ app = typer.Typer(
 app.add_typer(pki_app, name="pki")
 app.add_typer(psc_app, name="psc")
 app.add_typer(api_app, name="api")
+app.add_typer(proxy_app, name="proxy")
+app.add_typer(lps_app, name="lps")
 app.add_typer(conformity_app, name="conformity")
 console = Console()
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from confiance.core.config import StrictModel, load_config
+from confiance.core.config import ConfigError, StrictModel, load_config
 
 SERVICE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -207,4 +207,26 @@ def load(path: Path | str) -> ProxyConfig:
     for c in cfg.lps_clients:
         c.cert = fix(c.cert)
         c.key = fix(c.key)
+    check_files(cfg, str(path))
     return cfg
+
+
+def check_files(cfg: ProxyConfig, source: str = "<config>") -> None:
+    """Fail at start, naming the key, rather than at the first handshake."""
+    missing = []
+    files = {
+        "server.cert": cfg.server.cert,
+        "server.key": cfg.server.key,
+        "server.ca_bundle": cfg.server.ca_bundle,
+        "outbound.ca_bundle": cfg.outbound.ca_bundle,
+    }
+    for i, c in enumerate(cfg.lps_clients):
+        files[f"lps_clients.{i}.cert"] = c.cert
+        files[f"lps_clients.{i}.key"] = c.key
+    for key, p in files.items():
+        if p is not None and not Path(p).is_file():
+            missing.append(f"  - {key}: fichier introuvable {p}")
+    if cfg.server.client_auth != "none" and cfg.server.ca_bundle is None:
+        missing.append("  - server.ca_bundle: requis quand client_auth n'est pas 'none'")
+    if missing:
+        raise ConfigError(f"configuration invalide ({source}):\n" + "\n".join(missing))

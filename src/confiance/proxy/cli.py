@@ -1,0 +1,80 @@
+"""`confiance proxy …`: serve the Proxy e-Santé, check its config, verify its traces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from confiance.core.config import ConfigError
+
+app = typer.Typer(help="Proxy e-Santé : connexion PSC, relais vers les API, traces.", no_args_is_help=True)
+traces_app = typer.Typer(help="Traces chaînées du proxy.", no_args_is_help=True)
+app.add_typer(traces_app, name="traces")
+console = Console()
+
+ConfigOpt = typer.Option(..., "--config", "-c", help="Fichier TOML du proxy.")
+
+
+def _load(path: Path):  # type: ignore[no-untyped-def]
+    from .config import load
+
+    try:
+        return load(path)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(config: Path = ConfigOpt) -> None:
+    """Démarre le proxy (HTTPS) selon le fichier de configuration."""
+    from confiance.core import logs
+    from confiance.core.server import ServiceConfig
+    from confiance.core.server import serve as run
+    from confiance.core.tls import ClientAuth, ServerTLS
+
+    from .app import ProxyApp
+    from .core import ProxyCore
+
+    cfg = _load(config)
+    logs.setup("INFO" if cfg.server.log_level == "debug" else "WARNING")
+    s = cfg.server
+    tls = ServerTLS(cert=s.cert, key=s.key, ca_bundle=s.ca_bundle, crl=s.crl, client_auth=ClientAuth(s.client_auth))
+    app_ = ProxyApp(ProxyCore(cfg))
+    run(app_, ServiceConfig(host=s.host, port=s.port, tls=tls, log_level=s.log_level))
+
+
+@app.command("check-config")
+def check_config(config: Path = ConfigOpt) -> None:
+    """Valide la configuration sans démarrer."""
+    cfg = _load(config)
+    console.print(
+        f"configuration valide : {len(cfg.lps_clients)} client(s) LPS, services : {', '.join(cfg.services) or 'aucun'}"
+    )
+
+
+@traces_app.command("verify")
+def verify(
+    config: Path | None = typer.Option(None, "--config", "-c", help="Fichier TOML du proxy."),
+    url: str | None = typer.Option(None, "--url", help="URL de la base des traces (sinon celle du fichier)."),
+) -> None:
+    """Vérifie la chaîne d'empreintes des traces (aucune ligne modifiée, insérée ou supprimée)."""
+    from .traces import TraceStore
+
+    if url is None:
+        if config is None:
+            console.print("[red]--config ou --url requis[/red]")
+            raise typer.Exit(2)
+        url = _load(config).traces.url
+    store = TraceStore(url)
+    try:
+        check = store.verify()
+    finally:
+        store.close()
+    if check.ok:
+        console.print(f"[green]chaîne intègre[/green] : {check.checked} trace(s) vérifiée(s)")
+        return
+    console.print(f"[red]chaîne rompue[/red] à la trace n°{check.first_bad} : {check.reason}")
+    raise typer.Exit(1)
