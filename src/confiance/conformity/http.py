@@ -1,0 +1,178 @@
+"""HTTP(S) exchanges that leave evidence.
+
+Every request the tool sends to the proxy (or to a sandbox/API admin endpoint) goes through
+:class:`Recorder`, which stores a redacted copy of the request and the response in the
+current check's evidence. Cookies are set explicitly per request and the client's cookie
+jar is cleared after each call, so no check can accidentally reuse another's session.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from http.cookies import CookieError, SimpleCookie
+from typing import Any
+
+import httpx
+
+from .model import Evidence, truncate
+
+COOKIE_NAME = "proxy_session_id"
+_SHOWN_REQUEST_HEADERS = ("content-type", "cookie", "authorization", "x-forwarded-for")
+_SHOWN_RESPONSE_HEADERS = ("content-type", "content-length", "set-cookie", "location", "www-authenticate")
+
+
+def _mask_cookie_header(value: str) -> str:
+    """Show cookie names and attributes, never values (a session id is a bearer credential)."""
+    out = []
+    for part in value.split(";"):
+        name, sep, _val = part.strip().partition("=")
+        low = name.lower()
+        if sep and low not in ("path", "domain", "expires", "max-age", "samesite"):
+            out.append(f"{name}={'«vide»' if not _val else '«masqué»'}")
+        else:
+            out.append(part.strip())
+    return "; ".join(out)
+
+
+def _body_text(content: bytes, content_type: str | None) -> Any:
+    if not content:
+        return ""
+    text = content.decode("utf-8", errors="replace")
+    if content_type and "json" in content_type:
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return truncate(text)
+
+
+def set_cookies(resp: httpx.Response) -> dict[str, SimpleCookie]:
+    """Parsed ``Set-Cookie`` headers by cookie name (last one wins)."""
+    out: dict[str, SimpleCookie] = {}
+    for raw in resp.headers.get_list("set-cookie"):
+        jar: SimpleCookie = SimpleCookie()
+        try:
+            jar.load(raw)
+        except CookieError:
+            continue
+        for name in jar:
+            out[name] = jar
+    return out
+
+
+def session_cookie(resp: httpx.Response) -> str | None:
+    """Value of the ``proxy_session_id`` cookie the response sets, if any (empty → None)."""
+    jar = set_cookies(resp).get(COOKIE_NAME)
+    if jar is None:
+        return None
+    return jar[COOKIE_NAME].value or None
+
+
+def cookie_erased(resp: httpx.Response) -> bool:
+    """True when the response deletes ``proxy_session_id`` (empty value, Max-Age≤0 or past Expires)."""
+    jar = set_cookies(resp).get(COOKIE_NAME)
+    if jar is None:
+        return False
+    morsel = jar[COOKIE_NAME]
+    if not morsel.value:
+        return True
+    max_age = morsel["max-age"]
+    if max_age:
+        try:
+            return int(max_age) <= 0
+        except ValueError:
+            return False
+    expires = morsel["expires"]
+    if expires:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return parsedate_to_datetime(expires).timestamp() < time.time()
+        except (TypeError, ValueError):
+            return False
+    return False
+
+
+class Recorder:
+    """Sends requests with one httpx client and writes each exchange into the evidence."""
+
+    def __init__(self, client: httpx.Client, base_url: str) -> None:
+        self.client = client
+        self.base_url = base_url.rstrip("/")
+
+    def request(
+        self,
+        ev: Evidence | None,
+        method: str,
+        path_or_url: str,
+        *,
+        label: str = "",
+        json_body: Any = None,
+        content: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+        cookie: str | None = None,
+        params: dict[str, str] | None = None,
+        timeout: float | None = None,
+        follow_redirects: bool = False,
+    ) -> httpx.Response:
+        url = path_or_url if path_or_url.startswith(("http://", "https://")) else self.base_url + path_or_url
+        hdrs = dict(headers or {})
+        if cookie is not None:
+            hdrs["Cookie"] = f"{COOKIE_NAME}={cookie}"
+        kwargs: dict[str, Any] = {"headers": hdrs, "params": params, "follow_redirects": follow_redirects}
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        if json_body is not None:
+            kwargs["json"] = json_body
+        elif content is not None:
+            kwargs["content"] = content
+        self.client.cookies.clear()
+        started = time.monotonic()
+        try:
+            resp = self.client.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            if ev is not None:
+                ev.exchange(
+                    {
+                        "label": label,
+                        "request": {"method": method, "url": url},
+                        "error": f"{type(exc).__name__}: {exc}",
+                    }
+                )
+            raise
+        finally:
+            self.client.cookies.clear()
+        if ev is not None:
+            ev.exchange(self._record(label, resp, int((time.monotonic() - started) * 1000)))
+        return resp
+
+    @staticmethod
+    def _record(label: str, resp: httpx.Response, elapsed_ms: int) -> dict[str, Any]:
+        req = resp.request
+        req_headers = {k: v for k, v in req.headers.items() if k.lower() in _SHOWN_REQUEST_HEADERS}
+        if "cookie" in req_headers:
+            req_headers["cookie"] = _mask_cookie_header(req_headers["cookie"])
+        resp_headers: dict[str, Any] = {}
+        for k in _SHOWN_RESPONSE_HEADERS:
+            values = resp.headers.get_list(k)
+            if values:
+                if k == "set-cookie":
+                    resp_headers[k] = [_mask_cookie_header(v) for v in values]
+                else:
+                    resp_headers[k] = values[0] if len(values) == 1 else values
+        return {
+            "label": label,
+            "request": {
+                "method": req.method,
+                "url": str(req.url),
+                "headers": req_headers,
+                "body": _body_text(req.content, req.headers.get("content-type")),
+            },
+            "response": {
+                "status": resp.status_code,
+                "headers": resp_headers,
+                "body": _body_text(resp.content, resp.headers.get("content-type")),
+                "elapsed_ms": elapsed_ms,
+            },
+        }
