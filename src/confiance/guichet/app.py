@@ -1,0 +1,41 @@
+"""Assembling a running guichet from its configuration (used by `serve`, `up` and tests)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from confiance.core.jose import KeyStore
+from confiance.pki import Pki
+
+from .config import GuichetConfig
+from .db import Database
+from .files import FileStore
+from .service import GuichetService, JwksReportVerifier, ServiceSettings
+
+
+def build_service(cfg: GuichetConfig, **overrides: Any) -> GuichetService:
+    """Database (migrated), file store, trust-list keys, optional PKI and conformity keys."""
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(cfg.resolved_database_url())
+    verifier = None
+    if cfg.conformity_jwks_file is not None:
+        verifier = JwksReportVerifier(json.loads(cfg.conformity_jwks_file.read_text()))
+    service = GuichetService(
+        db,
+        FileStore(cfg.data_dir / "files"),
+        KeyStore(cfg.data_dir / "trust-list-keys.json", algs=("ES256",)),
+        settings=ServiceSettings(
+            validity_years=cfg.validity_years,
+            max_upload_bytes=cfg.max_upload_bytes,
+            conformity_max_age_days=cfg.conformity_max_age_days,
+            trust_list_ttl_seconds=cfg.trust_list_ttl_seconds,
+            token_ttl_days=cfg.token_ttl_days,
+            issuer=cfg.public_url.rstrip("/"),
+        ),
+        pki=Pki(cfg.pki_dir) if cfg.pki_dir is not None else None,
+        conformity_verifier=verifier,
+        **overrides,
+    )
+    service.initialize()
+    return service

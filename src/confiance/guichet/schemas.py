@@ -1,0 +1,425 @@
+"""Inputs and outputs of the service layer (pydantic), shared by the JSON API and the web UI.
+
+Every string and list is bounded: the API validates before any rule runs, and oversized
+input is refused with 422 rather than stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .domain.model import AnsRole, ComponentKind, EvidenceKind, Level, OrgRole, Role, SolutionKind
+from .domain.pentest import AppType, CriterionResult, Severity
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Short = Annotated[str, Field(min_length=1, max_length=64)]
+Text = Annotated[str, Field(max_length=5000)]
+Reason = Annotated[str, Field(min_length=1, max_length=2000)]
+Email = Annotated[str, Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
+Password = Annotated[str, Field(min_length=12, max_length=200)]
+Id = Annotated[int, Field(ge=1, le=2**31 - 1)]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Version = Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
+class In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ----- organisations & accounts -----
+class OrganisationIn(In):
+    name: Name
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "FR"
+    siren: Annotated[str, Field(max_length=20)] | None = None
+    siret: Annotated[str, Field(max_length=20)] | None = None
+    registration_number: Annotated[str, Field(max_length=64)] | None = None
+
+
+class OrganisationOut(BaseModel):
+    id: int
+    name: str
+    country: str
+    siren: str | None
+    siret: str | None
+    registration_number: str | None
+
+
+class RegisterIn(In):
+    """A company's legal representative (mandataire) registers the company."""
+
+    email: Email
+    name: Name
+    password: Password
+    organisation: OrganisationIn
+
+
+class AccountIn(In):
+    email: Email
+    name: Name
+    password: Password | None = None
+    org_role: OrgRole | None = None
+    organisation_id: Id | None = None  # ANS administrators only; others create in their own organisation
+    ans_roles: Annotated[list[AnsRole], Field(max_length=3)] = []
+
+
+class AccountOut(BaseModel):
+    id: int
+    email: str
+    name: str
+    organisation_id: int | None
+    org_role: OrgRole | None
+    ans_roles: list[AnsRole]
+    validated: bool
+    active: bool
+
+
+class LoginIn(In):
+    email: Email
+    password: Annotated[str, Field(min_length=1, max_length=200)]
+    label: Annotated[str, Field(max_length=100)] = ""
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_at: dt.datetime | None
+    account: AccountOut
+
+
+# ----- solutions -----
+class ComponentIn(In):
+    kind: ComponentKind
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")]
+
+
+class SolutionIn(In):
+    name: Name
+    kind: SolutionKind
+    components: Annotated[list[ComponentIn], Field(min_length=1, max_length=20)]
+
+
+class ComponentsUpdateIn(In):
+    version: Version
+    components: Annotated[list[ComponentIn], Field(min_length=1, max_length=20)]
+
+
+class CertificateOut(BaseModel):
+    id: int
+    component_id: int
+    environment: str
+    subject_dn: str
+    x5t_s256: str
+    serial: str
+    not_after: str
+    issued_at: dt.datetime
+    revoked: bool
+    cert_pem: str
+
+
+class IssuedCertificateOut(CertificateOut):
+    key_pem: str  # returned once, at issuance: the guichet does not keep serving it
+
+
+class ComponentOut(BaseModel):
+    id: int
+    kind: ComponentKind
+    name: str
+    needs_cnda: bool
+
+
+class SolutionOut(BaseModel):
+    id: int
+    organisation_id: int
+    name: str
+    kind: SolutionKind
+    components: list[ComponentOut]
+    needs_cnda: bool
+    version: int
+
+
+# ----- candidatures -----
+class CandidatureIn(In):
+    role: Role
+    level: Level = Level.EDC
+    path: Literal["standard", "direct", "trust_space", "delegation"] = "trust_space"
+    solution_id: Id
+    proxy_solution_id: Id | None = None  # ELU: the Proxy e-Santé its software uses
+    osp_habilitation_id: Id | None = None  # OSU: the proxy operator's habilitation
+    software_name: Name
+    software_version: Short
+    description: Text = ""
+    nru_numbers: Annotated[list[Annotated[str, Field(min_length=1, max_length=40)]], Field(max_length=20)] = []
+    maturity: dict[Annotated[str, Field(max_length=64)], bool] = Field(default_factory=dict, max_length=20)
+    renews_habilitation_id: Id | None = None
+
+
+class FormUpdateIn(In):
+    """Declaration edits; ``version`` is the candidature version the editor read (409 if stale)."""
+
+    version: Version
+    software_name: Name | None = None
+    software_version: Short | None = None
+    description: Text | None = None
+    nru_numbers: Annotated[list[Annotated[str, Field(min_length=1, max_length=40)]], Field(max_length=20)] | None = None
+    maturity: dict[Annotated[str, Field(max_length=64)], bool] | None = Field(default=None, max_length=20)
+
+
+class CommitmentsIn(In):
+    """The three legal commitments every candidate accepts when submitting the form."""
+
+    version: Version | None = None
+    respect_referentiels_cgu: bool
+    exactitude_informations: bool
+    acceptation_audits: bool
+
+
+class ActionIn(In):
+    version: Version | None = None
+    reason: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class ReasonIn(In):
+    version: Version | None = None
+    reason: Reason
+
+
+class ChapterReviewIn(In):
+    version: Version | None = None  # the chapter version read by the verifier
+    decision: Literal["accepter", "rejeter", "complement"]
+    reason: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class DecisionIn(In):
+    version: Version | None = None
+    decision: Literal["accorder", "refuser"]
+    reason: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class CertificateOrderIn(In):
+    component_id: Id
+
+
+class CollaboratorIn(In):
+    account_id: Id
+
+
+class CriterionIn(In):
+    id: Annotated[str, Field(min_length=1, max_length=64)]
+    severity: Severity
+    result: CriterionResult
+
+
+class SummaryIn(In):
+    application_name: Name
+    application_version: Short
+    description: Text = ""
+    application_type: AppType
+    result: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class PentestIn(In):
+    provider: Name
+    auditor: Annotated[str, Field(max_length=200)]
+    report_date: dt.date
+    application_name: Name
+    application_version: Short
+    application_type: AppType
+    criteria: Annotated[list[CriterionIn], Field(max_length=1000)]
+    summary: SummaryIn
+
+
+class CndaIn(In):
+    number: Annotated[str, Field(min_length=1, max_length=64)]
+    issued_on: dt.date
+
+
+class EvidenceIn(In):
+    requirement_id: Annotated[str, Field(min_length=1, max_length=64)]
+    kind: EvidenceKind
+    file_sha256: Sha256 | None = None
+    description: Text = ""
+    pentest: PentestIn | None = None
+    conformity_report: Annotated[str, Field(min_length=1, max_length=200_000)] | None = None
+    cnda: CndaIn | None = None
+
+
+class EvidenceOut(BaseModel):
+    id: int
+    requirement_id: str
+    kind: EvidenceKind
+    file_sha256: str | None
+    status: str
+    review_reason: str | None
+    checks: dict[str, Any]
+    deposited_at: dt.datetime
+
+
+class ChapterOut(BaseModel):
+    chapter_id: str
+    title: str
+    requirement_ids: list[str]
+    status: str
+    reason: str | None
+    complete: bool
+    missing: list[str]
+    version: int
+
+
+class StepOut(BaseModel):
+    id: str
+    label: str
+    status: str
+    by_platform: bool
+    reachable: bool
+
+
+class CandidatureOut(BaseModel):
+    id: int
+    organisation_id: int
+    role: Role
+    level: Level
+    path: str
+    environment: str
+    solution_id: int
+    proxy_solution_id: int | None
+    osp_habilitation_id: int | None
+    software_name: str
+    software_version: str
+    description: str
+    nru_numbers: list[str]
+    maturity: dict[str, bool]
+    commitments: dict[str, Any]
+    status: str
+    status_label: str
+    status_reason: str | None
+    referentiel_version: str
+    collaborators: list[int]
+    created_by: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    version: int
+    habilitation_id: int | None
+
+
+class CandidatureDetail(CandidatureOut):
+    chapters: list[ChapterOut]
+    evidence: list[EvidenceOut]
+    parcours: list[StepOut]
+    certificates: list[CertificateOut]
+
+
+class FileOut(BaseModel):
+    sha256: str
+    size: int
+    content_type: str
+
+
+# ----- habilitations -----
+class HabilitationOut(BaseModel):
+    id: int
+    candidature_id: int
+    organisation_id: int
+    holder: str
+    role: Role
+    environment: str
+    solution_id: int
+    solution_name: str
+    granted_at: dt.datetime
+    valid_until: dt.datetime
+    status: str
+    status_reason: str | None
+    valid: bool
+    at_risk: bool
+    at_risk_reason: str | None
+    relies_on: list[int]
+    version: int
+
+
+# ----- référentiel, PASSI, audit, notifications -----
+class RequirementOut(BaseModel):
+    id: str
+    chapter: str
+    text: str
+    actors: list[str]
+    level: str
+    evidence: list[str]
+    condition: str | None = None
+
+
+class RequirementChangeOut(BaseModel):
+    before: RequirementOut
+    after: RequirementOut
+
+
+class ReferentielDiffOut(BaseModel):
+    candidature_id: int
+    from_version: str
+    to_version: str
+    added: list[RequirementOut]
+    removed: list[RequirementOut]
+    changed: list[RequirementChangeOut]
+    up_to_date: bool
+
+
+class ReferentielIn(In):
+    """A new catalogue version (same shape as ``data/referentiel.yaml``)."""
+
+    version: Annotated[str, Field(min_length=1, max_length=40)]
+    chapters: Annotated[list[dict[str, Any]], Field(max_length=200)]
+    requirements: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=2000)]
+
+
+class ReferentielOut(BaseModel):
+    version: str
+    created_at: dt.datetime
+    chapters: list[dict[str, Any]]
+    requirements: list[RequirementOut]
+
+
+class PassiIn(In):
+    name: Name
+    reference: Annotated[str, Field(max_length=64)] = ""
+
+
+class PassiOut(BaseModel):
+    id: int
+    name: str
+    reference: str
+    active: bool
+
+
+class AuditOut(BaseModel):
+    seq: int
+    at: str
+    actor: str
+    action: str
+    target: str
+    before: Any
+    after: Any
+    hash: str
+
+
+class AuditCheckOut(BaseModel):
+    ok: bool
+    checked: int
+    first_bad: int | None
+    reason: str | None
+
+
+class NotificationOut(BaseModel):
+    id: int
+    created_at: dt.datetime
+    kind: str
+    organisation_id: int | None
+    account_id: int | None
+    subject: str
+    body: str
+
+
+class SweepOut(BaseModel):
+    expired: list[int]
+    flagged_at_risk: list[int]
+    notifications: int

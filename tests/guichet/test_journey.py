@@ -1,0 +1,159 @@
+"""Acceptance: the scripted API journeys of issue 7, over real HTTPS."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from confiance.core.jose import verify_jwt
+
+from .helpers import Guichet, pentest_payload
+
+
+def test_elp_journey_to_a_three_year_habilitation(guichet: Guichet) -> None:
+    acme = guichet.company("Acme Proxy")
+    proxy = guichet.solution(acme, "ProxyAcme", "proxy")
+    cand = acme.ok(guichet.candidature(acme, "ELP", proxy), 201)
+    assert cand["status"] == "brouillon" and cand["environment"] == "BAS"
+    detail = guichet.to_evidence(acme, cand)
+    assert detail["status"] == "depot_preuves"
+    chapters = {c["chapter_id"] for c in detail["chapters"]}
+    assert {"test_intrusion", "conformite", "certificats"} <= chapters
+    assert "homologation" not in chapters  # a bare proxy needs no CNDA
+    guichet.deposit_all(acme, cand["id"])
+    detail = guichet.review_all(acme, cand["id"])
+    assert detail["status"] == "college"
+    steps = {s["id"]: s for s in detail["parcours"]}
+    assert steps["evidence_deposit"]["status"] == "fait" and steps["evidence_deposit"]["by_platform"]
+    hab = guichet.grant(acme, cand["id"])
+    assert hab["role"] == "ELP" and hab["environment"] == "BAS" and hab["valid"] and hab["status"] == "valide"
+    granted = dt.datetime.fromisoformat(hab["granted_at"])
+    until = dt.datetime.fromisoformat(hab["valid_until"])
+    assert until.year - granted.year == 3 and (until.month, until.day) == (granted.month, granted.day)
+
+    # the signed trust list carries it, with the test certificate of the proxy component
+    r = guichet.http.get("/trust-list")
+    assert r.headers["content-type"].startswith("application/jwt")
+    jwks = guichet.http.get("/trust-list/jwks").json()
+    claims = verify_jwt(r.text, jwks, issuer="https://guichet.test")
+    [entry] = claims["habilitations"]
+    assert entry["role"] == "ELP" and entry["holder"]["name"] == "Acme Proxy"
+    certs = entry["components"][0]["certificates"]
+    assert certs and certs[0]["x5t#S256"] == detail["certificates"][0]["x5t_s256"]
+    assert certs[0]["subject_dn"].startswith("CN=ProxyAcme-proxy")
+
+
+def test_osu_before_elu_and_osp_is_refused(guichet: Guichet) -> None:
+    op = guichet.company("Opérateur Santé")
+    lps = guichet.solution(op, "LogicielX", "logiciel_utilisateur")
+    r = guichet.candidature(op, "OSU", lps, osp_habilitation_id=1)
+    assert r.status_code == 409, r.text
+    body = r.json()
+    assert body["code"] == "dependances_absentes"
+    assert "ELU" in body["message"] and "OSP" in body["message"]
+    assert op.ok(op.get("/api/candidatures")) == []
+
+
+def _elu_in_evidence(guichet: Guichet) -> tuple[object, dict]:
+    ed = guichet.company("Editeur Proxy")
+    proxy = guichet.solution(ed, "ProxyP", "proxy")
+    lpsco = guichet.company("Editeur LPS")
+    lps = guichet.solution(lpsco, "MonLPS", "logiciel_utilisateur")
+    cand = lpsco.ok(guichet.candidature(lpsco, "ELU", lps, version="5.0", proxy_solution_id=proxy["id"]), 201)
+    guichet.to_evidence(lpsco, cand)
+    return lpsco, cand
+
+
+def test_elu_pentest_ten_medium_ko_refused_nine_accepted(guichet: Guichet) -> None:
+    lpsco, cand = _elu_in_evidence(guichet)
+    pdf = lpsco.ok(
+        lpsco.http.post(
+            "/api/files", content=b"%PDF-1.7 ti", headers={**lpsco._h(), "Content-Type": "application/pdf"}
+        ),
+        201,
+    )
+    body = {"requirement_id": "PEN-01", "kind": "test_intrusion", "file_sha256": pdf["sha256"]}
+    ten = pentest_payload("MonLPS", "5.0", medium_ko=10, result="L'application ne peut pas être référencée")
+    r = lpsco.post(f"/api/candidatures/{cand['id']}/evidence", {**body, "pentest": ten})
+    assert r.status_code == 422 and r.json()["code"] == "test_intrusion_refuse"
+    assert "10 critères de gravité moyenne KO" in r.json()["message"]
+    nine = pentest_payload("MonLPS", "5.0", medium_ko=9)
+    ev = lpsco.ok(lpsco.post(f"/api/candidatures/{cand['id']}/evidence", {**body, "pentest": nine}), 201)
+    assert ev["checks"]["eligible"] is True and ev["checks"]["ko"]["moyenne"] == 9
+
+
+def test_proxy_pentest_with_one_medium_ko_refused(guichet: Guichet) -> None:
+    acme = guichet.company("Acme")
+    proxy = guichet.solution(acme, "PX", "proxy")
+    cand = acme.ok(guichet.candidature(acme, "ELP", proxy), 201)
+    guichet.to_evidence(acme, cand)
+    pdf = acme.ok(
+        acme.http.post("/api/files", content=b"%PDF-1.7 ti", headers={**acme._h(), "Content-Type": "application/pdf"}),
+        201,
+    )
+    r = acme.post(
+        f"/api/candidatures/{cand['id']}/evidence",
+        {
+            "requirement_id": "PEN-01",
+            "kind": "test_intrusion",
+            "file_sha256": pdf["sha256"],
+            "pentest": pentest_payload("PX", "2.1.0", medium_ko=1, result="L'application ne peut pas être référencée"),
+        },
+    )
+    assert r.status_code == 422, r.text
+    assert "aucun toléré pour le profil ELP" in r.json()["message"]
+    detail = acme.ok(acme.get(f"/api/candidatures/{cand['id']}"))
+    assert detail["evidence"] == []  # refused at deposit: nothing stored
+
+
+def test_pentest_of_366_days_refused_365_accepted(guichet: Guichet) -> None:
+    lpsco, cand = _elu_in_evidence(guichet)
+    pdf = lpsco.ok(
+        lpsco.http.post(
+            "/api/files", content=b"%PDF-1.7 ti", headers={**lpsco._h(), "Content-Type": "application/pdf"}
+        ),
+        201,
+    )
+    body = {"requirement_id": "PEN-01", "kind": "test_intrusion", "file_sha256": pdf["sha256"]}
+    r = lpsco.post(
+        f"/api/candidatures/{cand['id']}/evidence", {**body, "pentest": pentest_payload("MonLPS", "5.0", age_days=366)}
+    )
+    assert r.status_code == 422 and "366 jours" in r.json()["message"]
+    lpsco.ok(
+        lpsco.post(
+            f"/api/candidatures/{cand['id']}/evidence",
+            {**body, "pentest": pentest_payload("MonLPS", "5.0", age_days=365)},
+        ),
+        201,
+    )
+
+
+def test_withdrawing_elp_flags_elu_osp_and_osu(guichet: Guichet) -> None:
+    ed = guichet.company("Editeur Proxy")
+    proxy = guichet.solution(ed, "ProxyP", "proxy")
+    elp = guichet.habilitate(ed, "ELP", proxy)
+    lpsco = guichet.company("Editeur LPS")
+    lps = guichet.solution(lpsco, "MonLPS", "logiciel_utilisateur")
+    elu = guichet.habilitate(lpsco, "ELU", lps, proxy_solution_id=proxy["id"])
+    hosting = guichet.company("Hébergeur Proxy")
+    osp = guichet.habilitate(hosting, "OSP", proxy)
+    op = guichet.company("Opérateur Santé")
+    osu = guichet.habilitate(op, "OSU", lps, osp_habilitation_id=osp["id"])
+    assert elu["relies_on"] == [elp["id"]] and osp["relies_on"] == [elp["id"]]
+    assert sorted(osu["relies_on"]) == sorted([elu["id"], osp["id"]])
+    assert osu["environment"] == "production"
+
+    guichet.college.ok(
+        guichet.college.post(f"/api/habilitations/{elp['id']}/withdraw", {"reason": "proxy non maintenu"})
+    )
+    habs = {h["id"]: h for h in guichet.admin.ok(guichet.admin.get("/api/habilitations"))}
+    assert habs[elp["id"]]["status"] == "retiree" and not habs[elp["id"]]["valid"]
+    for h in (elu, osp, osu):
+        assert habs[h["id"]]["at_risk"], habs[h["id"]]
+    notes = op.ok(op.get("/api/notifications"))
+    assert any(n["kind"] == "habilitation_a_risque" for n in notes)
+    claims = json.loads(
+        __import__("base64").urlsafe_b64decode(guichet.http.get("/trust-list").text.split(".")[1] + "==")
+    )
+    listed = {h["id"]: h for h in claims["habilitations"]}
+    assert elp["id"] not in listed and listed[osu["id"]]["at_risk"] is True
