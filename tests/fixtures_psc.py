@@ -133,6 +133,11 @@ class PscHandle:
         """The first seeded identity (its e-CPS follows the default policy)."""
         return next(iter(self.sandbox.provider.identities))
 
+    def stop(self) -> None:
+        """Stop without waiting for idle keep-alive connections of the test's clients."""
+        self.server.server.force_exit = True
+        self.server.stop()
+
     # ----- knobs
     def set_lifetimes(self, **values: float) -> Lifetimes:
         return self.sandbox.set_lifetimes(**values)
@@ -270,7 +275,7 @@ def psc_sandbox(pki: Pki, server_cert: IssuedCertificate) -> Iterator[PscHandle]
     """A PSC sandbox shared by the test module (see the module docstring)."""
     handle = build_psc(pki, server_cert)
     yield handle
-    handle.server.stop()
+    handle.stop()
 
 
 @pytest.fixture(scope="module")
@@ -285,4 +290,4 @@ def psc_sandbox_factory(pki: Pki, server_cert: IssuedCertificate) -> Iterator[Ca
 
     yield make
     for h in started:
-        h.server.stop()
+        h.stop()

@@ -1,0 +1,138 @@
+"""PSC sandbox throughput: refresh grants/s and complete CIBA authentications/s.
+
+Starts the sandbox exactly as `confiance up` does (its own process, `confiance psc serve`,
+HTTPS on loopback, test IGC-Santé PKI) and drives it from a separate load-generator
+process (bench/psc/loadgen.py, aiohttp keep-alive). Usage::
+
+    .venv/bin/python bench/bench_psc.py [--alg RS256|ES256|PS256] [--auth secret|mtls]
+        [--duration 10] [--concurrency 32] [--mode refresh,ciba] [--loadgens 1]
+
+Targets (issue #3): ≥ 2,000 refresh grants/s and ≥ 500 complete CIBA authentications/s.
+The machine has 2 cores shared by the server, the load generator and anything else running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from confiance.core.tls import client_context  # noqa: E402
+from confiance.pki import Pki  # noqa: E402
+from confiance.psc.launch import render_toml  # noqa: E402
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--alg", default="RS256", choices=["RS256", "ES256", "PS256"])
+    p.add_argument("--auth", default="secret", choices=["secret", "mtls"])
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--mode", default="refresh,ciba")
+    p.add_argument("--loadgens", type=int, default=1, help="load-generator processes")
+    a = p.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-psc-"))
+    pki = Pki.init(tmp / "pki")
+    server = pki.issue_server("psc", dns=["localhost"], ips=["127.0.0.1"])
+    client = pki.issue_client("3" + "90000000003013", "bench-lps", name="bench-lps")
+    port = free_port()
+    secret = secrets.token_urlsafe(24)
+    cfg = {
+        "host": "127.0.0.1",
+        "port": port,
+        "signing_alg": a.alg,
+        "tls": {
+            "cert": server.cert_path,
+            "key": server.key_path,
+            "ca_bundle": str(pki.ca_bundle),
+            "crl": str(pki.crl_path),
+        },
+        "lifetimes": {"ciba_interval": 0},
+        "ecps_default": {"mode": "approve", "delay_ms": 0},
+        "clients": [
+            {"client_id": "bench-secret", "secret": secret},
+            {"client_id": "bench-mtls", "tls_client_auth_subject_dn": client.subject_dn, "espace_de_confiance": True},
+        ],
+    }
+    cfg_path = tmp / "psc.toml"
+    cfg_path.write_text(render_toml(cfg))
+    log = open(tmp / "server.log", "wb")  # noqa: SIM115
+    srv = subprocess.Popen(
+        [sys.executable, "-m", "confiance", "psc", "serve", "--config", str(cfg_path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"https://127.0.0.1:{port}/auth/realms/esante-wallet"
+    try:
+        with httpx.Client(verify=client_context(pki.ca_bundle)) as http:
+            for _ in range(300):
+                try:
+                    if http.get(f"{base}/.well-known/openid-configuration").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            else:
+                raise SystemExit("server did not start; see " + str(tmp / "server.log"))
+            nid = http.get(f"https://127.0.0.1:{port}/health").json() and "810000007919"
+        auth = ["--client-id", "bench-secret", "--secret", secret]
+        if a.auth == "mtls":
+            auth = ["--client-id", "bench-mtls", "--cert", client.cert_path, "--key", client.key_path]
+        for mode in a.mode.split(","):
+            argv = [
+                sys.executable,
+                str(ROOT / "bench" / "psc" / "loadgen.py"),
+                "--mode", mode,
+                "--ciba", f"{base}/protocol/openid-connect/ext/ciba/auth",
+                "--token", f"{base}/protocol/openid-connect/token",
+                "--ca", str(pki.ca_bundle),
+                "--national-id", nid,
+                "--concurrency", str(a.concurrency),
+                "--duration", str(a.duration),
+                *auth,
+            ]  # fmt: skip
+            procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(a.loadgens)]
+            results = [json.loads(proc.communicate()[0].strip().splitlines()[-1]) for proc in procs]
+            total = sum(r["rate"] for r in results)
+            print(
+                json.dumps(
+                    {
+                        "mode": mode,
+                        "alg": a.alg,
+                        "auth": a.auth,
+                        "loadgens": a.loadgens,
+                        "concurrency": a.concurrency,
+                        "rate_per_s": round(total, 1),
+                        "errors": sum(r["errors"] for r in results),
+                        "p50_ms": results[0]["p50_ms"],
+                        "p99_ms": results[0]["p99_ms"],
+                    }
+                ),
+                flush=True,
+            )
+    finally:
+        srv.terminate()
+        srv.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

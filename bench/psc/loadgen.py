@@ -1,0 +1,125 @@
+"""Load generator for the PSC sandbox benchmark (runs in its own process).
+
+Keep-alive aiohttp connections on loopback; each worker loops for a fixed duration:
+``refresh`` rotates its refresh token (every grant uses the token the previous one
+returned, as a real client must); ``ciba`` runs backchannel request + token poll (with
+auto-approve at zero delay the first poll returns tokens: one complete authentication).
+Prints one JSON line with counts, errors and latency percentiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import ssl
+import time
+from typing import Any
+
+import aiohttp
+import uvloop
+
+CIBA = "urn:openid:params:grant-type:ciba"
+
+
+async def ciba_login(s: aiohttp.ClientSession, a: argparse.Namespace, auth: dict[str, str]) -> dict[str, Any]:
+    data = {**auth, "scope": "openid scope_all", "acr_values": "eidas1", "login_hint": a.national_id}
+    data |= {"binding_message": "42", "channel": "CARD"}
+    async with s.post(a.ciba, data=data) as r:
+        body = await r.json()
+        if r.status != 200:
+            raise RuntimeError(f"ciba {r.status} {body}")
+    for _ in range(1000):
+        async with s.post(a.token, data={**auth, "grant_type": CIBA, "auth_req_id": body["auth_req_id"]}) as r:
+            tok: dict[str, Any] = await r.json()
+            if r.status == 200:
+                return tok
+            if tok.get("error") not in ("authorization_pending", "slow_down"):
+                raise RuntimeError(f"token {r.status} {tok}")
+    raise RuntimeError("CIBA never approved")
+
+
+async def worker(s: aiohttp.ClientSession, a: argparse.Namespace, auth: dict[str, str], stop: float, out: dict) -> None:
+    lat: list[float] = out["lat"]
+    if a.mode == "refresh":
+        tok = await ciba_login(s, a, auth)
+        rt = tok["refresh_token"]
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            async with s.post(a.token, data={**auth, "grant_type": "refresh_token", "refresh_token": rt}) as r:
+                body = await r.json()
+            lat.append(time.perf_counter() - t0)
+            if r.status != 200:
+                out["errors"] += 1
+                tok = await ciba_login(s, a, auth)
+                rt = tok["refresh_token"]
+                continue
+            rt = body["refresh_token"]
+            out["ok"] += 1
+    else:
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            try:
+                await ciba_login(s, a, auth)
+            except RuntimeError:
+                out["errors"] += 1
+                continue
+            lat.append(time.perf_counter() - t0)
+            out["ok"] += 1
+
+
+async def main(a: argparse.Namespace) -> None:
+    ctx = ssl.create_default_context(cafile=a.ca)
+    if a.cert:
+        ctx.load_cert_chain(a.cert, a.key)
+    auth = {"client_id": a.client_id}
+    if a.secret:
+        auth["client_secret"] = a.secret
+    conn = aiohttp.TCPConnector(ssl=ctx, limit=a.concurrency)
+    out: dict[str, Any] = {"ok": 0, "errors": 0, "lat": []}
+    async with aiohttp.ClientSession(connector=conn) as s:
+        # warm-up: open the connections, sign a few tokens
+        warm = time.perf_counter() + a.warmup
+        await asyncio.gather(
+            *(worker(s, a, auth, warm, {"ok": 0, "errors": 0, "lat": []}) for _ in range(a.concurrency))
+        )
+        start = time.perf_counter()
+        stop = start + a.duration
+        await asyncio.gather(*(worker(s, a, auth, stop, out) for _ in range(a.concurrency)))
+        elapsed = time.perf_counter() - start
+    lat = sorted(out["lat"])
+
+    def pct(p: float) -> float:
+        return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 2) if lat else 0.0
+
+    print(
+        json.dumps(
+            {
+                "mode": a.mode,
+                "ok": out["ok"],
+                "errors": out["errors"],
+                "seconds": round(elapsed, 2),
+                "rate": round(out["ok"] / elapsed, 1),
+                "p50_ms": pct(0.5),
+                "p99_ms": pct(0.99),
+            }
+        ),
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--mode", choices=["refresh", "ciba"], required=True)
+    p.add_argument("--ciba", required=True)
+    p.add_argument("--token", required=True)
+    p.add_argument("--ca", required=True)
+    p.add_argument("--client-id", required=True)
+    p.add_argument("--secret")
+    p.add_argument("--cert")
+    p.add_argument("--key")
+    p.add_argument("--national-id", required=True)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--warmup", type=float, default=2.0)
+    uvloop.run(main(p.parse_args()))
