@@ -12,6 +12,7 @@ from rich.table import Table
 from confiance import __version__
 from confiance.api.cli import app as api_app
 from confiance.conformity.cli import app as conformity_app
+from confiance.guichet.cli import app as guichet_app
 from confiance.lps.cli import app as lps_app
 from confiance.pki.cli import app as pki_app
 from confiance.proxy.cli import app as proxy_app
@@ -28,6 +29,7 @@ app.add_typer(api_app, name="api")
 app.add_typer(proxy_app, name="proxy")
 app.add_typer(lps_app, name="lps")
 app.add_typer(conformity_app, name="conformity")
+app.add_typer(guichet_app, name="guichet")
 console = Console()
 
 

@@ -5,7 +5,10 @@ JWS whose payload is the JSON::
 
     {"tool": {"name", "version"}, "proxy": {"url", "version"}, "date": "YYYY-MM-DDThh:mm:ssZ",
      "checks": [{"id", "name", "requirement", "passed": bool, "evidence"}],
-     "summary": {"passed": int, "failed": int}}
+     "summary": {"passed": int, "failed": int, ...}}
+
+(extra keys such as ``context``, ``conforme``, a check's ``status`` are accepted; a check whose
+``status`` is ``not_applicable`` does not count as failed.)
 
 The guichet verifies the signature against the tool's published keys (a configured JWKS:
 verification is pluggable), then the content: recent date, the candidature's proxy
@@ -89,11 +92,15 @@ def check_report(data: Mapping[str, Any], *, proxy_version: str, today: date, ma
             )
         if c["passed"]:
             passed_count += 1
-        else:
+        elif c.get("status") != "not_applicable":  # the tool may mark a check not applicable to this proxy
             failed.append(c["id"])
     if failed:
-        problems.append("contrôles en échec : " + ", ".join(failed))
+        problems.append("contrôles en échec ou non vérifiables : " + ", ".join(failed))
+    if passed_count == 0:
+        problems.append("aucun contrôle réussi")
     summary = _get(data, "summary", dict)
-    if _get(summary, "passed", int) != passed_count or _get(summary, "failed", int) != len(failed):
+    if _get(summary, "passed", int) != passed_count or _get(summary, "failed", int) > len(failed):
         problems.append("le résumé du rapport ne correspond pas à ses contrôles")
+    if "conforme" in data and data["conforme"] is not True and not failed:
+        problems.append("le rapport ne conclut pas à la conformité")
     return ConformityVerdict(not problems, tuple(problems), dict(data))
