@@ -16,6 +16,7 @@ import socket
 import ssl
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -682,8 +683,10 @@ def check_tls_legacy(c: Campaign, ev: Evidence) -> None:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL 3 would otherwise refuse TLS < 1.2 itself
-        ctx.minimum_version = version
-        ctx.maximum_version = version
+        with warnings.catch_warnings():  # TLS 1.0/1.1 are deprecated: that is the point of the probe
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = version
+            ctx.maximum_version = version
         with socket.create_connection((host, port), timeout=5) as raw:
             try:
                 with ctx.wrap_socket(raw, server_hostname=host) as tls:

@@ -1,0 +1,75 @@
+"""Start a test double proxy (or any ASGI proxy) and run the conformity tool against it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from confiance.conformity.config import RunConfig
+from confiance.conformity.model import CheckResult
+from confiance.conformity.runner import run
+from confiance.core.server import ServerThread
+from confiance.core.tls import ClientAuth
+from confiance.pki import IssuedCertificate, Pki
+from tests.conformity.double import DoubleConfig, DoubleProxy
+from tests.fixtures_api import ApiHandle
+from tests.fixtures_psc import PscHandle
+from tests.support import start_https
+
+SLOW = {"connect.no_answer", "beyond.refresh", "beyond.idle_expiry"}
+
+
+def double_config(
+    psc: PscHandle, api: ApiHandle, defects: Iterable[str] = (), idle_ttl: float = 3600.0
+) -> DoubleConfig:
+    sd = api.services["signsessiondata"]
+    return DoubleConfig(
+        ciba_endpoint=psc.ciba_endpoint,
+        token_endpoint=psc.token_endpoint,
+        end_session_endpoint=psc.end_session_endpoint,
+        ca_bundle=psc.ca_bundle,
+        clients={psc.mtls_client_id: psc.mtls_identity},
+        proxy_identity=api.proxy_identity,
+        api_token_endpoint=api.token_endpoint,
+        services={"signsessiondata": {"url": sd["url"], "audience": sd["audience"], "scope": " ".join(sd["scopes"])}},
+        defects=frozenset(defects),
+        idle_ttl=idle_ttl,
+    )
+
+
+def start_double(pki: Pki, cert: IssuedCertificate, cfg: DoubleConfig) -> ServerThread:
+    return start_https(DoubleProxy(cfg).app, pki, cert, ClientAuth.NONE)
+
+
+def tool_config(proxy_url: str, psc: PscHandle, api: ApiHandle, **over: object) -> RunConfig:
+    others = [i["national_id"] for i in psc.identities if i["national_id"] != psc.national_id]
+    values: dict[str, object] = {
+        "proxy_url": proxy_url,
+        "client_id": psc.mtls_client_id,
+        "national_id": psc.national_id,
+        "deny_national_id": others[0],
+        "never_national_id": others[1],
+        "ca_bundle": psc.ca_bundle,
+        "client_cert": Path(psc.mtls_cert.cert_path),
+        "psc_url": psc.url,
+        "psc_admin_token": psc.admin_token,
+        "api_jwks_url": api.rs_jwks_uri,
+        "api_identity": psc.mtls_identity,
+        "service": "signsessiondata",
+        "connect_timeout": 30.0,
+        **over,
+    }
+    return RunConfig(**values)  # type: ignore[arg-type]
+
+
+def statuses(results: list[CheckResult]) -> dict[str, str]:
+    return {r.id: r.status.value for r in results}
+
+
+def run_against(url: str, psc: PscHandle, api: ApiHandle, **over: object) -> list[CheckResult]:
+    results, _version = run(tool_config(url, psc, api, **over))
+    return results
+
+
+def explain(results: list[CheckResult]) -> str:
+    return "\n".join(f"{r.id}: {r.status.value} {r.reason}" for r in results)
