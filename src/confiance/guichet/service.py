@@ -633,6 +633,23 @@ class GuichetService:
                 return None
             return self._principal(acc)
 
+    def principal_for(self, account_id: int) -> Principal | None:
+        """The principal of an account (web sessions keep the account id, not a token)."""
+        with self.db.transaction() as s:
+            acc = s.get(Account, account_id)
+            if acc is None or not acc.active:
+                return None
+            return self._principal(acc)
+
+    def check_password(self, email: str, password: str) -> Principal | None:
+        """Password login for the web UI (same argon2id check as ``login``, no token issued)."""
+        try:
+            tok = self.login(sc.LoginIn(email=email, password=password, label="web"))
+        except (ServiceError, ValueError):
+            return None
+        self.revoke_token(tok.access_token)
+        return self.principal_for(tok.account.id)
+
     def revoke_token(self, token: str) -> None:
         digest = hashlib.sha256(token.encode()).hexdigest()
         with self.db.transaction() as s:
