@@ -1,0 +1,217 @@
+"""The guichet's web application (French UI) for candidates, ANS staff and the public.
+
+``web_routes(service, settings)`` returns Starlette routes to mount in the guichet app, so
+the UI runs in the same process as the JSON API and calls the same ``GuichetService``.
+Access rules are declared per route here (sign-in required, candidate-only, ANS roles);
+the service re-checks every action against the acting principal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..service import GuichetService
+from . import pages_ans as ans
+from . import pages_auth as auth
+from . import pages_candidate as cand
+from .common import ANS_ROLE_LABELS, EVIDENCE_LABELS, ORG_ROLE_LABELS, ROLE_LABELS_STR, STATUS_LABELS
+from .core import STATIC_DIR, Rq, User, Web
+from .queries import ReadModels
+from .security import LockoutPolicy
+from .sessions import ActiveSession, SessionStore
+from .settings import WebSettings
+
+__all__ = ["WebSettings", "build_web", "web_routes"]
+
+VERIFY = ("verificateur", "administrateur")
+COLLEGE = ("college", "administrateur")
+ANS_ANY = ("verificateur", "college", "administrateur")
+
+
+def _nav(rq: Rq) -> list[dict[str, Any]]:
+    u = rq.user
+    path = rq.request.url.path
+    items: list[tuple[str, str]] = []
+    if u is None:
+        items = [("public", "Habilitations en vigueur")]
+    elif u.is_candidate:
+        items = [
+            ("dashboard", "Tableau de bord"),
+            ("wizard", "Nouvelle candidature"),
+            ("habilitations", "Habilitations"),
+        ]
+        if u.org_role in ("mandataire", "representant"):
+            items.append(("accounts", "Comptes"))
+        items.append(("public", "Habilitations en vigueur"))
+    else:
+        if u.ans_roles & set(VERIFY):
+            items.append(("queue", "Instruction"))
+        if u.ans_roles & set(COLLEGE):
+            items.append(("college", "Collège"))
+        items += [("registry", "Registre"), ("audit", "Journal d'audit"), ("public", "Habilitations en vigueur")]
+    out = []
+    for name, label in items:
+        href = rq.url(name)
+        out.append(
+            {"href": href, "label": label, "current": path == href or (href != "/" and path.startswith(href + "/"))}
+        )
+    return out
+
+
+def build_web(
+    service: GuichetService, settings: WebSettings | None = None, *, clock: Callable[[], dt.datetime] | None = None
+) -> Web:
+    settings = settings or WebSettings()
+    sessions = SessionStore(
+        service.db.engine,
+        idle_timeout=dt.timedelta(minutes=settings.session_idle_minutes),
+        absolute_timeout=dt.timedelta(hours=settings.session_absolute_hours),
+        lockout=LockoutPolicy(
+            settings.lockout_max_failures,
+            dt.timedelta(minutes=settings.lockout_window_minutes),
+            dt.timedelta(minutes=settings.lockout_minutes),
+        ),
+    )
+    web = Web(service, settings, sessions, clock=clock or service.clock)
+    web.read = ReadModels(service.db.engine)
+    web.nav_builder = _nav
+    web.globals.update(
+        status_labels=STATUS_LABELS,
+        role_labels=ROLE_LABELS_STR,
+        evidence_labels=EVIDENCE_LABELS,
+        org_role_labels=ORG_ROLE_LABELS,
+        ans_role_labels=ANS_ROLE_LABELS,
+    )
+
+    def load_user(sess: ActiveSession) -> User | None:
+        p = service.authenticate(sess.token)
+        if p is None or p.account_id != sess.account_id:
+            return None
+        return User(
+            id=p.account_id,
+            email=p.email,
+            name=sess.name,
+            organisation_id=p.organisation_id,
+            org_role=p.org_role.value if p.org_role else None,
+            ans_roles=frozenset(r.value for r in p.ans_roles),
+            principal=p,
+        )
+
+    def end(token: str) -> None:
+        sessions.revoke(token)
+        service.revoke_token(token)
+
+    web.load_user = load_user
+    web.on_session_end = end
+    return web
+
+
+def web_routes(
+    service: GuichetService, settings: WebSettings | None = None, *, clock: Callable[[], dt.datetime] | None = None
+) -> list[BaseRoute]:
+    """All web routes (HTML pages and /static), ready for ``Starlette(routes=[...])``."""
+    web = build_web(service, settings, clock=clock)
+    P = web.page
+    table: list[tuple[str, str, Callable[[Rq], Any], list[str], dict[str, Any]]] = [
+        ("/", "home", auth.home, ["GET"], {"login": False}),
+        ("/connexion", "login", auth.login_form, ["GET"], {"login": False}),
+        ("/connexion", "login_post", auth.login_submit, ["POST"], {"login": False}),
+        ("/deconnexion", "logout", auth.logout, ["POST"], {"login": False}),
+        ("/habilitations-publiques", "public", ans.public, ["GET"], {"login": False}),
+        # candidate side
+        ("/tableau-de-bord", "dashboard", cand.dashboard, ["GET"], {"candidate": True}),
+        ("/candidatures/nouvelle", "wizard", cand.wizard_form, ["GET"], {"candidate": True}),
+        ("/candidatures/nouvelle", "wizard_post", cand.wizard_submit, ["POST"], {"candidate": True}),
+        ("/candidatures/{cid}", "candidature", cand.candidature, ["GET"], {"candidate": True}),
+        ("/candidatures/{cid}/modifier", "candidature_edit", cand.candidature_edit, ["POST"], {"candidate": True}),
+        ("/candidatures/{cid}/soumettre", "candidature_submit", cand.candidature_submit, ["POST"], {"candidate": True}),
+        (
+            "/candidatures/{cid}/abandonner",
+            "candidature_abandon",
+            cand.candidature_abandon,
+            ["POST"],
+            {"candidate": True},
+        ),
+        (
+            "/candidatures/{cid}/preuves/document",
+            "evidence_document",
+            cand.evidence_document,
+            ["POST"],
+            {"candidate": True},
+        ),
+        ("/candidatures/{cid}/preuves/cnda", "evidence_cnda", cand.evidence_cnda, ["POST"], {"candidate": True}),
+        (
+            "/candidatures/{cid}/preuves/conformite",
+            "evidence_conformity",
+            cand.evidence_conformity,
+            ["POST"],
+            {"candidate": True},
+        ),
+        ("/candidatures/{cid}/test-intrusion", "pentest", cand.pentest_form, ["GET"], {"candidate": True}),
+        ("/candidatures/{cid}/test-intrusion", "pentest_post", cand.pentest_submit, ["POST"], {"candidate": True}),
+        (
+            "/candidatures/{cid}/test-intrusion/verdict",
+            "pentest_preview",
+            cand.pentest_preview,
+            ["POST"],
+            {"candidate": True},
+        ),
+        ("/candidatures/{cid}/certificats", "certificate_order", cand.certificate_order, ["POST"], {"candidate": True}),
+        (
+            "/candidatures/{cid}/chapitres/{chapter}/soumettre",
+            "chapter_submit",
+            cand.chapter_submit,
+            ["POST"],
+            {"candidate": True},
+        ),
+        ("/candidatures/{cid}/parcours/{step}", "parcours_done", cand.parcours_done, ["POST"], {"candidate": True}),
+        ("/candidatures/{cid}/fichiers/{sha}", "file", cand.file_view, ["GET"], {}),
+        ("/habilitations", "habilitations", cand.habilitations, ["GET"], {"candidate": True}),
+        ("/comptes", "accounts", cand.accounts, ["GET"], {"roles": ("mandataire", "representant")}),
+        ("/comptes", "accounts_post", cand.account_create, ["POST"], {"roles": ("mandataire", "representant")}),
+        (
+            "/comptes/{aid}/valider",
+            "account_validate",
+            cand.account_validate,
+            ["POST"],
+            {"roles": ("mandataire", "representant")},
+        ),
+        # ANS side
+        ("/ans/instruction", "queue", ans.queue, ["GET"], {"roles": VERIFY}),
+        ("/ans/candidatures/{cid}", "review", ans.review, ["GET"], {"roles": VERIFY}),
+        ("/ans/candidatures/{cid}/formulaire", "review_form", ans.review_form, ["POST"], {"roles": VERIFY}),
+        (
+            "/ans/candidatures/{cid}/chapitres/{chapter}",
+            "review_chapter",
+            ans.review_chapter,
+            ["POST"],
+            {"roles": VERIFY},
+        ),
+        ("/ans/college", "college", ans.college, ["GET"], {"roles": COLLEGE}),
+        ("/ans/college/{cid}", "college_dossier", ans.college_dossier, ["GET"], {"roles": COLLEGE}),
+        ("/ans/college/{cid}/decision", "college_decide", ans.college_decide, ["POST"], {"roles": COLLEGE}),
+        ("/ans/registre", "registry", ans.registry, ["GET"], {"roles": ANS_ANY}),
+        ("/ans/registre/graphe", "registry_graph", ans.registry_graph, ["GET"], {"roles": ANS_ANY}),
+        (
+            "/ans/habilitations/{hid}/statut",
+            "habilitation_status",
+            ans.habilitation_status,
+            ["POST"],
+            {"roles": COLLEGE},
+        ),
+        ("/ans/audit", "audit", ans.audit, ["GET"], {"roles": ANS_ANY}),
+    ]
+    routes: list[BaseRoute] = []
+    for path, name, handler, methods, opts in table:
+        if name.endswith("_post"):
+            pass
+        else:
+            web.register_url(name, path)
+        routes.append(Route(path, P(handler, **opts), methods=methods, name=f"web:{name}"))
+    routes.append(Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="web:static"))
+    return routes

@@ -1,0 +1,154 @@
+"""Helpers shared by the pages: calling the service, turning its refusals into French flashes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from ..domain.model import ROLE_LABELS, EvidenceKind
+from ..service import ServiceError
+from .core import Flash, Forbidden, NotFound
+
+T = TypeVar("T")
+
+FIELD_LABELS = {
+    "email": "adresse électronique",
+    "name": "nom",
+    "password": "mot de passe",
+    "software_name": "nom du logiciel",
+    "software_version": "version",
+    "solution_id": "solution",
+    "role": "profil",
+    "reason": "motif",
+    "provider": "prestataire",
+    "auditor": "auditeur",
+    "report_date": "date du rapport",
+    "application_name": "nom de l'application",
+    "application_version": "version de l'application",
+    "application_type": "type d'application",
+    "criteria": "critères",
+    "summary": "première page",
+    "result": "résultat",
+    "number": "numéro",
+    "issued_on": "date de délivrance",
+    "components": "composants",
+}
+
+
+def validation_messages(exc: ValidationError) -> list[str]:
+    """Pydantic errors in French, naming the field as the form labels it."""
+    out = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
+        label = " › ".join(FIELD_LABELS.get(p, p) for p in loc) or "formulaire"
+        kind = err["type"]
+        if kind in ("missing", "string_too_short"):
+            out.append(f"{label} : champ obligatoire")
+        elif kind == "string_too_long":
+            out.append(f"{label} : texte trop long")
+        elif kind == "string_pattern_mismatch":
+            out.append(f"{label} : format invalide")
+        elif kind in ("enum", "literal_error"):
+            out.append(f"{label} : valeur non proposée")
+        elif kind.startswith("date") or kind.startswith("datetime"):
+            out.append(f"{label} : date invalide")
+        elif kind.startswith("int") or kind.startswith("float"):
+            out.append(f"{label} : nombre attendu")
+        else:
+            out.append(f"{label} : valeur invalide")
+    return out
+
+
+def attempt(fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T | None, Flash | None]:
+    """Run a service call; a refusal becomes an error flash (the service changed nothing)."""
+    try:
+        return fn(*args, **kwargs), None
+    except ServiceError as exc:
+        problems = exc.extra.get("problems")
+        details = [str(p) for p in problems] if isinstance(problems, list) else []
+        text = exc.message[:1].upper() + exc.message[1:]
+        if details and ":" in text:
+            text = text.split(":", 1)[0] + " :"
+        return None, Flash("error", text, details)
+    except ValidationError as exc:
+        return None, Flash("error", "Formulaire incomplet ou invalide :", validation_messages(exc))
+
+
+def read_or_raise(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """For page loads: 404/403 from the service become the matching error pages."""
+    try:
+        return fn(*args, **kwargs)
+    except ServiceError as exc:
+        if exc.status == 404:
+            raise NotFound from exc
+        if exc.status in (401, 403):
+            raise Forbidden from exc
+        raise
+
+
+EVIDENCE_LABELS = {
+    EvidenceKind.PENTEST.value: "Test d'intrusion",
+    EvidenceKind.CONFORMITY.value: "Rapport de conformité",
+    EvidenceKind.CNDA.value: "Attestation CNDA",
+    EvidenceKind.TEST_CERTIFICATE.value: "Certificat de test",
+    EvidenceKind.PRODUCTION_CERTIFICATE.value: "Certificat de production",
+    EvidenceKind.DOCUMENT.value: "Document",
+}
+
+STATUS_LABELS = {
+    "brouillon": "brouillon",
+    "formulaire_soumis": "formulaire soumis",
+    "depot_preuves": "dépôt de preuves",
+    "college": "au collège",
+    "accordee": "accordée",
+    "refusee": "refusée",
+    "abandonnee": "abandonnée",
+    "a_completer": "à compléter",
+    "soumis": "soumis à l'ANS",
+    "accepte": "accepté",
+    "rejete": "rejeté",
+    "complement_demande": "complément demandé",
+    "a_revoir": "à revoir",
+    "valide": "valide",
+    "suspendue": "suspendue",
+    "retiree": "retirée",
+    "expiree": "expirée",
+    "renouvelee": "renouvelée",
+    "remplacee": "remplacée",
+    "a_risque": "à risque",
+    "fait": "fait",
+    "a_faire": "à faire",
+}
+
+ROLE_LABELS_STR = {k.value: v for k, v in ROLE_LABELS.items()}
+
+COMMITMENTS = [
+    ("respect_referentiels_cgu", "Je m'engage à respecter les référentiels Pro Santé Connect et les CGU."),
+    ("exactitude_informations", "J'atteste l'exactitude des informations, des preuves et des contrôles fournis."),
+    ("acceptation_audits", "J'accepte le processus d'audit de l'ANS."),
+]
+
+MATURITY = [
+    ("mtls", "Authentification mTLS maîtrisée"),
+    ("tests_bas", "Tests réalisés dans le bac à sable (BAS)"),
+    ("traces", "Traçabilité des accès en place"),
+    ("supervision", "Supervision et gestion des incidents"),
+]
+
+PATHS = [
+    ("trust_space", "Raccordement à l'Espace de confiance"),
+    ("standard", "Espace communautaire : raccordement standard"),
+    ("direct", "Espace communautaire : raccordement direct d'une solution déjà validée"),
+    ("delegation", "Raccordement pour la délégation à un FI tiers"),
+]
+
+COMPONENT_KINDS = [
+    ("LPS", "LPS — logiciel utilisateur"),
+    ("PROXY", "Proxy e-Santé"),
+    ("EAI", "EAI — module métier embarqué dans le proxy"),
+]
+
+ANS_ROLE_LABELS = {"verificateur": "vérificateur", "college": "membre du collège", "administrateur": "administrateur"}
+ORG_ROLE_LABELS = {"mandataire": "mandataire", "representant": "représentant", "salarie": "salarié"}

@@ -1,0 +1,707 @@
+"""Candidate side: dashboard, wizard, candidature (form, evidence, parcours), pentest,
+certificates, habilitations with their dependency graph, accounts.
+
+Every action calls one ``GuichetService`` method with the signed-in principal; the
+service checks membership (a salarié only reaches their own dossiers, nobody reaches
+another organisation's) so the web layer cannot widen access by mistake.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.responses import HTMLResponse, Response
+
+from .. import schemas as sc
+from ..domain import pentest as pt
+from ..domain.model import ComponentKind, EvidenceKind, Role, SolutionKind
+from . import graph
+from .common import (
+    COMMITMENTS,
+    COMPONENT_KINDS,
+    MATURITY,
+    PATHS,
+    ROLE_LABELS_STR,
+    attempt,
+    read_or_raise,
+    validation_messages,
+)
+from .core import Flash, Forbidden, NotFound, Rq
+
+
+def _svc(rq: Rq) -> Any:
+    return rq.web.service
+
+
+def _principal(rq: Rq) -> Any:
+    return rq.user_required().principal
+
+
+def _int(value: str) -> int | None:
+    try:
+        v = int(value)
+    except ValueError:
+        return None
+    return v if 1 <= v <= 2**31 - 1 else None
+
+
+def _version(rq: Rq) -> int | None:
+    return _int(rq.f("version"))
+
+
+# ------------------------------------------------------------------ dashboard
+def dashboard(rq: Rq) -> Response:
+    svc, me = _svc(rq), _principal(rq)
+    org = read_or_raise(svc.get_organisation, me, me.organisation_id)
+    cands = read_or_raise(svc.list_candidatures, me) if me.validated else []
+    rows, requests = [], []
+    for c in sorted(cands, key=lambda c: c.updated_at, reverse=True):
+        pct = _progress(c.status)
+        if c.status == "depot_preuves":
+            detail = svc.get_candidature(me, c.id)
+            chapters = detail.chapters
+            done = sum(1 for ch in chapters if ch.status == "accepte")
+            pct = 34 + int(33 * done / max(1, len(chapters)))
+            requests += [
+                {"candidature": c, "chapter": ch}
+                for ch in chapters
+                if ch.status in ("complement_demande", "rejete", "a_revoir")
+            ]
+        rows.append({"c": c, "pct": pct})
+    flashes = (
+        []
+        if me.validated
+        else [Flash("info", "Votre compte attend sa validation : vous pourrez déposer des candidatures ensuite.")]
+    )
+    rq.flashes.extend(flashes)
+    return rq.render("dashboard.html", title="Tableau de bord", organisation=org, rows=rows, requests=requests)
+
+
+def _progress(status: str) -> int:
+    return {"brouillon": 10, "formulaire_soumis": 25, "depot_preuves": 34, "college": 85, "accordee": 100}.get(
+        status, 0
+    )
+
+
+# ------------------------------------------------------------------ wizard
+def _wizard_ctx(rq: Rq, values: dict[str, Any], errors: list[str]) -> dict[str, Any]:
+    svc, me = _svc(rq), _principal(rq)
+    habs = svc.list_habilitations(me, only_valid=True)
+    return {
+        "title": "Nouvelle candidature",
+        "v": values,
+        "errors": errors,
+        "roles": [(r.value, ROLE_LABELS_STR[r.value]) for r in Role],
+        "paths": PATHS,
+        "solutions": svc.list_solutions(me, mine=True),
+        "component_kinds": COMPONENT_KINDS,
+        "maturity_items": MATURITY,
+        "commitments": COMMITMENTS,
+        "elp_habs": [h for h in habs if h.role == Role.ELP],
+        "osp_habs": [h for h in habs if h.role == Role.OSP],
+    }
+
+
+def wizard_form(rq: Rq) -> Response:
+    values: dict[str, Any] = {
+        "role": rq.query.get("role", ""),
+        "component_kinds": [],
+        "maturity": [],
+        "commitments": [],
+    }
+    return rq.render("wizard.html", **_wizard_ctx(rq, values, []))
+
+
+def wizard_submit(rq: Rq) -> Response:
+    svc, me = _svc(rq), _principal(rq)
+    v: dict[str, Any] = {
+        k: rq.f(k)
+        for k in (
+            "role",
+            "level",
+            "path",
+            "solution_id",
+            "solution_name",
+            "software_name",
+            "software_version",
+            "description",
+            "nru_numbers",
+            "proxy_solution_id",
+            "osp_habilitation_id",
+        )
+    }
+    v["component_kinds"] = rq.flist("component_kind")
+    v["maturity"] = rq.flist("maturity")
+    v["commitments"] = rq.flist("commitment")
+    for kind, _ in COMPONENT_KINDS:
+        v["component_name_" + kind] = rq.f("component_name_" + kind)
+    errors: list[str] = []
+    try:
+        role = Role(v["role"])
+    except ValueError:
+        return rq.render(
+            "wizard.html", status=422, **_wizard_ctx(rq, v, ["Choisissez le profil demandé (ELU, ELP, OSU ou OSP)."])
+        )
+    if v["solution_id"] in ("", "new"):
+        kind = SolutionKind.PROXY if role.is_proxy else SolutionKind.USER
+        comps = []
+        for k in v["component_kinds"]:
+            try:
+                ck = ComponentKind(k)
+            except ValueError:
+                continue
+            comps.append(
+                {"kind": ck, "name": v["component_name_" + k] or f"{v['solution_name'] or v['software_name']}-{k}"}
+            )
+        try:
+            sol_in = sc.SolutionIn(name=v["solution_name"] or v["software_name"], kind=kind, components=comps)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            return rq.render(
+                "wizard.html", status=422, **_wizard_ctx(rq, v, ["Solution : " + m for m in validation_messages(exc)])
+            )
+        sol, err = attempt(svc.create_solution, me, sol_in)
+        if err is not None or sol is None:
+            return rq.render(
+                "wizard.html",
+                status=422,
+                **_wizard_ctx(rq, v, [err.text if err else "solution refusée", *(err.details if err else [])]),
+            )
+        solution_id = sol.id
+        v["solution_id"] = str(sol.id)
+    else:
+        solution_id = _int(v["solution_id"]) or 0
+    nru = [x.strip() for x in v["nru_numbers"].splitlines() if x.strip()]
+    try:
+        data = sc.CandidatureIn(
+            role=role,
+            level=v["level"] or "edc",  # type: ignore[arg-type]
+            path=v["path"] or "trust_space",
+            solution_id=solution_id,
+            proxy_solution_id=_int(v["proxy_solution_id"]) if role is Role.ELU else None,
+            osp_habilitation_id=_int(v["osp_habilitation_id"]) if role is Role.OSU else None,
+            software_name=v["software_name"],
+            software_version=v["software_version"],
+            description=v["description"],
+            nru_numbers=nru,
+            maturity={k: True for k, _ in MATURITY if k in v["maturity"]},
+        )
+    except ValidationError as exc:
+        return rq.render("wizard.html", status=422, **_wizard_ctx(rq, v, validation_messages(exc)))
+    cand, err = attempt(svc.create_candidature, me, data)
+    if err is not None or cand is None:
+        errors = [err.text, *err.details] if err else ["candidature refusée"]
+        return rq.render("wizard.html", status=422, **_wizard_ctx(rq, v, errors))
+    if rq.f("intent") == "submit":
+        accepted = set(v["commitments"])
+        if accepted != {k for k, _ in COMMITMENTS}:
+            return rq.redirect(
+                rq.url("candidature", cid=cand.id),
+                Flash(
+                    "info",
+                    f"Brouillon n° {cand.id} enregistré. Acceptez les trois engagements pour soumettre le formulaire.",
+                ),
+            )
+        _, err = attempt(
+            svc.submit_form,
+            me,
+            cand.id,
+            sc.CommitmentsIn(
+                version=cand.version,
+                respect_referentiels_cgu=True,
+                exactitude_informations=True,
+                acceptation_audits=True,
+            ),
+        )
+        if err is not None:
+            return rq.redirect(rq.url("candidature", cid=cand.id), err)
+        return rq.redirect(
+            rq.url("candidature", cid=cand.id),
+            Flash("ok", f"Candidature n° {cand.id} soumise à l'ANS : un vérificateur va examiner le formulaire."),
+        )
+    return rq.redirect(
+        rq.url("candidature", cid=cand.id), Flash("ok", f"Brouillon de candidature n° {cand.id} enregistré.")
+    )
+
+
+# ------------------------------------------------------------------ candidature page
+def _requirements(svc: Any) -> dict[str, Any]:
+    ref = svc.current_referentiel()
+    return {r.id: r for r in ref.requirements}
+
+
+def candidature_context(rq: Rq, c: Any) -> dict[str, Any]:
+    svc, me = _svc(rq), _principal(rq)
+    org = svc.get_organisation(me, c.organisation_id)
+    solution = svc.get_solution(me, c.solution_id)
+    evidence_by_req: dict[str, list[Any]] = {}
+    for e in c.evidence:
+        if e.status != "remplacee":
+            evidence_by_req.setdefault(e.requirement_id, []).append(e)
+    chapters = []
+    for ch in c.chapters:
+        d = ch.model_dump()
+        d["editable"] = ch.status in ("a_completer", "rejete", "complement_demande", "a_revoir")
+        chapters.append(_Obj(d))
+    accepted = sum(1 for ch in c.chapters if ch.status == "accepte")
+    return {
+        "title": f"Candidature {c.role} n° {c.id}",
+        "c": c,
+        "organisation": org,
+        "solution": solution,
+        "path_label": dict(PATHS).get(c.path, c.path),
+        "chapters": chapters,
+        "accepted": accepted,
+        "pct": int(100 * accepted / max(1, len(c.chapters))),
+        "requirements": _requirements(svc),
+        "evidence_by_req": evidence_by_req,
+        "certificates": c.certificates,
+        "c_parcours": c.parcours,
+        "commitments": COMMITMENTS,
+        "editable": c.status in ("brouillon", "depot_preuves", "college"),
+        "can_act": rq.user is not None and rq.user.is_candidate,
+    }
+
+
+class _Obj(dict[str, Any]):
+    """Attribute access over a dict, for templates."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def candidature(rq: Rq) -> Response:
+    svc, me = _svc(rq), _principal(rq)
+    c = read_or_raise(svc.get_candidature, me, rq.int_param("cid"))
+    return rq.render("candidature.html", **candidature_context(rq, c))
+
+
+def _back(rq: Rq, cid: int, flash: Flash | None, ok: str, anchor: str = "") -> Response:
+    return rq.redirect(rq.url("candidature", cid=cid) + anchor, flash or Flash("ok", ok))
+
+
+def candidature_edit(rq: Rq) -> Response:
+    cid = rq.int_param("cid")
+    try:
+        data = sc.FormUpdateIn(
+            version=_version(rq) or 1,
+            software_name=rq.f("software_name"),
+            software_version=rq.f("software_version"),
+            description=rq.f("description"),
+            nru_numbers=[x.strip() for x in rq.f("nru_numbers").splitlines() if x.strip()],
+        )
+    except ValidationError as exc:
+        return _back(rq, cid, Flash("error", "Modification refusée :", validation_messages(exc)), "")
+    _, err = attempt(_svc(rq).update_form, _principal(rq), cid, data)
+    return _back(rq, cid, err, "Déclaration mise à jour.")
+
+
+def candidature_submit(rq: Rq) -> Response:
+    cid = rq.int_param("cid")
+    got = set(rq.flist("commitment"))
+    data = sc.CommitmentsIn(
+        version=_version(rq),
+        respect_referentiels_cgu="respect_referentiels_cgu" in got,
+        exactitude_informations="exactitude_informations" in got,
+        acceptation_audits="acceptation_audits" in got,
+    )
+    _, err = attempt(_svc(rq).submit_form, _principal(rq), cid, data)
+    return _back(rq, cid, err, "Formulaire soumis à l'ANS.")
+
+
+def candidature_abandon(rq: Rq) -> Response:
+    cid = rq.int_param("cid")
+    _, err = attempt(_svc(rq).abandon, _principal(rq), cid, sc.ActionIn(version=_version(rq)))
+    return _back(rq, cid, err, "Candidature abandonnée.")
+
+
+def _upload(rq: Rq, name: str = "file") -> tuple[str | None, Flash | None]:
+    up = rq.file(name)
+    if up is None:
+        return None, Flash("error", "Joignez un fichier.")
+    data = up.file.read(rq.web.service.settings.max_upload_bytes + 1)
+    ctype = up.content_type or "application/octet-stream"
+    if (up.filename or "").lower().endswith((".jws", ".txt")) and ctype in ("application/octet-stream", ""):
+        ctype = "text/plain"
+    out, err = attempt(rq.web.service.upload_file, _principal(rq), data, ctype)
+    return (out.sha256 if out else None), err
+
+
+def _deposit(rq: Rq, cid: int, data: Any, ok: str) -> Response:
+    _, err = attempt(_svc(rq).deposit_evidence, _principal(rq), cid, data)
+    return _back(rq, cid, err, ok, _anchor_for(rq))
+
+
+def _anchor_for(rq: Rq) -> str:
+    return ""
+
+
+def evidence_document(rq: Rq) -> Response:
+    cid = rq.int_param("cid")
+    sha, err = _upload(rq)
+    if err is not None:
+        return _back(rq, cid, err, "")
+    try:
+        data = sc.EvidenceIn(
+            requirement_id=rq.f("requirement_id"),
+            kind=EvidenceKind.DOCUMENT,
+            file_sha256=sha,
+            description=rq.f("description"),
+        )
+    except ValidationError as exc:
+        return _back(rq, cid, Flash("error", "Dépôt refusé :", validation_messages(exc)), "")
+    return _deposit(rq, cid, data, "Document déposé.")
+
+
+def evidence_cnda(rq: Rq) -> Response:
+    cid = rq.int_param("cid")
+    sha, err = _upload(rq)
+    if err is not None:
+        return _back(rq, cid, err, "")
+    try:
+        data = sc.EvidenceIn(
+            requirement_id=rq.f("requirement_id"),
+            kind=EvidenceKind.CNDA,
+            file_sha256=sha,
+            cnda=sc.CndaIn(number=rq.f("number"), issued_on=rq.f("issued_on")),  # type: ignore[arg-type]
+        )
+    except ValidationError as exc:
+        return _back(rq, cid, Flash("error", "Dépôt refusé :", validation_messages(exc)), "")
+    return _deposit(rq, cid, data, "Attestation CNDA déposée.")
+
+
+def evidence_conformity(rq: Rq) -> Response:
+    """The signed report is verified at once (signature, date, version, every check passed)."""
+    cid = rq.int_param("cid")
+    up = rq.file("file")
+    if up is None:
+        return _back(rq, cid, Flash("error", "Joignez le rapport signé de l'outil de conformité."), "")
+    raw = up.file.read(200_001)
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return _back(
+            rq,
+            cid,
+            Flash("error", "Le rapport de conformité doit être le fichier texte (JWS) produit par l'outil."),
+            "",
+        )
+    try:
+        data = sc.EvidenceIn(
+            requirement_id=rq.f("requirement_id"), kind=EvidenceKind.CONFORMITY, conformity_report=text
+        )
+    except ValidationError as exc:
+        return _back(rq, cid, Flash("error", "Dépôt refusé :", validation_messages(exc)), "")
+    _, err = attempt(_svc(rq).deposit_evidence, _principal(rq), cid, data)
+    if err is not None:
+        err.text = "Vérification automatique : rapport refusé. " + err.text
+        return _back(rq, cid, err, "")
+    return _back(
+        rq,
+        cid,
+        None,
+        "Vérification automatique réussie : signature de l'outil valide, version du proxy conforme, tous les contrôles passés.",
+    )
+
+
+def certificate_order(rq: Rq) -> Response:
+    """The private key is shown once, on this response only (never stored by the guichet's web layer)."""
+    cid = rq.int_param("cid")
+    comp = _int(rq.f("component_id"))
+    if comp is None:
+        return _back(rq, cid, Flash("error", "Choisissez un composant."), "")
+    out, err = attempt(_svc(rq).order_certificate, _principal(rq), cid, comp)
+    if err is not None or out is None:
+        return _back(rq, cid, err, "")
+    resp = rq.render("certificate.html", title="Certificat émis", cid=cid, cert=out)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def chapter_submit(rq: Rq) -> Response:
+    cid = rq.int_param("cid")
+    chapter = str(rq.path_params["chapter"])[:64]
+    _, err = attempt(_svc(rq).submit_chapter, _principal(rq), cid, chapter, sc.ActionIn(version=_version(rq)))
+    return _back(rq, cid, err, "Chapitre soumis à l'ANS pour examen.", f"#chap-{chapter}")
+
+
+def parcours_done(rq: Rq) -> Response:
+    cid = rq.int_param("cid")
+    step = str(rq.path_params["step"])[:64]
+    _, err = attempt(_svc(rq).declare_step, _principal(rq), cid, step)
+    return _back(rq, cid, err, "Étape du parcours enregistrée.")
+
+
+def file_view(rq: Rq) -> Response:
+    """Evidence files, served inertly (no sniffing, sandboxed, downloaded unless PDF/image)."""
+    sha = str(rq.path_params["sha"])
+    cid = rq.int_param("cid")
+    svc, me = _svc(rq), _principal(rq)
+    detail = read_or_raise(svc.get_candidature, me, cid)
+    if sha not in {e.file_sha256 for e in detail.evidence}:
+        raise NotFound
+    data, ctype = read_or_raise(svc.read_file, me, sha)
+    inline = ctype in ("application/pdf", "image/png", "image/jpeg")
+    resp = Response(data, media_type=ctype if inline else "text/plain; charset=utf-8")
+    resp.headers["Content-Disposition"] = f'{"inline" if inline else "attachment"}; filename="{sha[:16]}"'
+    resp.headers["Content-Security-Policy"] = "sandbox; default-src 'none'; style-src 'unsafe-inline'"
+    resp.headers["Cache-Control"] = "private, no-store"
+    return resp
+
+
+# ------------------------------------------------------------------ pentest
+APP_TYPE_LABELS = {
+    pt.AppType.WEB.value: "Application web",
+    pt.AppType.MOBILE.value: "Application mobile",
+    pt.AppType.THICK_3.value: "Client lourd ≥ 3 tiers",
+    pt.AppType.THICK_LT3.value: "Client lourd < 3 tiers",
+}
+
+
+def _pentest_values(rq: Rq) -> dict[str, Any]:
+    ids, sev, res = rq.flist("crit_id"), rq.flist("crit_severity"), rq.flist("crit_result")
+    crits = [{"id": i.strip(), "severity": s, "result": r} for i, s, r in zip(ids, sev, res, strict=False) if i.strip()]
+    return {
+        "provider": rq.f("provider"),
+        "auditor": rq.f("auditor"),
+        "report_date": rq.f("report_date"),
+        "application_name": rq.f("application_name"),
+        "application_version": rq.f("application_version"),
+        "application_type": rq.f("application_type"),
+        "criteria": crits,
+        "summary": {
+            "application_name": rq.f("summary_name") or rq.f("application_name"),
+            "application_version": rq.f("summary_version") or rq.f("application_version"),
+            "description": rq.f("summary_description"),
+            "application_type": rq.f("summary_type") or rq.f("application_type"),
+            "result": rq.f("summary_result"),
+        },
+    }
+
+
+def _pentest_verdict(rq: Rq, c: Any, values: dict[str, Any]) -> tuple[pt.PentestVerdict | None, list[str]]:
+    """The domain's own check (same function the deposit runs), on what is typed so far."""
+    svc = _svc(rq)
+    try:
+        p = sc.PentestIn.model_validate(values)
+    except ValidationError as exc:
+        return None, validation_messages(exc)
+    report = pt.PentestReport(
+        provider=p.provider,
+        auditor=p.auditor,
+        report_date=p.report_date,
+        application_name=p.application_name,
+        application_version=p.application_version,
+        application_type=p.application_type,
+        criteria=tuple(pt.Criterion(x.id, x.severity, x.result) for x in p.criteria),
+        summary=pt.Summary(
+            p.summary.application_name,
+            p.summary.application_version,
+            p.summary.description,
+            p.summary.application_type,
+            p.summary.result,
+        ),
+    )
+    verdict = pt.check_report(
+        report,
+        role=Role(c.role),
+        software_name=c.software_name,
+        software_version=c.software_version,
+        passi_providers={x.name for x in svc.list_passi() if x.active},
+        rules=svc.parcours.pentest,
+        today=rq.now.date(),
+    )
+    return verdict, []
+
+
+def _pentest_ctx(rq: Rq, c: Any, values: dict[str, Any], verdict: Any, incomplete: list[str]) -> dict[str, Any]:
+    rules = _svc(rq).parcours.pentest
+    medium_allowed = rules.medium_ko_below - 1 if Role(c.role) in rules.medium_tolerance_applies_to else 0
+    reqs = [r for r in _requirements(_svc(rq)).values() if "test_intrusion" in r.evidence]
+    return {
+        "title": "Test d'intrusion",
+        "c": c,
+        "v": values,
+        "verdict": verdict,
+        "incomplete": incomplete,
+        "passi": [x for x in _svc(rq).list_passi() if x.active],
+        "app_types": APP_TYPE_LABELS,
+        "severities": [(s.value, s.value) for s in pt.Severity],
+        "results": [pt.RESULT_ELIGIBLE, pt.RESULT_NOT_ELIGIBLE],
+        "rules": rules,
+        "medium_allowed": medium_allowed,
+        "requirement_id": reqs[0].id if reqs else "",
+        "max_age": rules.max_age_days,
+    }
+
+
+def _default_pentest(c: Any, today: dt.date) -> dict[str, Any]:
+    return {
+        "provider": "",
+        "auditor": "",
+        "report_date": "",
+        "application_name": c.software_name,
+        "application_version": c.software_version,
+        "application_type": pt.AppType.WEB.value,
+        "criteria": [
+            {"id": f"C{i}", "severity": s, "result": "OK"} for i, s in enumerate(["haute", "moyenne", "faible"], 1)
+        ],
+        "summary": {
+            "application_name": c.software_name,
+            "application_version": c.software_version,
+            "description": "",
+            "application_type": pt.AppType.WEB.value,
+            "result": pt.RESULT_ELIGIBLE,
+        },
+    }
+
+
+def pentest_form(rq: Rq) -> Response:
+    c = read_or_raise(_svc(rq).get_candidature, _principal(rq), rq.int_param("cid"))
+    return rq.render("pentest.html", **_pentest_ctx(rq, c, _default_pentest(c, rq.now.date()), None, []))
+
+
+def pentest_preview(rq: Rq) -> Response:
+    """HTML fragment for the live verdict (the page's script swaps it in an aria-live region)."""
+    c = read_or_raise(_svc(rq).get_candidature, _principal(rq), rq.int_param("cid"))
+    values = _pentest_values(rq)
+    verdict, incomplete = _pentest_verdict(rq, c, values)
+    html = rq.web.env.get_template("pentest_verdict.html").render(verdict=verdict, incomplete=incomplete)
+    return HTMLResponse(html)
+
+
+def pentest_submit(rq: Rq) -> Response:
+    svc, me = _svc(rq), _principal(rq)
+    cid = rq.int_param("cid")
+    c = read_or_raise(svc.get_candidature, me, cid)
+    values = _pentest_values(rq)
+    verdict, incomplete = _pentest_verdict(rq, c, values)
+    if verdict is None or not verdict.accepted:
+        rq.flashes.append(Flash("error", "Test d'intrusion non déposé : corrigez les points signalés."))
+        return rq.render("pentest.html", status=422, **_pentest_ctx(rq, c, values, verdict, incomplete))
+    sha, err = _upload(rq)
+    if err is not None:
+        rq.flashes.append(err)
+        return rq.render("pentest.html", status=422, **_pentest_ctx(rq, c, values, verdict, incomplete))
+    try:
+        data = sc.EvidenceIn(
+            requirement_id=rq.f("requirement_id"),
+            kind=EvidenceKind.PENTEST,
+            file_sha256=sha,
+            pentest=sc.PentestIn.model_validate(values),
+        )
+    except ValidationError as exc:
+        rq.flashes.append(Flash("error", "Dépôt refusé :", validation_messages(exc)))
+        return rq.render("pentest.html", status=422, **_pentest_ctx(rq, c, values, verdict, incomplete))
+    _, err = attempt(svc.deposit_evidence, me, cid, data)
+    if err is not None:
+        rq.flashes.append(err)
+        return rq.render("pentest.html", status=422, **_pentest_ctx(rq, c, values, verdict, incomplete))
+    return rq.redirect(
+        rq.url("candidature", cid=cid) + "#chap-test_intrusion",
+        Flash("ok", "Test d'intrusion déposé : rapport éligible."),
+    )
+
+
+# ------------------------------------------------------------------ habilitations & graph
+def node_state(h: Any, own_org: int | None) -> str:
+    if not h.valid:
+        return {"suspendue": "suspendue", "retiree": "retiree"}.get(h.status, "expiree")
+    if h.at_risk:
+        return "a_risque"
+    if own_org is not None and h.organisation_id != own_org:
+        return "externe"
+    return "valide"
+
+
+def dependency_nodes(habs: list[Any], org_id: int | None, href: Any = None) -> list[graph.Node]:
+    """The organisation's habilitations plus everything they rely on (transitively)."""
+    by_id = {h.id: h for h in habs}
+    wanted = {h.id for h in habs if org_id is None or h.organisation_id == org_id}
+    stack = list(wanted)
+    while stack:
+        h = by_id.get(stack.pop())
+        for dep in h.relies_on if h else []:
+            if dep not in wanted and dep in by_id:
+                wanted.add(dep)
+                stack.append(dep)
+    nodes = []
+    for hid in sorted(wanted):
+        h = by_id[hid]
+        nodes.append(
+            graph.Node(
+                id=h.id,
+                role=h.role.value if hasattr(h.role, "value") else str(h.role),
+                title=h.solution_name,
+                state=node_state(h, org_id),
+                subtitle=f"{h.holder} · jusqu'au {h.valid_until:%d/%m/%Y}",
+                relies_on=tuple(h.relies_on),
+                href=href(h) if href else None,
+            )
+        )
+    return nodes
+
+
+def habilitations(rq: Rq) -> Response:
+    svc, me = _svc(rq), _principal(rq)
+    all_habs = read_or_raise(svc.list_habilitations, me)
+    mine = [h for h in all_habs if h.organisation_id == me.organisation_id]
+    rows = []
+    for h in sorted(mine, key=lambda h: h.valid_until):
+        days = (h.valid_until - rq.now).days
+        rows.append({"h": h, "days": days, "state": node_state(h, me.organisation_id)})
+    svg = graph.render_svg(
+        dependency_nodes(all_habs, me.organisation_id, href=lambda h: f"#hab-{h.id}"),
+        caption="Dépendances des habilitations de votre structure (ELP → ELU/OSP → OSU)",
+    )
+    return rq.render(
+        "habilitations.html", title="Habilitations", rows=rows, svg=svg, expiring_days=rq.web.settings.expiring_days
+    )
+
+
+# ------------------------------------------------------------------ accounts
+def accounts(rq: Rq) -> Response:
+    svc, me = _svc(rq), _principal(rq)
+    accs = read_or_raise(svc.list_accounts, me)
+    can_create = (
+        [("salarie", "salarié")]
+        if me.org_role == "representant"
+        else [("representant", "représentant"), ("salarie", "salarié")]
+        if me.org_role == "mandataire"
+        else []
+    )
+    return rq.render("accounts.html", title="Comptes de la structure", accounts=accs, can_create=can_create, me=me)
+
+
+def account_create(rq: Rq) -> Response:
+    svc, me = _svc(rq), _principal(rq)
+    try:
+        data = sc.AccountIn(
+            email=rq.f("email").lower(),
+            name=rq.f("name"),
+            password=rq.form.get("password") if rq.form else None,
+            org_role=rq.f("org_role") or None,
+        )  # type: ignore[arg-type]
+    except ValidationError as exc:
+        return rq.redirect(rq.url("accounts"), Flash("error", "Compte non créé :", validation_messages(exc)))
+    out, err = attempt(svc.create_account, me, data)
+    if err is not None or out is None:
+        return rq.redirect(rq.url("accounts"), err)
+    return rq.redirect(
+        rq.url("accounts"), Flash("ok", f"Compte {out.email} créé{'' if out.validated else ' : à valider'}.")
+    )
+
+
+def account_validate(rq: Rq) -> Response:
+    aid = rq.int_param("aid")
+    out, err = attempt(_svc(rq).validate_account, _principal(rq), aid)
+    return rq.redirect(rq.url("accounts"), err or Flash("ok", f"Compte {out.email if out else aid} validé."))
+
+
+def require_manager(rq: Rq) -> None:
+    if rq.user is None or rq.user.org_role not in ("mandataire", "representant"):
+        raise Forbidden

@@ -1,0 +1,213 @@
+"""Read models for the ANS list pages (queue, college, registry, audit): paginated SQL.
+
+Why not the service's list functions: they return every row (up to their caps) and build
+each output object with extra queries, which is right for the JSON API's small pages but
+not for a verifier's queue over 10,000 dossiers. These queries are read-only, select only
+the columns a list shows, filter and paginate in the database, and are used only by pages
+restricted to ANS roles (checked by the route table before they run). Every *action* still
+goes through ``GuichetService`` — nothing here writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, literal, or_, select
+from sqlalchemy.orm import Session
+
+from ..db import AuditRow, Candidature, ChapterRow, Evidence, Habilitation, Organisation, Solution
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[dict[str, Any]]
+    total: int
+    page: int
+    size: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, (self.total + self.size - 1) // self.size)
+
+
+def _like(q: str) -> str:
+    return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+class ReadModels:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def _s(self) -> Session:
+        return Session(self.engine)
+
+    def queue(self, *, kind: str = "", role: str = "", q: str = "", page: int = 1, size: int = 50) -> Page:
+        """Work awaiting a verifier: submitted chapters and submitted forms, oldest first.
+
+        A chapter's age is its candidature's last update before submission is unknown, so
+        chapters are ordered by the time the candidature entered the queue (``updated_at``)
+        then by chapter row id (submission order within a dossier).
+        """
+        with self._s() as s:
+            chap = (
+                select(
+                    ChapterRow.candidature_id.label("cid"),
+                    ChapterRow.chapter_id.label("chapter_id"),
+                    ChapterRow.title.label("title"),
+                    Candidature.role.label("role"),
+                    Candidature.software_name.label("software"),
+                    Candidature.software_version.label("version"),
+                    Organisation.name.label("org"),
+                    Candidature.updated_at.label("since"),
+                    ChapterRow.id.label("ord"),
+                )
+                .join(Candidature, Candidature.id == ChapterRow.candidature_id)
+                .join(Organisation, Organisation.id == Candidature.organisation_id)
+                .where(ChapterRow.status == "soumis", Candidature.status == "depot_preuves")
+            )
+            form = (
+                select(
+                    Candidature.id.label("cid"),
+                    literal(None, ChapterRow.chapter_id.type).label("chapter_id"),
+                    literal("Formulaire administratif", ChapterRow.title.type).label("title"),
+                    Candidature.role.label("role"),
+                    Candidature.software_name.label("software"),
+                    Candidature.software_version.label("version"),
+                    Organisation.name.label("org"),
+                    Candidature.updated_at.label("since"),
+                    literal(0, ChapterRow.id.type).label("ord"),
+                )
+                .join(Organisation, Organisation.id == Candidature.organisation_id)
+                .where(Candidature.status == "formulaire_soumis")
+            )
+            if role:
+                chap = chap.where(Candidature.role == role)
+                form = form.where(Candidature.role == role)
+            if q:
+                cond = or_(
+                    Organisation.name.ilike(_like(q), escape="\\"),
+                    Candidature.software_name.ilike(_like(q), escape="\\"),
+                )
+                chap = chap.where(cond)
+                form = form.where(cond)
+            parts = [chap] if kind == "chapitre" else [form] if kind == "formulaire" else [chap, form]
+            union = parts[0].union_all(*parts[1:]).subquery() if len(parts) > 1 else parts[0].subquery()
+            total = s.scalar(select(func.count()).select_from(union)) or 0
+            rows = s.execute(
+                select(union).order_by(union.c.since, union.c.cid, union.c.ord).offset((page - 1) * size).limit(size)
+            ).mappings()
+            return Page([dict(r) for r in rows], total, page, size)
+
+    def college(self, *, page: int = 1, size: int = 50) -> Page:
+        with self._s() as s:
+            base = (
+                select(
+                    Candidature.id.label("cid"),
+                    Candidature.role.label("role"),
+                    Candidature.level.label("level"),
+                    Candidature.software_name.label("software"),
+                    Candidature.software_version.label("version"),
+                    Candidature.row_version.label("row_version"),
+                    Candidature.updated_at.label("since"),
+                    Organisation.name.label("org"),
+                )
+                .join(Organisation, Organisation.id == Candidature.organisation_id)
+                .where(Candidature.status == "college")
+            )
+            total = s.scalar(select(func.count()).select_from(base.subquery())) or 0
+            rows = s.execute(
+                base.order_by(Candidature.updated_at, Candidature.id).offset((page - 1) * size).limit(size)
+            ).mappings()
+            return Page([dict(r) for r in rows], total, page, size)
+
+    def registry(
+        self,
+        *,
+        now: dt.datetime,
+        q: str = "",
+        view: str = "",
+        role: str = "",
+        expiring_days: int = 90,
+        page: int = 1,
+        size: int = 50,
+    ) -> Page:
+        """Habilitations: search by holder or solution; views: valid, expiring soon, at risk, all."""
+        with self._s() as s:
+            base = (
+                select(
+                    Habilitation.id,
+                    Habilitation.role,
+                    Habilitation.environment,
+                    Habilitation.granted_at,
+                    Habilitation.valid_until,
+                    Habilitation.status,
+                    Habilitation.status_reason,
+                    Habilitation.at_risk,
+                    Habilitation.at_risk_reason,
+                    Habilitation.relies_on,
+                    Habilitation.candidature_id,
+                    Habilitation.row_version,
+                    Organisation.name.label("holder"),
+                    Solution.name.label("solution"),
+                )
+                .join(Organisation, Organisation.id == Habilitation.organisation_id)
+                .join(Solution, Solution.id == Habilitation.solution_id)
+            )
+            if q:
+                base = base.where(
+                    or_(Organisation.name.ilike(_like(q), escape="\\"), Solution.name.ilike(_like(q), escape="\\"))
+                )
+            if role:
+                base = base.where(Habilitation.role == role)
+            valid = and_(Habilitation.status == "valide", Habilitation.valid_until > now)
+            if view == "valides":
+                base = base.where(valid)
+            elif view == "expirent":
+                base = base.where(valid, Habilitation.valid_until <= now + dt.timedelta(days=expiring_days))
+            elif view == "a_risque":
+                base = base.where(Habilitation.at_risk.is_(True))
+            total = s.scalar(select(func.count()).select_from(base.subquery())) or 0
+            order = Habilitation.valid_until if view == "expirent" else Habilitation.id.desc()
+            rows = s.execute(base.order_by(order).offset((page - 1) * size).limit(size)).mappings()
+            return Page([dict(r) for r in rows], total, page, size)
+
+    def audit(self, *, actor: str = "", action: str = "", target: str = "", page: int = 1, size: int = 50) -> Page:
+        """Newest first; filters are prefix matches (they use the primary-key order otherwise)."""
+        with self._s() as s:
+            base = select(AuditRow)
+            if actor:
+                base = base.where(AuditRow.actor.ilike(_like(actor), escape="\\"))
+            if action:
+                base = base.where(AuditRow.action.like(action.replace("%", "") + "%"))
+            if target:
+                base = base.where(AuditRow.target.like(target.replace("%", "") + "%"))
+            if actor or action or target:
+                total = s.scalar(select(func.count()).select_from(base.subquery())) or 0
+            else:
+                total = s.scalar(select(func.max(AuditRow.seq))) or 0
+            rows = s.execute(base.order_by(AuditRow.seq.desc()).offset((page - 1) * size).limit(size)).scalars()
+            out = [
+                {
+                    "seq": r.seq,
+                    "at": r.at,
+                    "actor": r.actor,
+                    "action": r.action,
+                    "target": r.target,
+                    "before": r.before,
+                    "after": r.after,
+                    "hash": r.hash,
+                    "prev_hash": r.prev_hash,
+                }
+                for r in rows
+            ]
+            return Page(out, total, page, size)
+
+    def evidence_data(self, candidature_id: int) -> dict[int, dict[str, Any]]:
+        """Structured evidence content (pentest data, conformity report) for the ANS viewer."""
+        with self._s() as s:
+            return {
+                e.id: dict(e.data or {})
+                for e in s.execute(select(Evidence).where(Evidence.candidature_id == candidature_id)).scalars()
+            }
