@@ -64,7 +64,7 @@ class PscHandle:
     web_client_id: str
     web_client_secret: str
     web_redirect_uri: str
-    admin_token: str
+    admin_token: str | None
     defaults: dict[str, Any] = field(default_factory=dict)
 
     # ----- addresses
@@ -135,7 +135,7 @@ class PscHandle:
 
     def stop(self) -> None:
         """Stop without waiting for idle keep-alive connections of the test's clients."""
-        self.server.server.force_exit = True
+        self.server.server.config.timeout_graceful_shutdown = 1
         self.server.stop()
 
     # ----- knobs
@@ -219,7 +219,7 @@ class PscHandle:
 def build_psc(pki: Pki, server_cert: IssuedCertificate, **overrides: Any) -> PscHandle:
     """Start a sandbox; ``overrides`` are ``PscConfig`` fields (``lifetimes`` merged with fast defaults)."""
     mtls = pki.ensure_client("psc-test-lps-mtls", MTLS_STRUCT_ID, "lps-test-mtls")
-    admin_token = secrets.token_urlsafe(24)
+    admin_token = overrides.pop("admin_token", secrets.token_urlsafe(24))
     secret = secrets.token_urlsafe(24)
     web_secret = secrets.token_urlsafe(24)
     redirect = "https://127.0.0.1/callback"

@@ -227,14 +227,17 @@ def test_access_token_expiry_in_introspection(provider: Provider, clock: Clock) 
 def test_end_session_by_id_token_hint(provider: Provider, clock: Clock) -> None:
     t = ciba_tokens(provider, clock)
     other = ciba_tokens(provider, clock)
-    session, rp = provider.logout(t["id_token"], clock())
-    assert session is not None and session.id == t["session_state"] and rp is client(provider)
+    with pytest.raises(OAuthError):
+        provider.logout(t["id_token"], "https://evil.test/", clock())
+    assert provider.introspect(client(provider), t["access_token"], None, clock())["active"] is True
+    session = provider.logout(t["id_token"], None, clock())
+    assert session is not None and session.id == t["session_state"]
     for token in (t["access_token"], t["refresh_token"]):
         assert provider.introspect(client(provider), token, None, clock()) == {"active": False}
     # other sessions unaffected
     assert provider.introspect(client(provider), other["access_token"], None, clock())["active"] is True
     with pytest.raises(OAuthError):
-        provider.logout(t["access_token"], clock())  # not an ID token
+        provider.logout(t["access_token"], None, clock())  # not an ID token
 
 
 # ---------------------------------------------------------------- introspection and revocation

@@ -338,11 +338,9 @@ class PscSandbox:
         if request.method == "POST" and "refresh_token" in form and "id_token_hint" not in form:
             self.provider.logout_by_refresh(self._client(request, form), form.get("refresh_token"))
             return Response(status_code=204)
-        session, rp = self.provider.logout(form.get("id_token_hint"), now)
         target = form.get("post_logout_redirect_uri")
+        session = self.provider.logout(form.get("id_token_hint"), target, now)
         if target:
-            if rp is None or target not in rp.post_logout_redirect_uris:
-                raise OAuthError("invalid_request", "post_logout_redirect_uri non enregistrée pour ce client")
             params = {"state": form["state"]} if "state" in form else {}
             return RedirectResponse(_with_query(target, params), status_code=302)
         return HTMLResponse(pages.logged_out(session is not None))

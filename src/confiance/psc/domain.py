@@ -704,22 +704,28 @@ class Provider:
         _claims, grant, _session = live
         return dict(self.claims_of(grant.national_id)), self.clients.get(grant.client_id)
 
-    def logout(self, id_token_hint: str | None, now: float) -> tuple[Session | None, Client | None]:
+    def logout(self, id_token_hint: str | None, redirect_uri: str | None, now: float) -> Session | None:
         """RP-initiated logout: an ID token we signed (expiry tolerated, OIDC RP-Initiated
-        Logout §2) names the session to end."""
+        Logout §2) names the session to end. The redirect URI is checked first so that a
+        refused request ends nothing."""
         if not id_token_hint:
-            return None, None
+            if redirect_uri:
+                raise OAuthError("invalid_request", "id_token_hint obligatoire avec post_logout_redirect_uri")
+            return None
         try:
             claims = self.signer.verify_ignoring_expiry(id_token_hint, self.issuer)
         except TokenError:
             raise OAuthError("invalid_request", "id_token_hint invalide") from None
         if claims.get("typ") != "ID":
             raise OAuthError("invalid_request", "id_token_hint n'est pas un jeton d'identité")
+        rp = self.clients.get(str(claims.get("azp")))
+        if redirect_uri and (rp is None or redirect_uri not in rp.post_logout_redirect_uris):
+            raise OAuthError("invalid_request", "post_logout_redirect_uri non enregistrée pour ce client")
         sid = claims.get("sid")
         session = self.store.session(sid) if isinstance(sid, str) else None
         if session is not None:
             self.end_session(session.id)
-        return session, self.clients.get(str(claims.get("azp")))
+        return session
 
     def logout_by_refresh(self, client: Client, refresh_token: str | None) -> None:
         """Keycloak's back-channel logout (POST with client auth + refresh_token), used by adapters."""
