@@ -168,7 +168,7 @@ def new_session(
     flow: str = "ciba",
 ) -> Session:
     """A session from a PSC token response (CIBA or authorization code)."""
-    expires_in = float(tokens.get("expires_in") or 60)
+    expires_in = _seconds(tokens.get("expires_in"), 60)
     refresh_in = tokens.get("refresh_expires_in")
     return Session(
         id=new_session_id(),
@@ -189,6 +189,16 @@ def new_session(
     )
 
 
+def _seconds(value: Any, default: float) -> float:
+    """A lifetime from a token response; 0 is a real (already elapsed) lifetime, not "absent"."""
+    if value is None or isinstance(value, bool):
+        return default
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        return default
+
+
 def apply_psc_refresh(session: Session, tokens: dict[str, Any], now: float) -> None:
     """Store a refreshed PSC token set; a rotated refresh token replaces the old one.
 
@@ -196,7 +206,7 @@ def apply_psc_refresh(session: Session, tokens: dict[str, Any], now: float) -> N
     bound them to the certificate, not to the PSC token.
     """
     session.psc_access_token = str(tokens["access_token"])
-    session.psc_access_expires_at = now + float(tokens.get("expires_in") or 60)
+    session.psc_access_expires_at = now + _seconds(tokens.get("expires_in"), 60)
     if tokens.get("refresh_token"):
         session.psc_refresh_token = str(tokens["refresh_token"])
         refresh_in = tokens.get("refresh_expires_in")

@@ -314,7 +314,9 @@ class TokenExchanger:
             )
         return ApiToken(
             access_token=str(body["access_token"]),
-            expires_at=now + float(body.get("expires_in") or 3600),
+            expires_at=now + float(body["expires_in"])
+            if isinstance(body.get("expires_in"), int | float)
+            else now + 3600,
             refresh_token=body.get("refresh_token"),
         )
 
