@@ -26,7 +26,13 @@ from confiance.core.launch import DEFAULT_PORTS, LaunchContext, ServiceLaunch
 from confiance.pki import Pki
 
 # Start order matters: each component may read what earlier ones added to endpoints.json.
-COMPONENTS: list[str] = ["confiance.psc.launch", "confiance.api.launch", "confiance.proxy.launch", "confiance.conformity.launch", "confiance.guichet.launch"]
+COMPONENTS: list[str] = [
+    "confiance.psc.launch",
+    "confiance.api.launch",
+    "confiance.proxy.launch",
+    "confiance.conformity.launch",
+    "confiance.guichet.launch",
+]
 
 
 @dataclass

@@ -56,7 +56,9 @@ def seed(service: GuichetService) -> DemoAccounts | None:
         assert p is not None
         return p
 
-    verifier, proxy_ed, lps_ed = (who(e) for e in ("verificateur@ans.demo", "mandataire@proxy.demo", "mandataire@lps.demo"))
+    verifier, proxy_ed, lps_ed = (
+        who(e) for e in ("verificateur@ans.demo", "mandataire@proxy.demo", "mandataire@lps.demo")
+    )
     proxy = service.create_solution(
         proxy_ed,
         sc.SolutionIn(
