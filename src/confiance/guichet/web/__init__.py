@@ -80,7 +80,7 @@ def build_web(
     web = Web(service, settings, sessions, clock=clock or service.clock)
     web.read = ReadModels(service.db.engine)
     web.nav_builder = _nav
-    web.globals.update(
+    web.env.globals.update(
         status_labels=STATUS_LABELS,
         role_labels=ROLE_LABELS_STR,
         evidence_labels=EVIDENCE_LABELS,

@@ -341,6 +341,11 @@ class Web:
                 resp = self._error(rq, 403, "Accès refusé : cet élément ne relève pas de votre compte.")
             except NotFound:
                 resp = self._error(rq, 404, "Page ou élément introuvable.")
+            except Exception:
+                log.exception("erreur interne sur %s %s", request.method, request.url.path)
+                resp = self._error(
+                    rq, 500, "Erreur interne : l'action n'a pas abouti. Réessayez ou contactez le support."
+                )
             finally:
                 if form is not None:
                     await form.close()
@@ -369,7 +374,13 @@ class Web:
         return urlsplit(origin).netloc == host
 
     def _error(self, rq: Rq, status: int, message: str) -> Response:
-        titles = {400: "Requête invalide", 401: "Connexion requise", 403: "Accès refusé", 404: "Introuvable"}
+        titles = {
+            400: "Requête invalide",
+            401: "Connexion requise",
+            403: "Accès refusé",
+            404: "Introuvable",
+            500: "Erreur",
+        }
         return self.render(
             rq, "error.html", status=status, title=titles.get(status, "Erreur"), message=message, status_code=status
         )

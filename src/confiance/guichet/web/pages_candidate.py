@@ -679,13 +679,16 @@ def accounts(rq: Rq) -> Response:
 
 def account_create(rq: Rq) -> Response:
     svc, me = _svc(rq), _principal(rq)
+    password = rq.form.get("password") if rq.form is not None else None
     try:
-        data = sc.AccountIn(
-            email=rq.f("email").lower(),
-            name=rq.f("name"),
-            password=rq.form.get("password") if rq.form else None,
-            org_role=rq.f("org_role") or None,
-        )  # type: ignore[arg-type]
+        data = sc.AccountIn.model_validate(
+            {
+                "email": rq.f("email").lower(),
+                "name": rq.f("name"),
+                "password": password if isinstance(password, str) else None,
+                "org_role": rq.f("org_role") or None,
+            }
+        )
     except ValidationError as exc:
         return rq.redirect(rq.url("accounts"), Flash("error", "Compte non créé :", validation_messages(exc)))
     out, err = attempt(svc.create_account, me, data)
