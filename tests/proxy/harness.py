@@ -49,6 +49,7 @@ def proxy_config(
     psc: PscHandle,
     api: ApiHandle | None,
     tmp: Path,
+    /,
     **over: Any,
 ) -> ProxyConfig:
     data: dict[str, Any] = {
@@ -90,6 +91,13 @@ class RunningProxy:
         return httpx.Client(base_url=self.url, verify=client_context(self.pki.ca_bundle), timeout=20, **kw)
 
     def traces(self, start: str = "2000-01-01T00:00:00Z") -> list[dict[str, Any]]:
+        # SEND traces are committed in batches (flush_interval): wait for the queue to drain.
+        import time
+
+        deadline = time.monotonic() + 5
+        while self.core.traces.pending() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)
         with self.client() as c:
             r = c.get("/traces", params={"start": start}, headers={"Authorization": f"Bearer {ADMIN}"})
             assert r.status_code == 200, r.text
@@ -103,7 +111,11 @@ class RunningProxy:
 def start_proxy(cfg: ProxyConfig, pki: Pki, store: Any = None) -> RunningProxy:
     app = ProxyApp(ProxyCore(cfg, store=store))
     tls = ServerTLS(cert=cfg.server.cert, key=cfg.server.key)
-    server = ServerThread(app, ServiceConfig(port=0, tls=tls)).start()
+    server = ServerThread(app, ServiceConfig(port=0, tls=tls))
+    # uvicorn rewrites scope["client"] from X-Forwarded-For sent by 127.0.0.1 unless told not to;
+    # the proxy applies its own trusted_proxies rule instead (see confiance.proxy.cli.serve).
+    server.server.config.proxy_headers = False
+    server.start()
     return RunningProxy(server, app, pki)
 
 

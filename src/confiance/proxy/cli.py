@@ -31,8 +31,7 @@ def _load(path: Path):  # type: ignore[no-untyped-def]
 def serve(config: Path = ConfigOpt) -> None:
     """Démarre le proxy (HTTPS) selon le fichier de configuration."""
     from confiance.core import logs
-    from confiance.core.server import ServiceConfig
-    from confiance.core.server import serve as run
+    from confiance.core.server import ServiceConfig, bind_socket, make_server
     from confiance.core.tls import ClientAuth, ServerTLS
 
     from .app import ProxyApp
@@ -43,7 +42,13 @@ def serve(config: Path = ConfigOpt) -> None:
     s = cfg.server
     tls = ServerTLS(cert=s.cert, key=s.key, ca_bundle=s.ca_bundle, crl=s.crl, client_auth=ClientAuth(s.client_auth))
     app_ = ProxyApp(ProxyCore(cfg))
-    run(app_, ServiceConfig(host=s.host, port=s.port, tls=tls, log_level=s.log_level))
+    svc = ServiceConfig(host=s.host, port=s.port, tls=tls, log_level=s.log_level)
+    sock = bind_socket(svc.host, svc.port)
+    server = make_server(app_, svc)
+    # uvicorn would otherwise rewrite the peer address from X-Forwarded-For sent by 127.0.0.1;
+    # the proxy applies its own `trusted_proxies` rule (domain.client_address) instead.
+    server.config.proxy_headers = False
+    server.run(sockets=[sock])
 
 
 @app.command("check-config")
