@@ -4,10 +4,10 @@ X-Forwarded-For trust. The faulty upstream is a tiny local HTTPS app; PSC and th
 from __future__ import annotations
 
 import asyncio
-from contextlib import closing
 import socket
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from typing import Any
 
 import pytest
@@ -107,7 +107,7 @@ def _connected(proxy: RunningProxy, psc: PscHandle, i: int) -> tuple[Any, dict[s
 
 
 def test_relay_methods_headers_and_body(proxy: RunningProxy, psc_sandbox: PscHandle) -> None:
-    c, conn, _ = _connected(proxy, psc_sandbox, 7)
+    c, _, _ = _connected(proxy, psc_sandbox, 7)
     with closing(c):
         for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
             r = c.request(
@@ -172,7 +172,9 @@ def test_psc_down_is_503_with_failure_trace(pki, server_cert, psc_sandbox, tmp_p
         psc_sandbox,
         None,
         tmp_path,
-        psc={"discovery_url": f"https://127.0.0.1:{_closed_port()}/auth/realms/esante-wallet/.well-known/openid-configuration"},
+        psc={
+            "discovery_url": f"https://127.0.0.1:{_closed_port()}/auth/realms/esante-wallet/.well-known/openid-configuration"
+        },
     )
     p = start_proxy(cfg, pki)
     try:
@@ -213,7 +215,7 @@ def test_forwarded_for_only_from_trusted_proxy(proxy: RunningProxy, psc_sandbox:
     from confiance.proxy.domain import client_address
 
     # The peer here is 127.0.0.1, not the trusted 127.0.0.2: the header is ignored.
-    c, conn, nid = _connected(proxy, psc_sandbox, 12)
+    c, conn, _ = _connected(proxy, psc_sandbox, 12)
     with closing(c):
         c.get("/send/up/echo/x", headers={"X-Forwarded-For": "198.51.100.7"})
     send = [t for t in proxy.traces() if t["type"] == "SEND" and t["proxy_id_session"] == conn["proxy_session_id"]]
@@ -240,7 +242,9 @@ def test_send_trace_persisted_for_every_relayed_request(proxy: RunningProxy, psc
     # Batched writes: committed within the flush interval, no request lost.
     deadline = time.time() + 3
     while time.time() < deadline:
-        sends = [t for t in proxy.traces() if t.get("proxy_id_session") == conn["proxy_session_id"] and t["type"] == "SEND"]
+        sends = [
+            t for t in proxy.traces() if t.get("proxy_id_session") == conn["proxy_session_id"] and t["type"] == "SEND"
+        ]
         if len(sends) == 50:
             break
         time.sleep(0.05)
