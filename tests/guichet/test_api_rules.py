@@ -1,0 +1,404 @@
+"""API rules beyond the happy path: rights, illegal transitions, concurrency, evidence checks, audit."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import sqlalchemy as sa
+
+from confiance.core.jose import KeyStore, TokenError, verify_jwt
+from confiance.guichet.service import GuichetService
+
+from .helpers import PDF, Client, Guichet, conformity_report, pentest_payload
+
+
+def _elp_in_evidence(g: Guichet, name: str = "Acme") -> tuple[Client, dict, dict]:
+    co = g.company(name)
+    sol = g.solution(co, name + "Proxy", "proxy")
+    cand = co.ok(g.candidature(co, "ELP", sol), 201)
+    g.to_evidence(co, cand)
+    return co, sol, cand
+
+
+def test_authentication_and_company_isolation(guichet: Guichet) -> None:
+    anon = Client(guichet.http)
+    r = anon.get("/api/candidatures")
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert Client(guichet.http, "cgt_forged").get("/api/me").status_code == 401
+    co, _sol, cand = _elp_in_evidence(guichet)
+    other = guichet.company("Concurrent")
+    assert other.get(f"/api/candidatures/{cand['id']}").status_code == 404  # existence not revealed
+    assert other.post(f"/api/candidatures/{cand['id']}/abandon").status_code == 404
+    # a company cannot instruct its own dossier nor decide it
+    assert (
+        co.post(f"/api/candidatures/{cand['id']}/chapters/transport/review", {"decision": "accepter"}).status_code
+        == 403
+    )
+    assert co.post(f"/api/candidatures/{cand['id']}/decision", {"decision": "accorder"}).status_code == 403
+    assert co.post("/api/habilitations/1/withdraw", {"reason": "x"}).status_code == 403
+    assert co.get("/api/audit").status_code == 403
+    # the verifier cannot decide, the college cannot instruct
+    assert (
+        guichet.verifier.post(f"/api/candidatures/{cand['id']}/decision", {"decision": "accorder"}).status_code == 403
+    )
+    assert (
+        guichet.college.post(
+            f"/api/candidatures/{cand['id']}/chapters/transport/review", {"decision": "accepter"}
+        ).status_code
+        == 403
+    )
+
+
+def test_account_roles(guichet: Guichet) -> None:
+    anon = Client(guichet.http)
+    acc = anon.ok(
+        anon.post(
+            "/api/auth/register",
+            {
+                "email": "m@new.example",
+                "name": "M",
+                "password": "mot-de-passe-solide",
+                "organisation": {"name": "New", "siren": "732829320"},
+            },
+        ),
+        201,
+    )
+    assert acc["validated"] is False and acc["org_role"] == "mandataire"
+    pending = Client(
+        guichet.http,
+        anon.ok(anon.post("/api/auth/token", {"email": "m@new.example", "password": "mot-de-passe-solide"}))[
+            "access_token"
+        ],
+    )
+    r = pending.post("/api/solutions", {"name": "S", "kind": "proxy", "components": [{"kind": "PROXY", "name": "p"}]})
+    assert r.status_code == 403  # identity not yet validated by ANS
+    assert (
+        anon.post("/api/auth/token", {"email": "m@new.example", "password": "mauvais-mot-de-passe"}).status_code == 401
+    )
+    bad = anon.post(
+        "/api/auth/register",
+        {
+            "email": "x@y.example",
+            "name": "X",
+            "password": "mot-de-passe-solide",
+            "organisation": {"name": "X", "siren": "732829321"},
+        },
+    )
+    assert bad.status_code == 422 and "Luhn" in bad.json()["message"]
+    assert (
+        anon.post(
+            "/api/auth/register",
+            {
+                "email": "x@y.example",
+                "name": "X",
+                "password": "mot-de-passe-solide",
+                "organisation": {"name": "X", "country": "US", "registration_number": "1"},
+            },
+        ).status_code
+        == 422
+    )
+
+    co = guichet.company("Acme")
+    emp = co.ok(
+        co.post(
+            "/api/accounts",
+            {"email": "s@acme.example", "name": "Salarié", "password": "mot-de-passe-solide", "org_role": "salarie"},
+        ),
+        201,
+    )
+    assert emp["validated"] is False
+    assert (
+        co.post("/api/accounts", {"email": "a@acme.example", "name": "A", "org_role": "mandataire"}).status_code == 403
+    )
+    assert (
+        co.post("/api/accounts", {"email": "b@acme.example", "name": "B", "ans_roles": ["college"]}).status_code == 403
+    )
+    co.ok(co.post(f"/api/accounts/{emp['id']}/validate"))
+    sal = Client(
+        guichet.http,
+        co.ok(co.post("/api/auth/token", {"email": "s@acme.example", "password": "mot-de-passe-solide"}))[
+            "access_token"
+        ],
+    )
+    sol = guichet.solution(co, "PX", "proxy")
+    cand = co.ok(guichet.candidature(co, "ELP", sol), 201)
+    assert sal.get(f"/api/candidatures/{cand['id']}").status_code == 403  # not a collaborator yet
+    co.ok(co.post(f"/api/candidatures/{cand['id']}/collaborators", {"account_id": emp["id"]}))
+    sal.ok(sal.get(f"/api/candidatures/{cand['id']}"))
+
+
+def test_illegal_transition_changes_nothing(guichet: Guichet, guichet_service: GuichetService) -> None:
+    co = guichet.company("Acme")
+    sol = guichet.solution(co, "PX", "proxy")
+    cand = co.ok(guichet.candidature(co, "ELP", sol), 201)
+    before = guichet.admin.ok(guichet.admin.get("/api/audit", params={"limit": 1000}))
+    r = guichet.college.post(f"/api/candidatures/{cand['id']}/decision", {"decision": "accorder"})
+    assert r.status_code == 409 and "impossible depuis l'état « brouillon »" in r.json()["message"]
+    r = guichet.verifier.post(f"/api/candidatures/{cand['id']}/validate", {})
+    assert r.status_code == 409
+    r = co.post(
+        f"/api/candidatures/{cand['id']}/evidence", {"requirement_id": "TLS-01", "kind": "document", "description": "x"}
+    )
+    assert r.status_code == 409 and "dépôt de preuves n'est pas ouvert" in r.json()["message"]
+    r = co.post(
+        f"/api/candidatures/{cand['id']}/submit",
+        {"respect_referentiels_cgu": True, "exactitude_informations": False, "acceptation_audits": True},
+    )
+    assert r.status_code == 422 and "engagements" in r.json()["message"]
+    after = co.ok(co.get(f"/api/candidatures/{cand['id']}"))
+    assert after["status"] == "brouillon" and after["version"] == cand["version"]
+    assert guichet.admin.ok(guichet.admin.get("/api/audit", params={"limit": 1000})) == before
+
+
+def test_lost_update_is_refused(guichet: Guichet) -> None:
+    co = guichet.company("Acme")
+    sol = guichet.solution(co, "PX", "proxy")
+    cand = co.ok(guichet.candidature(co, "ELP", sol), 201)
+    v = cand["version"]
+    first = co.ok(co.patch(f"/api/candidatures/{cand['id']}", {"version": v, "description": "édition A"}))
+    assert first["version"] == v + 1
+    r = co.patch(f"/api/candidatures/{cand['id']}", {"version": v, "description": "édition B"})
+    assert r.status_code == 409 and r.json()["current_version"] == v + 1
+    assert co.ok(co.get(f"/api/candidatures/{cand['id']}"))["description"] == "édition A"
+
+
+def test_concurrent_writers_cannot_both_commit(guichet: Guichet, guichet_service: GuichetService) -> None:
+    """Two sessions read version N, both update: the ORM version check refuses the second."""
+    from sqlalchemy.orm.exc import StaleDataError
+
+    from confiance.guichet.db import Candidature
+
+    co = guichet.company("Acme")
+    sol = guichet.solution(co, "PX", "proxy")
+    cand = co.ok(guichet.candidature(co, "ELP", sol), 201)
+    db = guichet_service.db
+    s1, s2 = db._sessions(), db._sessions()
+    c1, c2 = s1.get(Candidature, cand["id"]), s2.get(Candidature, cand["id"])
+    assert c1 is not None and c2 is not None
+    c1.description = "un"
+    s1.commit()
+    c2.description = "deux"
+    with pytest.raises(StaleDataError):
+        s2.commit()
+    s1.close()
+    s2.close()
+
+
+def test_declaration_edit_after_deposit_flags_evidence(guichet: Guichet) -> None:
+    co, _sol, cand = _elp_in_evidence(guichet)
+    guichet.deposit_all(co, cand["id"])
+    detail = guichet.review_all(co, cand["id"])
+    assert detail["status"] == "college"
+    r = co.patch(f"/api/candidatures/{cand['id']}", {"version": detail["version"], "software_version": "2.2.0"})
+    assert r.status_code == 200, r.text
+    detail = co.ok(co.get(f"/api/candidatures/{cand['id']}"))
+    assert detail["status"] == "depot_preuves"
+    chapters = {c["chapter_id"]: c for c in detail["chapters"]}
+    assert chapters["test_intrusion"]["status"] == "a_revoir" and chapters["conformite"]["status"] == "a_revoir"
+    assert chapters["transport"]["status"] == "accepte"
+    flagged = [e for e in detail["evidence"] if e["kind"] in ("test_intrusion", "rapport_conformite")]
+    assert flagged and all(e["status"] == "a_revoir" for e in flagged)
+    # the old pentest (version 2.1.0) cannot simply be resubmitted
+    assert co.post(f"/api/candidatures/{cand['id']}/chapters/test_intrusion/submit").status_code == 422
+
+
+def test_conformity_report_signature_and_content(guichet: Guichet) -> None:
+    co, _sol, cand = _elp_in_evidence(guichet)
+    url = f"/api/candidatures/{cand['id']}/evidence"
+    forged = conformity_report(KeyStore(None, algs=("ES256",)), "2.1.0")  # signed by someone else
+    r = co.post(url, {"requirement_id": "CONF-01", "kind": "rapport_conformite", "conformity_report": forged})
+    assert r.status_code == 422 and r.json()["code"] == "signature_invalide"
+    genuine = conformity_report(guichet.conformity_keys, "2.1.0")
+    h, p, sig = genuine.split(".")
+    tampered = f"{h}.{p[:-4]}AAAA.{sig}"
+    assert (
+        co.post(
+            url, {"requirement_id": "CONF-01", "kind": "rapport_conformite", "conformity_report": tampered}
+        ).status_code
+        == 422
+    )
+    failing = conformity_report(guichet.conformity_keys, "2.1.0", failed=1)
+    r = co.post(url, {"requirement_id": "CONF-01", "kind": "rapport_conformite", "conformity_report": failing})
+    assert r.status_code == 422 and "C0" in r.json()["message"]
+    wrong_version = conformity_report(guichet.conformity_keys, "1.0")
+    assert (
+        co.post(
+            url, {"requirement_id": "CONF-01", "kind": "rapport_conformite", "conformity_report": wrong_version}
+        ).status_code
+        == 422
+    )
+    co.ok(co.post(url, {"requirement_id": "CONF-01", "kind": "rapport_conformite", "conformity_report": genuine}), 201)
+
+
+def test_pentest_other_refusals(guichet: Guichet) -> None:
+    co, _sol, cand = _elp_in_evidence(guichet)
+    url = f"/api/candidatures/{cand['id']}/evidence"
+    pdf = co.ok(co.http.post("/api/files", content=PDF, headers={**co._h(), "Content-Type": "application/pdf"}), 201)
+    base = {"requirement_id": "PEN-01", "kind": "test_intrusion", "file_sha256": pdf["sha256"]}
+    r = co.post(url, {**base, "pentest": pentest_payload("Acme" + "Proxy", "2.1.0", provider="Hackers Anonymes")})
+    assert r.status_code == 422 and "PASSI" in r.json()["message"]
+    r = co.post(url, {**base, "pentest": pentest_payload("AcmeProxy", "2.0.0")})
+    assert r.status_code == 422 and "version 2.0.0" in r.json()["message"]
+    r = co.post(
+        url,
+        {
+            **base,
+            "pentest": pentest_payload("AcmeProxy", "2.1.0", high_ko=1, result="L'application peut être référencée"),
+        },
+    )
+    assert r.status_code == 422 and "haute" in r.json()["message"] and "contredit" in r.json()["message"]
+    r = co.post(
+        url, {"requirement_id": "PEN-01", "kind": "test_intrusion", "pentest": pentest_payload("AcmeProxy", "2.1.0")}
+    )
+    assert r.status_code == 422 and "PDF" in r.json()["message"]
+    # the PASSI registry is editable: an admin adds the provider, the report is then accepted
+    guichet.admin.ok(guichet.admin.post("/api/passi", {"name": "Hackers Anonymes", "reference": "PASSI-X"}), 201)
+    co.ok(co.post(url, {**base, "pentest": pentest_payload("AcmeProxy", "2.1.0", provider="Hackers Anonymes")}), 201)
+
+
+def test_file_limits(guichet: Guichet) -> None:
+    co = guichet.company("Acme")
+    h = co._h()
+    r = co.http.post("/api/files", content=b"MZ\x90\x00 not a pdf", headers={**h, "Content-Type": "application/pdf"})
+    assert r.status_code == 422 and r.json()["code"] == "type_incoherent"
+    r = co.http.post("/api/files", content=b"x", headers={**h, "Content-Type": "application/x-msdownload"})
+    assert r.status_code == 422
+    r = co.http.post(
+        "/api/files", content=b"%PDF-" + b"0" * (64 * 1024), headers={**h, "Content-Type": "application/pdf"}
+    )
+    assert r.status_code == 413
+    f = co.ok(co.http.post("/api/files", content=PDF, headers={**h, "Content-Type": "application/pdf"}), 201)
+    import hashlib
+
+    assert f["sha256"] == hashlib.sha256(PDF).hexdigest()
+    assert co.http.get(f"/api/files/{f['sha256']}", headers=h).content == PDF
+    other = guichet.company("Autre")
+    assert other.get(f"/api/files/{f['sha256']}").status_code == 404
+
+
+def test_grant_refused_while_dependency_invalid(guichet: Guichet) -> None:
+    ed = guichet.company("Editeur Proxy")
+    proxy = guichet.solution(ed, "ProxyP", "proxy")
+    lpsco = guichet.company("Editeur LPS")
+    lps = guichet.solution(lpsco, "MonLPS", "logiciel_utilisateur")
+    cand = lpsco.ok(guichet.candidature(lpsco, "ELU", lps, proxy_solution_id=proxy["id"]), 201)
+    assert (
+        lpsco.post(
+            "/api/candidatures",
+            {
+                "role": "ELU",
+                "solution_id": lps["id"],
+                "software_name": "MonLPS",
+                "software_version": "1",
+                "proxy_solution_id": proxy["id"],
+            },
+        ).status_code
+        == 409
+    )  # one dossier per proxy
+    guichet.to_evidence(lpsco, cand)
+    guichet.deposit_all(lpsco, cand["id"])
+    guichet.review_all(lpsco, cand["id"])
+    r = guichet.college.post(f"/api/candidatures/{cand['id']}/decision", {"decision": "accorder"})
+    assert r.status_code == 409 and r.json()["code"] == "dependances_invalides"
+    assert lpsco.ok(lpsco.get(f"/api/candidatures/{cand['id']}"))["status"] == "college"
+    guichet.habilitate(ed, "ELP", proxy)
+    hab = guichet.grant(lpsco, cand["id"])
+    assert hab["role"] == "ELU" and hab["valid"]
+
+
+def test_expiry_sweep_notifies_and_cascades(guichet: Guichet, guichet_service: GuichetService) -> None:
+    ed = guichet.company("Editeur Proxy")
+    proxy = guichet.solution(ed, "ProxyP", "proxy")
+    elp = guichet.habilitate(ed, "ELP", proxy)
+    host = guichet.company("Hébergeur")
+    osp = guichet.habilitate(host, "OSP", proxy)
+    until = dt.datetime.fromisoformat(elp["valid_until"])
+    out = guichet_service.sweep(now=until - dt.timedelta(days=80))
+    assert out.notifications == 2 and not out.expired  # 90-day notices for ELP and OSP (same date)
+    assert guichet_service.sweep(now=until - dt.timedelta(days=79)).notifications == 0  # deduplicated
+    assert guichet_service.sweep(now=until - dt.timedelta(days=20)).notifications == 2  # 30-day notices
+    out = guichet_service.sweep(now=until)
+    assert out.expired == [elp["id"]] and out.flagged_at_risk == [osp["id"]]  # the OSP was granted a moment later
+    kinds = {n["kind"] for n in ed.ok(ed.get("/api/notifications"))}
+    assert {"expiration_90j", "expiration_30j", "decision"} <= kinds
+
+
+def test_suspension_then_reinstatement_clears_risk(guichet: Guichet) -> None:
+    ed = guichet.company("Editeur Proxy")
+    proxy = guichet.solution(ed, "ProxyP", "proxy")
+    elp = guichet.habilitate(ed, "ELP", proxy)
+    host = guichet.company("Hébergeur")
+    osp = guichet.habilitate(host, "OSP", proxy)
+    guichet.college.ok(guichet.college.post(f"/api/habilitations/{elp['id']}/suspend", {"reason": "faille"}))
+    assert guichet.admin.ok(guichet.admin.get(f"/api/habilitations/{osp['id']}"))["at_risk"]
+    assert guichet.college.post(f"/api/habilitations/{elp['id']}/suspend", {"reason": "encore"}).status_code == 409
+    guichet.college.ok(guichet.college.post(f"/api/habilitations/{elp['id']}/reinstate", {"reason": "corrigé"}))
+    assert not guichet.admin.ok(guichet.admin.get(f"/api/habilitations/{osp['id']}"))["at_risk"]
+
+
+def test_referentiel_new_version_shows_changes_and_adoption(guichet: Guichet) -> None:
+    co, _sol, cand = _elp_in_evidence(guichet)
+    ref = guichet.admin.ok(guichet.admin.get("/api/referentiel"))
+    new = {
+        "version": "2026.1",
+        "chapters": ref["chapters"],
+        "requirements": [{k: v for k, v in r.items() if v is not None} for r in ref["requirements"]],
+    }
+    new["requirements"].append(
+        {
+            "id": "TOK-03",
+            "chapter": "jetons",
+            "text": "Les jetons sont liés au certificat (RFC 8705).",
+            "actors": ["ELP"],
+            "level": "edc",
+            "evidence": ["document"],
+        }
+    )
+    assert co.post("/api/referentiel", new).status_code == 403
+    guichet.admin.ok(guichet.admin.post("/api/referentiel", new), 201)
+    assert guichet.admin.post("/api/referentiel", new).status_code == 409
+    diff = co.ok(co.get(f"/api/candidatures/{cand['id']}/referentiel-changes"))
+    assert [r["id"] for r in diff["added"]] == ["TOK-03"] and not diff["up_to_date"]
+    assert any(n["kind"] == "referentiel_modifie" for n in co.ok(co.get("/api/notifications")))
+    detail = co.ok(co.post(f"/api/candidatures/{cand['id']}/referentiel/adopt", {}))
+    jetons = next(c for c in detail["chapters"] if c["chapter_id"] == "jetons")
+    assert "TOK-03" in jetons["requirement_ids"] and detail["referentiel_version"] == "2026.1"
+
+
+def test_trust_list_signature_is_checked(guichet: Guichet) -> None:
+    token = guichet.http.get("/trust-list").text
+    jwks = guichet.http.get("/trust-list/jwks").json()
+    assert verify_jwt(token, jwks)["habilitations"] == []
+    h, p, s = token.split(".")
+    with pytest.raises(TokenError):
+        verify_jwt(f"{h}.{p[:-2]}xx.{s}", jwks)
+    with pytest.raises(TokenError):
+        verify_jwt(token, KeyStore(None, algs=("ES256",)).jwks())
+
+
+def test_audit_chain_verifies_and_detects_an_edited_row(guichet: Guichet, guichet_service: GuichetService) -> None:
+    co, _sol, cand = _elp_in_evidence(guichet)
+    ok = guichet.admin.ok(guichet.admin.get("/api/audit/verify"))
+    assert ok["ok"] and ok["checked"] > 5
+    entries = co.ok(co.get(f"/api/candidatures/{cand['id']}/audit"))
+    assert {e["action"] for e in entries} >= {
+        "candidature.creer",
+        "candidature.soumettre_formulaire",
+        "candidature.valider_formulaire",
+    }
+    with guichet_service.db.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE audit_log SET actor = 'quelqu''un d''autre' WHERE action = 'candidature.valider_formulaire'"
+            )
+        )
+    bad = guichet.admin.ok(guichet.admin.get("/api/audit/verify"))
+    assert not bad["ok"] and "modifiée" in bad["reason"]
+
+
+def test_audit_detects_a_deleted_row(guichet: Guichet, guichet_service: GuichetService) -> None:
+    guichet.company("Acme")
+    with guichet_service.db.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM audit_log WHERE seq = 2"))
+    assert not guichet_service.verify_audit().ok
