@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import secrets
 import socket
 import ssl
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 
@@ -30,7 +31,7 @@ from confiance.pki import normalize_dn
 
 from . import traces as tr
 from .config import RunConfig
-from .http import Recorder, cookie_erased, session_cookie
+from .http import Recorder, cookie_erased, session_cookie, set_cookies
 from .model import CheckFailed, Evidence, NotApplicable, Unverifiable, require
 from .services import ApiServices, PscSandbox
 
@@ -105,6 +106,11 @@ class Campaign:
 
     def new_session(self, ev: Evidence, national_id: str, label: str) -> Session:
         resp = self.connect(ev, national_id, label=label)
+        if resp.status_code == 304 and self.open_sessions:
+            # A session of this campaign is still open (e.g. the disconnect check was skipped).
+            for still_open in list(self.open_sessions):
+                self.disconnect(ev, still_open, "DELETE /disconnect (session restée ouverte)")
+            resp = self.connect(ev, national_id, label=label)
         if resp.status_code != 200:
             raise CheckFailed(f"connexion impossible pour ce scénario (HTTP {resp.status_code})")
         body = _json(resp)
@@ -631,7 +637,11 @@ def check_idle(c: Campaign, ev: Evidence) -> None:
 
 def check_auth_code(c: Campaign, ev: Evidence) -> None:
     resp = c.proxy.request(
-        ev, "GET", "/authorize", params={"clientId": c.cfg.client_id}, label="GET /authorize (flux code)"
+        ev,
+        "GET",
+        "/authorize",
+        params={"clientId": c.cfg.web_client_id or c.cfg.client_id},
+        label="GET /authorize (flux code)",
     )
     if resp.status_code in (404, 405, 501):
         raise NotApplicable("le proxy n'offre pas le flux authorization code (/authorize absent)")
@@ -649,7 +659,7 @@ def check_auth_code(c: Campaign, ev: Evidence) -> None:
     problems = []
     if params.get("response_type") != "code":
         problems.append("response_type ≠ code")
-    if params.get("client_id") != c.cfg.client_id:
+    if params.get("client_id") != (c.cfg.web_client_id or c.cfg.client_id):
         problems.append("client_id ≠ clientId")
     if params.get("code_challenge_method") != "S256" or len(params.get("code_challenge", "")) < 43:
         problems.append("PKCE S256 absent")
@@ -670,6 +680,71 @@ def check_auth_code(c: Campaign, ev: Evidence) -> None:
     )
     require(forged.status_code >= 400, f"callback avec state forgé : HTTP {forged.status_code}")
     require(session_cookie(forged) is None, "callback avec state forgé : cookie de session posé")
+    _complete_code_flow(c, ev, resp, location)
+
+
+_HIDDEN_RE = re.compile(r"name=['\"](tx|csrf)['\"]\s+value=['\"]([^'\"]*)['\"]")
+
+
+def _complete_code_flow(c: Campaign, ev: Evidence, authorize: httpx.Response, location: str) -> None:
+    """Log in on the sandbox's page as the test identity and come back through the proxy's callback."""
+    psc = c.psc.recorder
+    if psc is None:
+        raise Unverifiable("URL du bac à sable inconnue : connexion par le navigateur non simulée")
+    browser_cookies = {name: jar[name].value for name, jar in set_cookies(authorize).items()}
+    page = psc.request(ev, "GET", location, label="PSC : page de connexion")
+    if page.status_code == 400:
+        raise Unverifiable(
+            "le bac à sable refuse la requête d'autorisation (redirect_uri du proxy non enregistrée pour ce "
+            "client ?) : la redirection du proxy est conforme, la suite du flux n'a pas pu être jouée"
+        )
+    require(page.status_code == 200, f"page de connexion PSC : HTTP {page.status_code}")
+    fields = dict(_HIDDEN_RE.findall(page.text))
+    if not {"tx", "csrf"} <= set(fields):
+        raise Unverifiable("page de connexion du bac à sable non reconnue")
+    answer = psc.request(
+        ev,
+        "POST",
+        location.split("?")[0],
+        content=urlencode({**fields, "national_id": c.cfg.national_id, "action": "approve"}).encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        label="PSC : connexion approuvée",
+    )
+    back = answer.headers.get("location", "")
+    require(answer.status_code in (302, 303) and bool(back), "PSC n'a pas redirigé vers le callback")
+    cookie_header = "; ".join(f"{k}={v}" for k, v in browser_cookies.items())
+    done = c.proxy.request(
+        ev, "GET", back, headers={"Cookie": cookie_header} if cookie_header else None, label="GET callback (code)"
+    )
+    psid = session_cookie(done)
+    require(done.status_code in (200, 302, 303), f"callback : HTTP {done.status_code}")
+    require(psid is not None, "callback : pas de cookie proxy_session_id")
+    assert psid is not None
+    c.open_sessions.append(psid)
+    raw = next((v for v in done.headers.get_list("set-cookie") if v.startswith("proxy_session_id=")), "")
+    attrs = raw.lower()
+    require("secure" in attrs and "httponly" in attrs, "cookie de session web sans Secure/HttpOnly")
+    probe = c.proxy.request(
+        ev,
+        "POST",
+        c.send_path(),
+        json_body={
+            "nationalId": c.cfg.national_id,
+            "clientID": c.cfg.client_id,
+            "proxy_session_id": psid,
+            "session_state": "sonde",
+        },
+        cookie=psid,
+        label="POST /send avec la session web",
+    )
+    require(probe.status_code != 401, "la session ouverte par le flux code n'est pas reconnue par /send")
+    ev.note(
+        "session web reconnue : le service a reçu un jeton échangé (il ne refuse que le session_state sonde)"
+        if probe.status_code == 400
+        else f"/send avec la session web : HTTP {probe.status_code}"
+    )
+    out = c.disconnect(ev, psid, "DELETE /disconnect (session web)")
+    require(out.status_code == 200, f"déconnexion de la session web : HTTP {out.status_code}")
 
 
 def check_tls_legacy(c: Campaign, ev: Evidence) -> None:

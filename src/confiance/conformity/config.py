@@ -23,6 +23,7 @@ class RunConfig:
     ca_bundle: Path | None = None
     proxy_identity: ClientIdentity | None = None  # TLS identity the tool presents to the proxy
     client_cert: Path | None = None  # public certificate the proxy holds for client_id (mTLS)
+    web_client_id: str | None = None  # client used for the authorization-code flow (default client_id)
     unknown_client_id: str = "client-inconnu-conformite"
     service: str = "signsessiondata"  # proxy's name for the signsessiondata service (/send/{service}/…)
     service_path: str = "signsessiondata"

@@ -1,0 +1,80 @@
+"""Our own Proxy e-Santé (confiance.proxy), started from its test harness, passes every check.
+
+The tool still talks to it only over HTTPS; importing the proxy here is the test's job of
+starting it, exactly as `confiance up` would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from confiance.core.tls import client_context
+from confiance.pki import IssuedCertificate, Pki
+from tests.conformity.harness import explain, run_against, statuses
+from tests.fixtures_api import ApiHandle
+from tests.fixtures_psc import PscHandle
+
+proxy_harness = pytest.importorskip("tests.proxy.harness")
+
+IDLE = 5.0
+WEB_CLIENT = "lps-web-conformite"
+
+
+def _register_web_client(psc: PscHandle, redirect_uri: str) -> None:
+    """What an operator does at PSC for the code flow: register the proxy's callback URL."""
+    with httpx.Client(verify=client_context(psc.ca_bundle)) as http:
+        r = http.post(
+            f"{psc.url}/sandbox/admin/clients",
+            headers={"Authorization": f"Bearer {psc.admin_token}"},
+            json={
+                "client_id": WEB_CLIENT,
+                "tls_client_auth_subject_dn": psc.mtls_cert.subject_dn,
+                "espace_de_confiance": True,
+                "redirect_uris": [redirect_uri],
+            },
+        )
+        assert r.status_code in (201, 409), r.text
+
+
+@pytest.mark.slow
+def test_our_proxy_passes_every_check(
+    tmp_path: Path, pki: Pki, server_cert: IssuedCertificate, psc_sandbox: PscHandle, api_services: ApiHandle
+) -> None:
+    base = proxy_harness.proxy_config(pki, server_cert, psc_sandbox, api_services, tmp_path)
+    web = {
+        "client_id": WEB_CLIENT,
+        "auth": "mtls",
+        "cert": psc_sandbox.mtls_cert.cert_path,
+        "key": psc_sandbox.mtls_cert.key_path,
+        "web_redirect_url": "https://lps.example/accueil",
+    }
+    cfg = proxy_harness.proxy_config(
+        pki,
+        server_cert,
+        psc_sandbox,
+        api_services,
+        tmp_path,
+        sessions={"idle_ttl": IDLE, "sweep_interval": 0.2},
+        lps_clients=[*(c.model_dump(mode="json") for c in base.lps_clients), web],
+    )
+    proxy = proxy_harness.start_proxy(cfg, pki)
+    try:
+        _register_web_client(psc_sandbox, f"{proxy.url}/callback")
+        results = run_against(
+            proxy.url,
+            psc_sandbox,
+            api_services,
+            traces_auth=f"Bearer {proxy_harness.ADMIN}",
+            idle_timeout=IDLE,
+            web_client_id=WEB_CLIENT,
+        )
+    finally:
+        proxy.stop()
+    st = statuses(results)
+    assert not [k for k, v in st.items() if v == "fail"], explain(results)
+    # Facts the harness cannot expose yet stay "unverifiable" (never "pass" by assumption).
+    assert {k for k, v in st.items() if v == "unverifiable"} <= {"api.cnf_binding"}, explain(results)
+    assert st["beyond.auth_code"] == "pass", explain(results)  # our proxy offers the code flow
