@@ -111,7 +111,9 @@ class ProxyCore:
         self.cfg = cfg
         self.instance = secrets.token_hex(8)
         self.trusted = parse_networks(cfg.server.trusted_proxies)
-        self.store = store or make_store(cfg.sessions.store, cfg.sessions.url, cfg.sessions.touch_interval)
+        self.store = store or make_store(
+            cfg.sessions.store, cfg.sessions.url, cfg.sessions.touch_interval, cfg.sessions.redis_prefix
+        )
         self.trace_store = TraceStore(cfg.traces.url)
         self.traces = TraceWriter(
             self.trace_store, cfg.traces.flush_interval, cfg.traces.batch_max, cfg.traces.queue_max

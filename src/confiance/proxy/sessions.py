@@ -581,11 +581,11 @@ class RedisStore(SessionStore):
         await self.r.aclose()
 
 
-def make_store(kind: str, url: str | None, touch_interval: float) -> SessionStore:
+def make_store(kind: str, url: str | None, touch_interval: float, prefix: str = "confiance:proxy:") -> SessionStore:
     if kind == "memory":
         return MemoryStore()
     if kind == "sqlite":
         return SqliteStore(url or "sqlite:///proxy-sessions.db", touch_interval)
     if kind == "redis":
-        return RedisStore(url or "redis://127.0.0.1:6379/0", touch_interval)
+        return RedisStore(url or "redis://127.0.0.1:6379/0", touch_interval, prefix=prefix)
     raise ValueError(f"unknown session store {kind}")

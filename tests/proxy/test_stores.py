@@ -1,0 +1,287 @@
+"""Session stores (memory, SQLite, Redis) behave alike; Redis scale-out and fail-closed; PostgreSQL traces."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+import threading
+import time
+from contextlib import closing, suppress
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from confiance.proxy.domain import ApiToken, Session, new_session
+from confiance.proxy.sessions import MemoryStore, RedisStore, SessionStore, SqliteStore
+from confiance.proxy.traces import TraceStore, TraceWriter
+from tests.fixtures_psc import PscHandle
+from tests.proxy.harness import RunningProxy, connect_body, proxy_config, start_proxy
+
+TOKENS = {"access_token": "at", "expires_in": 120, "refresh_token": "rt", "id_token": "idt", "session_state": "ss"}
+
+
+def _session(nid: str = "810000000001", client: str = "lps") -> Session:
+    return new_session(
+        client_id=client, national_id=nid, tokens=TOKENS, now=time.time(), absolute_ttl=100, idle_ttl=50, dn=None
+    )
+
+
+async def _contract(store: SessionStore) -> None:
+    s = _session()
+    assert await store.create(s) is None
+    dup = _session()
+    existing = await store.create(dup)
+    assert existing is not None and existing.id == s.id  # one session per user+LPS
+    got = await store.get(s.id)
+    assert got is not None and got.national_id == s.national_id
+    assert (await store.find(s.national_id, "lps")).id == s.id  # type: ignore[union-attr]
+    assert await store.find(s.national_id, "other") is None
+    # Compare-and-set: a stale copy never overwrites a newer one (rotated refresh tokens).
+    a = Session.from_dict(got.to_dict())
+    b = Session.from_dict(got.to_dict())
+    a.psc_refresh_token = "rt2"
+    a.api_tokens["svc"] = ApiToken("api", time.time() + 100)
+    assert await store.save(a, got.version)
+    b.psc_refresh_token = "stale"
+    assert not await store.save(b, got.version)
+    fresh = await store.get(s.id)
+    assert fresh is not None and fresh.psc_refresh_token == "rt2" and fresh.api_tokens["svc"].access_token == "api"
+    # Leases: one holder at a time, released by its owner only.
+    assert await store.acquire("refresh:x", "me", 5)
+    assert not await store.acquire("refresh:x", "you", 5)
+    await store.release("refresh:x", "you")
+    assert not await store.acquire("refresh:x", "you", 5)
+    await store.release("refresh:x", "me")
+    assert await store.acquire("refresh:x", "you", 0.2)
+    await asyncio.sleep(0.3)
+    assert await store.acquire("refresh:x", "me", 5)  # expired lease (crashed holder)
+    # Pending authorization requests are single-use.
+    await store.put_pending("st", {"a": 1}, 10)
+    assert await store.pop_pending("st") == {"a": 1}
+    assert await store.pop_pending("st") is None
+    # Expiry index and deletion (only one deleter wins).
+    assert s.id not in await store.expired(time.time())
+    assert s.id in await store.expired(time.time() + 60)
+    assert await store.count() >= 1
+    assert (await store.delete(s.id)) is not None
+    assert await store.delete(s.id) is None
+    assert await store.get(s.id) is None
+    assert await store.find(s.national_id, "lps") is None
+    await store.close()
+
+
+def test_memory_store() -> None:
+    asyncio.run(_contract(MemoryStore()))
+
+
+def test_sqlite_store(tmp_path: Path) -> None:
+    asyncio.run(_contract(SqliteStore(f"sqlite:///{tmp_path}/s.db")))
+
+
+def test_sqlite_store_survives_restart(tmp_path: Path) -> None:
+    async def run() -> None:
+        s = _session()
+        st = SqliteStore(f"sqlite:///{tmp_path}/s.db")
+        await st.create(s)
+        await st.close()
+        st2 = SqliteStore(f"sqlite:///{tmp_path}/s.db")
+        assert (await st2.get(s.id)) is not None
+        await st2.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.redis
+def test_redis_store(redis_url: str) -> None:
+    asyncio.run(_contract(RedisStore(redis_url, prefix=f"t:{secrets.token_hex(4)}:")))
+
+
+class TcpRelay:
+    """A cuttable TCP path to Redis: simulates Redis being lost and coming back."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = target_port
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._socks: list[socket.socket] = []
+        self.lsock: socket.socket | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", self.port))
+        ls.listen(64)
+        ls.settimeout(0.1)
+        self.lsock = ls
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _accept(self) -> None:
+        assert self.lsock is not None
+        while not self._stop.is_set():
+            try:
+                c, _ = self.lsock.accept()
+            except (TimeoutError, OSError):
+                continue
+            u = socket.create_connection(("127.0.0.1", self.target))
+            self._socks += [c, u]
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            with suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self._stop.set()
+        if self.lsock is not None:
+            self.lsock.close()
+        for s in self._socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+        self._socks.clear()
+        time.sleep(0.2)
+
+
+def _redis_proxy(pki, server_cert, psc, api, tmp, url: str, prefix: str) -> RunningProxy:
+    cfg = proxy_config(
+        pki,
+        server_cert,
+        psc,
+        api,
+        tmp,
+        sessions={"store": "redis", "url": url, "redis_prefix": prefix, "touch_interval": 0},
+    )
+    return start_proxy(cfg, pki)
+
+
+def _sign(c: Any, psc: PscHandle, nid: str, conn: dict[str, str]) -> int:
+    body = {
+        "nationalId": nid,
+        "clientID": psc.mtls_client_id,
+        "proxy_session_id": conn["proxy_session_id"],
+        "session_state": conn["session_state"],
+    }
+    return int(c.post("/send/signsessiondata/signsessiondata", json=body).status_code)
+
+
+@pytest.mark.redis
+def test_two_instances_share_sessions(pki, server_cert, psc_sandbox, api_services, redis_url, tmp_path) -> None:
+    prefix = f"t:{secrets.token_hex(4)}:"
+    a = _redis_proxy(pki, server_cert, psc_sandbox, api_services, tmp_path, redis_url, prefix)
+    b = _redis_proxy(pki, server_cert, psc_sandbox, api_services, tmp_path, redis_url, prefix)
+    try:
+        nid = psc_sandbox.identities[14]["national_id"]
+        with a.client() as ca, b.client() as cb:
+            conn = ca.post("/connect", json=connect_body(psc_sandbox, nid)).json()
+            # The other instance knows the user+LPS session (304) and serves its cookie.
+            assert cb.post("/connect", json=connect_body(psc_sandbox, nid)).status_code == 304
+            cb.cookies.set("proxy_session_id", conn["proxy_session_id"])
+            assert _sign(cb, psc_sandbox, nid, conn) == 200
+            assert _sign(ca, psc_sandbox, nid, conn) == 200
+            assert cb.delete("/disconnect").status_code == 200
+            assert _sign(ca, psc_sandbox, nid, conn) == 401
+    finally:
+        a.stop()
+        b.stop()
+
+
+@pytest.mark.redis
+def test_redis_lost_fails_closed_and_recovers(pki, server_cert, psc_sandbox, api_services, redis_url, tmp_path) -> None:
+    from urllib.parse import urlparse
+
+    relay = TcpRelay(urlparse(redis_url).port or 6379)
+    relay.start()
+    prefix = f"t:{secrets.token_hex(4)}:"
+    db = urlparse(redis_url).path or "/0"
+    p = _redis_proxy(
+        pki, server_cert, psc_sandbox, api_services, tmp_path, f"redis://127.0.0.1:{relay.port}{db}", prefix
+    )
+    try:
+        nid = psc_sandbox.identities[15]["national_id"]
+        with closing(p.client()) as c:
+            conn = c.post("/connect", json=connect_body(psc_sandbox, nid)).json()
+            ok_before = sum(_sign(c, psc_sandbox, nid, conn) == 200 for _ in range(5))
+            assert ok_before == 5
+            relay.cut()
+            during = [_sign(c, psc_sandbox, nid, conn) for _ in range(5)]
+            assert during == [503] * 5  # fail closed: never served without its session
+            assert c.get("/readyz").status_code == 503
+            relay.start()
+            deadline = time.time() + 10
+            after = 0
+            while time.time() < deadline:
+                after = _sign(c, psc_sandbox, nid, conn)
+                if after == 200:
+                    break
+                time.sleep(0.2)
+            assert after == 200
+            assert c.get("/readyz").status_code == 200
+        sends = [t for t in p.traces() if t.get("proxy_id_session") == conn["proxy_session_id"] and t["type"] == "SEND"]
+        assert len(sends) == 6  # every relayed request has its trace, none lost
+    finally:
+        p.stop()
+        relay.cut()
+
+
+@pytest.mark.postgres
+def test_traces_on_postgres(postgres_schema_url: str) -> None:
+    store = TraceStore(postgres_schema_url)
+
+    async def run() -> None:
+        w = TraceWriter(store, flush_interval=0.01)
+        w.start()
+        for i in range(200):
+            w.submit({"type": "SEND", "i": i}, 1000.0 + i)
+        await w.write({"type": "DISCONNECT"}, 5000.0)
+        await w.close()
+
+    asyncio.run(run())
+    check = store.verify()
+    assert check.ok and check.checked == 201
+    assert len(store.query(1000.0, 1099.0)) == 100
+    store.close()
+
+
+def test_trace_writer_keeps_batch_while_db_down(tmp_path: Path) -> None:
+    """A failed batch is retried, not dropped: the DB coming back gets every trace."""
+    store = TraceStore(f"sqlite:///{tmp_path}/t.db")
+    real = store.append
+    fails = {"n": 3}
+
+    def flaky(items: list[tuple[float, dict[str, Any]]]) -> None:
+        if fails["n"] > 0:
+            fails["n"] -= 1
+            raise OSError("disque indisponible")
+        real(items)
+
+    store.append = flaky  # type: ignore[method-assign]
+
+    async def run() -> None:
+        w = TraceWriter(store, flush_interval=0.01)
+        w.start()
+        for i in range(20):
+            w.submit({"type": "SEND", "i": i}, 1000.0 + i)
+        await w.write({"type": "DISCONNECT"}, 2000.0)
+        await w.close()
+
+    asyncio.run(run())
+    assert store.verify().checked == 21
