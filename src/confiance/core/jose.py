@@ -108,7 +108,9 @@ class KeyStore:
                 return e
         return None
 
-    def signing_key(self, alg: str = "RS256") -> Key:
+    def signing_key(self, alg: str | None = None) -> Key:
+        """The current key for ``alg`` (default: the store's first algorithm)."""
+        alg = alg or self.algs[0]
         entry = self._current(alg)
         if entry is None:
             raise ValueError(f"no signing key for {alg}")
@@ -141,12 +143,14 @@ class KeyStore:
     def keyset(self) -> KeySet:
         return self._keyset
 
-    def sign(self, claims: Mapping[str, Any], alg: str = "RS256", typ: str = "JWT", **header: Any) -> str:
+    def sign(self, claims: Mapping[str, Any], alg: str | None = None, typ: str = "JWT", **header: Any) -> str:
+        alg = alg or self.algs[0]
         key = self.signing_key(alg)
         return jwt.encode({"alg": alg, "kid": key.kid, "typ": typ, **header}, dict(claims), key, algorithms=[alg])
 
-    def sign_bytes(self, payload: bytes, alg: str = "RS256", **header: Any) -> str:
+    def sign_bytes(self, payload: bytes, alg: str | None = None, **header: Any) -> str:
         """A compact JWS over arbitrary bytes (reports, trust lists, session data)."""
+        alg = alg or self.algs[0]
         key = self.signing_key(alg)
         return jws.serialize_compact({"alg": alg, "kid": key.kid, **header}, payload, key, algorithms=[alg])
 

@@ -1,0 +1,242 @@
+"""Enforcing the guichet's signed trust list ("trust space" mode of PSC and API servers).
+
+The guichet publishes, as a signed JWT, the habilitations currently valid and the
+certificates of their components. A server of the trust space admits a client certificate
+only if it belongs to a valid habilitation for the server's environment (BAS admits
+editors' test certificates, production admits operators' production certificates), and
+only while every habilitation it relies on is still valid. The list is refreshed
+periodically; when the guichet is unreachable the last good copy keeps being used (until
+its own ``exp``), so a guichet outage does not stop the trust space, while a withdrawal
+stops new token issuance within one refresh period.
+
+The admission rule is a pure function (``admit``) so it is unit-tested without I/O;
+``TrustListClient`` is the thin edge that fetches and verifies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from confiance.core.jose import TokenError, verify_jwt
+
+log = logging.getLogger("confiance.trustlist")
+
+EDITOR_ROLES = ("ELU", "ELP")
+OPERATOR_ROLES = ("OSU", "OSP")
+
+
+def roles_for(environment: str) -> tuple[str, ...]:
+    return EDITOR_ROLES if environment.upper() == "BAS" else OPERATOR_ROLES
+
+
+def _same_env(a: str, b: str) -> bool:
+    return a.strip().lower() == b.strip().lower()
+
+
+@dataclass(frozen=True)
+class Admission:
+    admitted: bool
+    reason: str
+    habilitation_id: int | None = None
+    role: str | None = None
+    holder: str | None = None
+
+
+def admit(claims: Mapping[str, Any], x5t_s256: str, environment: str, now: float | None = None) -> Admission:
+    """Whether the certificate ``x5t_s256`` may obtain tokens in ``environment``; the reason either way.
+
+    A certificate is admitted when it is the certificate of a component of a habilitation
+    that is valid for this environment, not expired, not flagged at risk and whose every
+    dependency is itself present and valid in the list. Refusals name the habilitation
+    that is missing, so the editor or operator knows what to obtain at the guichet.
+    """
+    now = time.time() if now is None else now
+    habs: list[Mapping[str, Any]] = list(claims.get("habilitations", []))
+    by_id = {h.get("id"): h for h in habs}
+    wanted = roles_for(environment)
+    holders = [h for h in habs if _holds(h, x5t_s256)]
+    if not holders:
+        for access in claims.get("test_access", []):
+            if _same_env(str(access.get("environment", "")), environment) and any(
+                c.get("x5t#S256") == x5t_s256 for c in access.get("certificates", [])
+            ):
+                return Admission(
+                    True,
+                    f"certificat de test de la candidature {access.get('role')} n° {access.get('candidature_id')} "
+                    f"({access.get('holder', '')}) en cours d'instruction",
+                    role=str(access.get("role")),
+                    holder=str(access.get("holder", "")),
+                )
+        return Admission(
+            False,
+            f"aucune habilitation {'/'.join(wanted)} valide en {environment} ne comprend ce certificat "
+            f"(x5t#S256 {x5t_s256}) : obtenez l'habilitation au guichet EDC PSC",
+        )
+    reasons = []
+    for h in holders:
+        role, hid, holder = str(h.get("role")), h.get("id"), _holder(h)
+        label = f"habilitation {role} n° {hid} ({holder})"
+        if not _same_env(str(h.get("environment", "")), environment):
+            reasons.append(f"{label} valable en {h.get('environment')}, pas en {environment}")
+            continue
+        if role not in wanted:
+            reasons.append(f"{label} : le rôle {role} n'est pas admis en {environment}")
+            continue
+        if _parse_time(h.get("valid_until")) <= now:
+            reasons.append(f"{label} expirée")
+            continue
+        missing = [dep for dep in h.get("relies_on", []) if not _dep_valid(by_id.get(dep), now)]
+        if missing:
+            reasons.append(
+                f"{label} s'appuie sur l'habilitation n° {', '.join(str(m) for m in missing)} "
+                "qui n'est plus valide (retirée, suspendue ou expirée)"
+            )
+            continue
+        if h.get("at_risk"):
+            reasons.append(f"{label} signalée à risque : {h.get('at_risk_reason') or 'dépendance invalide'}")
+            continue
+        return Admission(True, f"{label} valide", habilitation_id=hid, role=role, holder=holder)
+    return Admission(False, "; ".join(reasons))
+
+
+def _holds(h: Mapping[str, Any], x5t: str) -> bool:
+    return any(cert.get("x5t#S256") == x5t for comp in h.get("components", []) for cert in comp.get("certificates", []))
+
+
+def _holder(h: Mapping[str, Any]) -> str:
+    holder = h.get("holder")
+    return str(holder.get("name", "")) if isinstance(holder, Mapping) else str(holder or "")
+
+
+def _dep_valid(h: Mapping[str, Any] | None, now: float) -> bool:
+    return h is not None and _parse_time(h.get("valid_until")) > now and not h.get("at_risk")
+
+
+def _parse_time(value: Any) -> float:
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        from datetime import UTC, datetime
+
+        dt = datetime.fromisoformat(value)
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        return dt.timestamp()
+    return 0.0
+
+
+class TrustListUnavailable(RuntimeError):
+    """No verified trust list has ever been obtained (fail closed)."""
+
+
+@dataclass
+class TrustListConfig:
+    url: str
+    jwks_url: str
+    environment: str = "BAS"
+    refresh_seconds: float = 30.0
+    cache_path: Path | None = None
+    ca_bundle: Path | None = None
+    issuer: str | None = None
+
+
+class TrustListClient:
+    """Fetches, verifies and caches the trust list; ``admit`` never blocks on the network for long.
+
+    ``start()`` fetches once, then a daemon thread refreshes every ``refresh_seconds``;
+    ``admit`` only reads the last verified copy, so request handlers never wait on the
+    guichet. Nothing ever fetched means refusal (fail closed). The last good copy is
+    persisted so a restart during a guichet outage still enforces the list it had.
+    """
+
+    def __init__(self, cfg: TrustListConfig, clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self._claims: dict[str, Any] | None = None
+        self._fetched_at = 0.0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+        self._jwks: dict[str, Any] | None = None
+        self.last_error: str | None = None
+        if cfg.cache_path is not None and cfg.cache_path.exists():
+            try:
+                cached = json.loads(cfg.cache_path.read_text())
+                self._claims, self._fetched_at = cached["claims"], float(cached["fetched_at"])
+            except (ValueError, KeyError):
+                log.warning("copie locale de la liste de confiance illisible, ignorée")
+
+    def _http(self) -> httpx.Client:
+        verify: Any = str(self.cfg.ca_bundle) if self.cfg.ca_bundle else True
+        return httpx.Client(verify=verify, timeout=5.0)
+
+    def refresh(self) -> None:
+        """Fetch and verify now; keep the previous copy on any failure."""
+        try:
+            with self._http() as client:
+                token = client.get(self.cfg.url).raise_for_status().text.strip()
+                if self._jwks is None or not self._kid_known(token):
+                    self._jwks = client.get(self.cfg.jwks_url).raise_for_status().json()
+            assert self._jwks is not None
+            claims = verify_jwt(token, self._jwks, issuer=self.cfg.issuer, leeway=5)
+        except (httpx.HTTPError, TokenError, ValueError) as exc:
+            self.last_error = f"liste de confiance non rafraîchie : {exc}"
+            log.warning(self.last_error)
+            return
+        with self._lock:
+            self._claims, self._fetched_at = claims, self.clock()
+            self.last_error = None
+        if self.cfg.cache_path is not None:
+            tmp = self.cfg.cache_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"claims": claims, "fetched_at": self._fetched_at}))
+            tmp.replace(self.cfg.cache_path)
+
+    def _kid_known(self, token: str) -> bool:
+        import base64
+
+        try:
+            header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+        except ValueError:
+            return False
+        return any(k.get("kid") == header.get("kid") for k in (self._jwks or {}).get("keys", []))
+
+    def start(self) -> None:
+        """First fetch now (startup may block), then refresh every ``refresh_seconds`` in a daemon thread."""
+        self.refresh()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, daemon=True, name="trust-list-refresh")
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _loop(self) -> None:
+        while not self._stopped.wait(self.cfg.refresh_seconds):
+            self.refresh()
+
+    def claims(self) -> dict[str, Any]:
+        """The last verified list; never touches the network (request handlers call this)."""
+        with self._lock:
+            claims = self._claims
+        if claims is None:
+            raise TrustListUnavailable(self.last_error or "liste de confiance pas encore obtenue du guichet")
+        exp = claims.get("exp")
+        if isinstance(exp, int | float) and exp < self.clock():
+            raise TrustListUnavailable("la dernière liste de confiance connue a expiré et le guichet est injoignable")
+        return claims
+
+    def admit(self, x5t_s256: str) -> Admission:
+        try:
+            claims = self.claims()
+        except TrustListUnavailable as exc:
+            return Admission(False, str(exc))
+        return admit(claims, x5t_s256, self.cfg.environment, self.clock())
