@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -93,7 +94,9 @@ def main() -> None:
                     time.sleep(0.1)
             else:
                 raise SystemExit("server did not start; see " + str(tmp / "server.log"))
-            nid = http.get(f"https://127.0.0.1:{port}/health").json() and "810000007919"
+        from confiance.psc.identities import seeded_identities
+
+        nid = next(i.national_id for i in seeded_identities() if i.ecps is None)
         auth = ["--client-id", "bench-secret", "--secret", secret]
         if a.auth == "mtls":
             auth = ["--client-id", "bench-mtls", "--cert", client.cert_path, "--key", client.key_path]
@@ -125,6 +128,7 @@ def main() -> None:
                         "errors": sum(r["errors"] for r in results),
                         "p50_ms": results[0]["p50_ms"],
                         "p99_ms": results[0]["p99_ms"],
+                        "loadavg_1m_after": round(os.getloadavg()[0], 2),
                     }
                 ),
                 flush=True,

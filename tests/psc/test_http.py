@@ -439,3 +439,51 @@ def test_admin_disabled_without_token(psc_sandbox_factory: Any) -> None:
     with psc.client("none") as http:
         r = http.get(psc.url + "/sandbox/admin/identities", headers={"Authorization": "Bearer x"})
         assert r.status_code == 403
+
+
+def test_random_garbage_never_500(psc_sandbox: PscHandle, http: httpx.Client) -> None:
+    """Seeded random bodies, headers and query strings on every endpoint: always a 4xx/2xx/3xx."""
+    import random
+
+    rng = random.Random(20261128)
+    paths = [
+        ("POST", psc_sandbox.token_endpoint),
+        ("POST", psc_sandbox.ciba_endpoint),
+        ("POST", psc_sandbox.introspection_endpoint),
+        ("POST", psc_sandbox.revocation_endpoint),
+        ("POST", psc_sandbox.userinfo_endpoint),
+        ("GET", psc_sandbox.userinfo_endpoint),
+        ("POST", psc_sandbox.end_session_endpoint),
+        ("GET", psc_sandbox.end_session_endpoint),
+        ("GET", psc_sandbox.authorization_endpoint),
+        ("POST", psc_sandbox.authorization_endpoint),
+        ("POST", psc_sandbox.url + "/sandbox/ecps/x/approve"),
+        ("POST", psc_sandbox.url + "/sandbox/admin/identities"),
+        ("PUT", psc_sandbox.url + "/sandbox/admin/lifetimes"),
+    ]
+    names = ["grant_type", "client_id", "client_secret", "token", "auth_req_id", "refresh_token", "code", "scope",
+             "login_hint", "binding_message", "id_token_hint", "redirect_uri", "tx", "csrf", "access_token"]  # fmt: skip
+    values = ["", "=", "%", "%zz", "\x00", "é" * 3, "a" * 300, "openid scope_all", CIBA, "refresh_token", "a.b.c",
+              psc_sandbox.secret_client_id, "1" * 12, "{}", "[]", "null"]  # fmt: skip
+    ctypes = ["application/x-www-form-urlencoded", "application/json", "text/plain", "multipart/form-data", ""]
+    for _ in range(300):
+        method, url = rng.choice(paths)
+        fields = {rng.choice(names): rng.choice(values) for _ in range(rng.randint(0, 5))}
+        body = "&".join(f"{k}={v}" for k, v in fields.items()).encode("utf-8", "surrogateescape")
+        if rng.random() < 0.2:
+            body = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 200)))
+        headers = {"Content-Type": rng.choice(ctypes)}
+        if rng.random() < 0.3:
+            headers["Authorization"] = (
+                rng.choice(["Basic ", "Bearer ", "Basic Og==", "Bearer a.b.c", "Digest x"]) + "zz"
+            )
+        if rng.random() < 0.2:
+            headers["Authorization"] = f"Bearer {psc_sandbox.admin_token}"
+        if method == "GET":
+            r = http.request(method, url, params=fields, headers=headers)
+        else:
+            r = http.request(method, url, content=body, headers=headers)
+        assert r.status_code < 500, (method, url, fields, r.text)
+        if r.headers.get("content-type", "").startswith("application/json") and r.status_code >= 400:
+            data = r.json()
+            assert "error" in data and "error_description" in data

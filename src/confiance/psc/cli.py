@@ -188,6 +188,13 @@ def deny(auth_req_id: str, config: Path = ConfigOpt) -> None:
     _decide(auth_req_id, "deny", config)
 
 
+@app.command("rotate-keys")
+def rotate_keys(config: Path = ConfigOpt) -> None:
+    """Nouvelles clés de signature ; les anciennes restent publiées jusqu'à expiration des jetons."""
+    result = Admin(config).call("POST", "/keys/rotate")
+    console.print(f"clés publiées : {', '.join(result['keys'])}")
+
+
 @app.command()
 def ecps(
     mode: str = typer.Argument(..., help="approve | deny | never | manual"),
