@@ -52,12 +52,14 @@ def identity_of(client: LpsClient) -> ClientIdentity | None:
     return ClientIdentity(client.cert, client.key) if client.cert is not None else None
 
 
-def _auth(client: LpsClient, form: dict[str, str], client_id: str | None = None) -> dict[str, str]:
+def _auth(client: LpsClient, form: dict[str, str], client_id: str | None = None, mtls: bool = False) -> dict[str, str]:
     """Client authentication: mTLS sends only client_id (the certificate proves it);
-    secret clients use HTTP Basic (client_secret_basic, what PSC's Keycloak expects)."""
+    secret clients use HTTP Basic (client_secret_basic, what PSC's Keycloak expects).
+    ``mtls`` forces certificate authentication (the API authorization servers, whenever
+    the LPS has a certificate: API tokens are bound to it)."""
     cid = client_id or client.client_id
     headers = {"Accept": "application/json"}
-    if client.auth == "secret" and client.secret:
+    if client.auth == "secret" and client.secret and not (mtls and client.cert is not None):
         raw = f"{quote(cid, safe='')}:{quote(client.secret, safe='')}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
     else:
@@ -303,7 +305,7 @@ class TokenExchanger:
             form["audience"] = svc.audience
         if svc.send_subject_issuer:
             form["subject_issuer"] = "psc"
-        headers = _auth(client, form, client.as_client_id or client.client_id)
+        headers = _auth(client, form, client.as_client_id or client.client_id, mtls=True)
         http = self.factory.aiohttp(identity_of(client))
         status, body = await _post_form(
             http, svc.token_endpoint, form, headers, self.timeout, f"échange de jeton {service_name}"
@@ -328,7 +330,7 @@ class TokenExchanger:
             if not value:
                 continue
             form = {"token": value, "token_type_hint": hint}
-            headers = _auth(client, form, client.as_client_id or client.client_id)
+            headers = _auth(client, form, client.as_client_id or client.client_id, mtls=True)
             status, body = await _post_form(http, svc.revocation_endpoint, form, headers, self.timeout, "révocation")
             if status >= 400:
                 raise OAuthFailure(
