@@ -72,10 +72,6 @@ class Client:
     access_token_alg: str | None = None
     userinfo_alg: str | None = None
 
-    @property
-    def auth_method(self) -> str:
-        return "tls_client_auth" if self.espace_de_confiance or not self.secret else "client_secret_basic"
-
     def describe(self) -> dict[str, Any]:
         return {
             "client_id": self.client_id,
