@@ -178,7 +178,9 @@ def test_lockout_after_repeated_failures(site: Site, http: httpx.Client) -> None
 def test_session_cookie_attributes_and_logout_revokes(site: Site, http: httpx.Client) -> None:
     r = _login_http(http, site.accounts["admin"], PASSWORD)
     assert r.status_code == 303
-    cookie = next(v for k, v in r.headers.multi_items() if k == "set-cookie" and v.startswith("__Host-guichet_session="))
+    cookie = next(
+        v for k, v in r.headers.multi_items() if k == "set-cookie" and v.startswith("__Host-guichet_session=")
+    )
     low = cookie.lower()
     assert "secure" in low and "httponly" in low and "samesite=lax" in low and "path=/" in low and "domain" not in low
     stolen = http.cookies.get("__Host-guichet_session")
@@ -203,5 +205,8 @@ def test_security_headers(site: Site, http: httpx.Client) -> None:
 def test_open_redirect_is_refused(site: Site, http: httpx.Client) -> None:
     page = http.get("/connexion")
     token = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text).group(1)
-    r = http.post("/connexion", data={"csrf": token, "email": site.accounts["college"], "password": PASSWORD, "next": "//evil.example/x"})
+    r = http.post(
+        "/connexion",
+        data={"csrf": token, "email": site.accounts["college"], "password": PASSWORD, "next": "//evil.example/x"},
+    )
     assert r.status_code == 303 and r.headers["location"] == "/"

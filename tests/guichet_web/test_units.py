@@ -64,7 +64,7 @@ def test_graph_highlights_at_risk_and_escapes_text() -> None:
     svg = graph.render_svg(nodes)
     root = ET.fromstring(svg)  # well-formed XML (escaped)
     assert "Proxy &lt;b&gt;" in svg and "<b>" not in svg
-    badges = [t.text for t in root.iter(f"{{http://www.w3.org/2000/svg}}text") if t.get("class") == "node-badge"]
+    badges = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text") if t.get("class") == "node-badge"]
     assert badges.count("À RISQUE") == 3 and "retirée" in badges  # a word, not only a colour
     ns = "{http://www.w3.org/2000/svg}"
     lines = root.findall(f"{ns}line")
