@@ -18,7 +18,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from confiance.core.clientcert import client_certificate
 from confiance.core.errors import oauth_error
 from confiance.core.jose import TokenError, verify_jwt
 
@@ -98,7 +97,7 @@ class AuthorizationServerApp:
             if len(body) > self.max_body:
                 raise OAuthError("invalid_request", f"requête trop volumineuse (> {self.max_body} octets)", 413)
         form = parse_form(body, request.headers.get("content-type"), self.max_body)
-        cc = client_certificate(request.scope, self.rt.trusted_proxies)
+        cc = self.rt.caller_cert(request.scope)
         basic = _basic(request)
         secret = basic[1] if basic else one(form, "client_secret", max_len=512)
         caller = Caller(
@@ -131,7 +130,7 @@ class AuthorizationServerApp:
 
     async def hello(self, request: Request) -> Response:
         """Bare endpoint (certificate required, nothing else): the benchmark's ceiling."""
-        if client_certificate(request.scope, self.rt.trusted_proxies) is None:
+        if self.rt.caller_cert(request.scope) is None:
             return oauth_error("invalid_client", "certificat client TLS requis", 401)
         return PlainTextResponse("hello")
 

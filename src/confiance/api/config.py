@@ -112,7 +112,7 @@ class AuthorizationServerConfig(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(9444, ge=0, le=65535)
     issuer: str | None = None  # default https://host:port
-    token_alg: TokenAlg = "RS256"
+    token_alg: TokenAlg = "ES256"  # see docs/api.md: RS256 signing caps exchanges below target
     token_lifetime: int = Field(4 * 3600, ge=3600, le=4 * 3600)
     refresh_tokens: bool = False
     refresh_token_lifetime: int = Field(4 * 3600, ge=60, le=4 * 3600)

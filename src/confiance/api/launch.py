@@ -98,7 +98,7 @@ def prepare(ctx: LaunchContext) -> ServiceLaunch:
             "host": ctx.host,
             "port": ctx.ports["api_as"],
             "issuer": as_url,
-            "token_alg": opts.get("token_alg", "RS256"),
+            "token_alg": opts.get("token_alg", "ES256"),
             "token_lifetime": int(opts.get("token_lifetime", 4 * 3600)),
             "refresh_tokens": bool(opts.get("refresh_tokens", False)),
             "keys_file": str(state / "as-keys.json"),

@@ -19,7 +19,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from confiance.core.clientcert import client_certificate
 from confiance.core.jose import TokenError, verify_jwt
 
 from . import demo_data
@@ -27,7 +26,7 @@ from .config import TOKEN_ALGS
 from .domain import AccessDenied, Service, check_access, check_session_data, parse_session_data
 
 if TYPE_CHECKING:
-    from .service import ApiRuntime
+    from .service import ApiRuntime, CallerCert
 
 log = logging.getLogger("confiance.api.rs")
 FHIR_JSON = "application/fhir+json"
@@ -83,6 +82,7 @@ class ResourceServerApp:
         self.rt = rt
         self.max_body = rt.cfg.resource_server.max_body_bytes
         self.verified = VerifiedTokens(rt.cfg.resource_server.verified_token_cache)
+        self._signatures: dict[bytes, tuple[str, str]] = {}
         self.app = Starlette(
             routes=[
                 Route("/health", self.health),
@@ -104,9 +104,9 @@ class ResourceServerApp:
         return _bad_request("method_not_allowed", "méthode non autorisée", 405)
 
     # ------------------------------------------------------------------ authorization
-    def authorize(self, request: Request, service: Service) -> dict[str, Any]:
+    def authorize(self, request: Request, service: Service) -> tuple[dict[str, Any], CallerCert]:
         """The verified claims of the request's token for ``service``, or AccessDenied."""
-        cc = client_certificate(request.scope, self.rt.trusted_proxies)
+        cc = self.rt.caller_cert(request.scope)
         if cc is None:
             raise AccessDenied("certificat client TLS requis", reason="no_certificate")
         header = request.headers.get("authorization")
@@ -138,7 +138,7 @@ class ResourceServerApp:
         except AccessDenied as exc:
             self.rt.audit.record(
                 service=service.name,
-                path=request.url.path,
+                path=request.scope["path"],
                 outcome="refused",
                 reason=exc.reason,
                 professional=claims.get("SubjectNameID"),
@@ -147,33 +147,36 @@ class ResourceServerApp:
                 jti=claims.get("jti"),
             )
             raise
-        return claims
+        return claims, cc
 
     async def _authorized(self, request: Request, name: str) -> tuple[dict[str, Any] | None, Response | None]:
         service = self.rt.service(name)
         try:
-            return self.authorize(request, service), None
+            claims, cc = self.authorize(request, service)
         except AccessDenied as exc:
             return None, _denied(exc)
+        request.state.caller_dn = cc.subject_dn
+        return claims, None
 
     def _log_ok(self, request: Request, name: str, claims: dict[str, Any], status: int, **extra: Any) -> None:
-        cc = client_certificate(request.scope, self.rt.trusted_proxies)
         self.rt.audit.record(
             service=name,
-            path=request.url.path,
+            path=request.scope["path"],
             outcome="ok" if status < 400 else "error",
             status=status,
             professional=claims.get("SubjectNameID"),
             client_id=claims.get("client_id"),
-            dn=cc.subject_dn if cc else None,
+            dn=request.state.caller_dn,
             jti=claims.get("jti"),
             **extra,
         )
 
     async def _body(self, request: Request) -> bytes | None:
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            return None
+        if length is not None:
+            if not length.isdigit() or int(length) > self.max_body:
+                return None
+            return await request.body()  # the server enforces Content-Length
         body = b""
         async for chunk in request.stream():
             body += chunk
@@ -181,13 +184,30 @@ class ResourceServerApp:
                 return None
         return body
 
+    def _signature(self, payload: bytes) -> str:
+        """JWS over the session data, reused for identical data while the signing key is current.
+
+        A proxy presents the same session data for the life of a session; the answer is
+        only produced after this request's token and data checks passed, so reusing the
+        signature of identical bytes attests nothing new and saves the ECDSA operation.
+        """
+        kid = self.rt.rs_keys.signing_key(self.rt.session_signer.alg).kid
+        cached = self._signatures.get(payload)
+        if cached is not None and cached[0] == kid:
+            return cached[1]
+        jws = self.rt.session_signer.sign_bytes(payload)
+        if len(self._signatures) >= 50_000:
+            self._signatures.clear()
+        self._signatures[payload] = (kid or "", jws)
+        return jws
+
     # ------------------------------------------------------------------ routes
     async def health(self, _request: Request) -> Response:
         return JSONResponse({"status": "ok", "component": "api-rs"})
 
     async def hello(self, request: Request) -> Response:
         """Bare endpoint (certificate required, nothing else): the benchmark's ceiling."""
-        if client_certificate(request.scope, self.rt.trusted_proxies) is None:
+        if self.rt.caller_cert(request.scope) is None:
             return _denied(AccessDenied("certificat client TLS requis", reason="no_certificate"))
         return PlainTextResponse("hello")
 
@@ -213,7 +233,7 @@ class ResourceServerApp:
         if mismatch is not None:
             self._log_ok(request, "signsessiondata", claims, 400, mismatch=mismatch)
             return _bad_request("session_mismatch", mismatch)
-        signature = self.rt.session_signer.sign_bytes(
+        signature = self._signature(
             json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         )
         self._log_ok(request, "signsessiondata", claims, 200, proxy_session_id=data["proxy_session_id"])

@@ -21,7 +21,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from confiance.core.clientcert import IPNetwork, parse_networks
+from confiance.core.clientcert import CertificateVerifier, IPNetwork, client_certificate, parse_networks
 from confiance.core.config import ConfigError
 from confiance.core.http import ClientFactory
 from confiance.core.jose import KeyStore
@@ -57,6 +57,14 @@ def save_clients_file(path: Path, clients: list[ApiClient]) -> None:
     tmp.replace(path)
 
 
+@dataclass(frozen=True)
+class CallerCert:
+    """What the services need from the caller's certificate, computed once per certificate."""
+
+    subject_dn: str
+    x5t_s256: str
+
+
 @dataclass
 class ApiRuntime:
     cfg: ApiConfig
@@ -75,8 +83,28 @@ class ApiRuntime:
     rs_url: str = ""
     issuer: str = ""
     catalog: Catalog = field(default_factory=lambda: Catalog(()))
+    verifier: CertificateVerifier | None = None
     _clients_mtime: float | None = None
     _clients_checked: float = 0.0
+    _certs: dict[bytes, CallerCert] = field(default_factory=dict)
+
+    def caller_cert(self, scope: Any) -> CallerCert | None:
+        """The caller's certificate (TLS, or RFC 9440 header from a trusted reverse proxy).
+
+        Parsing the DER and rendering the DN costs ≈ 60 µs, more than the rest of a
+        resource request; a connection presents the same certificate on every request, so
+        the result is memoised by DER (bounded).
+        """
+        cc = client_certificate(scope, self.trusted_proxies, self.verifier)
+        if cc is None:
+            return None
+        info = self._certs.get(cc.der)
+        if info is None:
+            info = CallerCert(cc.subject_dn, cc.x5t_s256)
+            if len(self._certs) >= 10_000:
+                self._certs.clear()
+            self._certs[cc.der] = info
+        return info
 
     @property
     def refresh_enabled(self) -> bool:
@@ -162,6 +190,7 @@ def build_runtime(cfg: ApiConfig) -> ApiRuntime:
     rs_keys = KeyStore(r.keys_file, algs=(r.signing_alg,))
     http = ClientFactory(cfg.psc.ca_bundle or cfg.tls.ca_bundle)
     extra = load_clients_file(a.clients_file) if a.clients_file else []
+    trusted = parse_networks(cfg.trusted_proxies)
     rt = ApiRuntime(
         cfg=cfg,
         as_keys=as_keys,
@@ -172,7 +201,8 @@ def build_runtime(cfg: ApiConfig) -> ApiRuntime:
         psc=PscTokenChecker(cfg.psc, http),
         audit=AccessLog(r.access_log),
         http=http,
-        trusted_proxies=parse_networks(cfg.trusted_proxies),
+        trusted_proxies=trusted,
+        verifier=CertificateVerifier(cfg.tls.ca_bundle, cfg.tls.crl) if trusted else None,
         signer=FastSigner(as_keys, a.token_alg),
         session_signer=FastSigner(rs_keys, r.signing_alg),
     )
