@@ -411,7 +411,18 @@ class ProxyCore:
             if not work.psc_access_usable(now, self.cfg.sessions.psc_token_margin):
                 version = await self._refresh_psc(work, client, version, now)
             try:
-                tok = await self.exchanger.exchange(client, service, svc, work.psc_access_token, time.time())
+                try:
+                    tok = await self.exchanger.exchange(client, service, svc, work.psc_access_token, time.time())
+                except OAuthFailure as exc:
+                    # The AS found the PSC token inactive (expired in flight, or PSC ended it
+                    # early): refresh once and exchange again before giving up.
+                    # RFC 8693 §2.2.2 answers invalid_request for a bad subject_token.
+                    if exc.error not in ("invalid_grant", "invalid_request") or not work.psc_refresh_usable(
+                        time.time()
+                    ):
+                        raise
+                    version = await self._refresh_psc(work, client, version, time.time())
+                    tok = await self.exchanger.exchange(client, service, svc, work.psc_access_token, time.time())
             except Unavailable as exc:
                 self.metrics.refreshes.labels("api_exchange", "unavailable").inc()
                 raise ProxyError(
