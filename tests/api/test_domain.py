@@ -237,3 +237,29 @@ def test_config_bounds() -> None:
     with pytest.raises(ValidationError, match="client_id"):
         PscValidation.model_validate({"issuer": ISS, "mode": "introspection"})
     assert PscValidation.model_validate({"issuer": ISS, "mode": "jwks"}).jwks_url.endswith("/certs")
+
+
+def test_ttl_cache_bounded_and_expiring() -> None:
+    from confiance.api.psc_check import TtlCache
+
+    cache = TtlCache(3)
+    now = 1000.0
+    for i in range(5):
+        cache.put(f"k{i}", i, now + 10, now)
+    assert len(cache) == 3 and cache.get("k0", now) is None and cache.get("k4", now) == 4
+    assert cache.get("k4", now + 10) is None  # expired entries are never returned
+    cache.put("past", 1, now - 1, now)
+    assert cache.get("past", now) is None
+    cache.prune(now + 11)
+    assert len(cache) == 0
+
+
+def test_verified_token_cache_bounded() -> None:
+    from confiance.api.resources import VerifiedTokens
+
+    vt = VerifiedTokens(2)
+    for i in range(3):
+        vt.put(f"t{i}", {"exp": 100 + i}, 0)
+    assert vt.get("t0") is None and vt.get("t2") == {"exp": 102}
+    vt.prune(101.5)
+    assert vt.get("t1") is None and vt.get("t2") is not None

@@ -138,7 +138,7 @@ def test_expired_token_is_401(api_services: ApiHandle, psc_sandbox: PscHandle, p
     )
     token = rt.signer.sign_claims(claims)
     r = _sign(api_services, token, api_services.proxy_cert, psc_sandbox, psc_tokens)
-    assert r.status_code == 401 and "expiré" in r.json()["message"]
+    assert r.status_code == 401 and r.json()["reason"] == "expired" and "expiré" in r.json()["message"]
 
 
 def test_revoked_token_is_401(api_services: ApiHandle, psc_sandbox: PscHandle, psc_tokens: dict) -> None:

@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from typing import Any
 
 import httpx
@@ -33,11 +34,16 @@ log = logging.getLogger("confiance.api.psc")
 
 
 class TtlCache:
-    """A bounded dict whose entries carry their own expiry (insertion order = eviction order)."""
+    """A bounded map whose entries carry their own expiry.
+
+    When full, the oldest insertion goes first (O(1) with OrderedDict): every entry lives at
+    most ``cache_seconds``, so the oldest is also about the first to expire, and a flood of
+    distinct tokens cannot make each insertion scan the whole cache.
+    """
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
-        self._data: dict[str, tuple[float, Any]] = {}
+        self._data: OrderedDict[str, tuple[float, Any]] = OrderedDict()
 
     def get(self, key: str, now: float) -> Any | None:
         item = self._data.get(key)
@@ -51,12 +57,15 @@ class TtlCache:
     def put(self, key: str, value: Any, expires_at: float, now: float) -> None:
         if expires_at <= now:
             return
-        if len(self._data) >= self.max_entries:
-            for k in [k for k, (e, _) in self._data.items() if e <= now]:
-                del self._data[k]
-            while len(self._data) >= self.max_entries:
-                del self._data[next(iter(self._data))]
+        self._data.pop(key, None)
+        while len(self._data) >= self.max_entries:
+            self._data.popitem(last=False)
         self._data[key] = (expires_at, value)
+
+    def prune(self, now: float) -> None:
+        for k, (e, _) in list(self._data.items()):
+            if e <= now:
+                self._data.pop(k, None)
 
     def clear(self) -> None:
         self._data.clear()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -41,7 +42,7 @@ class VerifiedTokens:
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
-        self._data: dict[str, dict[str, Any]] = {}
+        self._data: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     def get(self, token: str) -> dict[str, Any] | None:
         return self._data.get(token)
@@ -49,16 +50,14 @@ class VerifiedTokens:
     def put(self, token: str, claims: dict[str, Any], now: float) -> None:
         if self.max_entries <= 0:
             return
-        if len(self._data) >= self.max_entries:
-            for k in [k for k, c in self._data.items() if c.get("exp", 0) <= now]:
-                del self._data[k]
-            while len(self._data) >= self.max_entries:
-                del self._data[next(iter(self._data))]
+        while len(self._data) >= self.max_entries:  # oldest first, O(1); expired ones go in prune()
+            self._data.popitem(last=False)
         self._data[token] = claims
 
     def prune(self, now: float) -> None:
-        for k in [k for k, c in self._data.items() if c.get("exp", 0) <= now]:
-            self._data.pop(k, None)
+        for k, c in list(self._data.items()):  # list(): a snapshot taken without releasing the GIL
+            if c.get("exp", 0) <= now:
+                self._data.pop(k, None)
 
     def clear(self) -> None:
         self._data.clear()
@@ -83,6 +82,7 @@ class ResourceServerApp:
         self.max_body = rt.cfg.resource_server.max_body_bytes
         self.verified = VerifiedTokens(rt.cfg.resource_server.verified_token_cache)
         self._signatures: dict[bytes, tuple[str, str]] = {}
+        rt.pruners.append(self.verified.prune)
         self.app = Starlette(
             routes=[
                 Route("/health", self.health),
@@ -121,7 +121,8 @@ class ResourceServerApp:
                     token, self.rt.as_keys.keyset, algorithms=TOKEN_ALGS, issuer=self.rt.issuer, now=now
                 )
             except TokenError as exc:
-                raise AccessDenied(f"jeton refusé : {exc}", reason="signature") from exc
+                reason = "expired" if "expiré" in str(exc) else "signature"
+                raise AccessDenied(f"jeton refusé : {exc}", reason=reason) from exc
             for name in ("jti", "scope"):
                 if not isinstance(claims.get(name), str):
                     raise AccessDenied(f"jeton sans {name}", reason="claims")

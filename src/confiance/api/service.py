@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,7 @@ class ApiRuntime:
     _clients_mtime: float | None = None
     _clients_checked: float = 0.0
     _certs: dict[bytes, CallerCert] = field(default_factory=dict)
+    pruners: list[Callable[[float], None]] = field(default_factory=list)
 
     def caller_cert(self, scope: Any) -> CallerCert | None:
         """The caller's certificate (TLS, or RFC 9440 header from a trusted reverse proxy).
@@ -175,6 +176,9 @@ class ApiRuntime:
         now = time.time()
         self.revocations.prune(now)
         self.refresh.prune(now)
+        self.psc.cache.prune(now)
+        for prune in self.pruners:
+            prune(now)
         self.audit.flush()
 
 
@@ -221,7 +225,10 @@ def _lifespan(rt: ApiRuntime, owner: bool) -> Any:
             async def loop() -> None:
                 while True:
                     await asyncio.sleep(1.0)
-                    rt.housekeeping()
+                    try:
+                        rt.housekeeping()
+                    except Exception:  # one failed round must not stop pruning and log flushing
+                        log.exception("housekeeping failed")
 
             task = asyncio.create_task(loop())
         try:
