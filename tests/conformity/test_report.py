@@ -127,3 +127,25 @@ def test_html_is_french_self_contained_and_escaped() -> None:
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "échoué" in html and "non vérifiable" in html and "réussi" in html
     assert "<link" not in html and "src=" not in html  # no external resource
+
+
+def test_large_reports_verify_and_algorithm_confusion_is_refused(tmp_path: Path) -> None:
+    big = [
+        CheckResult(f"c{i}", "n", "r", Status.PASS, evidence=Evidence([{"kind": "note", "text": "x" * 2000}]))
+        for i in range(120)
+    ]
+    report = build_report(big, proxy_url="https://p", proxy_version=None)
+    for alg in ("ES256", "RS256"):
+        store = KeyStore(tmp_path / f"{alg}.json", algs=(alg,))
+        payload, jws = sign_report(report, store, alg=alg)
+        assert len(jws) > 200_000  # beyond joserfc's 128 KiB compact limit
+        assert verify_report(jws, store.jwks())["summary"]["passed"] == 120
+        # The same signature presented under the other algorithm name is refused.
+        other = "RS256" if alg == "ES256" else "ES256"
+        import base64
+
+        header = json.loads(base64.urlsafe_b64decode(jws.split(".")[0] + "=="))
+        header["alg"] = other
+        h = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+        with pytest.raises(ReportError):
+            verify_report(h + jws[jws.index(".") :], store.jwks())

@@ -114,6 +114,9 @@ def run_cmd(
         context={"clientId": cfg.client_id, "nationalId": cfg.national_id, "service": cfg.service},
     )
     payload, jws = sign_report(report, keys)
+    for target in (report_path, html_path):
+        if target is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_bytes(payload)
     jws_path = report_path.with_name(report_path.name + ".jws")
     jws_path.write_text(jws)

@@ -100,7 +100,7 @@ def from_endpoints(endpoints: dict[str, Any], **overrides: Any) -> RunConfig:
         else None,
         "api_access_log_url": rs.get("access_log_url"),
         "api_admin_token": rs.get("admin_token"),
-        "traces_auth": f"Bearer {proxy['traces_token']}" if proxy.get("traces_token") else None,
+        "traces_auth": _traces_auth(proxy),
         "service": proxy.get("signsessiondata_service") or "signsessiondata",
         "idle_timeout": proxy.get("idle_ttl"),
     }
@@ -110,3 +110,13 @@ def from_endpoints(endpoints: dict[str, Any], **overrides: Any) -> RunConfig:
     if not values.get("proxy_url"):
         raise ValueError("URL du proxy requise (--proxy)")
     return RunConfig(**values)
+
+
+def _traces_auth(proxy: dict[str, Any]) -> str | None:
+    """The Authorization value for /traces that `confiance up` published for the proxy."""
+    auth = proxy.get("traces_auth")
+    if isinstance(auth, dict) and isinstance(auth.get("value"), str):
+        return str(auth["value"])
+    if isinstance(auth, str):
+        return auth
+    return None
