@@ -137,7 +137,7 @@ def test_large_reports_verify_and_algorithm_confusion_is_refused(tmp_path: Path)
     report = build_report(big, proxy_url="https://p", proxy_version=None)
     for alg in ("ES256", "RS256"):
         store = KeyStore(tmp_path / f"{alg}.json", algs=(alg,))
-        payload, jws = sign_report(report, store, alg=alg)
+        _payload, jws = sign_report(report, store, alg=alg)
         assert len(jws) > 200_000  # beyond joserfc's 128 KiB compact limit
         assert verify_report(jws, store.jwks())["summary"]["passed"] == 120
         # The same signature presented under the other algorithm name is refused.
