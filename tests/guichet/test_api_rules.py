@@ -174,8 +174,10 @@ def test_concurrent_writers_cannot_both_commit(guichet: Guichet, guichet_service
     cand = co.ok(guichet.candidature(co, "ELP", sol), 201)
     db = guichet_service.db
     s1, s2 = db._sessions(), db._sessions()
-    c1, c2 = s1.get(Candidature, cand["id"]), s2.get(Candidature, cand["id"])
-    assert c1 is not None and c2 is not None
+    c2 = s2.get(Candidature, cand["id"])  # writer 2 reads version N …
+    s2.commit()  # … (its read transaction ends; SQLite would otherwise serialise the two)
+    c1 = s1.get(Candidature, cand["id"])  # writer 1 reads version N too
+    assert c1 is not None and c2 is not None and c1.row_version == c2.row_version
     c1.description = "un"
     s1.commit()
     c2.description = "deux"

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -267,12 +268,28 @@ class Notification(Base):
     sent_at: Mapped[dt.datetime | None]
 
 
+def _immediate_transactions(engine: Engine) -> None:
+    """SQLite: take the write lock at BEGIN. A deferred transaction that read the audit head and
+    then tries to write would fail with "database is locked" under concurrency instead of
+    waiting its turn (the busy timeout only helps a transaction that has not read yet)."""
+
+    @event.listens_for(engine, "connect")
+    def _autocommit_driver(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # let SQLAlchemy's BEGIN below be the only one
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 class Database:
     """Engine + session factory; ``transaction()`` is the unit of work of every service call."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: Engine = make_engine(url)
+        if self.is_sqlite:
+            _immediate_transactions(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property
