@@ -65,6 +65,9 @@ def run_cmd(
     only: list[str] | None = typer.Option(None, "--only", help="N'exécuter que ces vérifications (id)."),
     tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Certificat client présenté au proxy."),
     tls_key: Path | None = typer.Option(None, "--tls-key", help="Clé du certificat client présenté au proxy."),
+    proxy_version: str | None = typer.Option(
+        None, "--proxy-version", help="Version déclarée du proxy (sinon lue sur /version ou /healthz)."
+    ),
 ) -> None:
     """Exécute tous les scénarios contre le proxy et écrit le rapport signé."""
     try:
@@ -110,7 +113,7 @@ def run_cmd(
     report = build_report(
         results,
         proxy_url=cfg.proxy_url,
-        proxy_version=version,
+        proxy_version=proxy_version or version,
         context={"clientId": cfg.client_id, "nationalId": cfg.national_id, "service": cfg.service},
     )
     payload, jws = sign_report(report, keys)
