@@ -12,6 +12,7 @@ from . import graph
 from .common import attempt, read_or_raise, validation_messages
 from .core import Flash, Rq
 from .pages_candidate import candidature_context, dependency_nodes
+from .queries import public_page
 
 
 def _page_no(rq: Rq) -> int:
@@ -210,13 +211,11 @@ def audit(rq: Rq) -> Response:
 
 
 def public(rq: Rq) -> Response:
-    claims = rq.web.service.trust_list_claims()
-    items = claims["habilitations"]
     role = rq.query.get("profil", "")
-    if role in {r.value for r in Role}:
-        items = [h for h in items if h["role"] == role]
+    role = role if role in {r.value for r in Role} else ""
+    page = public_page(rq.web.service.db.engine, rq.now, role, _page_no(rq), rq.web.settings.page_size)
     return rq.render(
-        "public.html", title="Habilitations en vigueur", items=items, profil=role, roles=[r.value for r in Role]
+        "public.html", title="Habilitations en vigueur", page=page, profil=role, roles=[r.value for r in Role]
     )
 
 

@@ -29,6 +29,7 @@ from .common import (
     validation_messages,
 )
 from .core import Flash, Forbidden, NotFound, Rq
+from .queries import chapter_summary
 
 
 def _svc(rq: Rq) -> Any:
@@ -56,20 +57,18 @@ def dashboard(rq: Rq) -> Response:
     svc, me = _svc(rq), _principal(rq)
     org = read_or_raise(svc.get_organisation, me, me.organisation_id)
     cands = read_or_raise(svc.list_candidatures, me) if me.validated else []
-    rows, requests = [], []
+    counts, pending = chapter_summary(rq.web.service.db.engine, [c.id for c in cands])
+    by_id = {c.id: c for c in cands}
+    rows = []
     for c in sorted(cands, key=lambda c: c.updated_at, reverse=True):
         pct = _progress(c.status)
         if c.status == "depot_preuves":
-            detail = svc.get_candidature(me, c.id)
-            chapters = detail.chapters
-            done = sum(1 for ch in chapters if ch.status == "accepte")
-            pct = 34 + int(33 * done / max(1, len(chapters)))
-            requests += [
-                {"candidature": c, "chapter": ch}
-                for ch in chapters
-                if ch.status in ("complement_demande", "rejete", "a_revoir")
-            ]
+            done, total = counts.get(c.id, (0, 0))
+            pct = 34 + int(33 * done / max(1, total))
         rows.append({"c": c, "pct": pct})
+    requests = [
+        {"candidature": by_id[p["cid"]], "chapter": p} for p in pending if by_id[p["cid"]].status == "depot_preuves"
+    ]
     flashes = (
         []
         if me.validated

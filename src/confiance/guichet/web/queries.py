@@ -17,7 +17,17 @@ from typing import Any
 from sqlalchemy import Engine, and_, func, literal, or_, select
 from sqlalchemy.orm import Session
 
-from ..db import AuditRow, Candidature, ChapterRow, Evidence, Habilitation, Organisation, Solution
+from ..db import (
+    AuditRow,
+    Candidature,
+    CertificateRow,
+    ChapterRow,
+    Component,
+    Evidence,
+    Habilitation,
+    Organisation,
+    Solution,
+)
 
 
 @dataclass(frozen=True)
@@ -211,3 +221,75 @@ class ReadModels:
                 e.id: dict(e.data or {})
                 for e in s.execute(select(Evidence).where(Evidence.candidature_id == candidature_id)).scalars()
             }
+
+
+def chapter_summary(engine: Engine, cids: list[int]) -> tuple[dict[int, tuple[int, int]], list[dict[str, Any]]]:
+    """(accepted, total) chapters per candidature, and the chapters awaiting the candidate's answer.
+
+    Used by the candidate dashboard for candidatures the service already listed for this
+    account (so visibility is the service's): one query instead of a detail load per row.
+    """
+    if not cids:
+        return {}, []
+    with Session(engine) as s:
+        rows = s.execute(
+            select(
+                ChapterRow.candidature_id, ChapterRow.chapter_id, ChapterRow.title, ChapterRow.status, ChapterRow.reason
+            )
+            .where(ChapterRow.candidature_id.in_(cids))
+            .order_by(ChapterRow.candidature_id, ChapterRow.id)
+        ).all()
+    counts: dict[int, tuple[int, int]] = {}
+    pending = []
+    for cid, chapter_id, title, status, reason in rows:
+        acc, tot = counts.get(cid, (0, 0))
+        counts[cid] = (acc + (status == "accepte"), tot + 1)
+        if status in ("complement_demande", "rejete", "a_revoir"):
+            pending.append({"cid": cid, "chapter_id": chapter_id, "title": title, "status": status, "reason": reason})
+    return counts, pending
+
+
+def public_page(engine: Engine, now: dt.datetime, role: str, page: int, size: int) -> Page:
+    """Valid habilitations with their components' certificates (what the trust list publishes)."""
+    models = ReadModels(engine)
+    pg = models.registry(now=now, view="valides", role=role, page=page, size=size)
+    ids = [r["id"] for r in pg.rows]
+    if not ids:
+        return pg
+    with Session(engine) as s:
+        habs = {h.id: h for h in s.execute(select(Habilitation).where(Habilitation.id.in_(ids))).scalars()}
+        sol_ids = {h.solution_id for h in habs.values()}
+        comps = (
+            s.execute(select(Component).where(Component.solution_id.in_(sol_ids)).order_by(Component.id))
+            .scalars()
+            .all()
+        )
+        certs = s.execute(
+            select(CertificateRow, Candidature.organisation_id)
+            .join(Candidature, Candidature.id == CertificateRow.candidature_id)
+            .where(CertificateRow.component_id.in_([c.id for c in comps]), CertificateRow.revoked_at.is_(None))
+        ).all()
+        cands = {
+            c.id: c
+            for c in s.execute(
+                select(Candidature).where(Candidature.id.in_([h.candidature_id for h in habs.values()]))
+            ).scalars()
+        }
+    for r in pg.rows:
+        h = habs[r["id"]]
+        cand = cands.get(h.candidature_id)
+        r["software"] = f"{cand.software_name} v{cand.software_version}" if cand else ""
+        r["components"] = [
+            {
+                "kind": c.kind,
+                "name": c.name,
+                "certificates": [
+                    x.subject_dn
+                    for x, org in certs
+                    if x.component_id == c.id and x.environment == h.environment and org == h.organisation_id
+                ],
+            }
+            for c in comps
+            if c.solution_id == h.solution_id
+        ]
+    return pg
