@@ -86,3 +86,28 @@ def test_each_defect_is_reported_by_the_right_check(
             assert status == other_changes.get(check, baseline["statuses"][check]), f"{check}\n{text}"
     failing = next(r for r in results if r.id in expected_failures)
     assert failing.reason and failing.evidence.items  # says why, with evidence
+
+
+def test_without_sandbox_admin_the_tool_says_unverifiable_never_passed(
+    pki: Pki, server_cert: IssuedCertificate, psc_sandbox: PscHandle, api_services: ApiHandle
+) -> None:
+    server = start_double(pki, server_cert, double_config(psc_sandbox, api_services))
+    try:
+        results = run_against(
+            server.url,
+            psc_sandbox,
+            api_services,
+            psc_admin_token=None,
+            only={"connect.ciba", "connect.replay", "connect.denied", "disconnect", "disconnect.psc_session"},
+        )
+    finally:
+        server.stop()
+    st = statuses(results)
+    assert st == {
+        "connect.ciba": "pass",
+        "connect.replay": "unverifiable",
+        "connect.denied": "unverifiable",
+        "disconnect": "pass",
+        "disconnect.psc_session": "unverifiable",
+    }, explain(results)
+    assert "jeton d'administration" in next(r.reason for r in results if r.id == "connect.replay")

@@ -78,3 +78,20 @@ def test_our_proxy_passes_every_check(
     # Facts the harness cannot expose yet stay "unverifiable" (never "pass" by assumption).
     assert {k for k, v in st.items() if v == "unverifiable"} <= {"api.cnf_binding"}, explain(results)
     assert st["beyond.auth_code"] == "pass", explain(results)  # our proxy offers the code flow
+
+
+def test_protected_traces_without_credential_are_unverifiable(
+    tmp_path: Path, pki: Pki, server_cert: IssuedCertificate, psc_sandbox: PscHandle, api_services: ApiHandle
+) -> None:
+    proxy = proxy_harness.start_proxy(
+        proxy_harness.proxy_config(pki, server_cert, psc_sandbox, api_services, tmp_path), pki
+    )
+    try:
+        results = run_against(
+            proxy.url, psc_sandbox, api_services, only={"connect.ciba", "disconnect", "traces.fields"}
+        )
+    finally:
+        proxy.stop()
+    st = statuses(results)
+    assert st["traces.fields"] == "unverifiable", explain(results)
+    assert "--traces-auth" in next(r.reason for r in results if r.id == "traces.fields")

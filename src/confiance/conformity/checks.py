@@ -265,6 +265,13 @@ def check_unknown_client(c: Campaign, ev: Evidence) -> None:
     require(problem is None, f"404 : {problem}")
     meta = _json(resp).get("metadata", {})
     require(meta.get("clientId") == c.cfg.unknown_client_id, "metadata.clientId ne reprend pas le clientId demandé")
+    unknown_user = {**body, "clientId": c.cfg.client_id, "nationalId": c.cfg.unknown_national_id}
+    resp = c.proxy.request(ev, "POST", "/connect", json_body=unknown_user, label="POST /connect (utilisateur inconnu)")
+    if (cookie := session_cookie(resp)) is not None:
+        c.open_sessions.append(cookie)
+    require(resp.status_code == 404, f"utilisateur inconnu : HTTP {resp.status_code} au lieu de 404")
+    problem = _error_body_problem(resp, metadata=True)
+    require(problem is None, f"utilisateur inconnu : {problem}")
 
 
 def _malformed_cases(c: Campaign) -> list[tuple[str, Any]]:
@@ -797,8 +804,8 @@ CHECKS: tuple[CheckDef, ...] = (
     ),
     CheckDef(
         "connect.unknown_client",
-        "clientId inconnu",
-        "/connect avec un clientId inconnu → 404 et corps {code, message, metadata}.",
+        "clientId ou utilisateur inconnu",
+        "/connect avec un clientId inconnu, ou un nationalId inconnu de PSC → 404 et corps {code, message, metadata}.",
         check_unknown_client,
     ),
     CheckDef(

@@ -25,6 +25,7 @@ class RunConfig:
     client_cert: Path | None = None  # public certificate the proxy holds for client_id (mTLS)
     web_client_id: str | None = None  # client used for the authorization-code flow (default client_id)
     unknown_client_id: str = "client-inconnu-conformite"
+    unknown_national_id: str = "899999999999"  # not a sandbox identity (fictitious range, never seeded)
     service: str = "signsessiondata"  # proxy's name for the signsessiondata service (/send/{service}/…)
     service_path: str = "signsessiondata"
     traces_auth: str | None = None  # value of the Authorization header for /traces

@@ -15,9 +15,11 @@ from typing import Any
 
 import httpx
 
-from .model import Evidence, truncate
+from .model import MAX_BODY_CHARS, Evidence, truncate
 
 COOKIE_NAME = "proxy_session_id"
+# Bodies are evidence, not archives: a proxy answering megabytes must not bloat the report.
+MAX_JSON_CHARS = 20_000
 _SHOWN_REQUEST_HEADERS = ("content-type", "cookie", "authorization", "x-forwarded-for")
 _SHOWN_RESPONSE_HEADERS = ("content-type", "content-length", "set-cookie", "location", "www-authenticate")
 
@@ -39,12 +41,12 @@ def _body_text(content: bytes, content_type: str | None) -> Any:
     if not content:
         return ""
     text = content.decode("utf-8", errors="replace")
-    if content_type and "json" in content_type:
+    if content_type and "json" in content_type and len(text) <= MAX_JSON_CHARS:
         try:
             return json.loads(text)
         except ValueError:
             pass
-    return truncate(text)
+    return truncate(text, MAX_JSON_CHARS if content_type and "json" in content_type else MAX_BODY_CHARS)
 
 
 def set_cookies(resp: httpx.Response) -> dict[str, SimpleCookie]:
