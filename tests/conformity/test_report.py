@@ -149,3 +149,17 @@ def test_large_reports_verify_and_algorithm_confusion_is_refused(tmp_path: Path)
         h = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
         with pytest.raises(ReportError):
             verify_report(h + jws[jws.index(".") :], store.jwks())
+
+
+def test_conforme_allows_not_applicable_but_never_unverifiable_or_failed() -> None:
+    def rep(*statuses: Status) -> bool:
+        checks = [CheckResult(f"c{i}", "n", "r", s) for i, s in enumerate(statuses)]
+        return bool(build_report(checks, proxy_url="https://p", proxy_version=None)["conforme"])
+
+    assert rep(Status.PASS, Status.NOT_APPLICABLE)
+    assert not rep(Status.PASS, Status.UNVERIFIABLE)
+    assert not rep(Status.PASS, Status.FAIL)
+    assert not rep(Status.NOT_APPLICABLE)
+    assert "Incomplet" in render_html(
+        build_report([CheckResult("c", "n", "r", Status.UNVERIFIABLE)], proxy_url="https://p", proxy_version=None)
+    )

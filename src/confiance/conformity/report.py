@@ -62,14 +62,19 @@ def build_report(
     context: Mapping[str, Any] | None = None,
     date: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """The report document (pure). ``conforme`` is true only when every check passed."""
+    """The report document (pure).
+
+    ``conforme`` is true when no check failed and none is unverifiable: optional features
+    the proxy does not offer (``not_applicable``) do not make it non-conformant, but a fact
+    the tool could not establish never counts as established.
+    """
     summary = summarize(checks)
     return {
         "tool": {"name": TOOL_NAME, "version": __version__},
         "proxy": {"url": proxy_url, "version": proxy_version},
         "date": (date or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds"),
         "context": dict(context or {}),
-        "conforme": summary["passed"] == summary["total"] and summary["total"] > 0,
+        "conforme": summary["failed"] == 0 and summary["unverifiable"] == 0 and summary["passed"] > 0,
         "checks": [c.as_dict() for c in checks],
         "summary": summary,
     }
