@@ -111,3 +111,20 @@ def test_without_sandbox_admin_the_tool_says_unverifiable_never_passed(
         "disconnect.psc_session": "unverifiable",
     }, explain(results)
     assert "jeton d'administration" in next(r.reason for r in results if r.id == "connect.replay")
+
+
+def test_campaign_identity_is_made_to_approve_then_restored(
+    pki: Pki, server_cert: IssuedCertificate, psc_sandbox: PscHandle, api_services: ApiHandle
+) -> None:
+    nid = psc_sandbox.identities[5]["national_id"]
+    psc_sandbox.set_ecps("deny", national_id=nid)
+    server = start_double(pki, server_cert, double_config(psc_sandbox, api_services))
+    try:
+        results = run_against(
+            server.url, psc_sandbox, api_services, national_id=nid, only={"connect.ciba", "disconnect"}
+        )
+        assert {r.status.value for r in results} == {"pass"}, explain(results)
+        assert psc_sandbox.sandbox.provider.policy_for(nid).mode == "deny"
+    finally:
+        server.stop()
+        psc_sandbox.reset()

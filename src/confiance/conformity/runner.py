@@ -74,6 +74,22 @@ def proxy_version(recorder: Recorder) -> str | None:
     return None
 
 
+def _main_identity_approves(campaign: Campaign) -> dict[str, Any] | None:
+    """Make the campaign's identity approve on its simulated e-CPS; return the policy to restore.
+
+    Seeded identities may deny or never answer by design (they serve other demos); the
+    main scenario needs one that approves. Without sandbox admin access nothing changes.
+    """
+    try:
+        policy = campaign.psc.ecps_policy(None, campaign.cfg.national_id)
+        if policy.get("mode") == "approve":
+            return None
+        campaign.psc.set_ecps(None, campaign.cfg.national_id, "approve")
+        return policy
+    except (Unverifiable, httpx.HTTPError):
+        return None
+
+
 def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[list[CheckResult], str | None]:
     """Run the selected checks against ``cfg.proxy_url``; return results and the proxy's version."""
     proxy_http = _client(cfg, cfg.proxy_identity)
@@ -95,16 +111,22 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[list[CheckRes
         )
         version = proxy_version(proxy)
         results: list[CheckResult] = []
-        for defn in selected(cfg):
-            if progress:
-                progress(defn, None)
-            result = run_check(defn, campaign)
-            results.append(result)
-            if progress:
-                progress(defn, result)
-        for psid in list(campaign.open_sessions):  # leave no session behind
-            with contextlib.suppress(httpx.HTTPError):
-                campaign.disconnect(None, psid)
+        restore = _main_identity_approves(campaign)
+        try:
+            for defn in selected(cfg):
+                if progress:
+                    progress(defn, None)
+                result = run_check(defn, campaign)
+                results.append(result)
+                if progress:
+                    progress(defn, result)
+        finally:
+            for psid in list(campaign.open_sessions):  # leave no session behind, even on Ctrl-C
+                with contextlib.suppress(httpx.HTTPError):
+                    campaign.disconnect(None, psid)
+            if restore is not None:
+                with contextlib.suppress(Unverifiable, httpx.HTTPError):
+                    campaign.psc.set_ecps(None, cfg.national_id, str(restore["mode"]), int(restore.get("delay_ms", 0)))
         return results, version
     finally:
         for client in (proxy_http, psc_http, api_http):
