@@ -20,13 +20,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from .core import DROP_REQUEST_HEADERS, DROP_RESPONSE_HEADERS, ProxyCore
+from .core import DROP_REQUEST_HEADERS, DROP_RESPONSE_HEADERS, Hot, ProxyCore
 from .domain import (
     ProxyError,
     TraceType,
@@ -41,12 +40,13 @@ from .oauth import OAuthFailure, Unavailable
 from .pathsafety import UnsafePath, split_send_target
 from .sessions import MemoryStore, StoreUnavailable
 from .traces import TraceQueueFull
+from .upstream import UpstreamError
 
 COOKIE = "proxy_session_id"
 STATE_COOKIE = "proxy_auth_state"
 SEND_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 JSON_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
-MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
 
 def _json(body: dict[str, Any]) -> bytes:
@@ -163,13 +163,23 @@ class ProxyApp:
         tok = session.api_tokens.get(target.service)
         if hot is None or tok is None or hot.token != tok.access_token or now >= hot.renew_at:
             hot = await core.hot_entry(session, target.service, now)
-        out = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k not in DROP_REQUEST_HEADERS]
-        url = hot.base_url + target.path + ("?" + target.query if target.query else "")
-        status, rheaders, rbody = await self._upstream(hot, method, url, out, body)
+        target_path = (hot.base_path + target.path) or "/"
+        if target.query:
+            target_path += "?" + target.query
+        # Header names/values were validated by the HTTP parser and the path by pathsafety:
+        # nothing here can inject a line into the upstream request.
+        parts = [f"{method} {target_path} HTTP/1.1\r\n".encode("latin-1")]
+        for k, v in headers:
+            if k not in DROP_REQUEST_HEADERS:
+                parts.append(k + b": " + v + b"\r\n")
+        if body or method in BODY_METHODS:
+            parts.append(b"content-length: %d\r\n" % len(body))
+        extra = b"".join(parts)
+        status, rheaders, rbody = await self._upstream(hot, method, extra, body)
         if status == 401:
             # The AS may have revoked the token early: exchange once more and retry once.
             hot = await core.hot_entry(session, target.service, time.time(), refused=hot.token)
-            status, rheaders, rbody = await self._upstream(hot, method, url, out, body)
+            status, rheaders, rbody = await self._upstream(hot, method, extra, body)
         ip, port = self._addr(scope)
         rec = trace(
             TraceType.SEND,
@@ -186,37 +196,26 @@ class ProxyApp:
             raise ProxyError(503, "TRACES_UNAVAILABLE", "journal des traces saturé, réessayez") from exc
         if fut is not None:
             await fut
-        rheaders.append((b"content-length", str(len(rbody)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": rheaders})
+        out = [(k, v) for k, v in rheaders if k not in DROP_RESPONSE_HEADERS]
+        out.append((b"content-length", b"%d" % len(rbody)))
+        await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": rbody})
         return status
 
     async def _upstream(
-        self, hot: Any, method: str, url: str, headers: list[tuple[str, str]], body: bytes
+        self, hot: Hot, method: str, head: bytes, body: bytes
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        out = [*headers, ("Authorization", hot.auth_header)]
         metrics = self.core.metrics
         try:
-            async with hot.http.request(
-                method, url, headers=out, data=body or None, timeout=hot.timeout, allow_redirects=False
-            ) as resp:
-                if resp.content_length is not None and resp.content_length > MAX_RESPONSE_BYTES:
-                    raise ProxyError(502, "UPSTREAM_RESPONSE_TOO_LARGE", "réponse du service trop volumineuse")
-                rbody = await resp.read()
-                status = resp.status
-                rheaders = [
-                    (k.lower(), v)
-                    for k, v in resp.raw_headers
-                    if k.lower().decode("latin-1") not in DROP_RESPONSE_HEADERS
-                ]
-        except TimeoutError as exc:
-            metrics.upstream_errors.labels(hot.service, "timeout").inc()
-            raise ProxyError(504, "UPSTREAM_TIMEOUT", f"le service {hot.service} n'a pas répondu à temps") from exc
-        except (aiohttp.ClientConnectorError, ConnectionRefusedError) as exc:
-            metrics.upstream_errors.labels(hot.service, "down").inc()
-            raise ProxyError(503, "UPSTREAM_UNAVAILABLE", f"le service {hot.service} est injoignable") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            metrics.upstream_errors.labels(hot.service, "protocol").inc()
+            status, rheaders, rbody = await hot.pool.request(
+                method, head + hot.head_suffix + b"\r\n", body, hot.timeout
+            )
+        except UpstreamError as exc:
+            metrics.upstream_errors.labels(hot.service, exc.kind).inc()
+            if exc.kind == "timeout":
+                raise ProxyError(504, "UPSTREAM_TIMEOUT", f"le service {hot.service} n'a pas répondu à temps") from exc
+            if exc.kind == "down":
+                raise ProxyError(503, "UPSTREAM_UNAVAILABLE", f"le service {hot.service} est injoignable") from exc
             raise ProxyError(502, "UPSTREAM_ERROR", f"réponse invalide du service {hot.service}") from exc
         if status >= 500:
             metrics.upstream_errors.labels(hot.service, "status_5xx").inc()

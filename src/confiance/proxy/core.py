@@ -15,8 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-
-import aiohttp
+from urllib.parse import urlsplit
 
 from confiance.core.clientcert import parse_networks
 from confiance.core.http import ClientFactory, Timeouts
@@ -37,6 +36,7 @@ from .metrics import Metrics
 from .oauth import OAuthFailure, PscClient, TokenExchanger, Unavailable, identity_of
 from .sessions import SessionStore, StoreUnavailable, make_store
 from .traces import TraceQueueFull, TraceStore, TraceWriter
+from .upstream import Pool
 
 log = logging.getLogger("confiance.proxy")
 
@@ -69,32 +69,33 @@ DROP_REQUEST_HEADERS = frozenset(
 )
 DROP_RESPONSE_HEADERS = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
-        "set-cookie",
-        "server",
-        "date",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"set-cookie",
+        b"server",
+        b"date",
     }
 )
 
 
 @dataclass(slots=True)
 class Hot:
-    """What /send needs for one session+service, computed once per API token."""
+    """What /send needs for one session+service, computed once per API token: the pooled
+    connection set for (origin, LPS certificate) and the header bytes every request carries."""
 
     token: str
     renew_at: float
-    base_url: str
-    auth_header: str
-    http: aiohttp.ClientSession
-    timeout: aiohttp.ClientTimeout
+    base_path: str  # path prefix of the service base URL ("" or "/dmp")
+    head_suffix: bytes  # b"host: …\r\nauthorization: Bearer …\r\n"
+    pool: Pool
+    timeout: float
     service: str
 
 
@@ -129,6 +130,7 @@ class ProxyCore:
         self.clients = {c.client_id: c for c in cfg.lps_clients}
         self.dns = {c.client_id: client_dn(c) for c in cfg.lps_clients}
         self.hot: dict[tuple[str, str], Hot] = {}
+        self.pools: dict[tuple[str, int, str], Pool] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._bg: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -148,6 +150,8 @@ class ProxyCore:
         if self._bg:
             await asyncio.wait(self._bg, timeout=10)
         await self.traces.close()
+        for pool in self.pools.values():
+            pool.close()
         await self.factory.aclose()
         await self.store.close()
         self.trace_store.close()
@@ -376,16 +380,35 @@ class ProxyCore:
             tok = await self._renew_api_token(session.id, service, svc, now, refused)
         return self._make_hot(session, service, svc, tok)
 
+    def pool_for(self, client: LpsClient, base_url: str) -> Pool:
+        """One keep-alive pool per (origin, outbound certificate): the certificate of the
+        session's clientId is the TLS identity the service sees."""
+        u = urlsplit(base_url)
+        host, port = u.hostname or "127.0.0.1", u.port or 443
+        identity = identity_of(client)
+        key = (host, port, identity.key_id if identity else "-")
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = self.pools[key] = Pool(
+                host,
+                port,
+                self.factory.ssl_context(identity),
+                host,
+                limit=self.cfg.outbound.pool_size,
+                connect_timeout=self.cfg.outbound.connect_timeout,
+            )
+        return pool
+
     def _make_hot(self, session: Session, service: str, svc: ServiceSection, tok: ApiToken) -> Hot:
         client = self.clients[session.client_id]
-        timeout = svc.timeout or self.cfg.outbound.upstream_timeout
+        u = urlsplit(svc.base_url)
         hot = Hot(
             token=tok.access_token,
             renew_at=tok.expires_at - self.cfg.sessions.api_token_margin,
-            base_url=svc.base_url,
-            auth_header="Bearer " + tok.access_token,
-            http=self.factory.aiohttp(identity_of(client)),
-            timeout=aiohttp.ClientTimeout(total=timeout, connect=self.cfg.outbound.connect_timeout),
+            base_path=u.path.rstrip("/"),
+            head_suffix=f"host: {u.netloc}\r\nauthorization: Bearer {tok.access_token}\r\n".encode("latin-1"),
+            pool=self.pool_for(client, svc.base_url),
+            timeout=svc.timeout or self.cfg.outbound.upstream_timeout,
             service=service,
         )
         self.hot[(session.id, service)] = hot

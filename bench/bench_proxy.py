@@ -1,0 +1,245 @@
+"""Proxy e-Santé relay cost, against nginx and against no relay at all, in one run.
+
+Starts, each in its own process: the PSC sandbox and the API AS exactly as `confiance up`
+does (their launch modules + supervisor), an nginx upstream (1 worker, mTLS, static JSON),
+an nginx relay (1 worker, proxy_pass over mTLS with a static Bearer: the physical limit of
+a proxy here), and our proxy (`confiance proxy serve`, 1 process). A real session is opened
+through /connect (CIBA with the sandbox), then the same request is sent:
+
+  direct  → upstream                            (reference: no relay)
+  nginx   → nginx relay → upstream
+  proxy   → /send/bench/hello → upstream        (session cookie, exchanged API token)
+
+Measures: throughput at saturation (wrk, same threads/connections for each), latency
+under a steady open-loop 1,000 req/s (hey -z 10s -c 10 -q 100; p99 added = p99(relay) −
+p99(direct)), and RSS with 10,000 in-process sessions (bench/proxy/memory.py).
+
+    .venv/bin/python bench/bench_proxy.py [--duration 10] [--connections 32] [--sessions 10000]
+
+Needs nginx, wrk and hey (Debian: apt-get install -y nginx-light wrk hey). The machine has
+2 cores shared by the load generator, the relay and the upstream (and other work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+
+from bench.proxy import nginx  # noqa: E402
+
+from confiance.core.launch import LaunchContext  # noqa: E402
+from confiance.core.tls import client_context  # noqa: E402
+from confiance.pki import Pki  # noqa: E402
+from confiance.proxy.launch import render_toml  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_http(url: str, ca: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(verify=client_context(ca), timeout=2) as c:
+        while time.monotonic() < deadline:
+            try:
+                if c.get(url).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+def wrk(url: str, duration: float, connections: int, threads: int, headers: list[str]) -> dict[str, float]:
+    args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(duration)}s", "--latency"]
+    for h in headers:
+        args += ["-H", h]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": rps,
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": errors.group(1) if errors else "",
+    }  # type: ignore[dict-item]
+
+
+def hey(url: str, duration: float, headers: list[str]) -> dict[str, float]:
+    args = ["hey", "-z", f"{int(duration)}s", "-c", "10", "-q", "100"]
+    for h in headers:
+        args += ["-H", h]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    res: dict[str, float] = {}
+    for pct in ("50", "90", "99"):
+        m = re.search(rf"{pct}%% in ([\d.]+) secs", out.replace("%", "%%"))
+        if m:
+            res[f"p{pct}_ms"] = float(m.group(1)) * 1000
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    res["rps"] = float(m.group(1)) if m else 0.0
+    codes = re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)
+    res["non200"] = sum(int(n) for c, n in codes if c != "200")
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=float, default=10)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sessions", type=int, default=10_000)
+    ap.add_argument("--skip-latency", action="store_true")
+    args = ap.parse_args()
+    for tool in ("nginx", "wrk", "hey"):
+        if shutil.which(tool) is None:
+            print(f"{tool} absent : apt-get install -y nginx-light wrk hey")
+            return 2
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    sup = None
+    try:
+        from confiance import up as up_mod
+
+        pki = Pki.init(tmp / "pki")
+        server_cert = pki.ensure_server("localhost", dns=["localhost"], ips=["127.0.0.1"])
+        ports = {"psc": free_port(), "api_as": free_port(), "api_rs": free_port(), "proxy": free_port()}
+        ctx = LaunchContext(state_dir=tmp, pki=pki, server_cert=server_cert, ports=ports)
+        ctx.endpoints.update({"ca_bundle": str(pki.ca_bundle), "services": {}, "lps_clients": [], "identities": []})
+        ctx.options = {"psc": {"ecps_default": {"mode": "approve", "delay_ms": 0}}}
+        import importlib
+
+        launches = [importlib.import_module(m).prepare(ctx) for m in ("confiance.psc.launch", "confiance.api.launch")]
+        sup = up_mod.Supervisor(ctx, launches)
+        sup.start()
+        lps = next(c for c in ctx.endpoints["lps_clients"] if c.get("cert"))
+        up_port, relay_port = free_port(), free_port()
+        common = {"cert": server_cert.cert_path, "key": server_cert.key_path, "ca": pki.ca_bundle}
+        up_conf = nginx.write(tmp / "nginx-up", nginx.UPSTREAM, port=up_port, **common)
+        relay_conf = nginx.write(
+            tmp / "nginx-relay",
+            nginx.RELAY,
+            port=relay_port,
+            up_port=up_port,
+            client_cert=lps["cert"],
+            client_key=lps["key"],
+            **common,
+        )
+        for conf in (up_conf, relay_conf):
+            procs.append(subprocess.Popen(["nginx", "-c", str(conf), "-p", str(conf.parent)], start_new_session=True))
+        api_as = ctx.endpoints["services"]["api_as"]
+        dmp = ctx.endpoints["services"]["dmp"]
+        proxy_cfg = {
+            "server": {"port": ports["proxy"], "cert": server_cert.cert_path, "key": server_cert.key_path},
+            "outbound": {"ca_bundle": str(pki.ca_bundle)},
+            "psc": {"discovery_url": ctx.endpoints["services"]["psc"]["discovery"]},
+            "lps_clients": [{"client_id": lps["client_id"], "auth": "mtls", "cert": lps["cert"], "key": lps["key"]}],
+            "services": {
+                "bench": {
+                    "base_url": f"https://127.0.0.1:{up_port}",
+                    "token_endpoint": api_as["token_endpoint"],
+                    "revocation_endpoint": api_as["revocation_endpoint"],
+                    "scope": "dmp",
+                    "audience": dmp["audience"],
+                }
+            },
+            "traces": {"url": f"sqlite:///{tmp / 'traces.db'}", "admin_token": "bench-admin-token-0123456789"},
+        }
+        cfg_path = tmp / "proxy.toml"
+        cfg_path.write_text(render_toml(proxy_cfg))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "confiance", "proxy", "serve", "--config", str(cfg_path)],
+                start_new_session=True,
+            )
+        )
+        proxy_url = f"https://127.0.0.1:{ports['proxy']}"
+        wait_http(f"{proxy_url}/healthz", pki.ca_bundle)
+        wait_http(f"https://127.0.0.1:{up_port}/", pki.ca_bundle)
+        wait_http(f"https://127.0.0.1:{relay_port}/send/bench/", pki.ca_bundle)
+        nid = ctx.endpoints["identities"][0]["national_id"]
+        with httpx.Client(base_url=proxy_url, verify=client_context(pki.ca_bundle), timeout=60) as c:
+            r = c.post(
+                "/connect",
+                json={"nationalId": nid, "bindingMessage": "42", "clientId": lps["client_id"], "channel": "CARD"},
+            )
+            r.raise_for_status()
+            sid = r.json()["proxy_session_id"]
+            warm = c.get("/send/bench/hello")
+            assert warm.status_code == 200, warm.text
+            sizes = {
+                "access_token": 1200,
+                "refresh_token": 600,
+                "id_token": 1200,
+                "api_token": len(warm.request.headers.get("authorization", "")) or 1000,
+            }
+        cookie = f"Cookie: proxy_session_id={sid}"
+        targets = {
+            "direct": (f"https://127.0.0.1:{up_port}/hello", []),
+            "nginx": (f"https://127.0.0.1:{relay_port}/send/bench/hello", []),
+            "proxy": (f"{proxy_url}/send/bench/hello", [cookie]),
+        }
+        results: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "saturation": {}, "latency_1000rps": {}}
+        for name, (url, headers) in targets.items():
+            wrk(url, 2, args.connections, args.threads, headers)  # warm-up (pools, TLS sessions)
+            results["saturation"][name] = wrk(url, args.duration, args.connections, args.threads, headers)
+            print(name, "saturation", results["saturation"][name], flush=True)
+        if not args.skip_latency:
+            for name, (url, headers) in targets.items():
+                results["latency_1000rps"][name] = hey(url, args.duration, headers)
+                print(name, "1000 req/s", results["latency_1000rps"][name], flush=True)
+        mem = subprocess.run(
+            [sys.executable, str(ROOT / "bench/proxy/memory.py"), str(cfg_path), json.dumps(sizes), str(args.sessions)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        results["memory"] = json.loads(mem.stdout.strip().splitlines()[-1])
+        sat = results["saturation"]
+        results["ratios"] = {
+            "proxy_vs_nginx_throughput": round(sat["proxy"]["rps"] / sat["nginx"]["rps"], 3),
+            "proxy_vs_direct_throughput": round(sat["proxy"]["rps"] / sat["direct"]["rps"], 3),
+        }
+        lat = results["latency_1000rps"]
+        if lat:
+            results["ratios"]["p99_added_ms_proxy"] = round(lat["proxy"]["p99_ms"] - lat["direct"]["p99_ms"], 2)
+            results["ratios"]["p99_added_ms_nginx"] = round(lat["nginx"]["p99_ms"] - lat["direct"]["p99_ms"], 2)
+        print(json.dumps(results, indent=2))
+        (ROOT / "bench" / "proxy" / "last-results.json").write_text(json.dumps(results, indent=2) + "\n")
+        return 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        if sup is not None:
+            sup.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

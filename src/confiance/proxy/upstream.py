@@ -1,0 +1,273 @@
+"""A minimal keep-alive HTTP/1.1 client for the /send hot path.
+
+Why not aiohttp here: profiling the relay showed aiohttp's per-request machinery (request
+and response objects, multidicts, header normalisation, timers, tracing hooks) costing
+more than everything else the proxy does. This client does only what a relay needs:
+one pool per (origin, TLS identity), a request head assembled from bytes prebuilt once per
+session+service (Host, Authorization), the response parsed by httptools (C, the parser
+uvicorn uses), a single timer per request. aiohttp stays for every other outbound call.
+
+Safety: a request is retried on a fresh connection only when it was sent on a *reused*
+keep-alive connection that the server closed before answering a single byte, and only
+for idempotent methods (RFC 9110 §9.2.2). Response size is capped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ssl
+from typing import Any
+
+import httptools
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+class UpstreamError(Exception):
+    """``kind`` is "down" (cannot connect), "timeout", or "protocol" (bad/closed answer)."""
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+
+
+class _Stale(Exception):
+    """A reused connection closed before any answer byte (safe to retry idempotent methods)."""
+
+
+class _Conn(asyncio.Protocol):
+    __slots__ = (
+        "_body",
+        "_close_delimited",
+        "_fut",
+        "_got_bytes",
+        "_headers",
+        "_keep_alive",
+        "_max",
+        "_parser",
+        "_size",
+        "closed",
+        "transport",
+        "used",
+    )
+
+    def __init__(self, max_bytes: int) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.used = False
+        self._max = max_bytes
+        self._fut: asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]] | None = None
+        self._parser: Any = None
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._size = 0
+        self._got_bytes = False
+        self._close_delimited = False
+        self._keep_alive = False
+
+    # -- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._parser is None:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self._got_bytes = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError("protocol", f"réponse HTTP invalide: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        fut = self._fut
+        if fut is None or fut.done():
+            return
+        if self._close_delimited and self._parser is not None and self._headers is not None:
+            self._complete()
+            return
+        if not self._got_bytes and self.used:
+            fut.set_exception(_Stale())
+        else:
+            fut.set_exception(UpstreamError("protocol", "connexion fermée par le service"))
+
+    # -- httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        names = {n for n, _ in self._headers}
+        if b"content-length" not in names and b"transfer-encoding" not in names:
+            status = self._parser.get_status_code()
+            self._close_delimited = status >= 200 and status not in (204, 304)
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > self._max:
+            self._fail(UpstreamError("protocol", "réponse trop volumineuse"))
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        # Read keep-alive now: llhttp resets its state once the callback returns.
+        self._keep_alive = bool(self._parser.should_keep_alive())
+        self._close_delimited = False
+        self._complete()
+
+    # -- internals
+    def _complete(self) -> None:
+        fut = self._fut
+        if fut is not None and not fut.done():
+            body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+            fut.set_result((self._parser.get_status_code(), self._headers, body))
+
+    def _fail(self, exc: Exception) -> None:
+        fut = self._fut
+        if fut is not None and not fut.done():
+            fut.set_exception(exc)
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]]:
+        self._fut = loop.create_future()
+        self._parser = httptools.HttpResponseParser(self)
+        self._headers = []
+        self._body = []
+        self._size = 0
+        self._got_bytes = False
+        self._close_delimited = False
+        self._keep_alive = False
+        return self._fut
+
+    def reusable(self) -> bool:
+        return not self.closed and self._keep_alive
+
+    def finish(self) -> None:
+        self._parser = None
+        self._fut = None
+
+
+class Pool:
+    """Keep-alive connections to one origin, presenting one TLS identity."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        ssl_ctx: ssl.SSLContext | None,
+        server_hostname: str | None,
+        limit: int = 100,
+        connect_timeout: float = 5.0,
+        max_response: int = 32 * 1024 * 1024,
+    ) -> None:
+        self.host, self.port = host, port
+        self.ssl_ctx = ssl_ctx
+        self.server_hostname = server_hostname
+        self.connect_timeout = connect_timeout
+        self.max_response = max_response
+        self._idle: collections.deque[_Conn] = collections.deque()
+        self.limit = limit
+        self._busy = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def _connect(self) -> _Conn:
+        loop = asyncio.get_running_loop()
+        try:
+            _, proto = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _Conn(self.max_response),
+                    self.host,
+                    self.port,
+                    ssl=self.ssl_ctx,
+                    server_hostname=self.server_hostname if self.ssl_ctx else None,
+                ),
+                self.connect_timeout,
+            )
+        except TimeoutError as exc:
+            raise UpstreamError("timeout", "connexion au service trop lente") from exc
+        except (OSError, ssl.SSLError) as exc:
+            raise UpstreamError("down", type(exc).__name__) from exc
+        return proto
+
+    async def request(
+        self, method: str, head: bytes, body: bytes, limit_s: float
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Send ``head`` (request line + headers + blank line, Content-Length included) and ``body``."""
+        loop = asyncio.get_running_loop()
+        # A plain counter (not asyncio.Semaphore): no coroutine or lock object per request
+        # unless the pool is actually full.
+        while self._busy >= self.limit:
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            await waiter
+        self._busy += 1
+        try:
+            return await self._send(loop, method, head, body, limit_s)
+        finally:
+            self._busy -= 1
+            while self._waiters:
+                w = self._waiters.popleft()
+                if not w.done():
+                    w.set_result(None)
+                    break
+
+    async def _send(
+        self, loop: asyncio.AbstractEventLoop, method: str, head: bytes, body: bytes, limit_s: float
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        for attempt in (0, 1):
+            conn = None
+            while self._idle:
+                c = self._idle.pop()
+                if not c.closed:
+                    conn = c
+                    break
+            if conn is None:
+                conn = await self._connect()
+            fut = conn.start(loop)
+            assert conn.transport is not None
+            conn.transport.write(head + body if len(body) < 65536 else head)
+            if len(body) >= 65536:
+                conn.transport.write(body)
+            timer = loop.call_later(limit_s, _expire, fut)  # one timer, cheaper than asyncio.timeout
+            try:
+                result = await fut
+            except _Stale:
+                if attempt == 0 and method in IDEMPOTENT:
+                    continue
+                raise UpstreamError("protocol", "connexion fermée par le service") from None
+            except BaseException:
+                conn.closed = True
+                if conn.transport is not None:
+                    conn.transport.close()
+                raise
+            finally:
+                timer.cancel()
+            if conn.reusable():
+                conn.finish()
+                conn.used = True  # from now on a silent close means "stale", not "failed"
+                self._idle.append(conn)
+            else:
+                conn.finish()
+                conn.closed = True
+                if conn.transport is not None:
+                    conn.transport.close()
+            return result
+        raise UpstreamError("protocol", "connexion fermée par le service")
+
+    def close(self) -> None:
+        while self._idle:
+            c = self._idle.pop()
+            if c.transport is not None:
+                with contextlib.suppress(Exception):
+                    c.transport.close()
+
+
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(UpstreamError("timeout", "délai dépassé"))

@@ -1,0 +1,170 @@
+"""The hot-path HTTP/1.1 client against scripted raw servers: framing, keep-alive, retries, limits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from confiance.proxy.upstream import Pool, UpstreamError
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    body = await reader.readexactly(length) if length else b""
+    return head, body
+
+
+async def _with_server(handler: Handler, test: Callable[[Pool, dict[str, int]], Awaitable[None]]) -> dict[str, int]:
+    stats = {"connections": 0, "requests": 0}
+
+    async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stats["connections"] += 1
+        try:
+            await handler(reader, writer, stats["connections"])
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = Pool("127.0.0.1", port, None, None, limit=4, connect_timeout=2, max_response=1000)
+    try:
+        await test(pool, stats)
+    finally:
+        pool.close()
+        server.close()
+    return stats
+
+
+def _head(method: str = "GET", path: str = "/x", extra: bytes = b"") -> bytes:
+    return f"{method} {path} HTTP/1.1\r\nhost: t\r\n".encode() + extra + b"\r\n"
+
+
+def test_keep_alive_reuse_and_framing() -> None:
+    async def handler(reader, writer, _n) -> None:
+        while True:
+            head, body = await _read_request(reader)
+            if head.startswith(b"GET /chunked"):
+                writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+            else:
+                writer.write(b"HTTP/1.1 201 Created\r\ncontent-length: %d\r\nx-a: 1\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+
+    async def test(pool: Pool, stats) -> None:
+        for i in range(5):
+            status, headers, body = await pool.request(
+                "POST", _head("POST", extra=b"content-length: 2\r\n"), b"%02d" % i, 2
+            )
+            assert status == 201 and body == b"%02d" % i and (b"x-a", b"1") in headers
+        status, _, body = await pool.request("GET", _head(path="/chunked"), b"", 2)
+        assert status == 200 and body == b"abcde"
+        assert stats["connections"] == 1
+
+    asyncio.run(_with_server(handler, test))
+
+
+def test_close_delimited_body() -> None:
+    async def handler(reader, writer, _n) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil-eof")
+        await writer.drain()
+
+    async def test(pool: Pool, _stats) -> None:
+        status, _, body = await pool.request("GET", _head(), b"", 2)
+        assert status == 200 and body == b"until-eof"
+
+    asyncio.run(_with_server(handler, test))
+
+
+def test_stale_connection_retried_for_get_only() -> None:
+    async def handler(reader, writer, n) -> None:
+        # First connection answers once then closes silently after the next request arrives.
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        if n == 1:
+            await _read_request(reader)
+            return  # closes without answering
+        while True:
+            await _read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async def test_get(pool: Pool, stats) -> None:
+        assert (await pool.request("GET", _head(), b"", 2))[0] == 200
+        assert (await pool.request("GET", _head(), b"", 2))[0] == 200  # retried on a new connection
+        assert stats["connections"] == 2
+
+    asyncio.run(_with_server(handler, test_get))
+
+    async def test_post(pool: Pool, _stats) -> None:
+        assert (await pool.request("GET", _head(), b"", 2))[0] == 200
+        with pytest.raises(UpstreamError) as ei:  # a POST may have been processed: never replayed
+            await pool.request("POST", _head("POST", extra=b"content-length: 1\r\n"), b"x", 2)
+        assert ei.value.kind == "protocol"
+
+    asyncio.run(_with_server(handler, test_post))
+
+
+def test_timeout_refused_oversize_garbage() -> None:
+    async def handler(reader, writer, n) -> None:
+        head, _ = await _read_request(reader)
+        if b"/slow" in head:
+            await asyncio.sleep(5)
+        elif b"/big" in head:
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5000\r\n\r\n" + b"x" * 5000)
+        else:
+            writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        await writer.drain()
+
+    async def test(pool: Pool, _stats) -> None:
+        t0 = asyncio.get_running_loop().time()
+        with pytest.raises(UpstreamError) as ei:
+            await pool.request("GET", _head(path="/slow"), b"", 0.3)
+        assert ei.value.kind == "timeout" and asyncio.get_running_loop().time() - t0 < 1.5
+        with pytest.raises(UpstreamError) as ei:
+            await pool.request("GET", _head(path="/big"), b"", 2)
+        assert ei.value.kind == "protocol"
+        with pytest.raises(UpstreamError) as ei:
+            await pool.request("GET", _head(path="/garbage"), b"", 2)
+        assert ei.value.kind == "protocol"
+
+    asyncio.run(_with_server(handler, test))
+
+    async def refused() -> None:
+        import socket
+
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        with pytest.raises(UpstreamError) as ei:
+            await Pool("127.0.0.1", port, None, None).request("GET", _head(), b"", 1)
+        assert ei.value.kind == "down"
+
+    asyncio.run(refused())
+
+
+def test_pool_limit_queues_requests() -> None:
+    async def handler(reader, writer, _n) -> None:
+        while True:
+            await _read_request(reader)
+            await asyncio.sleep(0.05)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            await writer.drain()
+
+    async def test(pool: Pool, stats) -> None:
+        results = await asyncio.gather(*(pool.request("GET", _head(), b"", 5) for _ in range(12)))
+        assert [r[0] for r in results] == [200] * 12
+        assert stats["connections"] <= 4  # the pool limit
+
+    asyncio.run(_with_server(handler, test))
