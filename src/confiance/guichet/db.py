@@ -288,9 +288,12 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: Engine = make_engine(url)
+        self._read_engine: Engine = self.engine
         if self.is_sqlite:
             _immediate_transactions(self.engine)
+            self._read_engine = make_engine(url)  # plain deferred transactions: WAL readers run in parallel
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(self._read_engine, expire_on_commit=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -300,6 +303,15 @@ class Database:
     def transaction(self) -> Iterator[Session]:
         with self._sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only unit of work (never takes SQLite's write lock); changes are rolled back."""
+        with self._read_sessions() as session:
+            try:
+                yield session
+            finally:
+                session.rollback()
 
     def migrate(self) -> None:
         """Bring the schema to the latest Alembic revision (idempotent)."""
@@ -314,3 +326,5 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._read_engine is not self.engine:
+            self._read_engine.dispose()

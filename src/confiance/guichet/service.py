@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
 import re
 import secrets
@@ -35,6 +34,7 @@ from . import schemas as sc
 from .db import (
     Account,
     ApiToken,
+    AuditHead,
     AuditRow,
     Candidature,
     CertificateRow,
@@ -195,6 +195,7 @@ class GuichetService:
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self.parcours = pc.Parcours.from_yaml(parcours_yaml or _load_text("parcours.yaml"))
         self._catalogues: dict[str, Catalogue] = {}
+        self._trust_list_cache: tuple[int, dt.datetime, str] | None = None
 
     @property
     def validity_years(self) -> int:
@@ -234,6 +235,16 @@ class GuichetService:
             raise ServiceError(422, exc.code, exc.message) from exc
         except StaleDataError as exc:
             raise _conflict("modification concurrente : rechargez et recommencez") from exc
+        except IntegrityError as exc:  # a unique constraint lost a race (two identical creations at once)
+            raise _conflict("enregistrement concurrent en double : rechargez", code="conflit") from exc
+
+    def _read(self, fn: Callable[[Session], T]) -> T:
+        """Like ``_run`` for read-only calls: no write lock, nothing committed."""
+        try:
+            with self.db.read() as s:
+                return fn(s)
+        except DomainError as exc:
+            raise ServiceError(422, exc.code, exc.message) from exc
 
     def _audit(
         self, s: Session, actor: Principal | None, action: str, target: str, before: Any = None, after: Any = None
@@ -521,10 +532,10 @@ class GuichetService:
                 q = q.where(Account.organisation_id == actor.organisation_id)
             return [self._account_out(a) for a in s.execute(q).scalars()]
 
-        return self._run(op)
+        return self._read(op)
 
     def me(self, actor: Principal) -> sc.AccountOut:
-        return self._run(lambda s: self._account_out(self._get(s, Account, actor.account_id, "compte")))
+        return self._read(lambda s: self._account_out(self._get(s, Account, actor.account_id, "compte")))
 
     def get_organisation(self, actor: Principal, org_id: int) -> sc.OrganisationOut:
         def op(s: Session) -> sc.OrganisationOut:
@@ -532,7 +543,7 @@ class GuichetService:
                 raise _not_found("structure")
             return self._org_out(self._get(s, Organisation, org_id, "structure"))
 
-        return self._run(op)
+        return self._read(op)
 
     def list_organisations(self, actor: Principal) -> list[sc.OrganisationOut]:
         def op(s: Session) -> list[sc.OrganisationOut]:
@@ -541,7 +552,7 @@ class GuichetService:
                 q = q.where(Organisation.id == (actor.organisation_id or 0))
             return [self._org_out(o) for o in s.execute(q).scalars()]
 
-        return self._run(op)
+        return self._read(op)
 
     def bootstrap_account(
         self,
@@ -620,7 +631,7 @@ class GuichetService:
         if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
             return None
         digest = hashlib.sha256(token.encode()).hexdigest()
-        with self.db.transaction() as s:
+        with self.db.read() as s:
             row = s.execute(select(ApiToken).where(ApiToken.token_hash == digest)).scalar_one_or_none()
             if (
                 row is None
@@ -635,7 +646,7 @@ class GuichetService:
 
     def principal_for(self, account_id: int) -> Principal | None:
         """The principal of an account (web sessions keep the account id, not a token)."""
-        with self.db.transaction() as s:
+        with self.db.read() as s:
             acc = s.get(Account, account_id)
             if acc is None or not acc.active:
                 return None
@@ -652,7 +663,7 @@ class GuichetService:
 
     def revoke_token(self, token: str) -> None:
         digest = hashlib.sha256(token.encode()).hexdigest()
-        with self.db.transaction() as s:
+        with self.db.read() as s:
             row = s.execute(select(ApiToken).where(ApiToken.token_hash == digest)).scalar_one_or_none()
             if row is not None and row.revoked_at is None:
                 row.revoked_at = self.clock()
@@ -725,7 +736,7 @@ class GuichetService:
             self._require_validated(actor)
             return self._solution_out(s, self._get(s, Solution, sid, "solution"))
 
-        return self._run(op)
+        return self._read(op)
 
     def list_solutions(
         self, actor: Principal, kind: SolutionKind | None = None, mine: bool = False
@@ -741,7 +752,7 @@ class GuichetService:
                 q = q.where(Solution.organisation_id == (actor.organisation_id or 0))
             return [self._solution_out(s, x) for x in s.execute(q.limit(1000)).scalars()]
 
-        return self._run(op)
+        return self._read(op)
 
     def update_components(self, actor: Principal, sid: int, data: sc.ComponentsUpdateIn) -> sc.SolutionOut:
         """Declaration edit: components changed after deposit flag CNDA and certificate evidence for re-review."""
@@ -1004,14 +1015,14 @@ class GuichetService:
                 ]
             return [self._cand_out(s, c) for c in rows]
 
-        return self._run(op)
+        return self._read(op)
 
     def get_candidature(self, actor: Principal, cid: int) -> sc.CandidatureDetail:
         def op(s: Session) -> sc.CandidatureDetail:
             c = self._cand_for_read(s, actor, cid)
             return self._detail(s, c)
 
-        return self._run(op)
+        return self._read(op)
 
     def _detail(self, s: Session, c: Candidature) -> sc.CandidatureDetail:
         cat = self._catalogue(s, c.referentiel_version)
@@ -1271,7 +1282,7 @@ class GuichetService:
                 raise _not_found("fichier")
             return self.files.get(sha256), row.content_type
 
-        return self._run(op)
+        return self._read(op)
 
     @staticmethod
     def _evidence_out(e: Evidence) -> sc.EvidenceOut:
@@ -1581,7 +1592,7 @@ class GuichetService:
         self._audit(s, None, "parcours.etape_faite", f"candidature:{c.id}", after={"step": step_id})
 
     def parcours_checklist(self, actor: Principal, cid: int) -> list[sc.StepOut]:
-        return self._run(lambda s: self._checklist(self._cand_for_read(s, actor, cid)))
+        return self._read(lambda s: self._checklist(self._cand_for_read(s, actor, cid)))
 
     def declare_step(self, actor: Principal, cid: int, step_id: str) -> list[sc.StepOut]:
         """The candidate declares a step done; steps the platform completes itself are refused."""
@@ -1809,20 +1820,23 @@ class GuichetService:
 
         def op(s: Session) -> list[sc.HabilitationOut]:
             self._require_validated(actor)
+            # strong references: the identity map is weak, so s.get() in _hab_out finds these without SQL
+            keep = [*s.execute(select(Organisation)).scalars(), *s.execute(select(Solution)).scalars()]
             out = [
                 self._hab_out(s, h)
                 for h in s.execute(select(Habilitation).order_by(Habilitation.id).limit(5000)).scalars()
             ]
+            del keep
             return [h for h in out if h.valid] if only_valid else out
 
-        return self._run(op)
+        return self._read(op)
 
     def get_habilitation(self, actor: Principal, hid: int) -> sc.HabilitationOut:
         def op(s: Session) -> sc.HabilitationOut:
             self._require_validated(actor)
             return self._hab_out(s, self._get(s, Habilitation, hid, "habilitation"))
 
-        return self._run(op)
+        return self._read(op)
 
     def _set_hab_status(
         self,
@@ -1984,44 +1998,51 @@ class GuichetService:
     def trust_list_claims(self) -> dict[str, Any]:
         """The currently valid habilitations, their holders and their components' certificates."""
         now = self.clock()
-        with self.db.transaction() as s:
+        with self.db.read() as s:
+            habs = [
+                h
+                for h in s.execute(
+                    select(Habilitation)
+                    .where(Habilitation.status == HabilitationStatus.VALID.value)
+                    .order_by(Habilitation.id)
+                ).scalars()
+                if h.valid_until > now
+            ]
+            # a handful of set-wise queries, not a few per habilitation
+            orgs = {o.id: o for o in s.execute(select(Organisation)).scalars()}
+            sols = {x.id: x for x in s.execute(select(Solution)).scalars()}
+            cands = {
+                c.id: c
+                for c in s.execute(
+                    select(Candidature).where(Candidature.id.in_([h.candidature_id for h in habs]))
+                ).scalars()
+            }
+            comps_by_sol: dict[int, list[Component]] = {}
+            for comp in s.execute(select(Component).order_by(Component.id)).scalars():
+                comps_by_sol.setdefault(comp.solution_id, []).append(comp)
+            certs: dict[tuple[int, str, int], list[CertificateRow]] = {}
+            rows = s.execute(
+                select(CertificateRow, Candidature.organisation_id)
+                .join(Candidature, Candidature.id == CertificateRow.candidature_id)
+                .where(CertificateRow.revoked_at.is_(None))
+                .order_by(CertificateRow.id)
+            ).all()
+            for cert, org_id in rows:
+                certs.setdefault((cert.component_id, cert.environment, org_id), []).append(cert)
             items = []
-            for h in s.execute(
-                select(Habilitation)
-                .where(Habilitation.status == HabilitationStatus.VALID.value)
-                .order_by(Habilitation.id)
-            ).scalars():
-                if h.valid_until <= now:
-                    continue
-                org = s.get(Organisation, h.organisation_id)
-                sol = s.get(Solution, h.solution_id)
-                cand = s.get(Candidature, h.candidature_id)
-                assert org is not None and sol is not None and cand is not None
-                comps = []
-                for comp in s.execute(
-                    select(Component).where(Component.solution_id == sol.id).order_by(Component.id)
-                ).scalars():
-                    certs = s.execute(
-                        select(CertificateRow)
-                        .join(Candidature, Candidature.id == CertificateRow.candidature_id)
-                        .where(
-                            CertificateRow.component_id == comp.id,
-                            CertificateRow.environment == h.environment,
-                            CertificateRow.revoked_at.is_(None),
-                            Candidature.organisation_id == h.organisation_id,
-                        )
-                        .order_by(CertificateRow.id)
-                    ).scalars()
-                    comps.append(
-                        {
-                            "kind": comp.kind,
-                            "name": comp.name,
-                            "certificates": [
-                                {"subject_dn": x.subject_dn, "x5t#S256": x.x5t_s256, "not_after": x.not_after}
-                                for x in certs
-                            ],
-                        }
-                    )
+            for h in habs:
+                org, sol, cand = orgs[h.organisation_id], sols[h.solution_id], cands[h.candidature_id]
+                comps = [
+                    {
+                        "kind": comp.kind,
+                        "name": comp.name,
+                        "certificates": [
+                            {"subject_dn": x.subject_dn, "x5t#S256": x.x5t_s256, "not_after": x.not_after}
+                            for x in certs.get((comp.id, h.environment, h.organisation_id), [])
+                        ],
+                    }
+                    for comp in comps_by_sol.get(sol.id, [])
+                ]
                 items.append(
                     {
                         "id": h.id,
@@ -2057,7 +2078,22 @@ class GuichetService:
         }
 
     def signed_trust_list(self) -> str:
-        return self.keys.sign(self.trust_list_claims(), alg=self.keys.algs[0], typ="trust-list+jwt")
+        """The signed list, cached until the registry changes (every change appends to the audit
+        trail, so its head sequence is the revision) or a listed habilitation expires."""
+        now = self.clock()
+        with self.db.read() as s:
+            head = s.get(AuditHead, 1)
+            revision = head.last_seq if head else 0
+        cached = self._trust_list_cache
+        if cached is not None and cached[0] == revision and now < cached[1]:
+            return cached[2]
+        claims = self.trust_list_claims()
+        token = self.keys.sign(claims, alg=self.keys.algs[0], typ="trust-list+jwt")
+        horizon = now + dt.timedelta(seconds=self.settings.trust_list_ttl_seconds / 2)
+        for item in claims["habilitations"]:
+            horizon = min(horizon, dt.datetime.fromisoformat(item["valid_until"]))
+        self._trust_list_cache = (revision, horizon, token)
+        return token
 
     def jwks(self) -> dict[str, Any]:
         return self.keys.jwks()
@@ -2078,10 +2114,10 @@ class GuichetService:
                 s.execute(select(ReferentielVersion).order_by(ReferentielVersion.id.desc()).limit(1)).scalar_one()
             )
 
-        return self._run(op)
+        return self._read(op)
 
     def list_referentiel_versions(self) -> list[str]:
-        return self._run(
+        return self._read(
             lambda s: list(s.execute(select(ReferentielVersion.version).order_by(ReferentielVersion.id)).scalars())
         )
 
@@ -2162,7 +2198,7 @@ class GuichetService:
                 up_to_date=c.referentiel_version == new.version,
             )
 
-        return self._run(op)
+        return self._read(op)
 
     def adopt_referentiel(self, actor: Principal, cid: int, data: sc.ActionIn) -> sc.CandidatureDetail:
         """Move a dossier to the current catalogue: chapters are recomputed, changed ones reviewed again."""
@@ -2203,7 +2239,7 @@ class GuichetService:
 
     # ================================================================ PASSI registry
     def list_passi(self) -> list[sc.PassiOut]:
-        return self._run(
+        return self._read(
             lambda s: [
                 sc.PassiOut(id=p.id, name=p.name, reference=p.reference, active=p.active)
                 for p in s.execute(select(PassiProvider).order_by(PassiProvider.id)).scalars()
@@ -2269,7 +2305,7 @@ class GuichetService:
                 for r in s.execute(q).scalars()
             ]
 
-        return self._run(op)
+        return self._read(op)
 
     def verify_audit(self, actor: Principal | None = None) -> sc.AuditCheckOut:
         def op(s: Session) -> sc.AuditCheckOut:
@@ -2278,7 +2314,7 @@ class GuichetService:
             r = audit.verify(s)
             return sc.AuditCheckOut(ok=r.ok, checked=r.checked, first_bad=r.first_bad, reason=r.reason)
 
-        return self._run(op)
+        return self._read(op)
 
     def notifications(self, actor: Principal, limit: int = 200) -> list[sc.NotificationOut]:
         def op(s: Session) -> list[sc.NotificationOut]:
@@ -2302,7 +2338,7 @@ class GuichetService:
                 for n in s.execute(q).scalars()
             ]
 
-        return self._run(op)
+        return self._read(op)
 
     def pending_notifications(self, limit: int = 100) -> list[tuple[int, str, str]]:
         """Outbox relay: notifications not yet sent (a mailer marks them with ``mark_sent``)."""
@@ -2320,19 +2356,3 @@ class GuichetService:
                 n = s.get(Notification, i)
                 if n is not None and n.sent_at is None:
                     n.sent_at = self.clock()
-
-
-def integrity_guard(fn: Callable[..., T]) -> Callable[..., T]:
-    """Unique-constraint races (two identical creations at once) become 409s, not 500s."""
-
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        try:
-            return fn(*args, **kwargs)
-        except IntegrityError as exc:
-            raise _conflict("enregistrement concurrent en double : rechargez", code="conflit") from exc
-
-    return wrapper
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, default=str)
