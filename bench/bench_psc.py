@@ -42,6 +42,12 @@ def free_port() -> int:
         return port
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (Linux /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--alg", default="RS256", choices=["RS256", "ES256", "PS256"])
@@ -113,9 +119,12 @@ def main() -> None:
                 "--duration", str(a.duration),
                 *auth,
             ]  # fmt: skip
+            cpu_before = cpu_seconds(srv.pid)
             procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(a.loadgens)]
             results = [json.loads(proc.communicate()[0].strip().splitlines()[-1]) for proc in procs]
+            cpu = cpu_seconds(srv.pid) - cpu_before
             total = sum(r["rate"] for r in results)
+            done = sum(r["ok"] + r["warmup_ok"] for r in results)
             print(
                 json.dumps(
                     {
@@ -125,6 +134,8 @@ def main() -> None:
                         "loadgens": a.loadgens,
                         "concurrency": a.concurrency,
                         "rate_per_s": round(total, 1),
+                        # contention-independent: work done per second of server CPU
+                        "per_server_cpu_s": round(done / cpu, 1) if cpu > 0 else None,
                         "errors": sum(r["errors"] for r in results),
                         "p50_ms": results[0]["p50_ms"],
                         "p99_ms": results[0]["p99_ms"],

@@ -80,9 +80,8 @@ async def main(a: argparse.Namespace) -> None:
     async with aiohttp.ClientSession(connector=conn) as s:
         # warm-up: open the connections, sign a few tokens
         warm = time.perf_counter() + a.warmup
-        await asyncio.gather(
-            *(worker(s, a, auth, warm, {"ok": 0, "errors": 0, "lat": []}) for _ in range(a.concurrency))
-        )
+        warm_out: dict[str, Any] = {"ok": 0, "errors": 0, "lat": []}
+        await asyncio.gather(*(worker(s, a, auth, warm, warm_out) for _ in range(a.concurrency)))
         start = time.perf_counter()
         stop = start + a.duration
         await asyncio.gather(*(worker(s, a, auth, stop, out) for _ in range(a.concurrency)))
@@ -97,6 +96,7 @@ async def main(a: argparse.Namespace) -> None:
             {
                 "mode": a.mode,
                 "ok": out["ok"],
+                "warmup_ok": warm_out["ok"],
                 "errors": out["errors"],
                 "seconds": round(elapsed, 2),
                 "rate": round(out["ok"] / elapsed, 1),
