@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from confiance.cli import app
 from confiance.conformity.report import verify_report
+from confiance.core.jose import verify_jws
 from confiance.pki import IssuedCertificate, Pki
 from tests.conformity.harness import double_config, start_double
 from tests.fixtures_api import ApiHandle
@@ -61,13 +62,17 @@ def test_run_writes_signed_reports_and_verify_detects_edits(
     jws = out.with_name("rapport.json.jws").read_text()
     jwks = json.loads((tmp_path / "state" / "conformity" / "jwks.json").read_text())
     report = verify_report(jws, jwks)
+    assert json.loads(verify_jws(jws, jwks)) == report  # the guichet's joserfc-based path agrees
     assert [c["id"] for c in report["checks"]] == only and report["conforme"] is True
     assert report["proxy"]["url"] == server.url and report["tool"]["name"]
     assert "Rapport de conformité" in html.read_text()
     state = ["--state-dir", str(tmp_path / "state")]
     assert runner.invoke(app, ["conformity", "verify", str(out), *state]).exit_code == 0
     assert runner.invoke(app, ["conformity", "verify", str(out.with_name("rapport.json.jws")), *state]).exit_code == 0
-    out.write_bytes(out.read_bytes().replace(b'"failed": 0', b'"failed": 1', 1))
+    original = out.read_bytes()
+    edited = original.replace(b'"failed":0', b'"failed":1', 1)
+    assert edited != original
+    out.write_bytes(edited)
     tampered = runner.invoke(app, ["conformity", "verify", str(out), *state])
     assert tampered.exit_code == 1 and "NON authentique" in tampered.output
 

@@ -70,6 +70,7 @@ class Campaign:
     signed_ok: bool = False
     disconnected: bool = False
     failure_ids: list[str] = field(default_factory=list)
+    traces_shown: bool = False
     _traces: list[dict[str, Any]] | None = None
 
     # ----- helpers -----
@@ -496,9 +497,15 @@ def _mine(c: Campaign, ev: Evidence) -> tuple[Session, list[dict[str, Any]], lis
     all_traces = c.campaign_traces(ev)
     mine = [t for t in all_traces if t.get("proxy_id_session") == s.proxy_session_id]
     failures = [t for t in all_traces if t.get("type") == "CONNECT_FAILURE" and t.get("IdRPPS") in c.failure_ids]
-    ev.data("traces de la session principale", mine)
-    if failures:
-        ev.data("traces CONNECT_FAILURE des scénarios d'échec", failures)
+    if not c.traces_shown:  # shown once (first trace check), referred to afterwards
+        ev.data("traces de la session principale", mine)
+        if failures:
+            ev.data("traces CONNECT_FAILURE des scénarios d'échec", failures)
+        c.traces_shown = True
+    else:
+        ev.note(
+            f"{len(mine)} traces de la session principale et {len(failures)} CONNECT_FAILURE (détail : première vérification des traces)"
+        )
     return s, mine, failures
 
 

@@ -126,6 +126,10 @@ def run_cmd(
     if html_path is not None:
         html_path.write_text(render_html(report))
     _summary(report)
+    if report["proxy"]["version"] is None:
+        console.print(
+            "[yellow]Version du proxy non communiquée : le guichet l'exige, relancez avec --proxy-version.[/yellow]"
+        )
     console.print(f"Rapport : {report_path} — signé : {jws_path}" + (f" — HTML : {html_path}" if html_path else ""))
     raise typer.Exit(0 if report["conforme"] else 1)
 

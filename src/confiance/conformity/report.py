@@ -81,8 +81,12 @@ def build_report(
 
 
 def report_bytes(report: Mapping[str, Any]) -> bytes:
-    """The exact bytes that are signed and written to the JSON file."""
-    return (json.dumps(report, ensure_ascii=False, indent=2) + "\n").encode()
+    """The exact bytes that are signed and written to the JSON file.
+
+    Compact on purpose: people read the HTML report, and verifiers built on joserfc refuse
+    compact JWS values over 128 KiB (indentation alone adds half the size).
+    """
+    return (json.dumps(report, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
 def sign_report(report: Mapping[str, Any], keys: KeyStore, alg: str = "ES256") -> tuple[bytes, str]:

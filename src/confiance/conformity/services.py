@@ -64,10 +64,13 @@ class PscSandbox:
         return data
 
     def ecps_policy(self, ev: Evidence | None, national_id: str) -> dict[str, Any]:
-        resp = self._call(ev, "GET", f"/sandbox/admin/identities/{national_id}", label="bac à sable : identité")
+        # The identity record is large and says nothing about the proxy: keep only the policy.
+        resp = self._call(None, "GET", f"/sandbox/admin/identities/{national_id}")
         if resp.status_code != 200:
             raise Unverifiable(f"bac à sable : identité {national_id} introuvable ({resp.status_code})")
         eff: dict[str, Any] = resp.json().get("ecps_effective") or {"mode": "approve", "delay_ms": 0}
+        if ev is not None:
+            ev.note(f"bac à sable : politique e-CPS de {national_id} avant le scénario : {eff.get('mode')}")
         return eff
 
     def set_ecps(self, ev: Evidence | None, national_id: str, mode: str, delay_ms: int = 0) -> None:
