@@ -87,7 +87,8 @@ def test_refresh_then_reexchange(proxy: RunningProxy, short_psc: PscHandle) -> N
         r = c.post("/send/signsessiondata/signsessiondata", json=body)
         assert r.status_code == 200, r.text
         after = _session(proxy, conn["proxy_session_id"])
-    assert _counter(proxy, "psc", "ok") == refreshed + 1
+    # One refresh (a second one only if the fresh 1-s token expired again in flight on a loaded machine).
+    assert refreshed + 1 <= _counter(proxy, "psc", "ok") <= refreshed + 2
     assert after.psc_refresh_token != old_refresh  # rotated token stored
     assert after.api_tokens["signsessiondata"].access_token != old_api
     assert after.session_state == conn["session_state"]
@@ -111,8 +112,9 @@ def test_one_refresh_at_a_time(proxy: RunningProxy, short_psc: PscHandle) -> Non
             return [r.status_code for r in rs]
 
     statuses = asyncio.run(burst())
-    assert statuses == [200] * 30
-    assert _counter(proxy, "psc", "ok") == refreshed + 1
+    assert statuses == [200] * 30  # a concurrent double use would have revoked the family at PSC
+    # Serialised: 30 waiters share one renewal (a second only if the 1-s PSC token expired in flight).
+    assert refreshed + 1 <= _counter(proxy, "psc", "ok") <= refreshed + 2
     assert _counter(proxy, "api_exchange", "ok") == exchanged + 1
 
 
