@@ -157,3 +157,27 @@ def test_withdrawing_elp_flags_elu_osp_and_osu(guichet: Guichet) -> None:
     )
     listed = {h["id"]: h for h in claims["habilitations"]}
     assert elp["id"] not in listed and listed[osu["id"]]["at_risk"] is True
+
+
+def test_trust_list_enforced_by_core_admission_rule(guichet: Guichet) -> None:
+    """The list's shape is what confiance.core.trustlist.admit enforces in PSC and API servers."""
+    from confiance.core.trustlist import admit
+
+    def claims() -> dict:
+        return verify_jwt(guichet.http.get("/trust-list").text, guichet.http.get("/trust-list/jwks").json())
+
+    ed = guichet.company("Editeur Proxy")
+    proxy = guichet.solution(ed, "ProxyP", "proxy")
+    cand = ed.ok(guichet.candidature(ed, "ELP", proxy), 201)
+    guichet.to_evidence(ed, cand)
+    detail = guichet.deposit_all(ed, cand["id"])
+    x5t = detail["certificates"][0]["x5t_s256"]
+    during = admit(claims(), x5t, "BAS")
+    assert during.admitted and "en cours d'instruction" in during.reason  # sandbox tests before habilitation
+    assert not admit(claims(), x5t, "production").admitted
+    guichet.review_all(ed, cand["id"])
+    elp = guichet.grant(ed, cand["id"])
+    granted = admit(claims(), x5t, "BAS")
+    assert granted.admitted and granted.habilitation_id == elp["id"]
+    guichet.college.ok(guichet.college.post(f"/api/habilitations/{elp['id']}/withdraw", {"reason": "faille critique"}))
+    assert not admit(claims(), x5t, "BAS").admitted

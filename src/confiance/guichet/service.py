@@ -2059,6 +2059,7 @@ class GuichetService:
                         "valid_from": h.granted_at.isoformat(),
                         "valid_until": h.valid_until.isoformat(),
                         "at_risk": h.at_risk,
+                        "at_risk_reason": h.at_risk_reason,
                         "relies_on": list(h.relies_on or []),
                         "solution": {
                             "id": sol.id,
@@ -2069,12 +2070,42 @@ class GuichetService:
                         "components": comps,
                     }
                 )
+            # Editors test in the sandbox before they are habilitated (parcours: test certificate,
+            # then tests, then evidence): their test certificates are admitted in BAS while the
+            # candidature is being instructed, and only then.
+            in_instruction = (wf.CandidatureStatus.EVIDENCE.value, wf.CandidatureStatus.COLLEGE.value)
+            test_access = []
+            for c in s.execute(
+                select(Candidature)
+                .where(Candidature.status.in_(in_instruction), Candidature.role.in_([Role.ELU.value, Role.ELP.value]))
+                .order_by(Candidature.id)
+            ).scalars():
+                test_certs = [
+                    {"subject_dn": x.subject_dn, "x5t#S256": x.x5t_s256, "not_after": x.not_after}
+                    for x in s.execute(
+                        select(CertificateRow)
+                        .where(CertificateRow.candidature_id == c.id, CertificateRow.revoked_at.is_(None))
+                        .order_by(CertificateRow.id)
+                    ).scalars()
+                ]
+                if test_certs:
+                    holder = orgs.get(c.organisation_id)
+                    test_access.append(
+                        {
+                            "candidature_id": c.id,
+                            "role": c.role,
+                            "holder": holder.name if holder else "",
+                            "environment": environment_for(Role(c.role)).value,
+                            "certificates": test_certs,
+                        }
+                    )
         iat = int(now.timestamp())
         return {
             "iss": self.settings.issuer,
             "iat": iat,
             "exp": iat + self.settings.trust_list_ttl_seconds,
             "habilitations": items,
+            "test_access": test_access,
         }
 
     def signed_trust_list(self) -> str:
