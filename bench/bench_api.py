@@ -46,6 +46,7 @@ def free_port() -> int:
 
 # ----------------------------------------------------------------------------- load generator
 async def _conn(host: str, port: int, ctx: ssl.SSLContext, request: bytes, deadline: float, stats: dict) -> None:
+    """One kept-alive connection sending ``request`` back to back until ``deadline``."""
     reader, writer = await asyncio.open_connection(host, port, ssl=ctx, server_hostname=host)
     try:
         while time.perf_counter() < deadline:
@@ -69,21 +70,27 @@ async def _drive(spec: dict) -> dict:
     ctx.load_cert_chain(spec["cert"], spec["key"])
     url = urlsplit(spec["url"])
     host, port = url.hostname or "127.0.0.1", url.port or 443
-    body = spec.get("body", "").encode()
-    headers = [f"{spec['method']} {url.path} HTTP/1.1", f"Host: {host}:{port}"]
-    headers += [f"{k}: {v}" for k, v in spec.get("headers", {}).items()]
-    if body:
-        headers.append(f"Content-Length: {len(body)}")
-    request = ("\r\n".join(headers) + "\r\n\r\n").encode() + body
+    requests = []
+    # One variant per connection (round robin): e.g. each connection its own PSC session.
+    for variant in spec.get("variants") or [{}]:
+        body = variant.get("body", spec.get("body", "")).encode()
+        headers = [f"{spec['method']} {url.path} HTTP/1.1", f"Host: {host}:{port}"]
+        merged = {**spec.get("headers", {}), **variant.get("headers", {})}
+        headers += [f"{k}: {v}" for k, v in merged.items()]
+        if body:
+            headers.append(f"Content-Length: {len(body)}")
+        requests.append(("\r\n".join(headers) + "\r\n\r\n").encode() + body)
+    n = spec["concurrency"]
     # Warm-up: open every connection (TLS handshakes are not what we measure).
     warm: dict = {}
     await asyncio.gather(
-        *(_conn(host, port, ctx, request, time.perf_counter() + 0.5, warm) for _ in range(spec["concurrency"]))
+        *(_conn(host, port, ctx, requests[i % len(requests)], time.perf_counter() + 0.5, warm) for i in range(n))
     )
+    print(json.dumps({"warm": sum(warm.values())}), flush=True)  # the parent reads the servers' CPU clocks now
     stats: dict = {}
     start = time.perf_counter()
     deadline = start + spec["duration"]
-    await asyncio.gather(*(_conn(host, port, ctx, request, deadline, stats) for _ in range(spec["concurrency"])))
+    await asyncio.gather(*(_conn(host, port, ctx, requests[i % len(requests)], deadline, stats) for i in range(n)))
     elapsed = time.perf_counter() - start
     total = sum(stats.values())
     return {"requests": total, "seconds": elapsed, "rps": total / elapsed, "statuses": stats}
@@ -97,13 +104,35 @@ def worker() -> None:
     print(json.dumps(result))
 
 
-def run_phase(spec: dict) -> dict:
-    proc = subprocess.run(
-        [sys.executable, __file__, "--worker"], input=json.dumps(spec), capture_output=True, text=True, check=False
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of processes (Linux /proc), independent of other machine load."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def run_phase(spec: dict, server_pids: list[int]) -> dict:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--worker"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-2000:])
-    result: dict = json.loads(proc.stdout)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(json.dumps(spec))
+    proc.stdin.close()
+    proc.stdout.readline()  # warm-up done: connections open
+    cpu0 = cpu_seconds(server_pids)
+    out = proc.stdout.read()
+    cpu1 = cpu_seconds(server_pids)
+    if proc.wait() != 0:
+        raise RuntimeError(proc.stderr.read()[-2000:] if proc.stderr else "worker failed")
+    result: dict = json.loads(out)
+    # Server CPU per request: what the service costs, whatever else the machine is doing.
+    result["server_cpu_us"] = (cpu1 - cpu0) / max(1, result["requests"]) * 1e6
     return result
 
 
@@ -126,6 +155,33 @@ def wait_healthy(url: str, ca: str, timeout: float = 30) -> None:
     raise TimeoutError(url)
 
 
+def ciba_login(h: Any, psc: dict[str, Any], client_id: str, national_id: str) -> dict[str, Any]:
+    """A real PSC authentication (sandbox e-CPS approves at once)."""
+    r = h.post(
+        psc["ciba_endpoint"],
+        data={
+            "client_id": client_id,
+            "scope": "openid scope_all",
+            "acr_values": "eidas1",
+            "login_hint": national_id,
+            "binding_message": "42",
+            "channel": "CARD",
+        },
+    )
+    r.raise_for_status()
+    rid = r.json()["auth_req_id"]
+    for _ in range(200):
+        t = h.post(
+            psc["token_endpoint"],
+            data={"client_id": client_id, "grant_type": "urn:openid:params:grant-type:ciba", "auth_req_id": rid},
+        )
+        if t.status_code == 200:
+            tokens: dict[str, Any] = t.json()
+            return tokens
+        time.sleep(0.02)
+    raise RuntimeError("CIBA: no answer")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--worker", action="store_true")
@@ -133,6 +189,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--token-alg", default="ES256", choices=["RS256", "ES256", "PS256"])
     p.add_argument("--phases", default="hello_rs,signsessiondata,hello_as,exchange,exchange_nocache")
+    p.add_argument("--rounds", type=int, default=2, help="phases run in turn this many times (ABAB), rates averaged")
     a = p.parse_args()
     if a.worker:
         worker()
@@ -199,96 +256,109 @@ def main() -> None:
         lps = next(c for c in ep["lps_clients"] if c["cert"])
         identity = ClientIdentity(Path(lps["cert"]), Path(lps["key"]))
         psc = ep["services"]["psc"]
-        nid = ep["identities"][0]["national_id"]
+        token_url = ep["services"]["api_as"]["token_endpoint"]
+        form_hdr = {"Content-Type": "application/x-www-form-urlencoded"}
+        exchange_forms: list[str] = []
+        sign_variants: list[dict[str, Any]] = []
+        # One PSC session per connection, as many professionals behind one proxy.
         with httpx.Client(verify=client_context(ca, identity)) as h:
-            r = h.post(
-                psc["ciba_endpoint"],
-                data={
-                    "client_id": lps["client_id"],
-                    "scope": "openid scope_all",
-                    "acr_values": "eidas1",
-                    "login_hint": nid,
-                    "binding_message": "42",
-                    "channel": "CARD",
-                },
-            )
-            r.raise_for_status()
-            rid = r.json()["auth_req_id"]
-            for _ in range(100):
-                t = h.post(
-                    psc["token_endpoint"],
-                    data={
+            for i in range(a.concurrency):
+                ident = ep["identities"][0]["national_id"]  # a new PSC session each time
+                psc_tokens = ciba_login(h, psc, lps["client_id"], ident)
+                form = urlencode(
+                    {
+                        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+                        "subject_token": psc_tokens["access_token"],
+                        "subject_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                        "subject_issuer": "psc",
+                        "scope": "signsessiondata",
                         "client_id": lps["client_id"],
-                        "grant_type": "urn:openid:params:grant-type:ciba",
-                        "auth_req_id": rid,
-                    },
+                    }
                 )
-                if t.status_code == 200:
-                    break
-                time.sleep(0.05)
-            psc_tokens = t.json()
-            exchange_form = urlencode(
-                {
-                    "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
-                    "subject_token": psc_tokens["access_token"],
-                    "subject_token_type": "urn:ietf:params:oauth:token-type:access_token",
-                    "subject_issuer": "psc",
-                    "scope": "signsessiondata",
-                    "client_id": lps["client_id"],
-                }
-            )
-            api_token = h.post(
-                ep["services"]["api_as"]["token_endpoint"],
-                content=exchange_form,
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-            ).json()["access_token"]
-        session_body = json.dumps(
-            {
-                "nationalId": nid,
-                "clientID": lps["client_id"],
-                "proxy_session_id": "bench-session",
-                "session_state": psc_tokens["session_state"],
-            }
-        )
+                exchange_forms.append(form)
+                api = h.post(token_url, content=form, headers=form_hdr)
+                api.raise_for_status()
+                sign_variants.append(
+                    {
+                        "body": json.dumps(
+                            {
+                                "nationalId": ident,
+                                "clientID": lps["client_id"],
+                                "proxy_session_id": f"bench-session-{i}",
+                                "session_state": psc_tokens["session_state"],
+                            }
+                        ),
+                        "headers": {"Authorization": f"Bearer {api.json()['access_token']}"},
+                    }
+                )
         as_url, rs_url = ep["services"]["api_as"]["url"], ep["services"]["signsessiondata"]["url"]
         base = {"ca": ca, "cert": lps["cert"], "key": lps["key"], "concurrency": a.concurrency, "duration": a.duration}
-        form_hdr = {"Content-Type": "application/x-www-form-urlencoded"}
+        exchange_variants = [{"body": f} for f in exchange_forms]
         phases: dict[str, dict[str, Any]] = {
             "hello_rs": {"url": f"{rs_url}/hello", "method": "GET"},
             "signsessiondata": {
                 "url": f"{rs_url}/signsessiondata",
                 "method": "POST",
-                "body": session_body,
-                "headers": {"Authorization": f"Bearer {api_token}", "Content-Type": "application/json"},
+                "variants": sign_variants,
+                "headers": {"Content-Type": "application/json"},
             },
             "hello_as": {"url": f"{as_url}/hello", "method": "GET"},
-            "exchange": {"url": f"{as_url}/token", "method": "POST", "body": exchange_form, "headers": form_hdr},
+            "exchange": {
+                "url": f"{as_url}/token",
+                "method": "POST",
+                "variants": exchange_variants,
+                "headers": form_hdr,
+            },
             "exchange_nocache": {
                 "url": f"https://127.0.0.1:{as2}/token",
                 "method": "POST",
-                "body": exchange_form,
+                "variants": exchange_variants,
                 "headers": form_hdr,
             },
         }
-        results: dict[str, dict] = {}
-        for name in a.phases.split(","):
-            results[name] = run_phase({**base, **phases[name]})
-            r = results[name]
-            print(f"{name:18s} {r['rps']:9.0f} req/s  statuses={r['statuses']}", flush=True)
+        # Rounds alternate the phases (A B A B …) so a change in background load hits every
+        # phase alike; ratios are taken between phases of the same round.
+        rounds: dict[str, list[float]] = {}
+        cpu: dict[str, list[float]] = {}
+        for rnd in range(a.rounds):
+            for name in a.phases.split(","):
+                pids = [procs[2].pid, procs[0].pid] if name == "exchange_nocache" else [procs[1].pid]
+                r = run_phase({**base, **phases[name]}, pids)
+                bad = {k: v for k, v in r["statuses"].items() if k != "200"}
+                rounds.setdefault(name, []).append(r["rps"])
+                cpu.setdefault(name, []).append(r["server_cpu_us"])
+                print(
+                    f"round {rnd + 1} {name:18s} {r['rps']:9.0f} req/s  server CPU {r['server_cpu_us']:6.0f} µs/req"
+                    f"  non-200={bad}",
+                    flush=True,
+                )
+        mean = {k: sum(v) / len(v) for k, v in rounds.items()}
         summary: dict[str, Any] = {
             "token_alg": a.token_alg,
             "concurrency": a.concurrency,
             "duration": a.duration,
+            "rounds": a.rounds,
             "cpus": os.cpu_count(),
-            "results": {k: round(v["rps"]) for k, v in results.items()},
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+            "mean_rps": {k: round(v) for k, v in mean.items()},
+            "per_round_rps": {k: [round(x) for x in v] for k, v in rounds.items()},
+            "server_cpu_us_per_request": {k: round(sum(v) / len(v)) for k, v in cpu.items()},
+            # What one fully available core would sustain at that CPU cost.
+            "one_core_capacity_rps": {k: round(1e6 / (sum(v) / len(v))) for k, v in cpu.items()},
         }
-        if "hello_rs" in results and "signsessiondata" in results:
-            summary["signsessiondata_vs_hello"] = round(
-                results["signsessiondata"]["rps"] / results["hello_rs"]["rps"], 3
+        if "hello_rs" in rounds and "signsessiondata" in rounds:
+            ratios = [x / h for x, h in zip(rounds["signsessiondata"], rounds["hello_rs"], strict=True)]
+            summary["signsessiondata_vs_hello_per_round"] = [round(x, 3) for x in ratios]
+            summary["signsessiondata_vs_hello"] = round(sum(ratios) / len(ratios), 3)
+        if "hello_rs" in cpu and "signsessiondata" in cpu:
+            summary["signsessiondata_vs_hello_cpu"] = round(
+                (sum(cpu["hello_rs"]) / len(cpu["hello_rs"]))
+                / (sum(cpu["signsessiondata"]) / len(cpu["signsessiondata"])),
+                3,
             )
-        if "exchange" in results:
-            summary["exchange_target_met"] = results["exchange"]["rps"] >= 1500
-        print(json.dumps(summary, indent=2))
+        if "exchange" in mean:
+            summary["exchange_target_met"] = mean["exchange"] >= 1500
+        print(json.dumps(summary))
     finally:
         for proc in procs:
             proc.terminate()

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
 from collections import OrderedDict
 from typing import Any
 
+import aiohttp
 import httpx
 
 from confiance.core.http import ClientFactory
@@ -172,23 +174,27 @@ class PscTokenChecker:
             auth = (self.cfg.client_id, self.cfg.client_secret)
         elif self.cfg.client_id is not None:
             form["client_id"] = self.cfg.client_id
-        client = self.clients.httpx_async(self.identity)
+        # aiohttp, not httpx: with the cache off or cold this call is on the exchange's hot
+        # path, and httpx costs several times more CPU per request here (see DESIGN.md).
+        session = self.clients.aiohttp(self.identity)
         self.introspections += 1
         try:
-            resp = await client.post(
+            async with session.post(
                 self.cfg.introspection_url,
                 data=form,
-                auth=auth or httpx.USE_CLIENT_DEFAULT,
-                timeout=self.cfg.timeout_seconds,
-            )
-        except httpx.HTTPError as exc:
+                auth=aiohttp.BasicAuth(*auth) if auth else None,
+                timeout=aiohttp.ClientTimeout(total=self.cfg.timeout_seconds),
+            ) as resp:
+                status = resp.status
+                raw = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("PSC introspection unreachable: %s", type(exc).__name__)
             raise OAuthError("temporarily_unavailable", "Pro Santé Connect injoignable (introspection)", 503) from exc
-        if resp.status_code != 200:
-            log.warning("PSC introspection answered %s", resp.status_code)
-            raise OAuthError("temporarily_unavailable", f"introspection PSC en erreur ({resp.status_code})", 503)
+        if status != 200:
+            log.warning("PSC introspection answered %s", status)
+            raise OAuthError("temporarily_unavailable", f"introspection PSC en erreur ({status})", 503)
         try:
-            data = resp.json()
+            data = json.loads(raw)
         except ValueError as exc:
             raise OAuthError("temporarily_unavailable", "réponse d'introspection PSC illisible", 503) from exc
         if not isinstance(data, dict):
