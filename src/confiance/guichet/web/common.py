@@ -49,7 +49,8 @@ def validation_messages(exc: ValidationError) -> list[str]:
         elif kind == "string_too_long":
             out.append(f"{label} : texte trop long")
         elif kind == "string_pattern_mismatch":
-            out.append(f"{label} : format invalide")
+            hint = " (lettres sans accent, chiffres, espace, . _ -)" if loc and loc[-1] == "name" else ""
+            out.append(f"{label} : format invalide{hint}")
         elif kind in ("enum", "literal_error"):
             out.append(f"{label} : valeur non proposée")
         elif kind.startswith("date") or kind.startswith("datetime"):

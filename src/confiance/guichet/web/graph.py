@@ -62,8 +62,13 @@ def render_svg(nodes: Sequence[Node], *, caption: str = "Graphe des dépendances
         f'<svg xmlns="http://www.w3.org/2000/svg" class="depgraph" viewBox="0 0 {width} {max_y:.0f}" '
         f'role="img" aria-labelledby="depgraph-title" width="100%">',
         f'<title id="depgraph-title">{escape(caption)}</title>',
-        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" markerHeight="8" '
-        'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#3b3b3b"/></marker></defs>',
+        "<defs>"
+        + "".join(
+            f'<marker id="{mid}" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" markerHeight="8" '
+            f'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="{colour}"/></marker>'
+            for mid, colour in (("arrow", "#3b3b3b"), ("arrow-bad", "#9b1c1c"))
+        )
+        + "</defs>",
     ]
     for col, label in enumerate(("Éditeurs de proxy (ELP)", "ELU / OSP", "Opérateurs de service (OSU)")):
         x = PAD + col * (NODE_W + COL_GAP) + NODE_W / 2
@@ -82,7 +87,7 @@ def render_svg(nodes: Sequence[Node], *, caption: str = "Graphe des dépendances
             dash = ' stroke-dasharray="6 4"' if broken else ""
             parts.append(
                 f'<line x1="{sx:.0f}" y1="{y1 + NODE_H / 2:.0f}" x2="{ex:.0f}" y2="{y2 + NODE_H / 2:.0f}" '
-                f'stroke="{stroke}" stroke-width="2"{dash} marker-end="url(#arrow)">'
+                f'stroke="{stroke}" stroke-width="2"{dash} marker-end="url(#{"arrow-bad" if broken else "arrow"})">'
                 f"<title>{escape(n.role)} s'appuie sur {escape(by_id[dep].role)}</title></line>"
             )
     for n in nodes:

@@ -9,6 +9,8 @@ another organisation's) so the web layer cannot widen access by mistake.
 from __future__ import annotations
 
 import datetime as dt
+import re
+import unicodedata
 from typing import Any
 
 from pydantic import ValidationError
@@ -46,6 +48,13 @@ def _int(value: str) -> int | None:
     except ValueError:
         return None
     return v if 1 <= v <= 2**31 - 1 else None
+
+
+def _slug(name: str, kind: str) -> str:
+    """A default component name the registry accepts (ASCII letters, digits, . _ -)."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", ascii_name).strip("-._").lower()[:50]
+    return f"{base or 'composant'}-{kind.lower()}"
 
 
 def _version(rq: Rq) -> int | None:
@@ -152,7 +161,7 @@ def wizard_submit(rq: Rq) -> Response:
             except ValueError:
                 continue
             comps.append(
-                {"kind": ck, "name": v["component_name_" + k] or f"{v['solution_name'] or v['software_name']}-{k}"}
+                {"kind": ck, "name": v["component_name_" + k] or _slug(v["solution_name"] or v["software_name"], k)}
             )
         try:
             sol_in = sc.SolutionIn(name=v["solution_name"] or v["software_name"], kind=kind, components=comps)  # type: ignore[arg-type]
