@@ -376,7 +376,10 @@ def test_admin_api(psc_sandbox_factory: Any) -> None:
     psc = psc_sandbox_factory()
     admin = {"Authorization": f"Bearer {psc.admin_token}"}
     with psc.client("none") as http:
-        assert http.get(psc.url + "/sandbox/admin/identities").status_code == 401
+        r = http.get(psc.url + "/sandbox/admin/identities")
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+        r = http.post(psc.url + "/sandbox/admin/ciba/whatever/explode", headers=admin)
+        assert r.status_code == 404
         r = http.get(psc.url + "/sandbox/admin/identities", headers={"Authorization": "Bearer " + "x" * 30})
         assert r.status_code == 401
         idents = http.get(psc.url + "/sandbox/admin/identities", headers=admin).json()

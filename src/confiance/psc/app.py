@@ -387,6 +387,8 @@ class PscSandbox:
 
     async def ecps_decide(self, request: Request) -> Response:
         rid = request.path_params["rid"]
+        if request.path_params["action"] not in ("approve", "deny"):
+            return HTMLResponse(pages.error_page("action inconnue"), status_code=404)
         form = await self._form(request)
         if not hmac.compare_digest(form.get("csrf", ""), self._form_token("ecps:" + rid)):
             return HTMLResponse(pages.error_page("formulaire invalide (jeton anti-rejeu)"), status_code=400)
@@ -474,6 +476,8 @@ class PscSandbox:
 
     async def admin_ciba_decide(self, request: Request) -> Response:
         self._admin(request)
+        if request.path_params["action"] not in ("approve", "deny"):
+            raise OAuthError("invalid_request", "action inconnue (approve ou deny)", 404)
         approve = request.path_params["action"] == "approve"
         req = self.provider.ciba_decide(request.path_params["rid"], approve, self.clock())
         return _json({"auth_req_id": req.id, "decision": req.decision})
@@ -512,7 +516,10 @@ class PscSandbox:
                 except OAuthError as exc:
                     headers: dict[str, str] = {}
                     if exc.status == 401:
-                        scheme = "Bearer" if request.url.path.endswith(("/userinfo", "/admin")) else "Basic"
+                        path = request.url.path
+                        scheme = (
+                            "Bearer" if path.endswith("/userinfo") or path.startswith("/sandbox/admin") else "Basic"
+                        )
                         headers["WWW-Authenticate"] = f'{scheme} realm="{REALM}", error="{exc.error}"'
                     return oauth_error(exc.error, exc.description, exc.status, **headers)
                 except BodyTooLarge:
