@@ -404,3 +404,27 @@ def test_audit_detects_a_deleted_row(guichet: Guichet, guichet_service: GuichetS
     with guichet_service.db.engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM audit_log WHERE seq = 2"))
     assert not guichet_service.verify_audit().ok
+
+
+def test_renewal_replaces_the_habilitation_and_keeps_dependents(guichet: Guichet) -> None:
+    ed = guichet.company("Editeur Proxy")
+    proxy = guichet.solution(ed, "ProxyP", "proxy")
+    elp = guichet.habilitate(ed, "ELP", proxy)
+    host = guichet.company("Hébergeur")
+    osp = guichet.habilitate(host, "OSP", proxy)
+    new = guichet.habilitate(ed, "ELP", proxy, renews_habilitation_id=elp["id"])
+    habs = {h["id"]: h for h in guichet.admin.ok(guichet.admin.get("/api/habilitations"))}
+    assert habs[elp["id"]]["status"] == "renouvelee" and not habs[elp["id"]]["valid"]
+    assert habs[new["id"]]["valid"] and habs[osp["id"]]["relies_on"] == [new["id"]] and not habs[osp["id"]]["at_risk"]
+    other = guichet.company("Autre")
+    sol = guichet.solution(other, "Autre", "proxy")
+    r = guichet.candidature(other, "ELP", sol, renews_habilitation_id=new["id"])
+    assert r.status_code == 422  # one renews only one's own habilitation
+
+
+def test_validity_is_configurable(guichet: Guichet, guichet_service: GuichetService) -> None:
+    guichet_service.settings.validity_years = 1
+    co = guichet.company("Acme")
+    hab = guichet.habilitate(co, "ELP", guichet.solution(co, "PX", "proxy"))
+    granted, until = dt.datetime.fromisoformat(hab["granted_at"]), dt.datetime.fromisoformat(hab["valid_until"])
+    assert until.year - granted.year == 1

@@ -24,12 +24,35 @@ runner = CliRunner()
 def test_admin_commands(tmp_path: Path) -> None:
     cfg = tmp_path / "g.toml"
     cfg.write_text(f'data_dir = "{tmp_path / "data"}"\n')
-    r = runner.invoke(app, ["admin", "create-user", "-c", str(cfg), "--email", "a@ans.example", "--name", "A", "--role", "administrateur"])
+    r = runner.invoke(
+        app,
+        ["admin", "create-user", "-c", str(cfg), "--email", "a@ans.example", "--name", "A", "--role", "administrateur"],
+    )
     assert r.exit_code == 0, r.output
     assert "cgt_" in r.output
-    r = runner.invoke(app, ["admin", "create-user", "-c", str(cfg), "--email", "b@ans.example", "--name", "B", "--role", "pirate"])
+    r = runner.invoke(
+        app, ["admin", "create-user", "-c", str(cfg), "--email", "b@ans.example", "--name", "B", "--role", "pirate"]
+    )
     assert r.exit_code == 2 and "rôle inconnu" in r.output
-    r = runner.invoke(app, ["admin", "create-user", "-c", str(cfg), "--email", "m@x.example", "--name", "M", "--role", "mandataire", "--organisation", "X", "--siren", "123456789"])
+    r = runner.invoke(
+        app,
+        [
+            "admin",
+            "create-user",
+            "-c",
+            str(cfg),
+            "--email",
+            "m@x.example",
+            "--name",
+            "M",
+            "--role",
+            "mandataire",
+            "--organisation",
+            "X",
+            "--siren",
+            "123456789",
+        ],
+    )
     assert r.exit_code == 1 and "SIREN invalide" in r.output
     assert runner.invoke(app, ["demo", "-c", str(cfg)]).exit_code == 0
     r = runner.invoke(app, ["admin", "verify-audit", "-c", str(cfg)])
@@ -51,8 +74,14 @@ def test_launch_prepare_and_serve(tmp_path: Path, pki: Pki, server_cert: IssuedC
     ctx = LaunchContext(state_dir=tmp_path, pki=pki, server_cert=server_cert, ports=ports)
     launch = prepare(ctx)
     svc = ctx.endpoints["services"]["guichet"]
-    assert svc["url"] == f"http://127.0.0.1:{ports['guichet']}" and svc["trust_list"].endswith("/trust-list") and svc["jwks"].endswith("/trust-list/jwks")
-    proc = subprocess.Popen(launch.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ}, start_new_session=True)
+    assert (
+        svc["url"] == f"http://127.0.0.1:{ports['guichet']}"
+        and svc["trust_list"].endswith("/trust-list")
+        and svc["jwks"].endswith("/trust-list/jwks")
+    )
+    proc = subprocess.Popen(
+        launch.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ}, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -68,7 +97,9 @@ def test_launch_prepare_and_serve(tmp_path: Path, pki: Pki, server_cert: IssuedC
         claims = verify_jwt(token, httpx.get(svc["jwks"]).json(), issuer=svc["url"])
         assert claims["habilitations"] == []  # demo data has no granted habilitation yet
         assert httpx.get(svc["url"] + "/openapi.json").json()["info"]["title"] == "Guichet EDC PSC"
-        login = httpx.post(svc["url"] + "/api/auth/token", json={"email": "admin@ans.demo", "password": "demo-guichet-2025"})
+        login = httpx.post(
+            svc["url"] + "/api/auth/token", json={"email": "admin@ans.demo", "password": "demo-guichet-2025"}
+        )
         assert login.status_code == 200
     finally:
         proc.terminate()

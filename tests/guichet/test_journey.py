@@ -181,3 +181,27 @@ def test_trust_list_enforced_by_core_admission_rule(guichet: Guichet) -> None:
     assert granted.admitted and granted.habilitation_id == elp["id"]
     guichet.college.ok(guichet.college.post(f"/api/habilitations/{elp['id']}/withdraw", {"reason": "faille critique"}))
     assert not admit(claims(), x5t, "BAS").admitted
+
+
+def test_operator_production_certificate_enters_the_trust_list(guichet: Guichet) -> None:
+    from confiance.core.trustlist import admit
+
+    ed = guichet.company("Editeur Proxy")
+    proxy = guichet.solution(ed, "ProxyP", "proxy")
+    guichet.habilitate(ed, "ELP", proxy)
+    host = guichet.company("Hébergeur")
+    osp = guichet.habilitate(host, "OSP", proxy)
+    cid = osp["candidature_id"]
+    comp = proxy["components"][0]["id"]
+    r = host.post(f"/api/candidatures/{cid}/certificates", {"component_id": comp})
+    assert r.status_code == 422 and "pas encore atteinte" in r.json()["message"]  # parcours steps first
+    for step in ("isc_account", "psc_api_access", "authenticated_space", "tests", "production_connection"):
+        host.ok(host.post(f"/api/candidatures/{cid}/parcours/{step}"))
+    assert host.post(f"/api/candidatures/{cid}/parcours/production_certificate").status_code == 422  # platform step
+    cert = host.ok(host.post(f"/api/candidatures/{cid}/certificates", {"component_id": comp}), 201)
+    assert cert["environment"] == "production" and "PRIVATE KEY" in cert["key_pem"]
+    steps = {s["id"]: s["status"] for s in host.ok(host.get(f"/api/candidatures/{cid}/parcours"))}
+    assert steps["production_certificate"] == "fait" and steps["homologation_declaration"] == "fait"
+    claims = verify_jwt(guichet.http.get("/trust-list").text, guichet.http.get("/trust-list/jwks").json())
+    assert admit(claims, cert["x5t_s256"], "production").admitted
+    assert not admit(claims, cert["x5t_s256"], "BAS").admitted
