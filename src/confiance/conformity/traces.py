@@ -9,6 +9,7 @@ and absent on every other type.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -37,6 +38,12 @@ def field_problems(trace: Mapping[str, Any]) -> list[str]:
             problems.append(f"{ttype} : champ « {name} » absent")
     if parse_timestamp(trace.get("timestamp")) is None and _present(trace.get("timestamp")):
         problems.append(f"{ttype} : horodatage illisible {trace.get('timestamp')!r}")
+    ip = trace.get("ipAddress")
+    if _present(ip):
+        try:
+            ipaddress.ip_address(str(ip))
+        except ValueError:
+            problems.append(f"{ttype} : ipAddress n'est pas une adresse IP ({ip!r})")
     return problems
 
 
