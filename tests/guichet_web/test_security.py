@@ -210,3 +210,30 @@ def test_open_redirect_is_refused(site: Site, http: httpx.Client) -> None:
         data={"csrf": token, "email": site.accounts["college"], "password": PASSWORD, "next": "//evil.example/x"},
     )
     assert r.status_code == 303 and r.headers["location"] == "/"
+
+
+def test_evidence_files_are_served_inert_and_only_to_their_organisation(site: Site, browser) -> None:
+    from .factory import principal, solution
+
+    svc = site.service
+    a, ver = principal(svc, site.accounts["mandataire_a"]), principal(svc, site.accounts["verificateur"])
+    sol = solution(svc, a, "Proxy Fichiers", proxy=True)
+    c = svc.create_candidature(
+        a, sc.CandidatureIn(role=Role.ELP, solution_id=sol.id, software_name="Proxy Fichiers", software_version="1.0")
+    )
+    svc.submit_form(
+        a, c.id, sc.CommitmentsIn(respect_referentiels_cgu=True, exactitude_informations=True, acceptation_audits=True)
+    )
+    svc.validate_form(ver, c.id, sc.ActionIn())
+    sha = svc.upload_file(a, b"<script>alert(1)</script> configuration TLS\n", "text/plain").sha256
+    svc.deposit_evidence(a, c.id, sc.EvidenceIn(requirement_id="TLS-01", kind="document", file_sha256=sha))
+    url = f"{site.url}/candidatures/{c.id}/fichiers/{sha}"
+    owner = login(browser, site, "mandataire_a")
+    status, headers = owner.evaluate(
+        "async (u) => { const r = await fetch(u); return [r.status, Object.fromEntries(r.headers)]; }", url
+    )
+    assert status == 200
+    assert headers["content-type"].startswith("text/plain") and headers["x-content-type-options"] == "nosniff"
+    assert headers["content-disposition"].startswith("attachment") and "sandbox" in headers["content-security-policy"]
+    other = login(browser, site, "mandataire_b")
+    assert other.goto(url).status == 404
