@@ -428,3 +428,13 @@ def test_validity_is_configurable(guichet: Guichet, guichet_service: GuichetServ
     hab = guichet.habilitate(co, "ELP", guichet.solution(co, "PX", "proxy"))
     granted, until = dt.datetime.fromisoformat(hab["granted_at"]), dt.datetime.fromisoformat(hab["valid_until"])
     assert until.year - granted.year == 1
+
+
+def test_identical_files_from_two_companies(guichet: Guichet) -> None:
+    """Content addressing stores the bytes once; each uploading company may use them, others may not."""
+    a, b, c = guichet.company("A"), guichet.company("B"), guichet.company("C")
+    fa = a.ok(a.http.post("/api/files", content=PDF, headers={**a._h(), "Content-Type": "application/pdf"}), 201)
+    assert c.get(f"/api/files/{fa['sha256']}").status_code == 404
+    fb = b.ok(b.http.post("/api/files", content=PDF, headers={**b._h(), "Content-Type": "application/pdf"}), 201)
+    assert fa["sha256"] == fb["sha256"]
+    assert b.http.get(f"/api/files/{fb['sha256']}", headers=b._h()).content == PDF

@@ -166,6 +166,18 @@ class StoredFile(Base):
     uploaded_at: Mapped[dt.datetime]
 
 
+class FileGrant(Base):
+    """Which companies uploaded a file: identical bytes are stored once, but each company that
+    uploaded them may use them (and only those companies)."""
+
+    __tablename__ = "file_grants"
+    __table_args__ = (UniqueConstraint("sha256", "organisation_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(ForeignKey("files.sha256"))
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"))
+    granted_at: Mapped[dt.datetime]
+
+
 class Evidence(Base):
     __tablename__ = "evidence"
     id: Mapped[int] = mapped_column(primary_key=True)

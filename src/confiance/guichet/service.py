@@ -42,6 +42,7 @@ from .db import (
     Component,
     Database,
     Evidence,
+    FileGrant,
     Habilitation,
     Notification,
     Organisation,
@@ -1267,18 +1268,28 @@ class GuichetService:
                     uploaded_at=self.clock(),
                 )
                 s.add(row)
+                s.flush()
                 self._audit(
                     s, actor, "fichier.deposer", f"fichier:{digest}", after={"size": len(data), "content_type": ctype}
                 )
+            if actor.organisation_id is not None and not self._file_granted(s, digest, actor.organisation_id):
+                s.add(FileGrant(sha256=digest, organisation_id=actor.organisation_id, granted_at=self.clock()))
             return sc.FileOut(sha256=digest, size=row.size, content_type=row.content_type)
 
         return self._run(op)
+
+    @staticmethod
+    def _file_granted(s: Session, sha256: str, org_id: int | None) -> bool:
+        if org_id is None:
+            return False
+        q = select(FileGrant.id).where(FileGrant.sha256 == sha256, FileGrant.organisation_id == org_id)
+        return s.scalar(q) is not None
 
     def read_file(self, actor: Principal, sha256: str) -> tuple[bytes, str]:
         def op(s: Session) -> tuple[bytes, str]:
             self._require_validated(actor)
             row = s.get(StoredFile, sha256)
-            if row is None or (not actor.is_ans and row.organisation_id != actor.organisation_id):
+            if row is None or (not actor.is_ans and not self._file_granted(s, sha256, actor.organisation_id)):
                 raise _not_found("fichier")
             return self.files.get(sha256), row.content_type
 
@@ -1337,7 +1348,7 @@ class GuichetService:
                 )
             if data.file_sha256 is not None:
                 f = s.get(StoredFile, data.file_sha256)
-                if f is None or f.organisation_id != c.organisation_id:
+                if f is None or not self._file_granted(s, f.sha256, c.organisation_id):
                     raise DomainError("fichier_inconnu", "fichier inconnu : déposez-le d'abord (POST /files)")
             checks, payload = self._check_evidence(s, c, req, data)
             # a new deposit supersedes the previous ones for the same requirement and kind
