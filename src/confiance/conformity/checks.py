@@ -560,6 +560,8 @@ def check_trace_api_request(c: Campaign, ev: Evidence) -> None:
 
 def check_trace_dn(c: Campaign, ev: Evidence) -> None:
     expected = c.cfg.expected_dn
+    if expected is None and c.cfg.client_uses_secret:
+        raise NotApplicable("client authentifié par secret auprès de PSC : pas de certificat, pas de dn")
     if expected is None:
         raise Unverifiable("certificat du clientId inconnu (--client-cert ou endpoints.json) : client mTLS ?")
     _s, mine, _f = _mine(c, ev)

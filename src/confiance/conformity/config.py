@@ -23,6 +23,7 @@ class RunConfig:
     ca_bundle: Path | None = None
     proxy_identity: ClientIdentity | None = None  # TLS identity the tool presents to the proxy
     client_cert: Path | None = None  # public certificate the proxy holds for client_id (mTLS)
+    client_uses_secret: bool = False  # the LPS authenticates to PSC with a secret: traces carry no dn
     web_client_id: str | None = None  # client used for the authorization-code flow (default client_id)
     unknown_client_id: str = "client-inconnu-conformite"
     unknown_national_id: str = "899999999999"  # not a sandbox identity (fictitious range, never seeded)
@@ -92,6 +93,7 @@ def from_endpoints(endpoints: dict[str, Any], **overrides: Any) -> RunConfig:
         "never_national_id": others[1] if len(others) > 1 else None,
         "ca_bundle": Path(endpoints["ca_bundle"]) if endpoints.get("ca_bundle") else None,
         "client_cert": Path(client["cert"]) if client.get("cert") else None,
+        "client_uses_secret": client.get("auth") in ("client_secret", "secret") and not client.get("cert"),
         "psc_url": psc_url,
         "psc_admin_token": psc.get("admin_token"),
         "api_jwks_url": jwks if isinstance(jwks, str) else None,
