@@ -314,3 +314,47 @@ def test_memory_is_purged(provider: Provider, clock: Clock) -> None:
     clock.advance(5 * 3600 + 601)
     assert provider.store.purge(clock()) > 0
     assert provider.store.sessions() == []
+
+
+def test_forged_refresh_tokens(provider: Provider, clock: Clock) -> None:
+    t = ciba_tokens(provider, clock)
+    gid, gen, mac = t["refresh_token"].split(".")
+    forged = [
+        f"{gid}.{int(gen) + 1}.{mac}",  # next generation, old MAC
+        f"{gid}.{gen}.{mac[:-2]}AA",  # altered MAC
+        f"{gid}x.{gen}.{mac}",  # other grant id
+        f"{gid}.-1.{mac}",
+        f"{gid}.{gen}",
+        "." * 3,
+        "a" * 300,
+    ]
+    for token in forged:
+        with pytest.raises(OAuthError) as exc:
+            provider.token(client(provider), {"grant_type": "refresh_token", "refresh_token": token}, clock())
+        assert exc.value.error == "invalid_grant", token
+        assert provider.introspect(client(provider), token, "refresh_token", clock()) == {"active": False}
+    # none of the forgeries counted as a replay: the real token still works
+    assert provider.token(
+        client(provider), {"grant_type": "refresh_token", "refresh_token": t["refresh_token"]}, clock()
+    )
+
+
+def test_rotation_keeps_memory_flat(provider: Provider, clock: Clock) -> None:
+    t = ciba_tokens(provider, clock)
+    store: Any = provider.store
+    before = (len(store._grants), len(store._sessions), len(store._expiry))
+    for _ in range(200):
+        t = provider.token(
+            client(provider), {"grant_type": "refresh_token", "refresh_token": t["refresh_token"]}, clock()
+        )
+    assert (len(store._grants), len(store._sessions), len(store._expiry)) == before
+
+
+def test_revoked_access_token_record_expires(provider: Provider, clock: Clock) -> None:
+    t = ciba_tokens(provider, clock)
+    provider.revoke(client(provider), t["access_token"], clock())
+    store: Any = provider.store
+    assert len(store._revoked_jti) == 1
+    clock.advance(121 + store.grace)
+    store.purge(clock())
+    assert len(store._revoked_jti) == 0

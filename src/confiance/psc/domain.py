@@ -23,7 +23,7 @@ from urllib.parse import unquote
 
 from .config import EcpsPolicy, Lifetimes
 from .identities import Identity
-from .store import AccessToken, AuthCode, CibaRequest, Grant, LoginTransaction, RefreshToken, Session, Store
+from .store import AuthCode, CibaRequest, Grant, LoginTransaction, Session, Store
 from .tokens import JwtSigner, TokenError, at_hash
 
 CIBA_GRANT = "urn:openid:params:grant-type:ciba"
@@ -131,6 +131,8 @@ class Provider:
     identities: dict[str, Identity] = field(default_factory=dict)
     ecps_overrides: dict[str, EcpsPolicy] = field(default_factory=dict)
     on_change: Callable[[], None] | None = None  # persistence hook for admin additions
+    # Keys the MAC of refresh tokens: ``<grant id>.<generation>.<mac>`` needs no record per token.
+    refresh_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     _claims_cache: dict[str, dict[str, Any]] = field(default_factory=dict)
     _ops: int = 0
 
@@ -453,19 +455,19 @@ class Provider:
         value = params.get("refresh_token")
         if not value:
             raise OAuthError("invalid_request", "refresh_token obligatoire")
-        rt = self.store.refresh(value)
-        if rt is None:
+        parsed = self._parse_refresh(value)
+        if parsed is None or parsed[0].client_id != client.client_id:
             raise OAuthError("invalid_grant", "jeton de rafraîchissement invalide")
-        grant = self.store.grant(rt.grant_id)
-        if grant is None or grant.client_id != client.client_id:
-            raise OAuthError("invalid_grant", "jeton de rafraîchissement invalide")
-        if rt.used:
-            # Rotation: a second use means the token leaked; the whole family goes.
+        grant, gen = parsed
+        if gen < grant.refresh_gen:
+            # Rotation: an older generation means the token leaked; the whole family goes.
             self._revoke_grant(grant.id)
             raise OAuthError("invalid_grant", "jeton de rafraîchissement déjà utilisé : famille révoquée")
         if grant.revoked:
             raise OAuthError("invalid_grant", "jeton de rafraîchissement révoqué")
-        if now >= rt.expires_at:
+        if gen != grant.refresh_gen:
+            raise OAuthError("invalid_grant", "jeton de rafraîchissement invalide")
+        if now >= grant.refresh_expires_at:
             raise OAuthError("invalid_grant", "jeton de rafraîchissement expiré")
         session = self.store.session(grant.session_id)
         if not self.session_active(session, now):
@@ -475,8 +477,6 @@ class Provider:
             asked = self._scopes(params["scope"])
             if not asked <= set(grant.scope.split()):
                 raise OAuthError("invalid_scope", "scope plus large que celui accordé")
-        rt.used = True
-        self.store.put_refresh(rt)
         session.last_seen = now
         self.store.put_session(session)
         return self._issue(client, grant, session, now, auth_code_flow=False)
@@ -516,13 +516,41 @@ class Provider:
             g.revoked = True
             self.store.put_grant(g)
 
+    def _refresh_mac(self, grant_id: str, gen: int) -> str:
+        digest = hmac.new(self.refresh_key, f"{grant_id}.{gen}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest[:24]).decode()
+
+    def _parse_refresh(self, token: str) -> tuple[Grant, int] | None:
+        """The grant and generation of an authentic refresh token (any generation), else None."""
+        if len(token) > 200:
+            return None
+        gid, _, rest = token.partition(".")
+        gen_s, _, mac = rest.partition(".")
+        if not gid or not gen_s.isdigit() or len(gen_s) > 9 or not mac:
+            return None
+        gen = int(gen_s)
+        if not hmac.compare_digest(mac.encode(), self._refresh_mac(gid, gen).encode()):
+            return None
+        grant = self.store.grant(gid)
+        return (grant, gen) if grant is not None else None
+
+    def _live_refresh(self, token: str, now: float) -> Grant | None:
+        """The grant of a current, unexpired refresh token whose family and session are live."""
+        parsed = self._parse_refresh(token)
+        if parsed is None:
+            return None
+        grant, gen = parsed
+        if grant.revoked or gen != grant.refresh_gen or now >= grant.refresh_expires_at:
+            return None
+        return grant if self.session_active(self.store.session(grant.session_id), now) else None
+
     def _issue(self, client: Client, grant: Grant, session: Session, now: float, *, auth_code_flow: bool) -> dict:
         lt = self.lifetimes
         iat = int(now)
         session_end = min(session.auth_time + lt.session_absolute, now + lt.session_idle)
         access_exp = min(now + lt.access_token, session_end)
         refresh_exp = min(now + lt.refresh_token, session_end)
-        jti = _uuid_like()
+        jti = f"{grant.id}.{_uuid_like()}"  # the grant id lets introspection find the family
         ident_claims = self.claims_of(grant.national_id)
         access_claims = {
             "exp": int(access_exp),
@@ -541,16 +569,17 @@ class Provider:
             "preferred_username": grant.national_id,
         }
         access = self.signer.sign(access_claims, client.access_token_alg or self.signing_alg)
-        self.store.put_access(AccessToken(jti=jti, grant_id=grant.id, expires_at=access_exp))
-        refresh = RefreshToken(
-            token=secrets.token_urlsafe(32), grant_id=grant.id, issued_at=now, expires_at=refresh_exp
-        )
-        self.store.put_refresh(refresh)
+        # Rotation: bump the family's generation; the previous refresh token becomes a replay.
+        grant.refresh_gen += 1
+        grant.refresh_issued_at = now
+        grant.refresh_expires_at = refresh_exp
+        self.store.put_grant(grant)
+        refresh = f"{grant.id}.{grant.refresh_gen}.{self._refresh_mac(grant.id, grant.refresh_gen)}"
         out: dict[str, Any] = {
             "access_token": access,
             "expires_in": max(0, int(access_exp - now)),
             "refresh_expires_in": max(0, int(refresh_exp - now)),
-            "refresh_token": refresh.token,
+            "refresh_token": refresh,
             "token_type": "Bearer",
             "not-before-policy": 0,
             "session_state": session.id,
@@ -589,10 +618,10 @@ class Provider:
             return None
         if claims.get("typ") != "Bearer" or not isinstance(claims.get("jti"), str):
             return None
-        rec = self.store.access(claims["jti"])
-        if rec is None or rec.revoked:
+        jti: str = claims["jti"]
+        if self.store.jti_revoked(jti):
             return None
-        grant = self.store.grant(rec.grant_id)
+        grant = self.store.grant(jti.partition(".")[0])
         if grant is None or grant.revoked:
             return None
         session = self.store.session(grant.session_id)
@@ -638,58 +667,51 @@ class Provider:
         return out
 
     def _introspect_refresh(self, token: str, now: float) -> dict[str, Any] | None:
-        rt = self.store.refresh(token)
-        if rt is None or rt.used or now >= rt.expires_at:
+        grant = self._live_refresh(token, now)
+        if grant is None:
             return None
-        grant = self.store.grant(rt.grant_id)
-        if grant is None or grant.revoked:
-            return None
-        session = self.store.session(grant.session_id)
-        if not self.session_active(session, now):
-            return None
-        assert session is not None
         return {
             "active": True,
-            "exp": int(rt.expires_at),
-            "iat": int(rt.issued_at),
+            "exp": int(grant.refresh_expires_at),
+            "iat": int(grant.refresh_issued_at),
             "iss": self.issuer,
             "sub": self.claims_of(grant.national_id)["sub"],
             "typ": "Refresh",
             "azp": grant.client_id,
             "client_id": grant.client_id,
             "scope": grant.scope,
-            "session_state": session.id,
-            "sid": session.id,
+            "session_state": grant.session_id,
+            "sid": grant.session_id,
         }
 
     def revoke(self, client: Client, token: str | None, now: float) -> None:
-        """RFC 7009: unknown/invalid tokens succeed silently; revoking a refresh token or an
-        access token ends its whole grant (§2.1 allows it; a leaked token is a leaked grant)."""
+        """RFC 7009: unknown/invalid tokens succeed silently. Revoking a refresh token ends
+        its whole grant (§2.1 allows it: a leaked refresh token is a leaked grant); revoking
+        an access token ends that token only."""
         if not token:
             raise OAuthError("invalid_request", "paramètre token obligatoire")
         if len(token) > MAX_PARAM:
             return
-        rt = self.store.refresh(token)
-        if rt is not None:
-            grant = self.store.grant(rt.grant_id)
-            if grant is not None:
-                if grant.client_id != client.client_id:
-                    raise OAuthError("unauthorized_client", "jeton émis pour un autre client")
-                self._revoke_grant(grant.id)
+        parsed = self._parse_refresh(token)
+        if parsed is not None:
+            if parsed[0].client_id != client.client_id:
+                raise OAuthError("unauthorized_client", "jeton émis pour un autre client")
+            self._revoke_grant(parsed[0].id)
             return
         if token.count(".") == 2:
             try:
                 claims = self.signer.verify_ignoring_expiry(token, self.issuer)
             except TokenError:
                 return
-            rec = self.store.access(str(claims.get("jti")))
-            if rec is None:
+            jti = claims.get("jti")
+            if claims.get("typ") != "Bearer" or not isinstance(jti, str):
                 return
-            grant = self.store.grant(rec.grant_id)
-            if grant is not None and grant.client_id != client.client_id:
+            grant = self.store.grant(jti.partition(".")[0])
+            if grant is None:
+                return
+            if grant.client_id != client.client_id:
                 raise OAuthError("unauthorized_client", "jeton émis pour un autre client")
-            rec.revoked = True
-            self.store.put_access(rec)
+            self.store.revoke_jti(jti, float(claims.get("exp", now + self.lifetimes.access_token)))
 
     def userinfo(self, token: str | None, now: float) -> tuple[dict[str, Any], Client | None]:
         if not token:
@@ -725,8 +747,8 @@ class Provider:
 
     def logout_by_refresh(self, client: Client, refresh_token: str | None) -> None:
         """Keycloak's back-channel logout (POST with client auth + refresh_token), used by adapters."""
-        rt = self.store.refresh(refresh_token or "")
-        grant = self.store.grant(rt.grant_id) if rt else None
+        parsed = self._parse_refresh(refresh_token or "")
+        grant = parsed[0] if parsed else None
         if grant is None or grant.client_id != client.client_id:
             raise OAuthError("invalid_grant", "jeton de rafraîchissement invalide")
         self.end_session(grant.session_id)

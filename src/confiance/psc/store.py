@@ -39,23 +39,11 @@ class Grant:
     drop_at: float
     nonce: str | None = None
     revoked: bool = False
-
-
-@dataclass(slots=True)
-class RefreshToken:
-    token: str
-    grant_id: str
-    issued_at: float
-    expires_at: float
-    used: bool = False
-
-
-@dataclass(slots=True)
-class AccessToken:
-    jti: str
-    grant_id: str
-    expires_at: float
-    revoked: bool = False
+    # Refresh rotation: only the current generation's token is valid; an older one is a
+    # replay. One counter per family instead of one record per refresh token issued.
+    refresh_gen: int = 0
+    refresh_issued_at: float = 0.0
+    refresh_expires_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -114,10 +102,8 @@ class Store(Protocol):
     def sessions(self) -> list[Session]: ...
     def put_grant(self, g: Grant) -> None: ...
     def grant(self, gid: str) -> Grant | None: ...
-    def put_refresh(self, r: RefreshToken) -> None: ...
-    def refresh(self, token: str) -> RefreshToken | None: ...
-    def put_access(self, a: AccessToken) -> None: ...
-    def access(self, jti: str) -> AccessToken | None: ...
+    def revoke_jti(self, jti: str, expires_at: float) -> None: ...
+    def jti_revoked(self, jti: str) -> bool: ...
     def put_ciba(self, c: CibaRequest) -> None: ...
     def ciba(self, rid: str) -> CibaRequest | None: ...
     def ciba_requests(self) -> list[CibaRequest]: ...
@@ -134,8 +120,7 @@ class MemoryStore:
 
     _sessions: dict[str, Session] = field(default_factory=dict)
     _grants: dict[str, Grant] = field(default_factory=dict)
-    _refresh: dict[str, RefreshToken] = field(default_factory=dict)
-    _access: dict[str, AccessToken] = field(default_factory=dict)
+    _revoked_jti: dict[str, float] = field(default_factory=dict)
     _ciba: dict[str, CibaRequest] = field(default_factory=dict)
     _codes: dict[str, AuthCode] = field(default_factory=dict)
     _logins: dict[str, LoginTransaction] = field(default_factory=dict)
@@ -166,21 +151,13 @@ class MemoryStore:
     def grant(self, gid: str) -> Grant | None:
         return self._grants.get(gid)
 
-    def put_refresh(self, r: RefreshToken) -> None:
-        if r.token not in self._refresh:
-            self._track(r.expires_at, "refresh", r.token)
-        self._refresh[r.token] = r
+    def revoke_jti(self, jti: str, expires_at: float) -> None:
+        if jti not in self._revoked_jti:
+            self._track(expires_at, "jti", jti)
+        self._revoked_jti[jti] = expires_at
 
-    def refresh(self, token: str) -> RefreshToken | None:
-        return self._refresh.get(token)
-
-    def put_access(self, a: AccessToken) -> None:
-        if a.jti not in self._access:
-            self._track(a.expires_at, "access", a.jti)
-        self._access[a.jti] = a
-
-    def access(self, jti: str) -> AccessToken | None:
-        return self._access.get(jti)
+    def jti_revoked(self, jti: str) -> bool:
+        return jti in self._revoked_jti
 
     def put_ciba(self, c: CibaRequest) -> None:
         if c.id not in self._ciba:
@@ -213,8 +190,7 @@ class MemoryStore:
         """Forget expired records (sessions/grants go once nothing can reference them)."""
         n = 0
         tables: dict[str, dict] = {
-            "refresh": self._refresh,
-            "access": self._access,
+            "jti": self._revoked_jti,
             "ciba": self._ciba,
             "code": self._codes,
             "login": self._logins,
