@@ -29,6 +29,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -109,6 +110,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sessions", type=int, default=10_000)
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     for tool in ("nginx", "wrk", "hey"):
         if shutil.which(tool) is None:
@@ -147,6 +149,23 @@ def main() -> int:
         )
         for conf in (up_conf, relay_conf):
             procs.append(subprocess.Popen(["nginx", "-c", str(conf), "-p", str(conf.parent)], start_new_session=True))
+        bare_port = free_port()
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(ROOT / "bench/proxy/bare_relay.py"),
+                    str(bare_port),
+                    f"https://127.0.0.1:{up_port}",
+                    server_cert.cert_path,
+                    server_cert.key_path,
+                    str(pki.ca_bundle),
+                    lps["cert"],
+                    lps["key"],
+                ],
+                start_new_session=True,
+            )
+        )
         api_as = ctx.endpoints["services"]["api_as"]
         dmp = ctx.endpoints["services"]["dmp"]
         proxy_cfg = {
@@ -194,20 +213,37 @@ def main() -> int:
                 "api_token": len(warm.request.headers.get("authorization", "")) or 1000,
             }
         cookie = f"Cookie: proxy_session_id={sid}"
+        wait_http(f"https://127.0.0.1:{bare_port}/send/bench/", pki.ca_bundle)
         targets = {
             "direct": (f"https://127.0.0.1:{up_port}/hello", []),
             "nginx": (f"https://127.0.0.1:{relay_port}/send/bench/hello", []),
+            "bare_python_relay": (f"https://127.0.0.1:{bare_port}/send/bench/hello", []),
             "proxy": (f"{proxy_url}/send/bench/hello", [cookie]),
         }
-        results: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "saturation": {}, "latency_1000rps": {}}
-        for name, (url, headers) in targets.items():
+        results: dict[str, Any] = {
+            "machine": {"cores": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
+            "settings": vars(args),
+            "rounds": [],
+            "saturation": {},
+            "latency_1000rps": {},
+        }
+        for _name, (url, headers) in targets.items():
             wrk(url, 2, args.connections, args.threads, headers)  # warm-up (pools, TLS sessions)
-            results["saturation"][name] = wrk(url, args.duration, args.connections, args.threads, headers)
-            print(name, "saturation", results["saturation"][name], flush=True)
+        # Interleaved rounds: the machine is shared, so each round measures every target
+        # back to back and the ratios are taken per round (then the median).
+        for r in range(args.rounds):
+            rnd = {
+                name: wrk(url, args.duration, args.connections, args.threads, h) for name, (url, h) in targets.items()
+            }
+            results["rounds"].append(rnd)
+            print(f"round {r + 1}", {k: v["rps"] for k, v in rnd.items()}, flush=True)
+        for name in targets:
+            results["saturation"][name] = {"rps_median": statistics.median(x[name]["rps"] for x in results["rounds"])}
         if not args.skip_latency:
-            for name, (url, headers) in targets.items():
-                results["latency_1000rps"][name] = hey(url, args.duration, headers)
-                print(name, "1000 req/s", results["latency_1000rps"][name], flush=True)
+            for r in range(args.rounds):
+                for name, (url, headers) in targets.items():
+                    results["latency_1000rps"].setdefault(name, []).append(hey(url, args.duration, headers))
+                print(f"latency round {r + 1}", {k: v[-1]["p99_ms"] for k, v in results["latency_1000rps"].items()})
         mem = subprocess.run(
             [sys.executable, str(ROOT / "bench/proxy/memory.py"), str(cfg_path), json.dumps(sizes), str(args.sessions)],
             capture_output=True,
@@ -215,15 +251,26 @@ def main() -> int:
             check=True,
         )
         results["memory"] = json.loads(mem.stdout.strip().splitlines()[-1])
-        sat = results["saturation"]
+        rounds = results["rounds"]
+
+        def ratio(a: str, b: str) -> float:
+            return round(statistics.median(x[a]["rps"] / x[b]["rps"] for x in rounds), 3)
+
         results["ratios"] = {
-            "proxy_vs_nginx_throughput": round(sat["proxy"]["rps"] / sat["nginx"]["rps"], 3),
-            "proxy_vs_direct_throughput": round(sat["proxy"]["rps"] / sat["direct"]["rps"], 3),
+            "proxy_vs_nginx_throughput": ratio("proxy", "nginx"),
+            "proxy_vs_bare_python_relay_throughput": ratio("proxy", "bare_python_relay"),
+            "bare_python_relay_vs_nginx_throughput": ratio("bare_python_relay", "nginx"),
+            "proxy_vs_direct_throughput": ratio("proxy", "direct"),
         }
         lat = results["latency_1000rps"]
         if lat:
-            results["ratios"]["p99_added_ms_proxy"] = round(lat["proxy"]["p99_ms"] - lat["direct"]["p99_ms"], 2)
-            results["ratios"]["p99_added_ms_nginx"] = round(lat["nginx"]["p99_ms"] - lat["direct"]["p99_ms"], 2)
+            for name in ("proxy", "nginx", "bare_python_relay"):
+                added = [a["p99_ms"] - d["p99_ms"] for a, d in zip(lat[name], lat["direct"], strict=True)]
+                results["ratios"][f"p99_added_ms_{name}_median"] = round(statistics.median(added), 2)
+                results["ratios"][f"p50_added_ms_{name}_median"] = round(
+                    statistics.median(a["p50_ms"] - d["p50_ms"] for a, d in zip(lat[name], lat["direct"], strict=True)),
+                    2,
+                )
         print(json.dumps(results, indent=2))
         (ROOT / "bench" / "proxy" / "last-results.json").write_text(json.dumps(results, indent=2) + "\n")
         return 0
