@@ -67,7 +67,7 @@ def test_malformed_requests_get_oauth_json_never_500(api_services: ApiHandle, ps
             assert r.json()["error_description"]
             assert r.headers["cache-control"] == "no-store"
         r = http.get(url)
-        assert r.status_code == 405 and r.json()["error"] == "invalid_request"
+        assert r.status_code == 405 and r.json()["error"] == "invalid_request" and "POST" in r.headers["allow"]
         r = http.get(api_services.as_url + "/nowhere")
         assert r.status_code == 404 and "error" in r.json()
 

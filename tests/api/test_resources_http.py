@@ -190,3 +190,26 @@ def test_access_log_chain_and_cli(api_services_factory, psc_sandbox: PscHandle, 
     log_path.write_text("\n".join(lines) + "\n")
     result = runner.invoke(api_cli, ["log", "verify", str(log_path)])
     assert result.exit_code == 1 and "altéré" in result.output
+
+
+def test_hostile_tokens_and_bodies_never_500(api_services: ApiHandle, session: dict) -> None:
+    tok = api_services.exchange(session["access_token"], scope="signsessiondata").json()["access_token"]
+    url = api_services.services["signsessiondata"]["url"] + "/signsessiondata"
+    h, p, _s = tok.split(".")
+    tokens = [".", "..", "a.b.c", "€.€.€", "!!.!!.!!", f"{h}.{p}", f"{h}.{p}.{p}", "x" * 20000, h + ".e30.", tok + "x"]
+    with api_services.client(api_services.proxy_cert) as http:
+        for t in tokens:
+            r = http.post(url, json={}, headers={"Authorization": ("Bearer " + t).encode("utf-8")})
+            assert r.status_code in (400, 401, 431), (t[:30], r.status_code, r.text[:200])
+        for body in (b"\xff\xfe", b'{"nationalId": {"$gt": ""}}', b"1e99999", json.dumps([1] * 1000).encode()):
+            r = http.post(
+                url, content=body, headers={"Authorization": f"Bearer {tok}", "Content-Type": "application/json"}
+            )
+            assert r.status_code == 400, (body[:20], r.status_code)
+        for params in ({"patient.identifier": "|"}, {"patient.identifier": "é|€"}, {"patient": "x" * 5000}):
+            r = http.get(
+                api_services.services["dmp"]["url"] + "/fhir/DocumentReference",
+                params=params,
+                headers={"Authorization": f"Bearer {tok}"},
+            )
+            assert r.status_code in (400, 401), r.status_code

@@ -84,8 +84,8 @@ class AuthorizationServerApp:
         return oauth_error("invalid_request", "ressource inconnue", 404)
 
     @staticmethod
-    async def _not_allowed(_request: Request, _exc: Exception) -> Response:
-        return oauth_error("invalid_request", "méthode non autorisée", 405)
+    async def _not_allowed(_request: Request, exc: Exception) -> Response:
+        return oauth_error("invalid_request", "méthode non autorisée", 405, **(getattr(exc, "headers", None) or {}))
 
     async def _read(self, request: Request) -> tuple[dict[str, list[str]], Caller]:
         length = request.headers.get("content-length")

@@ -92,16 +92,23 @@ class ResourceServerApp:
                 Route("/insi/rechercher", self.insi_search, methods=["POST"]),
                 Route("/dmp/fhir/DocumentReference", self.dmp_search, methods=["GET"]),
             ],
-            exception_handlers={404: self._not_found, 405: self._not_allowed},
+            exception_handlers={404: self._not_found, 405: self._not_allowed, Exception: self._crash},
         )
+
+    @staticmethod
+    async def _crash(request: Request, _exc: Exception) -> Response:
+        log.exception("unexpected error on %s", request.scope.get("path"))
+        return _bad_request("server_error", "erreur interne du service", 500)
 
     @staticmethod
     async def _not_found(_request: Request, _exc: Exception) -> Response:
         return _bad_request("not_found", "ressource inconnue", 404)
 
     @staticmethod
-    async def _not_allowed(_request: Request, _exc: Exception) -> Response:
-        return _bad_request("method_not_allowed", "méthode non autorisée", 405)
+    async def _not_allowed(_request: Request, exc: Exception) -> Response:
+        resp = _bad_request("method_not_allowed", "méthode non autorisée", 405)
+        resp.headers.update(getattr(exc, "headers", None) or {})  # keeps Allow (RFC 9110 §15.5.6)
+        return resp
 
     # ------------------------------------------------------------------ authorization
     def authorize(self, request: Request, service: Service) -> tuple[dict[str, Any], CallerCert]:
