@@ -154,6 +154,13 @@ def test_authorize_request_validation(psc_sandbox: PscHandle) -> None:
         assert r.status_code == 302
         q = parse_qs(urlsplit(r.headers["location"]).query)
         assert q["error"] == ["invalid_request"] and q["state"] == ["xyz"]
+        # login_hint preselects the identity on the page
+        hint = psc_sandbox.identities[4]["national_id"]
+        r = http.get(
+            psc_sandbox.authorization_endpoint,
+            params={**base, "code_challenge": "a" * 43, "code_challenge_method": "S256", "login_hint": hint},
+        )
+        assert r.status_code == 200 and f"value='{hint}' selected" in r.text
         # plain PKCE refused
         r = http.get(
             psc_sandbox.authorization_endpoint,

@@ -357,7 +357,7 @@ class PscSandbox:
                 return HTMLResponse(pages.error_page(exc.description), status_code=400)
             idents = sorted(self.provider.identities.values(), key=lambda i: (i.family_name, i.given_name))
             return HTMLResponse(
-                pages.login_page(client, tx.id, idents, self._form_token(tx.id)),
+                pages.login_page(client, tx.id, idents, self._form_token(tx.id), params.get("login_hint")),
                 headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"},
             )
         form = await self._form(request)

@@ -38,9 +38,11 @@ def _profession(ident: Identity) -> str:
     return ", ".join(PROFESSIONS.get(c, c) for c in codes)
 
 
-def login_page(client: Any, tx_id: str, identities: Iterable[Identity], csrf: str) -> str:
+def login_page(client: Any, tx_id: str, identities: Iterable[Identity], csrf: str, hint: str | None = None) -> str:
+    """``hint`` (the request's ``login_hint``) preselects that identity, as a card reader would."""
     options = "".join(
-        f"<option value='{escape(i.national_id)}'>{escape(i.family_name)} {escape(i.given_name)} — "
+        f"<option value='{escape(i.national_id)}'{' selected' if i.national_id == hint else ''}>"
+        f"{escape(i.family_name)} {escape(i.given_name)} — "
         f"{escape(_profession(i))} ({escape(i.national_id)})</option>"
         for i in identities
     )
