@@ -43,3 +43,10 @@ def test_signsessiondata_against_ans_openapi(case, api_services: ApiHandle, api_
     # Schema-valid bodies naming another professional or session are refused with 400 by
     # design, so "positive data acceptance" does not apply; everything else does.
     case.validate_response(response, excluded_checks=[positive_data_acceptance])
+
+
+def test_spec_served_pointing_at_this_server(api_services: ApiHandle) -> None:
+    with api_services.client(api_services.proxy_cert) as http:
+        spec = http.get(api_services.rs_url + "/openapi.json").json()
+    assert spec["servers"][0]["url"] == api_services.services["signsessiondata"]["url"]
+    assert "/signsessiondata" in spec["paths"] and spec["info"]["license"]["name"] == "MIT license"

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("confiance.api.rs")
 FHIR_JSON = "application/fhir+json"
+OPENAPI_FILE = Path(__file__).with_name("ans-api-psc-conformite.openapi.json")
 
 
 class VerifiedTokens:
@@ -88,6 +90,7 @@ class ResourceServerApp:
                 Route("/health", self.health),
                 Route("/hello", self.hello),
                 Route("/.well-known/jwks.json", self.jwks),
+                Route("/openapi.json", self.openapi),
                 Route("/signsessiondata", self.signsessiondata, methods=["POST"]),
                 Route("/insi/rechercher", self.insi_search, methods=["POST"]),
                 Route("/dmp/fhir/DocumentReference", self.dmp_search, methods=["GET"]),
@@ -222,6 +225,17 @@ class ResourceServerApp:
     async def jwks(self, _request: Request) -> Response:
         """Keys that verify the ``signature`` of signsessiondata answers."""
         return JSONResponse(self.rt.rs_keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+    async def openapi(self, _request: Request) -> Response:
+        """ANS's OpenAPI of the conformity API (MIT licence), pointed at this server."""
+        spec = json.loads(OPENAPI_FILE.read_text(encoding="utf-8"))
+        server = [{"url": self.rt.service("signsessiondata").url, "description": "Confiance (bac à sable local)"}]
+        spec["servers"] = server
+        for item in spec.get("paths", {}).values():
+            for op in item.values():
+                if isinstance(op, dict) and "servers" in op:
+                    op["servers"] = server
+        return JSONResponse(spec)
 
     async def signsessiondata(self, request: Request) -> Response:
         claims, denied = await self._authorized(request, "signsessiondata")
