@@ -31,6 +31,7 @@ def err(exc: pytest.ExceptionInfo[OAuthError]) -> tuple[str, int]:
         ({"binding_message": "123"}, "invalid_binding_message"),
         ({"binding_message": "a1"}, "invalid_binding_message"),
         ({"binding_message": ""}, "invalid_binding_message"),
+        ({"binding_message": "42\n"}, "invalid_binding_message"),
         ({"login_hint": "899999999999"}, "unknown_user_id"),
         ({"login_hint": ""}, "invalid_request"),
         ({"channel": "SMS"}, "invalid_request"),

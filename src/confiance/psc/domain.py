@@ -252,7 +252,7 @@ class Provider:
         if hint not in self.identities:
             raise OAuthError("unknown_user_id", "identifiant national inconnu")
         binding = params.get("binding_message")
-        if binding is None or not BINDING_RE.match(binding):
+        if binding is None or not BINDING_RE.fullmatch(binding):
             raise OAuthError("invalid_binding_message", "binding_message doit être composé de deux chiffres (00 à 99)")
         channel = params.get("channel", "CARD")
         if channel not in CHANNELS:
@@ -372,7 +372,7 @@ class Provider:
         challenge = params.get("code_challenge")
         if not challenge or params.get("code_challenge_method") != "S256":
             raise RedirectError(redirect_uri, state, "invalid_request", "PKCE S256 obligatoire (code_challenge)")
-        if not PKCE_CHALLENGE_RE.match(challenge):
+        if not PKCE_CHALLENGE_RE.fullmatch(challenge):
             raise RedirectError(redirect_uri, state, "invalid_request", "code_challenge mal formé")
         tx = LoginTransaction(
             id=_new_id(),
@@ -435,7 +435,7 @@ class Provider:
         if params.get("redirect_uri") != code.redirect_uri:
             raise OAuthError("invalid_grant", "redirect_uri différente de celle de la demande")
         verifier = params.get("code_verifier")
-        if not verifier or not PKCE_VERIFIER_RE.match(verifier):
+        if not verifier or not PKCE_VERIFIER_RE.fullmatch(verifier):
             raise OAuthError("invalid_grant", "code_verifier absent ou mal formé (PKCE)")
         if not hmac.compare_digest(pkce_s256(verifier), code.code_challenge):
             raise OAuthError("invalid_grant", "code_verifier incorrect (PKCE)")
