@@ -55,16 +55,20 @@ def guichet_server(guichet_service: GuichetService, pki: Pki, server_cert: Issue
     server.stop()
 
 
+def open_guichet(service: GuichetService, url: str, pki: Pki, conformity_keys: KeyStore) -> Guichet:
+    """A Guichet driver on a running server, with one ANS account per role."""
+    http = httpx.Client(base_url=url, verify=ssl.create_default_context(cafile=str(pki.ca_bundle)), timeout=30)
+    staff = {}
+    for who, role in (("verificateur", AnsRole.VERIFIER), ("college", AnsRole.COLLEGE), ("admin", AnsRole.ADMIN)):
+        service.bootstrap_account(f"{who}@ans.example", who, "mot-de-passe-solide", [role])
+        staff[who] = Client(http, service.issue_token_for(f"{who}@ans.example").access_token)
+    return Guichet(http, staff["verificateur"], staff["college"], staff["admin"], conformity_keys)
+
+
 @pytest.fixture
 def guichet(
     guichet_service: GuichetService, guichet_server: str, pki: Pki, conformity_keys: KeyStore
 ) -> Iterator[Guichet]:
-    http = httpx.Client(
-        base_url=guichet_server, verify=ssl.create_default_context(cafile=str(pki.ca_bundle)), timeout=30
-    )
-    staff = {}
-    for who, role in (("verificateur", AnsRole.VERIFIER), ("college", AnsRole.COLLEGE), ("admin", AnsRole.ADMIN)):
-        guichet_service.bootstrap_account(f"{who}@ans.example", who, "mot-de-passe-solide", [role])
-        staff[who] = Client(http, guichet_service.issue_token_for(f"{who}@ans.example").access_token)
-    yield Guichet(http, staff["verificateur"], staff["college"], staff["admin"], conformity_keys)
-    http.close()
+    g = open_guichet(guichet_service, guichet_server, pki, conformity_keys)
+    yield g
+    g.http.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,8 +23,13 @@ from .conftest import make_service
 from .helpers import new_siren
 
 
-def test_openapi_fuzz_yields_no_server_error(tmp_path: Path, pki: Pki, conformity_keys: KeyStore) -> None:
-    svc = make_service(f"sqlite:///{tmp_path / 'fuzz.db'}", tmp_path, pki, conformity_keys)
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_openapi_fuzz_yields_no_server_error(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, pki: Pki, conformity_keys: KeyStore
+) -> None:
+    # PostgreSQL enforces column lengths and integer ranges that SQLite ignores
+    url = request.getfixturevalue("postgres_schema_url") if backend == "postgres" else f"sqlite:///{tmp_path / 'f.db'}"
+    svc = make_service(url, tmp_path, pki, conformity_keys)
     svc.bootstrap_account("admin@ans.example", "Admin", None, [AnsRole.ADMIN])
     svc.bootstrap_account(
         "m@acme.example", "M", None, org=sc.OrganisationIn(name="Acme", siren=new_siren()), org_role=OrgRole.MANDATAIRE

@@ -10,13 +10,16 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from confiance.core.jose import KeyStore
+from confiance.core.tls import ClientAuth
 from confiance.guichet import schemas as sc
+from confiance.guichet.api import create_app
 from confiance.guichet.db import Base, Database
 from confiance.guichet.domain.model import AnsRole, ComponentKind, OrgRole, Role, SolutionKind
 from confiance.guichet.service import GuichetService
-from confiance.pki import Pki
+from confiance.pki import IssuedCertificate, Pki
+from tests.support import start_https
 
-from .conftest import make_service
+from .conftest import make_service, open_guichet
 from .helpers import new_siren
 
 
@@ -96,4 +99,28 @@ def test_sqlite_flow(tmp_path: Path, pki: Pki, conformity_keys: KeyStore) -> Non
         _flow(svc)
         _concurrent_writers(svc)
     finally:
+        svc.db.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_api_journey_and_cascade(
+    postgres_schema_url: str, tmp_path: Path, pki: Pki, conformity_keys: KeyStore, server_cert: IssuedCertificate
+) -> None:
+    """The acceptance journey over HTTPS with the registry on PostgreSQL."""
+    svc = make_service(postgres_schema_url, tmp_path, pki, conformity_keys)
+    server = start_https(create_app(svc), pki, server_cert, ClientAuth.NONE)
+    g = open_guichet(svc, server.url, pki, conformity_keys)
+    try:
+        ed = g.company("Editeur Proxy")
+        proxy = g.solution(ed, "ProxyP", "proxy")
+        elp = g.habilitate(ed, "ELP", proxy)
+        assert elp["valid"] and elp["environment"] == "BAS"
+        host = g.company("Hébergeur")
+        osp = g.habilitate(host, "OSP", proxy)
+        g.college.ok(g.college.post(f"/api/habilitations/{elp['id']}/withdraw", {"reason": "retrait"}))
+        assert g.admin.ok(g.admin.get(f"/api/habilitations/{osp['id']}"))["at_risk"]
+        assert g.admin.ok(g.admin.get("/api/audit/verify"))["ok"]
+    finally:
+        g.http.close()
+        server.stop()
         svc.db.dispose()

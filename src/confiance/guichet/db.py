@@ -251,7 +251,7 @@ class AuditRow(Base):
     at: Mapped[str] = mapped_column(String(40))
     actor: Mapped[str] = mapped_column(String(300))
     action: Mapped[str] = mapped_column(String(64))
-    target: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(200))
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))

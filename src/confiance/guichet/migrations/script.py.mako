@@ -10,7 +10,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import confiance.guichet.db
+# Autogenerate renders confiance.guichet.db.UtcDateTime: replace it with sa.DateTime(timezone=True)
+# so revisions never depend on the current model code.
+
 
 revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}
