@@ -208,3 +208,30 @@ def test_health_and_metrics(proxy: RunningProxy) -> None:
 def test_trace_chain_verifies(proxy: RunningProxy, tmp_path: Path) -> None:
     check = proxy.core.trace_store.verify()
     assert check.ok and check.checked > 0
+
+
+def test_commit_durability_persists_send_before_answering(
+    pki, server_cert, psc_sandbox, api_services, tmp_path
+) -> None:
+    cfg = proxy_config(
+        pki,
+        server_cert,
+        psc_sandbox,
+        api_services,
+        tmp_path,
+        traces={"send_durability": "commit", "flush_interval": 1.0},
+    )
+    p = start_proxy(cfg, pki)
+    try:
+        nid = _nid(psc_sandbox, 20)
+        with p.client() as c:
+            conn = c.post("/connect", json=connect_body(psc_sandbox, nid)).json()
+            for i in range(3):
+                assert c.get(f"/send/dmp/fhir/DocumentReference?n={i}").status_code < 500
+                # Read the database directly, without waiting: the SEND is already committed
+                # even though the batch interval is 1 s.
+                rows = p.core.trace_store.query(0, None)
+                sends = [r for r in rows if r["type"] == "SEND" and r["proxy_id_session"] == conn["proxy_session_id"]]
+                assert len(sends) == i + 1
+    finally:
+        p.stop()

@@ -328,6 +328,11 @@ class ProxyCore:
 
     async def sweep(self) -> int:
         """End every expired session (one sweeper at a time across instances)."""
+        now = time.time()
+        # Relay contexts whose API token is due are rebuilt on next use anyway: dropping them
+        # bounds the cache even for sessions another instance ended.
+        for key in [k for k, h in self.hot.items() if h.renew_at < now]:
+            del self.hot[key]
         if not await self.store.acquire("sweeper", self.instance, self.cfg.sessions.sweep_interval * 2):
             return 0
         n = 0
