@@ -438,3 +438,65 @@ def test_identical_files_from_two_companies(guichet: Guichet) -> None:
     fb = b.ok(b.http.post("/api/files", content=PDF, headers={**b._h(), "Content-Type": "application/pdf"}), 201)
     assert fa["sha256"] == fb["sha256"]
     assert b.http.get(f"/api/files/{fb['sha256']}", headers=b._h()).content == PDF
+
+
+def test_complement_request_cycle_and_outbox(guichet: Guichet, guichet_service: GuichetService) -> None:
+    co, _sol, cand = _elp_in_evidence(guichet)
+    cid = cand["id"]
+    co.ok(
+        co.post(
+            f"/api/candidatures/{cid}/evidence", {"requirement_id": "TLS-01", "kind": "document", "description": "v1"}
+        ),
+        201,
+    )
+    r = co.post(f"/api/candidatures/{cid}/chapters/transport/submit")
+    assert r.status_code == 422 and "MTLS-01" in r.json()["message"]  # incomplete chapter is not reviewed
+    co.ok(
+        co.post(
+            f"/api/candidatures/{cid}/evidence", {"requirement_id": "MTLS-01", "kind": "document", "description": "v1"}
+        ),
+        201,
+    )
+    ch = co.ok(co.post(f"/api/candidatures/{cid}/chapters/transport/submit"))
+    assert ch["status"] == "soumis"
+    assert (
+        co.post(
+            f"/api/candidatures/{cid}/evidence", {"requirement_id": "TLS-01", "kind": "document", "description": "v2"}
+        ).status_code
+        == 409
+    )  # under review
+    assert (
+        guichet.verifier.post(
+            f"/api/candidatures/{cid}/chapters/transport/review", {"decision": "complement"}
+        ).status_code
+        == 409
+    )  # reason required
+    stale = guichet.verifier.post(
+        f"/api/candidatures/{cid}/chapters/transport/review", {"decision": "accepter", "version": ch["version"] - 1}
+    )
+    assert stale.status_code == 409 and stale.json()["code"] == "conflit_version"
+    guichet.verifier.ok(
+        guichet.verifier.post(
+            f"/api/candidatures/{cid}/chapters/transport/review",
+            {"decision": "complement", "reason": "précisez les suites TLS"},
+        )
+    )
+    pending = guichet_service.pending_notifications()
+    assert any("complément demandé" in subject for _i, subject, _b in pending)
+    guichet_service.mark_sent([i for i, _s, _b in pending])
+    assert guichet_service.pending_notifications() == []
+    co.ok(
+        co.post(
+            f"/api/candidatures/{cid}/evidence",
+            {"requirement_id": "TLS-01", "kind": "document", "description": "v2 : TLS 1.2 et 1.3"},
+        ),
+        201,
+    )
+    co.ok(co.post(f"/api/candidatures/{cid}/chapters/transport/submit"))
+    ch = guichet.verifier.ok(
+        guichet.verifier.post(f"/api/candidatures/{cid}/chapters/transport/review", {"decision": "accepter"})
+    )
+    assert ch["status"] == "accepte"
+    detail = co.ok(co.get(f"/api/candidatures/{cid}"))
+    tls = [e for e in detail["evidence"] if e["requirement_id"] == "TLS-01"]
+    assert [e["status"] for e in tls] == ["remplacee", "valide"]
