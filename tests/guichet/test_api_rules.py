@@ -500,3 +500,29 @@ def test_complement_request_cycle_and_outbox(guichet: Guichet, guichet_service: 
     detail = co.ok(co.get(f"/api/candidatures/{cid}"))
     tls = [e for e in detail["evidence"] if e["requirement_id"] == "TLS-01"]
     assert [e["status"] for e in tls] == ["remplacee", "valide"]
+
+
+def test_component_update_is_versioned(guichet: Guichet) -> None:
+    co = guichet.company("Acme")
+    sol = guichet.solution(co, "PX", "proxy")
+    comps = [{"kind": "PROXY", "name": "PX-proxy"}, {"kind": "EAI", "name": "module-metier"}]
+    new = co.ok(
+        co.http.put(
+            f"/api/solutions/{sol['id']}/components",
+            json={"version": sol["version"], "components": comps},
+            headers=co._h(),
+        )
+    )
+    assert new["version"] == sol["version"] + 1 and new["needs_cnda"]  # an embedded add-on needs CNDA
+    r = co.http.put(
+        f"/api/solutions/{sol['id']}/components",
+        json={"version": sol["version"], "components": comps[:1]},
+        headers=co._h(),
+    )
+    assert r.status_code == 409
+    bad = co.http.put(
+        f"/api/solutions/{sol['id']}/components",
+        json={"version": new["version"], "components": [{"kind": "LPS", "name": "x"}]},
+        headers=co._h(),
+    )
+    assert bad.status_code == 422

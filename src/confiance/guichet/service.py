@@ -24,6 +24,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 from sqlalchemy.orm.exc import StaleDataError
 
 from confiance.core.jose import KeyStore, TokenError, verify_jws
@@ -779,7 +780,7 @@ class GuichetService:
                     s.delete(comp)
             for kind, name in wanted - set(existing):
                 s.add(Component(solution_id=sid, kind=kind, name=name))
-            sol.name = sol.name  # bump row_version through the mapper
+            flag_modified(sol, "name")  # force the UPDATE that bumps row_version (components live elsewhere)
             s.flush()
             after = self._solution_out(s, sol)
             if before.components != after.components:
@@ -1188,6 +1189,7 @@ class GuichetService:
                 "accepted_by": actor.account_id,
                 "accepted_at": self.clock().isoformat(),
             }
+            self._audit(s, actor, "candidature.accepter_engagements", f"candidature:{c.id}", after=c.commitments)
             out: sc.CandidatureOut = self._cand_out(s, c)
             return out
 
