@@ -115,3 +115,17 @@ def test_trace_deletions_detected(tmp_path: Path) -> None:
         c.execute(sa.text("DELETE FROM proxy_traces WHERE seq = 2"))  # one in the middle
     check = store2.verify()
     assert not check.ok and check.first_bad == 1
+
+
+def test_workers_need_a_shared_store(tmp_path: Path, server_cert, pki) -> None:
+    p = tmp_path / "p.toml"
+    text = BASE.format(cert=server_cert.cert_path, key=server_cert.key_path, ca=pki.ca_bundle)
+    p.write_text(text.replace("[server]\n", "[server]\nworkers = 2\n"))
+    with pytest.raises(ConfigError) as ei:
+        proxy_config.load(p)
+    assert "workers" in str(ei.value)
+    p.write_text(
+        text.replace("[server]\n", "[server]\nworkers = 2\n")
+        + f"[sessions]\nstore = 'sqlite'\nurl = 'sqlite:///{tmp_path}/s.db'\n"
+    )
+    assert proxy_config.load(p).server.workers == 2

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -31,24 +33,79 @@ def _load(path: Path):  # type: ignore[no-untyped-def]
 def serve(config: Path = ConfigOpt) -> None:
     """Démarre le proxy (HTTPS) selon le fichier de configuration."""
     from confiance.core import logs
-    from confiance.core.server import ServiceConfig, bind_socket, make_server
+    from confiance.core.server import bind_socket
+
+    cfg = _load(config)
+    logs.setup("INFO" if cfg.server.log_level == "debug" else "WARNING")
+    sock = bind_socket(cfg.server.host, cfg.server.port)
+    if cfg.server.workers == 1:
+        _serve_one(cfg, sock)
+        return
+    raise typer.Exit(_supervise(cfg, sock))
+
+
+def _serve_one(cfg: Any, sock: Any) -> None:
+    """One process: build the app *here* (after any fork) so no loop, thread or DB handle is shared."""
+    from confiance.core.server import ServiceConfig, make_server
     from confiance.core.tls import ClientAuth, ServerTLS
 
     from .app import ProxyApp
     from .core import ProxyCore
 
-    cfg = _load(config)
-    logs.setup("INFO" if cfg.server.log_level == "debug" else "WARNING")
     s = cfg.server
     tls = ServerTLS(cert=s.cert, key=s.key, ca_bundle=s.ca_bundle, crl=s.crl, client_auth=ClientAuth(s.client_auth))
-    app_ = ProxyApp(ProxyCore(cfg))
-    svc = ServiceConfig(host=s.host, port=s.port, tls=tls, log_level=s.log_level)
-    sock = bind_socket(svc.host, svc.port)
-    server = make_server(app_, svc)
+    server = make_server(
+        ProxyApp(ProxyCore(cfg)), ServiceConfig(host=s.host, port=s.port, tls=tls, log_level=s.log_level)
+    )
     # uvicorn would otherwise rewrite the peer address from X-Forwarded-For sent by 127.0.0.1;
     # the proxy applies its own `trusted_proxies` rule (domain.client_address) instead.
     server.config.proxy_headers = False
     server.run(sockets=[sock])
+
+
+def _supervise(cfg: Any, sock: Any) -> int:
+    """N forked workers on one listening socket; SIGTERM/SIGINT are forwarded; if a worker
+    dies the others are stopped and the exit code says so (the caller restarts the service)."""
+    import os
+    import signal
+
+    children: list[int] = []
+    for _ in range(cfg.server.workers):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 0
+            try:
+                _serve_one(cfg, sock)
+            except BaseException:
+                code = 1
+            os._exit(code)
+        children.append(pid)
+    stopping = False
+
+    def forward(sig: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, sig)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    alive = set(children)
+    while alive:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        alive.discard(pid)
+        if not stopping:
+            console.print(f"[red]worker {pid} arrêté (statut {status}) : arrêt des autres[/red]")
+            code = 1
+            forward(signal.SIGTERM, None)
+    return code
 
 
 @app.command("check-config")

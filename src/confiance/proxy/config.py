@@ -33,6 +33,9 @@ class ServerSection(StrictModel):
     max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
     trusted_proxies: list[str] = Field(default_factory=list)
     log_level: str = "warning"
+    # Processes sharing the listening socket. Above 1, sessions must live in a shared store
+    # (sqlite or redis): refresh locks, the sweeper and traces are already process-safe.
+    workers: int = Field(1, ge=1, le=64)
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -179,6 +182,12 @@ class ProxyConfig(StrictModel):
             if not SERVICE_NAME_RE.match(name):
                 raise ValueError(f"nom de service invalide {name!r} (a-z, 0-9, _ et -)")
         return v
+
+    @model_validator(mode="after")
+    def _workers_need_shared_store(self) -> ProxyConfig:
+        if self.server.workers > 1 and self.sessions.store == "memory":
+            raise ValueError("server.workers > 1 exige sessions.store = 'sqlite' ou 'redis' (sessions partagées)")
+        return self
 
     @model_validator(mode="after")
     def _unique_clients(self) -> ProxyConfig:
