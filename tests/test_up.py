@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -63,7 +64,7 @@ def test_up_starts_everything_and_sigterm_stops_it(tmp_path: Path):
             assert svc["url"].startswith(("https://127.0.0.1:", "http://127.0.0.1:")), name
         for process in data["processes"]:
             # every process answers its health URL over real TLS with the generated CA
-            r = httpx.get(process["health"], verify=data["ca_bundle"], timeout=5)
+            r = httpx.get(process["health"], verify=ssl.create_default_context(cafile=data["ca_bundle"]), timeout=5)
             assert r.status_code < 500, (process["name"], r.status_code)
         children = _children(proc.pid)
         proc.send_signal(signal.SIGTERM)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -111,7 +112,7 @@ class Supervisor:
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout
-        with httpx.Client(verify=str(self.ctx.ca_bundle), timeout=2.0) as client:
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(self.ctx.ca_bundle)), timeout=2.0) as client:
             for launch in self.launches:
                 while True:
                     proc = self.procs[launch.name]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -176,7 +177,7 @@ class TrustListClient:
                 log.warning("copie locale de la liste de confiance illisible, ignorée")
 
     def _http(self) -> httpx.Client:
-        verify: Any = str(self.cfg.ca_bundle) if self.cfg.ca_bundle else True
+        verify: Any = ssl.create_default_context(cafile=str(self.cfg.ca_bundle)) if self.cfg.ca_bundle else True
         return httpx.Client(verify=verify, timeout=5.0)
 
     def refresh(self) -> None:
