@@ -111,6 +111,9 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=10_000)
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=1, help="proxy worker processes (>1 needs --store redis|sqlite)")
+    ap.add_argument("--store", default="memory", choices=["memory", "sqlite", "redis"])
+    ap.add_argument("--redis-url", default=os.environ.get("CONFIANCE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
     args = ap.parse_args()
     for tool in ("nginx", "wrk", "hey"):
         if shutil.which(tool) is None:
@@ -169,7 +172,17 @@ def main() -> int:
         api_as = ctx.endpoints["services"]["api_as"]
         dmp = ctx.endpoints["services"]["dmp"]
         proxy_cfg = {
-            "server": {"port": ports["proxy"], "cert": server_cert.cert_path, "key": server_cert.key_path},
+            "server": {
+                "port": ports["proxy"],
+                "cert": server_cert.cert_path,
+                "key": server_cert.key_path,
+                "workers": args.workers,
+            },
+            "sessions": {
+                "store": args.store,
+                **({"url": args.redis_url, "redis_prefix": f"bench:{os.getpid()}:"} if args.store == "redis" else {}),
+                **({"url": f"sqlite:///{tmp / 'sessions.db'}"} if args.store == "sqlite" else {}),
+            },
             "outbound": {"ca_bundle": str(pki.ca_bundle)},
             "psc": {"discovery_url": ctx.endpoints["services"]["psc"]["discovery"]},
             "lps_clients": [{"client_id": lps["client_id"], "auth": "mtls", "cert": lps["cert"], "key": lps["key"]}],

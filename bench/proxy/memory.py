@@ -33,7 +33,10 @@ def rss_mb() -> float:
 
 
 async def main(config: Path, sizes: dict[str, int], n: int) -> dict[str, float]:
-    core = ProxyCore(load(config))
+    cfg = load(config)
+    cfg.sessions.store = "memory"  # this measures the in-process store, whatever the run used
+    cfg.server.workers = 1
+    core = ProxyCore(cfg)
     ProxyApp(core)
     await core.start()
     store = core.store
