@@ -207,6 +207,7 @@ def build_api(
     psc_mode: str = "introspection",
     cache_seconds: float = 10.0,
     access_log: Path | None = None,
+    trusted_proxies: list[str] | None = None,
     **as_options: Any,
 ) -> ApiHandle:
     """Start AS + RS on kernel-chosen ports; ``as_options`` are AuthorizationServerConfig fields."""
@@ -242,6 +243,7 @@ def build_api(
             {"port": 0, **({"access_log": access_log} if access_log else {})}
         ),
         clients=registered,
+        trusted_proxies=trusted_proxies or [],
     )
     rt = build_runtime(cfg)
     as_app, rs_app = build_apps(rt)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from pathlib import Path
 
 import pytest
 
@@ -212,3 +213,41 @@ def test_sandbox_client_secret(api_services_factory, psc_sandbox: PscHandle, pki
     with api.client(api.proxy_cert) as http:
         r = http.post(api.token_endpoint, data=_form(tokens["access_token"], scope="insi"), auth=("proxy", "whatever"))
         assert r.status_code == 401 and "mTLS obligatoire" in r.json()["error_description"]
+
+
+def test_client_cert_header_only_from_trusted_reverse_proxy(
+    api_services_factory, psc_sandbox: PscHandle, pki: Pki
+) -> None:
+    """RFC 9440 Client-Cert is believed only from configured reverse proxies, and re-verified."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from confiance.core.clientcert import encode_header
+    from confiance.pki.thumbprint import load_pem_certificate
+
+    def header(cert) -> str:
+        pem = Path(cert.cert_path).read_bytes()
+        return encode_header(load_pem_certificate(pem).public_bytes(Encoding.DER))
+
+    tokens = psc_sandbox.ciba_login()
+    trusting = api_services_factory(trusted_proxies=["127.0.0.1/32"])
+    not_trusting = api_services_factory()
+    form = _form(tokens["access_token"], scope="insi")
+    # A reverse proxy that terminated TLS forwards the proxy's certificate (no cert on this hop).
+    with trusting.client(None) as http:
+        r = http.post(trusting.token_endpoint, data=form, headers={"Client-Cert": header(trusting.proxy_cert)})
+        assert r.status_code == 200, r.text
+        claims = http.post(
+            trusting.introspection_endpoint,
+            data={"token": r.json()["access_token"]},
+            headers={"Client-Cert": header(trusting.proxy_cert)},
+        ).json()
+        assert claims["cnf"]["x5t#S256"] == trusting.proxy_cert.x5t_s256
+        # A revoked certificate in the header is refused even from a trusted peer.
+        revoked = pki.issue_client("3" + "12345678200010", "revoque", name="api-test-revoked-hdr")
+        trusting.register_client("revoked", revoked.subject_dn)
+        pki.revoke("api-test-revoked-hdr")
+        r = http.post(trusting.token_endpoint, data=form, headers={"Client-Cert": header(revoked)})
+        assert r.status_code == 401 and r.json()["error"] == "invalid_client"
+    with not_trusting.client(None) as http:
+        r = http.post(not_trusting.token_endpoint, data=form, headers={"Client-Cert": header(not_trusting.proxy_cert)})
+        assert r.status_code == 401 and r.json()["error"] == "invalid_client"
