@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from confiance.guichet import schemas as sc
 from confiance.guichet.domain.model import Role
 
 from .conftest import PASSWORD, Site, login, shot
@@ -92,3 +93,56 @@ def test_new_password_too_short_is_refused_in_french(site: Site, browser) -> Non
     page.get_by_label("Mot de passe initial").fill("court")
     page.get_by_role("button", name="Créer le compte").click()
     assert "mot de passe" in page.locator(".flash").inner_text()
+
+
+def test_collaborator_added_in_the_ui_gains_access(site: Site, browser) -> None:
+    svc = site.service
+    a = principal(svc, site.accounts["mandataire_a"])
+    sol = solution(svc, a, "Proxy Equipe", proxy=True)
+    c = svc.create_candidature(
+        a, sc.CandidatureIn(role=Role.ELP, solution_id=sol.id, software_name="Proxy Equipe", software_version="1.0")
+    )
+    salarie = login(browser, site, "salarie_a")
+    assert salarie.goto(f"{site.url}/candidatures/{c.id}").status == 403  # neither author nor collaborator
+    page = login(browser, site, "mandataire_a")
+    page.goto(f"{site.url}/candidatures/{c.id}")
+    page.get_by_label("Ajouter un collaborateur").select_option(label="Salarié A (salarié)")
+    page.locator("section[aria-labelledby=collab-h]").get_by_role("button", name="Ajouter").click()
+    assert "Collaborateur ajouté" in page.locator(".flash").inner_text()
+    assert salarie.goto(f"{site.url}/candidatures/{c.id}").status == 200
+
+
+def test_new_referentiel_version_shows_what_changed_and_can_be_adopted(site: Site, browser) -> None:
+    svc = site.service
+    a = principal(svc, site.accounts["mandataire_a"])
+    admin = principal(svc, site.accounts["admin"])
+    sol = solution(svc, a, "Proxy Referentiel", proxy=True)
+    c = svc.create_candidature(
+        a,
+        sc.CandidatureIn(role=Role.ELP, solution_id=sol.id, software_name="Proxy Referentiel", software_version="1.0"),
+    )
+    cur = svc.current_referentiel()
+    new = sc.ReferentielIn(
+        version=cur.version + "-web",
+        chapters=cur.chapters,
+        requirements=[
+            *[r.model_dump(exclude_none=True) for r in cur.requirements],
+            {
+                "id": "LOG-09",
+                "chapter": "traces",
+                "text": "Les traces sont conservées un an.",
+                "actors": ["ELP"],
+                "level": "edc",
+                "evidence": ["document"],
+            },
+        ],
+    )
+    svc.publish_referentiel(admin, new)
+    page = login(browser, site, "mandataire_a")
+    page.goto(f"{site.url}/candidatures/{c.id}")
+    notice = page.locator("section[aria-labelledby=ref-h]")
+    assert "ajoutée : LOG-09" in notice.inner_text()
+    notice.get_by_role("button", name=re.compile("^Appliquer la version")).click()
+    assert "dernière version du référentiel" in page.locator(".flash").inner_text()
+    assert page.locator("section[aria-labelledby=ref-h]").count() == 0
+    assert svc.get_candidature(a, c.id).referentiel_version == new.version

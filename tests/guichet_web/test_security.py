@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from confiance.core.server import ServerThread, ServiceConfig
 from confiance.guichet import schemas as sc
-from confiance.guichet.domain.model import Role, SolutionKind
+from confiance.guichet.domain.model import AnsRole, Role, SolutionKind
 
 from .conftest import PASSWORD, Site, login, shot
 
@@ -164,7 +164,8 @@ def _login_http(http: httpx.Client, email: str, password: str) -> httpx.Response
 
 
 def test_lockout_after_repeated_failures(site: Site, http: httpx.Client) -> None:
-    email = site.accounts["mandataire_b"]
+    email = "verrouillage@ans.example"  # its own account: the lock lasts 15 minutes
+    site.service.bootstrap_account(email, "Compte à verrouiller", PASSWORD, [AnsRole.VERIFIER])
     for _ in range(5):
         r = _login_http(http, email, "mauvais-mot-de-passe")
         assert r.status_code == 401

@@ -84,7 +84,10 @@ def dashboard(rq: Rq) -> Response:
         else [Flash("info", "Votre compte attend sa validation : vous pourrez déposer des candidatures ensuite.")]
     )
     rq.flashes.extend(flashes)
-    return rq.render("dashboard.html", title="Tableau de bord", organisation=org, rows=rows, requests=requests)
+    notes = svc.notifications(me, limit=8) if me.validated else []
+    return rq.render(
+        "dashboard.html", title="Tableau de bord", organisation=org, rows=rows, requests=requests, notes=notes
+    )
 
 
 def _progress(status: str) -> int:
@@ -285,7 +288,39 @@ class _Obj(dict[str, Any]):
 def candidature(rq: Rq) -> Response:
     svc, me = _svc(rq), _principal(rq)
     c = read_or_raise(svc.get_candidature, me, rq.int_param("cid"))
-    return rq.render("candidature.html", **candidature_context(rq, c))
+    ctx = candidature_context(rq, c)
+    accounts = {a.id: a for a in svc.list_accounts(me)}
+    ctx["collaborators"] = [accounts[i] for i in c.collaborators if i in accounts]
+    ctx["author"] = accounts.get(c.created_by)
+    ctx["can_add_collaborator"] = me.org_role in ("mandataire", "representant") or me.account_id == c.created_by
+    ctx["collaborator_choices"] = [
+        a
+        for a in accounts.values()
+        if a.validated and a.active and a.id not in c.collaborators and a.id != c.created_by
+    ]
+    diff = svc.referentiel_changes(me, c.id)
+    ctx["ref_diff"] = diff if not diff.up_to_date else None
+    return rq.render("candidature.html", **ctx)
+
+
+def collaborator_add(rq: Rq) -> Response:
+    cid = rq.int_param("cid")
+    aid = _int(rq.f("account_id"))
+    if aid is None:
+        return _back(rq, cid, Flash("error", "Choisissez un compte."), "")
+    _, err = attempt(_svc(rq).add_collaborator, _principal(rq), cid, sc.CollaboratorIn(account_id=aid))
+    return _back(rq, cid, err, "Collaborateur ajouté : il voit et complète désormais la candidature.")
+
+
+def referentiel_adopt(rq: Rq) -> Response:
+    cid = rq.int_param("cid")
+    _, err = attempt(_svc(rq).adopt_referentiel, _principal(rq), cid, sc.ActionIn(version=_version(rq)))
+    return _back(
+        rq,
+        cid,
+        err,
+        "La candidature suit désormais la dernière version du référentiel ; les chapitres modifiés sont à revoir.",
+    )
 
 
 def _back(rq: Rq, cid: int, flash: Flash | None, ok: str, anchor: str = "") -> Response:
