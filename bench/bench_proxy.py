@@ -103,6 +103,28 @@ def hey(url: str, duration: float, headers: list[str]) -> dict[str, float]:
     return res
 
 
+def overhead_buckets(proxy_url: str, ca: Path) -> dict[float, float]:
+    """Cumulative buckets of the proxy's own time per /send (proxy_send_overhead_seconds)."""
+    with httpx.Client(verify=client_context(ca), timeout=10) as c:
+        text = c.get(f"{proxy_url}/metrics").text
+    out: dict[float, float] = {}
+    for m in re.finditer(r'proxy_send_overhead_seconds_bucket\{le="([^"]+)"\} ([\d.e+]+)', text):
+        out[float(m.group(1))] = float(m.group(2))
+    return out
+
+
+def bucket_percentile(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
+    """Upper bound (seconds) of the bucket holding the q-quantile of what happened in between."""
+    delta = {le: after[le] - before.get(le, 0.0) for le in after}
+    total = delta.get(float("inf"), 0.0)
+    if total <= 0:
+        return None
+    for le in sorted(delta):
+        if delta[le] >= q * total:
+            return le
+    return None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=float, default=10)
@@ -253,10 +275,18 @@ def main() -> int:
         for name in targets:
             results["saturation"][name] = {"rps_median": statistics.median(x[name]["rps"] for x in results["rounds"])}
         if not args.skip_latency:
+            before = overhead_buckets(proxy_url, pki.ca_bundle) if args.workers == 1 else {}
             for r in range(args.rounds):
                 for name, (url, headers) in targets.items():
                     results["latency_1000rps"].setdefault(name, []).append(hey(url, args.duration, headers))
                 print(f"latency round {r + 1}", {k: v[-1]["p99_ms"] for k, v in results["latency_1000rps"].items()})
+            if args.workers == 1:
+                after = overhead_buckets(proxy_url, pki.ca_bundle)
+                results["proxy_own_time_at_1000rps"] = {
+                    f"p{int(q * 100)}_le_ms": (b * 1000 if (b := bucket_percentile(before, after, q)) else None)
+                    for q in (0.5, 0.9, 0.99)
+                }
+                print("proxy's own time per /send (bucket upper bounds)", results["proxy_own_time_at_1000rps"])
         mem = subprocess.run(
             [sys.executable, str(ROOT / "bench/proxy/memory.py"), str(cfg_path), json.dumps(sizes), str(args.sessions)],
             capture_output=True,

@@ -42,6 +42,12 @@ class Metrics:
         self.active = Gauge("proxy_active_sessions", "Sessions in the store", registry=self.registry)
         self.trace_queue = Gauge("proxy_trace_queue", "Traces waiting to be committed", registry=self.registry)
         self.send_latency = self.latency.labels("send")
+        self.send_overhead = Histogram(
+            "proxy_send_overhead_seconds",
+            "Time /send spends in the proxy itself (total minus upstream and token renewal waits)",
+            buckets=(0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1),
+            registry=self.registry,
+        )
         self._req: dict[tuple[str, str], Counter] = {}
 
     def request(self, route: str, status: int) -> None:
