@@ -263,3 +263,15 @@ def test_verified_token_cache_bounded() -> None:
     assert vt.get("t0") is None and vt.get("t2") == {"exp": 102}
     vt.prune(101.5)
     assert vt.get("t1") is None and vt.get("t2") is not None
+
+
+def test_revocations_survive_restart(tmp_path) -> None:
+    path = tmp_path / "rev.jsonl"
+    rl = RevocationList(path)
+    rl.revoke("live", time.time() + 60)
+    rl.revoke("dead", time.time() - 1)
+    with path.open("a") as fh:
+        fh.write('{"jti": "torn"')  # a crash mid-write
+    again = RevocationList(path)
+    assert again.is_revoked("live") and not again.is_revoked("dead") and not again.is_revoked("torn")
+    assert len(path.read_text().splitlines()) == 1  # compacted at load

@@ -118,6 +118,7 @@ class AuthorizationServerConfig(StrictModel):
     refresh_token_lifetime: int = Field(4 * 3600, ge=60, le=4 * 3600)
     keys_file: Path | None = None
     clients_file: Path | None = None  # JSON written by `confiance api clients …`
+    revocations_file: Path | None = None  # revoked jti survive restarts (None = in memory)
     max_body_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
 
 

@@ -12,8 +12,10 @@ import hmac
 import json
 import secrets
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -407,16 +409,40 @@ class RevocationList:
     """Revoked ``jti`` values, each kept until the token it names would have expired anyway.
 
     The AS and the resource services share one instance (same process, see docs/api.md):
-    a revocation is effective on the next resource request, with no polling window.
+    a revocation is effective on the next resource request, with no polling window. With a
+    ``path``, each revocation is appended to a JSON-lines file and reloaded at start, so a
+    restart does not bring revoked tokens back to life.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path | None = None, now: float | None = None) -> None:
         self._revoked: dict[str, float] = {}
         self._lock = threading.Lock()
+        self.path = path
+        if path is not None and path.exists():
+            current = time.time() if now is None else now
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    item = json.loads(line)
+                    jti, exp = str(item["jti"]), float(item["exp"])
+                except (ValueError, KeyError, TypeError):
+                    continue  # a torn last line after a crash: skip it
+                if exp > current:
+                    self._revoked[jti] = exp
+            self._rewrite()
+
+    def _rewrite(self) -> None:
+        assert self.path is not None
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps({"jti": j, "exp": e}) + "\n" for j, e in self._revoked.items()))
+        tmp.replace(self.path)
 
     def revoke(self, jti: str, exp: float) -> None:
         with self._lock:
             self._revoked[jti] = exp
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with self.path.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps({"jti": jti, "exp": exp}) + "\n")
 
     def is_revoked(self, jti: str) -> bool:
         return jti in self._revoked
@@ -426,6 +452,8 @@ class RevocationList:
             dead = [j for j, exp in self._revoked.items() if exp <= now]
             for j in dead:
                 del self._revoked[j]
+            if dead and self.path is not None:
+                self._rewrite()
         return len(dead)
 
     def __len__(self) -> int:

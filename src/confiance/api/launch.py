@@ -103,6 +103,7 @@ def prepare(ctx: LaunchContext) -> ServiceLaunch:
             "refresh_tokens": bool(opts.get("refresh_tokens", False)),
             "keys_file": str(state / "as-keys.json"),
             "clients_file": str(state / "clients.json"),
+            "revocations_file": str(state / "revocations.jsonl"),
         },
         "resource_server": {
             "host": ctx.host,

@@ -200,7 +200,7 @@ def build_runtime(cfg: ApiConfig) -> ApiRuntime:
         as_keys=as_keys,
         rs_keys=rs_keys,
         registry=ClientRegistry(merge_clients(cfg.clients, extra)),
-        revocations=RevocationList(),
+        revocations=RevocationList(a.revocations_file),
         refresh=RefreshStore(),
         psc=PscTokenChecker(cfg.psc, http),
         audit=AccessLog(r.access_log),
