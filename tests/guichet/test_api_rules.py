@@ -526,3 +526,81 @@ def test_component_update_is_versioned(guichet: Guichet) -> None:
         headers=co._h(),
     )
     assert bad.status_code == 422
+
+
+def test_login_throttling(guichet: Guichet, guichet_service: GuichetService) -> None:
+    guichet_service.settings.login_max_failures = 3
+    anon = Client(guichet.http)
+    guichet.company("Acme")
+    email = "mandataire@acme.example"
+    for _ in range(3):
+        assert anon.post("/api/auth/token", {"email": email, "password": "mauvais"}).status_code == 401
+    r = anon.post("/api/auth/token", {"email": email, "password": "mot-de-passe-solide"})
+    assert r.status_code == 429 and int(r.headers["retry-after"]) > 0  # even the right password, for a while
+    assert (
+        anon.post(
+            "/api/auth/token", {"email": "verificateur@ans.example", "password": "mot-de-passe-solide"}
+        ).status_code
+        == 200
+    )
+
+
+def test_background_sweep_expires_and_notifies(guichet_service: GuichetService) -> None:
+    """The app's lifespan runs the sweep periodically (no operator action needed)."""
+    import time
+
+    from confiance.core.server import ServerThread, ServiceConfig
+    from confiance.guichet.api import create_app
+    from confiance.guichet.db import Candidature, Habilitation, Organisation, Solution
+
+    now = dt.datetime.now(dt.UTC)
+    with guichet_service.db.transaction() as s:
+        org = Organisation(name="O", country="FR", created_at=now)
+        s.add(org)
+        s.flush()
+        sol = Solution(organisation_id=org.id, name="S", kind="proxy", created_at=now)
+        s.add(sol)
+        s.flush()
+        s.execute(
+            sa.text(
+                "INSERT INTO accounts (email, name, ans_roles, validated, active, created_at) VALUES ('x@x', 'x', '[]', 1, 1, :t)"
+            ),
+            {"t": now},
+        )
+        acc_id = s.execute(sa.text("SELECT id FROM accounts WHERE email = 'x@x'")).scalar_one()
+        cand = Candidature(
+            organisation_id=org.id,
+            created_by=acc_id,
+            role="ELP",
+            level="edc",
+            path="trust_space",
+            solution_id=sol.id,
+            software_name="S",
+            software_version="1",
+            status="accordee",
+            referentiel_version="2025.1",
+            created_at=now,
+            updated_at=now,
+        )
+        s.add(cand)
+        s.flush()
+        s.add(
+            Habilitation(
+                candidature_id=cand.id,
+                organisation_id=org.id,
+                role="ELP",
+                environment="BAS",
+                solution_id=sol.id,
+                granted_at=now,
+                valid_until=now + dt.timedelta(days=20),
+                status="valide",
+                relies_on=[],
+            )
+        )
+    with ServerThread(create_app(guichet_service, sweep_interval=0.05), ServiceConfig(port=0)):
+        deadline = time.monotonic() + 10
+        while not [n for n in guichet_service.pending_notifications() if "expiration" in n[1]]:
+            assert time.monotonic() < deadline, "the background sweep never ran"
+            time.sleep(0.05)
+    subjects = [n[1] for n in guichet_service.pending_notifications()]
+    assert sum("expiration dans" in x for x in subjects) == 2  # within 90 and within 30 days, once each

@@ -105,6 +105,8 @@ def create_app(
     @app.exception_handler(ServiceError)
     async def _service_error(_r: Request, exc: ServiceError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if exc.status == 429:
+            headers = {"Retry-After": str(exc.extra.get("retry_after", 60))}
         return _error(exc.status, exc.code, exc.message, headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)

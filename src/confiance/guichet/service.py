@@ -14,6 +14,8 @@ import hashlib
 import logging
 import re
 import secrets
+import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -169,6 +171,8 @@ class ServiceSettings:
     conformity_max_age_days: int = 90
     trust_list_ttl_seconds: int = 3600
     token_ttl_days: int = 90
+    login_max_failures: int = 10
+    login_window_seconds: float = 900.0
     issuer: str = "http://127.0.0.1:8000"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -198,6 +202,8 @@ class GuichetService:
         self.parcours = pc.Parcours.from_yaml(parcours_yaml or _load_text("parcours.yaml"))
         self._catalogues: dict[str, Catalogue] = {}
         self._trust_list_cache: tuple[int, dt.datetime, str] | None = None
+        self._login_failures: dict[str, list[float]] = {}  # per process; see docs (limitations)
+        self._login_lock = threading.Lock()
 
     @property
     def validity_years(self) -> int:
@@ -584,21 +590,43 @@ class GuichetService:
 
     # ----- tokens -----
     def login(self, data: sc.LoginIn) -> sc.TokenOut:
-        """Exchange email + password for a bearer API token (argon2id password hashes)."""
+        """Exchange email + password for a bearer API token (argon2id password hashes).
+
+        The slow hash check runs outside any transaction (it must not hold SQLite's write
+        lock), and repeated failures for one address are throttled (429) for a window.
+        """
+        email = data.email.strip().lower()
+        now = time.monotonic()
+        with self._login_lock:
+            recent = [t for t in self._login_failures.get(email, []) if now - t < self.settings.login_window_seconds]
+            self._login_failures[email] = recent
+            if len(recent) >= self.settings.login_max_failures:
+                raise ServiceError(
+                    429,
+                    "trop_de_tentatives",
+                    "trop de tentatives de connexion pour ce compte : réessayez plus tard",
+                    retry_after=int(self.settings.login_window_seconds - (now - recent[0])) + 1,
+                )
+        with self.db.read() as s:
+            acc = s.execute(select(Account).where(Account.email == email)).scalar_one_or_none()
+            account_id, pw_hash, active = (acc.id, acc.password_hash, acc.active) if acc else (None, None, False)
+        ok = False
+        if pw_hash and active:
+            try:
+                ok = _hasher.verify(pw_hash, data.password)
+            except (VerificationError, InvalidHashError):
+                ok = False
+        else:
+            _hasher.hash(data.password)  # same work whether or not the account exists
+        if not ok or account_id is None:
+            with self._login_lock:
+                self._login_failures.setdefault(email, []).append(now)
+            raise ServiceError(401, "identifiants_invalides", "adresse ou mot de passe incorrect")
+        with self._login_lock:
+            self._login_failures.pop(email, None)
 
         def op(s: Session) -> sc.TokenOut:
-            acc = s.execute(select(Account).where(Account.email == data.email.strip().lower())).scalar_one_or_none()
-            ok = False
-            if acc is not None and acc.password_hash and acc.active:
-                try:
-                    ok = _hasher.verify(acc.password_hash, data.password)
-                except (VerificationError, InvalidHashError):
-                    ok = False
-            else:
-                _hasher.hash(data.password)  # same work whether or not the account exists
-            if not ok or acc is None:
-                raise ServiceError(401, "identifiants_invalides", "adresse ou mot de passe incorrect")
-            return self._issue_token(s, acc, data.label)
+            return self._issue_token(s, self._get(s, Account, account_id, "compte"), data.label)
 
         return self._run(op)
 
