@@ -235,3 +235,30 @@ def test_commit_durability_persists_send_before_answering(
                 assert len(sends) == i + 1
     finally:
         p.stop()
+
+
+def test_token_revoked_early_is_replaced(proxy: RunningProxy, psc_sandbox: PscHandle, api_services: ApiHandle) -> None:
+    """The service answers 401 invalid_token (token revoked at the AS): the proxy exchanges
+    again once and the LPS sees a normal answer."""
+    import asyncio
+    import base64
+
+    nid = _nid(psc_sandbox, 7)
+    with proxy.client() as c:
+        conn = c.post("/connect", json=connect_body(psc_sandbox, nid)).json()
+        data = {
+            "nationalId": nid,
+            "clientID": psc_sandbox.mtls_client_id,
+            "proxy_session_id": conn["proxy_session_id"],
+            "session_state": conn["session_state"],
+        }
+        assert c.post("/send/signsessiondata/signsessiondata", json=data).status_code == 200
+        s = asyncio.run(proxy.core.store.get(conn["proxy_session_id"]))
+        old = s.api_tokens["signsessiondata"].access_token
+        payload = old.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        api_services.runtime.revocations.revoke(claims["jti"], claims["exp"])
+        r = c.post("/send/signsessiondata/signsessiondata", json=data)
+        assert r.status_code == 200, r.text
+        s = asyncio.run(proxy.core.store.get(conn["proxy_session_id"]))
+        assert s.api_tokens["signsessiondata"].access_token != old

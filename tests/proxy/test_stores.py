@@ -285,3 +285,19 @@ def test_trace_writer_keeps_batch_while_db_down(tmp_path: Path) -> None:
 
     asyncio.run(run())
     assert store.verify().checked == 21
+
+
+def test_trace_queue_bound(tmp_path: Path) -> None:
+    from confiance.proxy.traces import TraceQueueFull
+
+    async def run() -> None:
+        w = TraceWriter(TraceStore(f"sqlite:///{tmp_path}/t.db"), queue_max=2)
+        w.submit({"type": "SEND"})
+        w.submit({"type": "SEND"})
+        assert w.full()
+        with pytest.raises(TraceQueueFull):
+            w.submit({"type": "SEND"})
+        w.submit({"type": "SEND"}, force=True)  # already relayed: kept
+        assert w.pending() == 3
+
+    asyncio.run(run())

@@ -39,7 +39,6 @@ from .domain import (
 from .oauth import OAuthFailure, Unavailable
 from .pathsafety import UnsafePath, split_send_target
 from .sessions import MemoryStore, StoreUnavailable
-from .traces import TraceQueueFull
 from .upstream import UpstreamError
 
 COOKIE = "proxy_session_id"
@@ -164,6 +163,9 @@ class ProxyApp:
             except StoreUnavailable as exc:
                 raise ProxyError(503, "SESSION_STORE_UNAVAILABLE", "stockage des sessions indisponible") from exc
         body = await _read_body(scope, receive, self.max_body)
+        if core.traces.full():
+            # Refuse *before* relaying: a request must never reach a service without its trace.
+            raise ProxyError(503, "TRACES_UNAVAILABLE", "journal des traces saturé, réessayez")
         hot = core.hot.get((sid, target.service))
         tok = session.api_tokens.get(target.service)
         if hot is None or tok is None or hot.token != tok.access_token or now >= hot.renew_at:
@@ -184,7 +186,7 @@ class ProxyApp:
         extra = b"".join(parts)
         t_up = time.perf_counter()
         status, rheaders, rbody = await self._upstream(hot, method, extra, body)
-        if status == 401:
+        if status == 401 and _invalid_token(rheaders):
             # The AS may have revoked the token early: exchange once more and retry once.
             hot = await core.hot_entry(session, target.service, time.time(), refused=hot.token)
             status, rheaders, rbody = await self._upstream(hot, method, extra, body)
@@ -199,10 +201,8 @@ class ProxyApp:
             session=session,
             api=(target.service, method, target.path or "/"),
         )
-        try:
-            fut = core.traces.submit(rec, now, wait=self._commit_sends)
-        except TraceQueueFull as exc:
-            raise ProxyError(503, "TRACES_UNAVAILABLE", "journal des traces saturé, réessayez") from exc
+        # force: the request was relayed, its trace is kept even past the queue bound.
+        fut = core.traces.submit(rec, now, wait=self._commit_sends, force=True)
         if fut is not None:
             await fut
         out = [(k, v) for k, v in rheaders if k not in DROP_RESPONSE_HEADERS]
@@ -464,6 +464,11 @@ class ProxyApp:
             active = -1
         body = self.core.metrics.render(self.core.traces.pending(), active)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _invalid_token(headers: list[tuple[bytes, bytes]]) -> bool:
+    """RFC 6750 §3.1: the resource server says the token (not the request) is the problem."""
+    return any(k == b"www-authenticate" and b"invalid_token" in v for k, v in headers)
 
 
 async def _respond(send: Any, status: int, body: bytes) -> None:

@@ -157,9 +157,17 @@ class TraceWriter:
     def pending(self) -> int:
         return len(self._queue)
 
-    def submit(self, rec: dict[str, Any], ts: float | None = None, wait: bool = False) -> asyncio.Future[None] | None:
-        """Enqueue; return a future resolved at commit when ``wait``. Never blocks."""
-        if len(self._queue) >= self.queue_max:
+    def full(self) -> bool:
+        return len(self._queue) >= self.queue_max
+
+    def submit(
+        self, rec: dict[str, Any], ts: float | None = None, wait: bool = False, force: bool = False
+    ) -> asyncio.Future[None] | None:
+        """Enqueue; return a future resolved at commit when ``wait``. Never blocks.
+
+        ``force`` accepts the record past ``queue_max``: for work already done, whose trace
+        must not be dropped (callers check :meth:`full` before doing the work)."""
+        if len(self._queue) >= self.queue_max and not force:
             raise TraceQueueFull("file d'attente des traces pleine")
         fut: asyncio.Future[None] | None = asyncio.get_running_loop().create_future() if wait else None
         self._queue.append((ts if ts is not None else time.time(), rec, fut))
