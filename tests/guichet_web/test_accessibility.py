@@ -52,6 +52,8 @@ def test_pages_are_labelled_keyboard_usable_and_responsive(site: Site, browser) 
         (ver, "/ans/registre"),
         (ver, "/ans/audit"),
         (ver, "/habilitations-publiques"),
+        (ver, "/ans/comptes"),
+        (ver, "/ans/passi"),
     ]
     for page, path in pages:
         assert page.goto(site.url + path).status == 200, path
@@ -59,6 +61,10 @@ def test_pages_are_labelled_keyboard_usable_and_responsive(site: Site, browser) 
         assert page.locator("html").get_attribute("lang") == "fr"
         assert page.locator("h1").count() == 1, path
         assert page.locator("[style]").count() == 0, path  # the CSP forbids inline styles
+    anon = browser.new_context(locale="fr-FR").new_page()
+    for path in ("/connexion", "/inscription", "/habilitations-publiques"):
+        anon.goto(site.url + path)
+        assert anon.evaluate(UNLABELLED) == [] and anon.locator("h1").count() == 1, path
     # keyboard: the first Tab reaches the skip link, which is visibly focused and leads to the content
     cand.goto(site.url + f"/candidatures/{cid}")
     cand.keyboard.press("Tab")

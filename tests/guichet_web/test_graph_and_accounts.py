@@ -146,3 +146,33 @@ def test_new_referentiel_version_shows_what_changed_and_can_be_adopted(site: Sit
     assert "dernière version du référentiel" in page.locator(".flash").inner_text()
     assert page.locator("section[aria-labelledby=ref-h]").count() == 0
     assert svc.get_candidature(a, c.id).referentiel_version == new.version
+
+
+def test_company_registers_and_ans_validates_the_mandataire(site: Site, browser) -> None:
+    ctx = browser.new_context(locale="fr-FR")
+    page = ctx.new_page()
+    page.goto(site.url + "/connexion")
+    page.get_by_role("link", name="Inscrire ma structure").first.click()
+    page.get_by_label("Raison sociale").fill("Nouvelle Édition SAS")
+    page.get_by_label("SIREN (structure française)").fill("542 065 478")  # wrong check digit
+    page.get_by_label("Nom et prénom").fill("Claire Mandataire")
+    page.get_by_label("Adresse électronique").fill("claire@nouvelle.example")
+    page.get_by_label("Mot de passe", exact=True).fill(PASSWORD)
+    page.get_by_label("Confirmation du mot de passe").fill(PASSWORD)
+    page.get_by_role("button", name="Inscrire la structure").click()
+    assert "clé de contrôle" in page.locator("#erreurs").inner_text()
+    page.get_by_label("SIREN (structure française)").fill("542065479")
+    page.get_by_label("Mot de passe", exact=True).fill(PASSWORD)
+    page.get_by_label("Confirmation du mot de passe").fill(PASSWORD)
+    page.get_by_role("button", name="Inscrire la structure").click()
+    assert "Inscription enregistrée" in page.locator(".flash").inner_text()
+    site.accounts["claire"] = "claire@nouvelle.example"
+    claire = login(browser, site, "claire")
+    assert "attend sa validation" in claire.locator(".flash").inner_text()
+    assert claire.goto(site.url + "/candidatures/nouvelle").status == 403  # not before ANS validation
+    ver = login(browser, site, "verificateur")
+    ver.goto(site.url + "/ans/comptes")
+    ver.get_by_role("button", name="Valider l'identité de claire@nouvelle.example").click()
+    assert "Identité validée" in ver.locator(".flash").inner_text()
+    shot(ver, "17-ans-comptes")
+    assert claire.goto(site.url + "/candidatures/nouvelle").status == 200

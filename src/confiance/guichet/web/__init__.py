@@ -38,7 +38,7 @@ def _nav(rq: Rq) -> list[dict[str, Any]]:
     path = rq.request.url.path
     items: list[tuple[str, str]] = []
     if u is None:
-        items = [("public", "Habilitations en vigueur")]
+        items = [("public", "Habilitations en vigueur"), ("register", "Inscrire ma structure")]
     elif u.is_candidate:
         items = [
             ("dashboard", "Tableau de bord"),
@@ -53,7 +53,10 @@ def _nav(rq: Rq) -> list[dict[str, Any]]:
             items.append(("queue", "Instruction"))
         if u.ans_roles & set(COLLEGE):
             items.append(("college", "Collège"))
-        items += [("registry", "Registre"), ("audit", "Journal d'audit"), ("public", "Habilitations en vigueur")]
+        items += [("registry", "Registre"), ("audit", "Journal d'audit")]
+        if u.ans_roles & set(VERIFY):
+            items.append(("ans_accounts", "Comptes"))
+        items.append(("passi", "PASSI"))
     out = []
     for name, label in items:
         href = rq.url(name)
@@ -123,6 +126,8 @@ def web_routes(
         ("/connexion", "login_post", auth.login_submit, ["POST"], {"login": False}),
         ("/deconnexion", "logout", auth.logout, ["POST"], {"login": False}),
         ("/habilitations-publiques", "public", ans.public, ["GET"], {"login": False}),
+        ("/inscription", "register", auth.register_form, ["GET"], {"login": False}),
+        ("/inscription", "register_post", auth.register_submit, ["POST"], {"login": False}),
         # candidate side
         ("/tableau-de-bord", "dashboard", cand.dashboard, ["GET"], {"candidate": True}),
         ("/candidatures/nouvelle", "wizard", cand.wizard_form, ["GET"], {"candidate": True}),
@@ -213,6 +218,12 @@ def web_routes(
             {"roles": COLLEGE},
         ),
         ("/ans/audit", "audit", ans.audit, ["GET"], {"roles": ANS_ANY}),
+        ("/ans/comptes", "ans_accounts", ans.accounts, ["GET"], {"roles": VERIFY}),
+        ("/ans/comptes", "ans_accounts_post", ans.staff_create, ["POST"], {"roles": ("administrateur",)}),
+        ("/ans/comptes/{aid}/valider", "ans_account_validate", ans.account_validate, ["POST"], {"roles": VERIFY}),
+        ("/ans/passi", "passi", ans.passi, ["GET"], {"roles": ANS_ANY}),
+        ("/ans/passi", "passi_post", ans.passi_add, ["POST"], {"roles": ("administrateur",)}),
+        ("/ans/passi/{pid}", "passi_toggle", ans.passi_toggle, ["POST"], {"roles": ("administrateur",)}),
     ]
     routes: list[BaseRoute] = []
     for path, name, handler, methods, opts in table:

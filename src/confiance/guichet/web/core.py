@@ -27,6 +27,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from ..service import ServiceError
 from .security import csrf_token, csrf_valid, new_token
 from .sessions import ActiveSession, SessionStore
 from .settings import WebSettings
@@ -341,6 +342,9 @@ class Web:
                 resp = self._error(rq, 403, "Accès refusé : cet élément ne relève pas de votre compte.")
             except NotFound:
                 resp = self._error(rq, 404, "Page ou élément introuvable.")
+            except ServiceError as exc:  # a refusal a page did not handle itself: show it, in French
+                status = exc.status if exc.status in (403, 404, 409, 422) else 400
+                resp = self._error(rq, status, exc.message[:1].upper() + exc.message[1:] + ".")
             except Exception:
                 log.exception("erreur interne sur %s %s", request.method, request.url.path)
                 resp = self._error(

@@ -225,3 +225,72 @@ def _int(value: str) -> int | None:
     except ValueError:
         return None
     return v if 1 <= v <= 2**31 - 1 else None
+
+
+def accounts(rq: Rq) -> Response:
+    """Accounts awaiting ANS validation (mandataires' identity) and, for admins, every account."""
+    svc, me = rq.web.service, rq.user_required().principal
+    accs = svc.list_accounts(me)
+    pending = [a for a in accs if not a.validated and a.org_role == "mandataire"]
+    orgs = {o.id: o for o in svc.list_organisations(me)}
+    staff = [a for a in accs if a.ans_roles]
+    return rq.render(
+        "ans_accounts.html",
+        title="Comptes",
+        pending=pending,
+        orgs=orgs,
+        staff=staff,
+        is_admin="administrateur" in rq.user_required().ans_roles,
+    )
+
+
+def account_validate(rq: Rq) -> Response:
+    aid = rq.int_param("aid")
+    out, err = attempt(rq.web.service.validate_account, rq.user_required().principal, aid)
+    return rq.redirect(
+        rq.url("ans_accounts"),
+        err or Flash("ok", f"Identité validée : {out.email if out else aid} peut déposer des candidatures."),
+    )
+
+
+def staff_create(rq: Rq) -> Response:
+    password = rq.form.get("password") if rq.form is not None else None
+    try:
+        data = sc.AccountIn.model_validate(
+            {
+                "email": rq.f("email").lower(),
+                "name": rq.f("name"),
+                "password": password if isinstance(password, str) else None,
+                "ans_roles": rq.flist("ans_role"),
+            }
+        )
+    except ValidationError as exc:
+        return rq.redirect(rq.url("ans_accounts"), Flash("error", "Compte non créé :", validation_messages(exc)))
+    out, err = attempt(rq.web.service.create_account, rq.user_required().principal, data)
+    return rq.redirect(rq.url("ans_accounts"), err or Flash("ok", f"Compte ANS {out.email if out else ''} créé."))
+
+
+def passi(rq: Rq) -> Response:
+    return rq.render("passi.html", title="Registre PASSI", providers=rq.web.service.list_passi())
+
+
+def passi_add(rq: Rq) -> Response:
+    try:
+        data = sc.PassiIn(name=rq.f("name"), reference=rq.f("reference"))
+    except ValidationError as exc:
+        return rq.redirect(rq.url("passi"), Flash("error", "Prestataire non ajouté :", validation_messages(exc)))
+    out, err = attempt(rq.web.service.add_passi, rq.user_required().principal, data)
+    return rq.redirect(
+        rq.url("passi"), err or Flash("ok", f"Prestataire « {out.name if out else ''} » ajouté au registre.")
+    )
+
+
+def passi_toggle(rq: Rq) -> Response:
+    pid = rq.int_param("pid")
+    active = rq.f("active") == "1"
+    out, err = attempt(rq.web.service.set_passi_active, rq.user_required().principal, pid, active)
+    return rq.redirect(
+        rq.url("passi"),
+        err
+        or Flash("ok", f"Prestataire « {out.name if out else pid} » {'réactivé' if active else 'retiré du registre'}."),
+    )

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from .. import schemas as sc
 from ..service import ServiceError
 from .core import Rq
+from .security import password_problems
 
 
 def safe_next(value: str) -> str:
@@ -83,3 +84,60 @@ def logout(rq: Rq) -> Response:
     resp = rq.redirect(rq.url("login"))
     rq.web.clear_session_cookie(resp)
     return resp
+
+
+def register_form(rq: Rq) -> Response:
+    return rq.render("register.html", title="Inscrire ma structure", v={"country": "FR"}, errors=[])
+
+
+def register_submit(rq: Rq) -> Response:
+    """A mandataire registers the company; ANS checks the identity before the account is usable."""
+    from .common import attempt, validation_messages
+
+    v = {k: rq.f(k) for k in ("org_name", "country", "siren", "siret", "registration_number", "name", "email")}
+    password = rq.form.get("password") if rq.form is not None else None
+    confirm = rq.form.get("password_confirm") if rq.form is not None else None
+    if not isinstance(password, str) or password != confirm:
+        return rq.render(
+            "register.html",
+            status=422,
+            title="Inscrire ma structure",
+            v=v,
+            errors=["Les deux mots de passe diffèrent."],
+        )
+    problems = password_problems(password, v["email"])
+    if problems:
+        return rq.render("register.html", status=422, title="Inscrire ma structure", v=v, errors=problems)
+    try:
+        data = sc.RegisterIn.model_validate(
+            {
+                "email": v["email"].lower(),
+                "name": v["name"],
+                "password": password,
+                "organisation": {
+                    "name": v["org_name"],
+                    "country": (v["country"] or "FR").upper(),
+                    "siren": v["siren"] or None,
+                    "siret": v["siret"] or None,
+                    "registration_number": v["registration_number"] or None,
+                },
+            }
+        )
+    except ValidationError as exc:
+        return rq.render(
+            "register.html", status=422, title="Inscrire ma structure", v=v, errors=validation_messages(exc)
+        )
+    _, err = attempt(rq.web.service.register, data)
+    if err is not None:
+        return rq.render(
+            "register.html", status=422, title="Inscrire ma structure", v=v, errors=[err.text, *err.details]
+        )
+    from .core import Flash
+
+    return rq.redirect(
+        rq.url("login"),
+        Flash(
+            "ok",
+            "Inscription enregistrée. Vous pouvez vous connecter ; l'ANS doit valider votre identité de mandataire avant tout dépôt.",
+        ),
+    )
