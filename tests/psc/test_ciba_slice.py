@@ -40,3 +40,15 @@ def test_ciba_mtls_then_introspect_then_logout(psc_sandbox: PscHandle) -> None:
 def test_secret_client_ciba(psc_sandbox: PscHandle) -> None:
     tokens = psc_sandbox.ciba_login(kind="secret")
     assert tokens["token_type"] == "Bearer"
+
+
+def test_keycloak_realm_document(psc_sandbox: PscHandle) -> None:
+    import base64
+
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    with psc_sandbox.client("none") as http:
+        realm = http.get(psc_sandbox.issuer).json()
+    assert realm["realm"] == "esante-wallet"
+    assert realm["token-service"] == psc_sandbox.issuer + "/protocol/openid-connect"
+    assert load_der_public_key(base64.b64decode(realm["public_key"]))

@@ -8,6 +8,7 @@ ends as an OAuth error JSON with a 4xx status, never as a 500.
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import logging
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from cryptography.hazmat.primitives import serialization
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -279,6 +281,20 @@ class PscSandbox:
     async def well_known(self, _request: Request) -> Response:
         return JSONResponse(self.discovery())
 
+    async def realm_info(self, _request: Request) -> Response:
+        """Keycloak's realm document (``GET /auth/realms/{realm}``), read by some adapters."""
+        public = self.keys.signing_key("RS256").public_key
+        der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return _json(
+            {
+                "realm": REALM,
+                "public_key": base64.b64encode(der).decode(),
+                "token-service": f"{self.issuer}/protocol/openid-connect",
+                "account-service": f"{self.issuer}/account",
+                "tokens-not-before": 0,
+            }
+        )
+
     async def certs(self, _request: Request) -> Response:
         return JSONResponse(self.keys.jwks(), headers={"Cache-Control": "no-cache"})
 
@@ -534,6 +550,7 @@ class PscSandbox:
             return Route(path, wrap(fn), methods=methods)
 
         routes = [
+            r(REALM_PATH, self.realm_info, ["GET"]),
             r(f"{REALM_PATH}/.well-known/openid-configuration", self.well_known, ["GET"]),
             r(f"{REALM_PATH}/.well-known/wallet-openid-configuration", self.well_known, ["GET"]),
             r(f"{OIDC}/certs", self.certs, ["GET"]),
