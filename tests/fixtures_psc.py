@@ -6,8 +6,12 @@ Usage (fixtures are registered in ``tests/conftest.py``)::
         psc = psc_sandbox
         psc.url, psc.issuer, psc.discovery_url, psc.token_endpoint, psc.ciba_endpoint
         psc.introspection_endpoint, psc.jwks_uri, psc.end_session_endpoint, psc.userinfo_endpoint
+        psc.revocation_endpoint, psc.authorization_endpoint, psc.ecps_url
         psc.mtls_client_id, psc.mtls_cert (IssuedCertificate), psc.mtls_identity (ClientIdentity)
         psc.secret_client_id, psc.secret_client_secret
+        psc.web_client_id, psc.web_client_secret, psc.web_redirect_uri   # code + PKCE client
+        psc.client("mtls"|"secret"|"none") -> httpx.Client trusting the test CA (mTLS: LPS cert)
+        psc.client_auth("mtls"|"secret") -> form fields authenticating the client
         psc.national_id            # an identity the e-CPS approves immediately
         psc.identities             # [{"national_id", "given_name", "family_name", ...}, ...]
         psc.admin_token, psc.ca_bundle
@@ -15,7 +19,8 @@ Usage (fixtures are registered in ``tests/conftest.py``)::
         psc.set_ecps("deny" | "approve" | "never" | "manual", delay_ms=0, national_id=None)
         psc.approve(auth_req_id) / psc.deny(auth_req_id)   # manual mode decisions
         psc.pending()              # pending CIBA requests [{"auth_req_id", "binding_message", ...}]
-        psc.ciba_login(national_id=None, client="mtls"|"secret") -> token response dict
+        psc.ciba_login(national_id=None, kind="mtls"|"secret", binding_message="42") -> token response
+        psc.sandbox                # the PscSandbox (provider, keys, set_base_url, rotate_keys …)
         psc.reset()                # default lifetimes and e-CPS policy back
 
     def test_custom(psc_sandbox_factory):      # a private instance with its own settings
