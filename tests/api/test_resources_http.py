@@ -213,3 +213,20 @@ def test_hostile_tokens_and_bodies_never_500(api_services: ApiHandle, session: d
                 headers={"Authorization": f"Bearer {tok}"},
             )
             assert r.status_code in (400, 401), r.status_code
+
+
+def test_refusals_are_logged_with_who_tried(api_services: ApiHandle, psc_sandbox: PscHandle, session: dict) -> None:
+    from confiance.pki import Pki
+
+    tok = api_services.exchange(session["access_token"], scope="signsessiondata").json()["access_token"]
+    pki: Pki = api_services.pki
+    thief = pki.ensure_client("api-test-thief-log", "3" + "12345678200010", "voleur-log")
+    url = api_services.services["signsessiondata"]["url"] + "/signsessiondata"
+    with api_services.client(thief) as http:
+        assert http.post(url, json={}, headers=_auth(tok)).status_code == 401
+        assert http.post(url, json={}, headers=_auth("garbage")).status_code == 401
+    stolen, garbage = list(api_services.runtime.audit.recent)[-2:]
+    assert stolen["outcome"] == "refused" and stolen["reason"] == "cnf_mismatch"
+    assert stolen["professional"] == psc_sandbox.national_id and stolen["client_id"] == "proxy"
+    assert stolen["dn"] == thief.subject_dn
+    assert garbage["reason"] == "signature" and garbage["professional"] is None and garbage["dn"] == thief.subject_dn

@@ -54,6 +54,7 @@ class AccessDenied(Exception):
         self.status = status
         self.error = error
         self.reason = reason or error
+        self.claims: Mapping[str, Any] | None = None  # the verified token's claims, when known
 
 
 # ----------------------------------------------------------------------------- form parsing

@@ -147,16 +147,7 @@ class ResourceServerApp:
                 now=now,
             )
         except AccessDenied as exc:
-            self.rt.audit.record(
-                service=service.name,
-                path=request.scope["path"],
-                outcome="refused",
-                reason=exc.reason,
-                professional=claims.get("SubjectNameID"),
-                client_id=claims.get("client_id"),
-                dn=cc.subject_dn,
-                jti=claims.get("jti"),
-            )
+            exc.claims = claims
             raise
         return claims, cc
 
@@ -165,6 +156,19 @@ class ResourceServerApp:
         try:
             claims, cc = self.authorize(request, service)
         except AccessDenied as exc:
+            # Refusals are logged too: who tried (certificate, and token claims if signed by us).
+            caller = self.rt.caller_cert(request.scope)
+            known = exc.claims or {}
+            self.rt.audit.record(
+                service=service.name,
+                path=request.scope["path"],
+                outcome="refused",
+                reason=exc.reason,
+                professional=known.get("SubjectNameID"),
+                client_id=known.get("client_id"),
+                dn=caller.subject_dn if caller else None,
+                jti=known.get("jti"),
+            )
             return None, _denied(exc)
         request.state.caller_dn = cc.subject_dn
         return claims, None
