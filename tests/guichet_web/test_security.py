@@ -185,6 +185,7 @@ def test_session_cookie_attributes_and_logout_revokes(site: Site, http: httpx.Cl
     low = cookie.lower()
     assert "secure" in low and "httponly" in low and "samesite=lax" in low and "path=/" in low and "domain" not in low
     stolen = http.cookies.get("__Host-guichet_session")
+    assert site.service.authenticate(stolen) is None  # a web session is not an API bearer token
     assert http.get("/ans/audit").status_code == 200
     page = http.get("/ans/registre")
     token = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text).group(1)

@@ -92,8 +92,8 @@ def build_web(
     )
 
     def load_user(sess: ActiveSession) -> User | None:
-        p = service.authenticate(sess.token)
-        if p is None or p.account_id != sess.account_id:
+        p = service.principal_for(sess.account_id)
+        if p is None:
             return None
         return User(
             id=p.account_id,
@@ -107,7 +107,6 @@ def build_web(
 
     def end(token: str) -> None:
         sessions.revoke(token)
-        service.revoke_token(token)
 
     web.load_user = load_user
     web.on_session_end = end

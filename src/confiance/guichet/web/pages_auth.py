@@ -1,10 +1,10 @@
 """Sign-in, sign-out and the home redirect.
 
-Sign-in goes through ``GuichetService.login`` (same password rules and audit as the API)
-and the bearer token it issues becomes the web session: the cookie carries it, the web
-layer keeps only its SHA-256 with idle/absolute timers, and ``service.authenticate``
-resolves it on every request — so a deactivated account or a revoked token is signed out
-at once. The lockout is checked *before* the password is, and the failure message is the
+Sign-in goes through ``GuichetService.check_password`` (same argon2id check and audit as
+the API login). The web session is the web layer's own random token — deliberately *not*
+an API bearer token, so a session cookie is useless against the JSON API — stored as a
+SHA-256 with idle/absolute timers; every request resolves the account with
+``service.principal_for``, so a deactivated account is signed out at once. The lockout is checked *before* the password is, and the failure message is the
 same for an unknown address, a wrong password and a locked account.
 """
 
@@ -16,7 +16,6 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from .. import schemas as sc
-from ..service import ServiceError
 from .core import Rq
 from .security import password_problems
 
@@ -64,13 +63,13 @@ def login_submit(rq: Rq) -> Response:
     if locked is not None:
         web.sessions.record_attempt(email, False, rq.now)
         return rq.render("login.html", status=401, title="Connexion", next=nxt, email=email, error=GENERIC_FAILURE)
-    try:
-        tok = web.service.login(sc.LoginIn(email=email, password=password, label="web"))
-    except (ServiceError, ValidationError):
+    principal = web.service.check_password(email, password) if 0 < len(password) <= 200 else None
+    if principal is None:
         web.sessions.record_attempt(email, False, rq.now)
         return rq.render("login.html", status=401, title="Connexion", next=nxt, email=email, error=GENERIC_FAILURE)
     web.sessions.record_attempt(email, True, rq.now)
-    sess = web.sessions.create(tok.account.id, tok.account.name, rq.now, token=tok.access_token)
+    name = web.service.me(principal).name
+    sess = web.sessions.create(principal.account_id, name, rq.now)
     resp = rq.redirect(nxt)
     web.set_session_cookie(resp, sess.token)
     return resp
