@@ -56,9 +56,10 @@ class ReadModels:
     def queue(self, *, kind: str = "", role: str = "", q: str = "", page: int = 1, size: int = 50) -> Page:
         """Work awaiting a verifier: submitted chapters and submitted forms, oldest first.
 
-        A chapter's age is its candidature's last update before submission is unknown, so
-        chapters are ordered by the time the candidature entered the queue (``updated_at``)
-        then by chapter row id (submission order within a dossier).
+        The registry's chapters carry no submission timestamp, so "oldest" is the
+        candidature's last update (``updated_at``: form submission, declaration edits),
+        then the chapter row order within a dossier. A ``submitted_at`` column on chapters
+        would make the order exact (recommended to the registry).
         """
         with self._s() as s:
             chap = (
