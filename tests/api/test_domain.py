@@ -275,3 +275,32 @@ def test_revocations_survive_restart(tmp_path) -> None:
     again = RevocationList(path)
     assert again.is_revoked("live") and not again.is_revoked("dead") and not again.is_revoked("torn")
     assert len(path.read_text().splitlines()) == 1  # compacted at load
+
+
+def test_concurrent_checks_share_one_psc_call_and_survive_a_cancelled_caller() -> None:
+    import asyncio
+
+    from confiance.api.config import PscValidation
+    from confiance.api.psc_check import PscTokenChecker
+    from confiance.core.http import ClientFactory
+
+    checker = PscTokenChecker(PscValidation.model_validate({"issuer": ISS, "client_id": "as"}), ClientFactory(None))
+    calls = 0
+
+    async def fake_introspect(token: str) -> dict:  # stands in for the HTTP call to PSC only
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return {"active": True, "iss": ISS, "exp": time.time() + 60, "SubjectNameID": "8001", "sub": "u"}
+
+    checker._introspect = fake_introspect  # type: ignore[method-assign]
+
+    async def main() -> list:
+        first = asyncio.ensure_future(checker.check("tok"))
+        await asyncio.sleep(0.01)
+        others = [asyncio.ensure_future(checker.check("tok")) for _ in range(5)]
+        first.cancel()  # the caller that started the PSC call goes away
+        return await asyncio.gather(*others)
+
+    results = asyncio.run(main())
+    assert calls == 1 and all(r.national_id == "8001" for r in results)

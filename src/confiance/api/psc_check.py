@@ -15,6 +15,7 @@ Two modes, chosen in configuration:
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -100,26 +101,23 @@ class PscTokenChecker:
         key = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
         cached = self.cache.get(key, now)
         if cached is None:
-            fut = self._inflight.get(key)
-            if fut is None:
-                fut = asyncio.get_running_loop().create_future()
-                self._inflight[key] = fut
-                try:
-                    result = await self._introspect_result(token, key)
-                    fut.set_result(result)
-                except BaseException as exc:
-                    fut.set_exception(exc)
-                    fut.exception()  # mark retrieved; waiters re-raise it themselves
-                    raise
-                finally:
-                    self._inflight.pop(key, None)
-            cached = await fut
+            task = self._inflight.get(key)
+            if task is None:
+                # One task per token, awaited through shield(): a caller that goes away
+                # (client disconnect) does not cancel the PSC call the others wait for.
+                task = asyncio.ensure_future(self._introspect_result(token, key))
+                self._inflight[key] = task
+                task.add_done_callback(functools.partial(self._done, key))
+            cached = await asyncio.shield(task)
         if isinstance(cached, OAuthError):
             raise cached
         assert isinstance(cached, Subject)
         if cached.exp <= now:
             raise OAuthError("invalid_request", "subject_token expiré")
         return cached
+
+    def _done(self, key: str, _task: asyncio.Future[Subject | OAuthError]) -> None:
+        self._inflight.pop(key, None)
 
     async def _introspect_result(self, token: str, key: str) -> Subject | OAuthError:
         claims = await self._introspect(token)
