@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from argon2 import PasswordHasher
 
 from confiance.core.jose import KeyStore
 from confiance.core.tls import ClientAuth
@@ -36,6 +37,8 @@ def make_service(url: str, root: Path, pki: Pki, conformity_keys: KeyStore) -> G
         settings=ServiceSettings(issuer="https://guichet.test", max_upload_bytes=64 * 1024),
         pki=pki,
         conformity_verifier=JwksReportVerifier(conformity_keys.jwks()),
+        # argon2id still, with test-sized cost (production keeps the library defaults)
+        password_hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1),
     )
     svc.initialize()
     return svc

@@ -77,7 +77,6 @@ from .domain.referentiel import Catalogue, Requirement, diff_for
 from .files import FileStore, check_content
 
 log = logging.getLogger("confiance.guichet")
-_hasher = PasswordHasher()
 TOKEN_PREFIX = "cgt_"
 T = TypeVar("T")
 
@@ -191,6 +190,7 @@ class GuichetService:
         conformity_verifier: conformity.ReportVerifier | None = None,
         clock: Callable[[], dt.datetime] | None = None,
         parcours_yaml: str | None = None,
+        password_hasher: PasswordHasher | None = None,
     ) -> None:
         self.db = db
         self.files = files
@@ -201,6 +201,8 @@ class GuichetService:
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self.parcours = pc.Parcours.from_yaml(parcours_yaml or _load_text("parcours.yaml"))
         self._catalogues: dict[str, Catalogue] = {}
+        # argon2id with the library's defaults (RFC 9106 low-memory profile); tests pass a cheaper one
+        self.hasher = password_hasher or PasswordHasher()
         self._trust_list_cache: tuple[int, dt.datetime, str] | None = None
         self._login_failures: dict[str, list[float]] = {}  # per process; see docs (limitations)
         self._login_lock = threading.Lock()
@@ -437,7 +439,7 @@ class GuichetService:
         acc = Account(
             email=email,
             name=name.strip(),
-            password_hash=_hasher.hash(password) if password else None,
+            password_hash=self.hasher.hash(password) if password else None,
             organisation_id=org_id,
             org_role=org_role.value if org_role else None,
             ans_roles=sorted(r.value for r in ans_roles),
@@ -613,11 +615,11 @@ class GuichetService:
         ok = False
         if pw_hash and active:
             try:
-                ok = _hasher.verify(pw_hash, data.password)
+                ok = self.hasher.verify(pw_hash, data.password)
             except (VerificationError, InvalidHashError):
                 ok = False
         else:
-            _hasher.hash(data.password)  # same work whether or not the account exists
+            self.hasher.hash(data.password)  # same work whether or not the account exists
         if not ok or account_id is None:
             with self._login_lock:
                 self._login_failures.setdefault(email, []).append(now)
