@@ -292,3 +292,24 @@ def test_dependencies_resolution_and_cascade() -> None:
     by_id = {h.id: h for h in withdrawn}
     assert dependencies.still_at_risk(by_id[4], by_id, now)
     assert not dependencies.still_at_risk(habs[3], {h.id: h for h in habs}, now)
+
+
+def test_conformity_jwks_file_is_reloaded_on_rotation(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import os
+
+    from confiance.core.jose import KeyStore
+    from confiance.guichet.service import JwksFileReportVerifier
+
+    tool = KeyStore(None, algs=("ES256",))
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(tool.jwks()))
+    verifier = JwksFileReportVerifier(path)
+    assert verifier.verify(tool.sign_bytes(b"{}", alg="ES256")) == b"{}"
+    rotated = KeyStore(None, algs=("ES256",))
+    token = rotated.sign_bytes(b"{}", alg="ES256")
+    with pytest.raises(DomainError):
+        verifier.verify(token)
+    path.write_text(json.dumps(rotated.jwks()))
+    os.utime(path, (1, 1))  # a different mtime, whatever the clock resolution
+    assert verifier.verify(token) == b"{}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from confiance.core.jose import KeyStore
@@ -11,7 +10,7 @@ from confiance.pki import Pki
 from .config import GuichetConfig
 from .db import Database
 from .files import FileStore
-from .service import GuichetService, JwksReportVerifier, ServiceSettings
+from .service import GuichetService, JwksFileReportVerifier, ServiceSettings
 
 
 def build_service(cfg: GuichetConfig, **overrides: Any) -> GuichetService:
@@ -20,7 +19,7 @@ def build_service(cfg: GuichetConfig, **overrides: Any) -> GuichetService:
     db = Database(cfg.resolved_database_url())
     verifier = None
     if cfg.conformity_jwks_file is not None:
-        verifier = JwksReportVerifier(json.loads(cfg.conformity_jwks_file.read_text()))
+        verifier = JwksFileReportVerifier(cfg.conformity_jwks_file)
     service = GuichetService(
         db,
         FileStore(cfg.data_dir / "files"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 import re
 import secrets
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
@@ -161,6 +163,32 @@ class JwksReportVerifier:
             raise DomainError(
                 "signature_invalide", "la signature du rapport de conformité ne correspond à aucune clé de l'outil"
             ) from exc
+
+
+class JwksFileReportVerifier:
+    """The conformity tool's JWKS read from its published file, re-read when the file changes
+    (the tool may rotate its keys while the guichet runs)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._mtime = -1.0
+        self._inner: JwksReportVerifier | None = None
+        self._lock = threading.Lock()
+
+    def verify(self, token: str) -> bytes:
+        with self._lock:
+            try:
+                mtime = self.path.stat().st_mtime
+            except OSError as exc:
+                raise DomainError("verification_indisponible", "clés de l'outil de conformité introuvables") from exc
+            if self._inner is None or mtime != self._mtime:
+                try:
+                    self._inner = JwksReportVerifier(json.loads(self.path.read_text()))
+                except (OSError, ValueError) as exc:
+                    raise DomainError("verification_indisponible", "clés de l'outil de conformité illisibles") from exc
+                self._mtime = mtime
+            inner = self._inner
+        return inner.verify(token)
 
 
 @dataclass
