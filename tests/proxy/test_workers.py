@@ -53,8 +53,9 @@ def test_two_workers_share_sessions_and_drain_traces(
     url = f"https://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=url, verify=client_context(pki.ca_bundle), timeout=20) as c:
-            deadline = time.time() + 30
+            deadline = time.time() + 90  # a cold interpreter start on a loaded 2-core machine
             while True:
+                assert proc.poll() is None, "proxy exited during startup"
                 try:
                     if c.get("/healthz").status_code == 200:
                         break

@@ -258,7 +258,8 @@ def trace(
         rec["clientId"] = session.client_id
         rec["proxy_id_session"] = session.id
         rec["session_state"] = session.session_state
-        rec["dn"] = session.dn
+        if session.dn is not None:  # only when the clientId authenticates by certificate
+            rec["dn"] = session.dn
     else:
         if client_id is not None:
             rec["clientId"] = client_id
