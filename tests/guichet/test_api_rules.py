@@ -604,3 +604,18 @@ def test_background_sweep_expires_and_notifies(guichet_service: GuichetService) 
             time.sleep(0.05)
     subjects = [n[1] for n in guichet_service.pending_notifications()]
     assert sum("expiration dans" in x for x in subjects) == 2  # within 90 and within 30 days, once each
+
+
+def test_osu_must_name_an_operator_of_the_software_proxy(guichet: Guichet) -> None:
+    ed = guichet.company("Editeur Proxy")
+    p1, p2 = guichet.solution(ed, "ProxyUn", "proxy"), guichet.solution(ed, "ProxyDeux", "proxy")
+    guichet.habilitate(ed, "ELP", p1)
+    guichet.habilitate(ed, "ELP", p2)
+    lpsco = guichet.company("Editeur LPS")
+    lps = guichet.solution(lpsco, "MonLPS", "logiciel_utilisateur")
+    guichet.habilitate(lpsco, "ELU", lps, proxy_solution_id=p1["id"])
+    host = guichet.company("Hébergeur")
+    osp2 = guichet.habilitate(host, "OSP", p2)
+    op = guichet.company("Opérateur")
+    r = guichet.candidature(op, "OSU", lps, osp_habilitation_id=osp2["id"])
+    assert r.status_code == 422 and "ProxyUn" in r.json()["message"]

@@ -941,7 +941,7 @@ class GuichetService:
                 role, sol.id, data.proxy_solution_id, data.osp_habilitation_id, self.parcours.dependencies
             )
             if role.is_operator:
-                _found, problems = dependencies.resolve(needs, self._hab_views(s), self.clock())
+                found, problems = dependencies.resolve(needs, self._hab_views(s), self.clock())
                 if problems:
                     raise ServiceError(
                         409,
@@ -950,6 +950,8 @@ class GuichetService:
                         + " ; ".join(problems),
                         problems=problems,
                     )
+                if role is Role.OSU:
+                    self._check_osu_proxy(s, found)
             active = [
                 st.value
                 for st in (
@@ -1021,6 +1023,20 @@ class GuichetService:
             return out
 
         return self._run(op)
+
+    def _check_osu_proxy(self, s: Session, found: list[int]) -> None:
+        """The proxy operator an OSU names must operate the proxy its user software was habilitated with."""
+        habs = [self._get(s, Habilitation, i, "habilitation") for i in found]
+        elu = next(h for h in habs if h.role == Role.ELU.value)
+        osp = next(h for h in habs if h.role == Role.OSP.value)
+        elu_cand = self._get(s, Candidature, elu.candidature_id, "candidature")
+        if elu_cand.proxy_solution_id != osp.solution_id:
+            proxies = {x.id: x.name for x in s.execute(select(Solution)).scalars()}
+            raise DomainError(
+                "osp_incoherent",
+                f"l'opérateur de proxy nommé opère « {proxies.get(osp.solution_id, '?')} », "
+                f"alors que le logiciel est habilité avec le proxy « {proxies.get(elu_cand.proxy_solution_id or 0, '?')} »",
+            )
 
     def _sync_chapters(self, s: Session, c: Candidature, cat: Catalogue) -> None:
         """Create/refresh the evidence chapters of a candidature from a catalogue version."""
