@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from confiance.proxy.domain import ApiToken, Session, new_session
-from confiance.proxy.sessions import MemoryStore, RedisStore, SessionStore, SqliteStore
+from confiance.proxy.sessions import MemoryStore, RedisStore, SessionStore, SqliteStore, StoreUnavailable
 from confiance.proxy.traces import TraceStore, TraceWriter
 from tests.fixtures_psc import PscHandle
 from tests.proxy.harness import RunningProxy, connect_body, proxy_config, start_proxy
@@ -299,5 +299,46 @@ def test_trace_queue_bound(tmp_path: Path) -> None:
             w.submit({"type": "SEND"})
         w.submit({"type": "SEND"}, force=True)  # already relayed: kept
         assert w.pending() == 3
+
+    asyncio.run(run())
+
+
+def _key() -> str:
+    import base64
+    import os
+
+    return base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_tokens_encrypted_at_rest(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    from confiance.proxy.sessions import SessionCodec
+
+    key = _key()
+    s = _session()
+    s.psc_refresh_token = "REFRESH-SECRET-" + secrets.token_hex(8)
+
+    async def run() -> None:
+        if kind == "sqlite":
+            store: Any = SqliteStore(f"sqlite:///{tmp_path}/s.db", codec=SessionCodec(key))
+        else:
+            redis_url = request.getfixturevalue("redis_url")
+            store = RedisStore(redis_url, prefix=f"t:{secrets.token_hex(4)}:", codec=SessionCodec(key))
+        await store.create(s)
+        if kind == "sqlite":
+            raw = Path(f"{tmp_path}/s.db").read_bytes() + (
+                Path(f"{tmp_path}/s.db-wal").read_bytes() if Path(f"{tmp_path}/s.db-wal").exists() else b""
+            )
+        else:
+            raw = await store.r.hget(store._k(s.id), "d")
+        assert s.psc_refresh_token.encode() not in raw
+        got = await store.get(s.id)
+        assert got is not None and got.psc_refresh_token == s.psc_refresh_token
+        # Another key cannot read it (fails closed, as an unreachable store would).
+        if kind == "sqlite":
+            other: Any = SqliteStore(f"sqlite:///{tmp_path}/s.db", codec=SessionCodec(_key()))
+            with pytest.raises(StoreUnavailable):
+                await other.get(s.id)
+        await store.close()
 
     asyncio.run(run())

@@ -124,9 +124,10 @@ class SessionSection(StrictModel):
 
     store: Literal["memory", "sqlite", "redis"] = "memory"
     url: str | None = None  # sqlite:///path or redis://host:port/db
-    redis_prefix: str = Field(
-        "confiance:proxy:", min_length=1, max_length=100
-    )  # key namespace (several proxies per Redis)
+    # Key namespace (several proxies per Redis).
+    redis_prefix: str = Field("confiance:proxy:", min_length=1, max_length=100)
+    # base64url of 32 random bytes: tokens encrypted at rest in sqlite/redis (AES-256-GCM).
+    encryption_key: str | None = Field(None, min_length=43, max_length=44)
     absolute_ttl: float = Field(4 * 3600, gt=0)
     idle_ttl: float = Field(30 * 60, gt=0)
     api_token_margin: float = Field(30.0, ge=0)  # renew an API token this long before it expires

@@ -113,7 +113,11 @@ class ProxyCore:
         self.instance = secrets.token_hex(8)
         self.trusted = parse_networks(cfg.server.trusted_proxies)
         self.store = store or make_store(
-            cfg.sessions.store, cfg.sessions.url, cfg.sessions.touch_interval, cfg.sessions.redis_prefix
+            cfg.sessions.store,
+            cfg.sessions.url,
+            cfg.sessions.touch_interval,
+            cfg.sessions.redis_prefix,
+            cfg.sessions.encryption_key,
         )
         self.trace_store = TraceStore(cfg.traces.url)
         self.traces = TraceWriter(

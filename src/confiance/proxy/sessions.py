@@ -24,6 +24,53 @@ from confiance.core.storage import make_engine
 from .domain import Session
 
 
+class SessionCodec:
+    """Serialises sessions for shared stores; with a key, AES-256-GCM so that a Redis dump or
+    a copied SQLite file does not hand out PSC refresh tokens and API tokens.
+
+    The session id is bound as associated data: a blob moved under another id fails to open.
+    """
+
+    def __init__(self, key_b64: str | None = None) -> None:
+        self._aead = None
+        if key_b64:
+            import base64
+
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            key = base64.urlsafe_b64decode(key_b64 + "=" * (-len(key_b64) % 4))
+            if len(key) != 32:
+                raise ValueError("sessions.encryption_key: 32 octets en base64url attendus")
+            self._aead = AESGCM(key)
+
+    def dump(self, s: Session) -> str:
+        raw = json.dumps(s.to_dict(), separators=(",", ":"))
+        if self._aead is None:
+            return raw
+        import base64
+        import os
+
+        nonce = os.urandom(12)
+        ct = self._aead.encrypt(nonce, raw.encode(), s.id.encode())
+        return "v1." + base64.urlsafe_b64encode(nonce + ct).decode()
+
+    def load(self, data: str | bytes, sid: str | None = None) -> Session:
+        text = data.decode() if isinstance(data, bytes) else data
+        if text.startswith("v1."):
+            if self._aead is None:
+                raise StoreUnavailable("session chiffrée mais aucune clé configurée (sessions.encryption_key)")
+            import base64
+
+            blob = base64.urlsafe_b64decode(text[3:])
+            if sid is None:
+                raise StoreUnavailable("identifiant de session requis pour déchiffrer")
+            try:
+                text = self._aead.decrypt(blob[:12], blob[12:], sid.encode()).decode()
+            except Exception as exc:
+                raise StoreUnavailable("session illisible (clé de chiffrement différente ?)") from exc
+        return Session.from_dict(json.loads(text))
+
+
 class StoreUnavailable(RuntimeError):
     """The session store cannot be reached; callers answer 503."""
 
@@ -210,7 +257,8 @@ class SqliteStore(SessionStore):
     Calls run in a worker thread so the event loop never waits on the disk.
     """
 
-    def __init__(self, url: str, touch_interval: float = 5.0) -> None:
+    def __init__(self, url: str, touch_interval: float = 5.0, codec: SessionCodec | None = None) -> None:
+        self.codec = codec or SessionCodec()
         self.engine = make_engine(url)
         _meta.create_all(self.engine)
         self.touch_interval = touch_interval
@@ -221,9 +269,8 @@ class SqliteStore(SessionStore):
         except sa.exc.OperationalError as exc:
             raise StoreUnavailable(str(exc.orig)) from exc
 
-    @staticmethod
-    def _load(row: Any) -> Session:
-        s = Session.from_dict(json.loads(row.data))
+    def _load(self, row: Any) -> Session:
+        s = self.codec.load(row.data, row.id)
         s.version = row.version
         s.last_used_at = max(s.last_used_at, row.last_used_at)
         return s
@@ -259,7 +306,7 @@ class SqliteStore(SessionStore):
                     version=s.version,
                     last_used_at=s.last_used_at,
                     expires_at=s.expires_at(),
-                    data=json.dumps(s.to_dict()),
+                    data=self.codec.dump(s),
                 )
             )
         return None
@@ -275,7 +322,7 @@ class SqliteStore(SessionStore):
             res = c.execute(
                 _sessions.update()
                 .where(_sessions.c.id == s.id, _sessions.c.version == expected)
-                .values(version=expected + 1, data=json.dumps(new.to_dict()), expires_at=new.expires_at())
+                .values(version=expected + 1, data=self.codec.dump(new), expires_at=new.expires_at())
             )
             ok = bool(res.rowcount == 1)
         if ok:
@@ -432,7 +479,15 @@ class RedisStore(SessionStore):
     the JSON on every request (one HMGET round trip on the hot path).
     """
 
-    def __init__(self, url: str, touch_interval: float = 5.0, prefix: str = "confiance:proxy:", grace: float = 3600):
+    def __init__(
+        self,
+        url: str,
+        touch_interval: float = 5.0,
+        prefix: str = "confiance:proxy:",
+        grace: float = 3600,
+        codec: SessionCodec | None = None,
+    ):
+        self.codec = codec or SessionCodec()
         import redis.asyncio as aioredis
 
         self.r = aioredis.Redis.from_url(
@@ -473,7 +528,7 @@ class RedisStore(SessionStore):
             d = await self._call(self.r.hget(self._k(sid), "d"))
             if d is None:
                 return None
-            s = Session.from_dict(json.loads(d))
+            s = self.codec.load(d, sid)
             s.version = int(v)
             if len(self._cache) > 50_000:
                 self._cache.clear()
@@ -500,7 +555,7 @@ class RedisStore(SessionStore):
                 args=[
                     session.version,
                     session.last_used_at,
-                    json.dumps(session.to_dict()),
+                    self.codec.dump(session),
                     self._pxat(session),
                     session.expires_at(),
                     f"{self.p}s:",
@@ -521,7 +576,7 @@ class RedisStore(SessionStore):
                 args=[
                     str(expected_version),
                     str(expected_version + 1),
-                    json.dumps(new.to_dict()),
+                    self.codec.dump(new),
                     self._pxat(session),
                     session.expires_at(),
                     session.id,
@@ -545,7 +600,7 @@ class RedisStore(SessionStore):
         self._cache.pop(sid, None)
         if not res:
             return None
-        s = Session.from_dict(json.loads(res[0]))
+        s = self.codec.load(res[0], sid)
         if res[1] is not None:
             s.last_used_at = max(s.last_used_at, float(res[1]))
         await self._call(self.r.delete(f"{self.p}u:{_user_key(s.national_id, s.client_id)}"))
@@ -581,11 +636,13 @@ class RedisStore(SessionStore):
         await self.r.aclose()
 
 
-def make_store(kind: str, url: str | None, touch_interval: float, prefix: str = "confiance:proxy:") -> SessionStore:
+def make_store(
+    kind: str, url: str | None, touch_interval: float, prefix: str = "confiance:proxy:", key: str | None = None
+) -> SessionStore:
     if kind == "memory":
         return MemoryStore()
     if kind == "sqlite":
-        return SqliteStore(url or "sqlite:///proxy-sessions.db", touch_interval)
+        return SqliteStore(url or "sqlite:///proxy-sessions.db", touch_interval, SessionCodec(key))
     if kind == "redis":
-        return RedisStore(url or "redis://127.0.0.1:6379/0", touch_interval, prefix=prefix)
+        return RedisStore(url or "redis://127.0.0.1:6379/0", touch_interval, prefix=prefix, codec=SessionCodec(key))
     raise ValueError(f"unknown session store {kind}")
