@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 
@@ -155,10 +156,8 @@ def test_revoked_token_is_401(api_services: ApiHandle, psc_sandbox: PscHandle, p
 def test_tampered_token_is_401(api_services: ApiHandle, psc_sandbox: PscHandle, psc_tokens: dict) -> None:
     token = _exchange_ok(api_services, psc_tokens)["access_token"]
     h, p, s = token.split(".")
-    claims = json.loads(__import__("base64").urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+    claims = json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
     claims["SubjectNameID"] = "899999999999"
-    import base64
-
     p2 = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
     r = _sign(
         api_services, f"{h}.{p2}.{s}", api_services.proxy_cert, psc_sandbox, psc_tokens, nationalId="899999999999"
@@ -189,3 +188,24 @@ def test_unknown_client_dn_is_invalid_client(api_services: ApiHandle, psc_tokens
     r = api_services.exchange(psc_tokens["access_token"], cert=thief_cert, client_id="proxy", scope="signsessiondata")
     assert r.status_code == 401 and r.json()["error"] == "invalid_client"
     assert "DN" in r.json()["error_description"]
+
+
+def test_signsessiondata_repeat_and_key_rotation(api_services_factory, psc_sandbox: PscHandle) -> None:
+    api = api_services_factory()
+    tokens = psc_sandbox.ciba_login()
+    token = _exchange_ok(api, tokens)["access_token"]
+    first = _sign(api, token, api.proxy_cert, psc_sandbox, tokens).json()
+    again = _sign(api, token, api.proxy_cert, psc_sandbox, tokens).json()
+    assert again == first
+    other = _sign(api, token, api.proxy_cert, psc_sandbox, tokens, proxy_session_id="ps-456").json()
+    assert json.loads(verify_jws(other["signature"], api.rs_jwks()))["proxy_session_id"] == "ps-456"
+    # A replay with another certificate is refused even though the answer is cached.
+    assert _sign(api, token, psc_sandbox.mtls_cert, psc_sandbox, tokens).status_code == 401
+    old_kid = json.loads(base64.urlsafe_b64decode(first["signature"].split(".")[0] + "=="))["kid"]
+    api.runtime.rs_keys.rotate(keep_for_seconds=3600)
+    rotated = _sign(api, token, api.proxy_cert, psc_sandbox, tokens).json()
+    new_kid = json.loads(base64.urlsafe_b64decode(rotated["signature"].split(".")[0] + "=="))["kid"]
+    assert new_kid != old_kid
+    jwks = api.rs_jwks()
+    assert {k["kid"] for k in jwks["keys"]} >= {old_kid, new_kid}
+    assert verify_jws(first["signature"], jwks) and verify_jws(rotated["signature"], jwks)

@@ -84,6 +84,7 @@ class ResourceServerApp:
         self.max_body = rt.cfg.resource_server.max_body_bytes
         self.verified = VerifiedTokens(rt.cfg.resource_server.verified_token_cache)
         self._signatures: dict[bytes, tuple[str, str]] = {}
+        self._answers: OrderedDict[tuple[str, bytes], tuple[str, bytes, str]] = OrderedDict()
         rt.pruners.append(self.verified.prune)
         self.app = Starlette(
             routes=[
@@ -250,6 +251,15 @@ class ResourceServerApp:
         if body is None:
             self._log_ok(request, "signsessiondata", claims, 413)
             return _bad_request("payload_too_large", f"corps trop volumineux (> {self.max_body} octets)", 413)
+        # The data checks below depend only on the body and on the (immutable, verified)
+        # claims of this jti: the same token presenting the same bytes gets the same answer.
+        # The token checks (exp, aud, revocation, cnf, scope) already ran for this request.
+        kid = self.rt.rs_keys.signing_key(self.rt.session_signer.alg).kid or ""
+        answer_key = (str(claims["jti"]), body)
+        cached = self._answers.get(answer_key)
+        if cached is not None and cached[0] == kid:
+            self._log_ok(request, "signsessiondata", claims, 200, proxy_session_id=cached[2])
+            return Response(cached[1], media_type="application/json")
         try:
             data = parse_session_data(body)
         except ValueError as exc:
@@ -263,7 +273,11 @@ class ResourceServerApp:
             json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         )
         self._log_ok(request, "signsessiondata", claims, 200, proxy_session_id=data["proxy_session_id"])
-        return JSONResponse({**data, "signature": signature})
+        content = json.dumps({**data, "signature": signature}, ensure_ascii=False, separators=(",", ":")).encode()
+        while len(self._answers) >= 50_000:
+            self._answers.popitem(last=False)
+        self._answers[answer_key] = (kid, content, data["proxy_session_id"])
+        return Response(content, media_type="application/json")
 
     async def insi_search(self, request: Request) -> Response:
         """INSi-like: traits → INS. Codes as INSi: 00 found, 01 none, 02 several."""
