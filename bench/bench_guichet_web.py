@@ -253,7 +253,7 @@ def main() -> int:
     )
     ap.add_argument("--candidatures", type=int, default=10_000)
     ap.add_argument("--audit", type=int, default=100_000)
-    ap.add_argument("--requests", type=int, default=40)
+    ap.add_argument("--requests", type=int, default=60)
     ap.add_argument("--indexes", action="store_true", help="add the indexes recommended for the registry schema")
     args = ap.parse_args()
     schema = "bench_" + uuid.uuid4().hex[:10]

@@ -46,6 +46,23 @@ def _like(q: str) -> str:
     return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+def _paged(s: Session, stmt: Any, page: int, size: int) -> Page:
+    """One query for the page *and* the total (``count(*) over ()``): one scan, not two."""
+    rows = [
+        dict(r)
+        for r in s.execute(
+            stmt.add_columns(func.count().over().label("_total")).offset((page - 1) * size).limit(size)
+        ).mappings()
+    ]
+    if rows:
+        total = int(rows[0]["_total"])
+    else:  # past the last page: the window saw no row, count separately
+        total = s.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
+    for r in rows:
+        r.pop("_total", None)
+    return Page(rows, total, page, size)
+
+
 class ReadModels:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -105,11 +122,8 @@ class ReadModels:
                 form = form.where(cond)
             parts = [chap] if kind == "chapitre" else [form] if kind == "formulaire" else [chap, form]
             union = parts[0].union_all(*parts[1:]).subquery() if len(parts) > 1 else parts[0].subquery()
-            total = s.scalar(select(func.count()).select_from(union)) or 0
-            rows = s.execute(
-                select(union).order_by(union.c.since, union.c.cid, union.c.ord).offset((page - 1) * size).limit(size)
-            ).mappings()
-            return Page([dict(r) for r in rows], total, page, size)
+            stmt = select(union).order_by(union.c.since, union.c.cid, union.c.ord)
+            return _paged(s, stmt, page, size)
 
     def college(self, *, page: int = 1, size: int = 50) -> Page:
         with self._s() as s:
@@ -127,11 +141,7 @@ class ReadModels:
                 .join(Organisation, Organisation.id == Candidature.organisation_id)
                 .where(Candidature.status == "college")
             )
-            total = s.scalar(select(func.count()).select_from(base.subquery())) or 0
-            rows = s.execute(
-                base.order_by(Candidature.updated_at, Candidature.id).offset((page - 1) * size).limit(size)
-            ).mappings()
-            return Page([dict(r) for r in rows], total, page, size)
+            return _paged(s, base.order_by(Candidature.updated_at, Candidature.id), page, size)
 
     def registry(
         self,
@@ -179,10 +189,8 @@ class ReadModels:
                 base = base.where(valid, Habilitation.valid_until <= now + dt.timedelta(days=expiring_days))
             elif view == "a_risque":
                 base = base.where(Habilitation.at_risk.is_(True))
-            total = s.scalar(select(func.count()).select_from(base.subquery())) or 0
             order = Habilitation.valid_until if view == "expirent" else Habilitation.id.desc()
-            rows = s.execute(base.order_by(order).offset((page - 1) * size).limit(size)).mappings()
-            return Page([dict(r) for r in rows], total, page, size)
+            return _paged(s, base.order_by(order), page, size)
 
     def audit(self, *, actor: str = "", action: str = "", target: str = "", page: int = 1, size: int = 50) -> Page:
         """Newest first; filters are prefix matches (they use the primary-key order otherwise)."""
