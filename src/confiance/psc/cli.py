@@ -36,7 +36,7 @@ def _load(config: Path) -> PscConfig:
 
 @app.command()
 def serve(config: Path = ConfigOpt) -> None:
-    """Démarre le bac à sable (HTTPS si [tls] est configuré)."""
+    """Démarre le bac à sable (HTTPS si la section tls est configurée)."""
     from confiance.core import logs
     from confiance.core.server import ServiceConfig
     from confiance.core.server import serve as run
