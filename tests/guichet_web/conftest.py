@@ -107,8 +107,9 @@ def site(
     svc.db.dispose()
 
 
-@pytest.fixture(scope="module")
-def browser(site: Site) -> Iterator[Any]:
+@pytest.fixture(scope="session")
+def browser(server_cert: IssuedCertificate) -> Iterator[Any]:
+    """One Chromium per test process; each test user gets its own context (cookies)."""
     if not CHROMIUM.exists():
         if IN_CI:
             pytest.fail("/usr/bin/chromium absent (CI=true : le navigateur est obligatoire)")
@@ -128,7 +129,7 @@ def browser(site: Site) -> Iterator[Any]:
                 "--disable-component-update",
                 "--disable-sync",
                 # Trust exactly the test server's key (pinned SPKI), not "any certificate".
-                f"--ignore-certificate-errors-spki-list={site.spki}",
+                f"--ignore-certificate-errors-spki-list={_spki_b64(server_cert.cert_path)}",
             ],
         )
         yield b
