@@ -49,22 +49,31 @@ def test_two_workers_share_sessions_and_drain_traces(
     }
     path = tmp_path / "proxy.toml"
     path.write_text(render_toml(cfg))
-    proc = subprocess.Popen([sys.executable, "-m", "confiance", "proxy", "serve", "--config", str(path)])
+    log = open(tmp_path / "proxy.log", "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "confiance", "proxy", "serve", "--config", str(path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+    def output() -> str:
+        return (tmp_path / "proxy.log").read_text(errors="replace")[-3000:]
+
     url = f"https://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=url, verify=client_context(pki.ca_bundle), timeout=20) as c:
             deadline = time.time() + 90  # a cold interpreter start on a loaded 2-core machine
             while True:
-                assert proc.poll() is None, "proxy exited during startup"
+                assert proc.poll() is None, f"proxy exited during startup: {output()}"
                 try:
                     if c.get("/healthz").status_code == 200:
                         break
                 except httpx.HTTPError:
                     pass
-                assert time.time() < deadline, "proxy did not start"
+                assert time.time() < deadline, f"proxy did not start: {output()}"
                 time.sleep(0.1)
             children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-            assert len(children) == 2
+            assert len(children) == 2, output()
             nid = psc_sandbox.identities[21]["national_id"]
             conn = c.post("/connect", json=connect_body(psc_sandbox, nid)).json()
             body = {
@@ -76,13 +85,15 @@ def test_two_workers_share_sessions_and_drain_traces(
             for _ in range(20):  # new connections each time: both workers serve the session
                 with httpx.Client(base_url=url, verify=client_context(pki.ca_bundle), timeout=20) as one:
                     one.cookies.set("proxy_session_id", conn["proxy_session_id"])
-                    assert one.post("/send/signsessiondata/signsessiondata", json=body).status_code == 200
+                    r = one.post("/send/signsessiondata/signsessiondata", json=body)
+                    assert r.status_code == 200, (r.text, output())
         # SEND traces are still queued (2-s batches): a clean stop must write them all.
         os.kill(proc.pid, signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=60) == 0, output()
     finally:
         if proc.poll() is None:
             proc.kill()
+        log.close()
     store = TraceStore(traces_url)
     rows = store.query(0, None)
     assert [r["type"] for r in rows].count("SEND") == 20

@@ -69,6 +69,13 @@ def _supervise(cfg: Any, sock: Any) -> int:
     import os
     import signal
 
+    # Create the schemas once, before forking: workers racing on CREATE TABLE would fail.
+    from .sessions import SqliteStore
+    from .traces import TraceStore
+
+    TraceStore(cfg.traces.url).close()
+    if cfg.sessions.store == "sqlite":
+        SqliteStore(cfg.sessions.url).engine.dispose()
     children: list[int] = []
     for _ in range(cfg.server.workers):
         pid = os.fork()
