@@ -14,7 +14,7 @@ from confiance.core import endpoints as endpoints_mod
 from confiance.core.tls import ClientIdentity
 
 from .checks import CheckDef
-from .config import from_endpoints
+from .config import RunConfig, from_endpoints
 from .html import render_html
 from .model import STATUS_LABELS_FR, CheckResult, Status
 from .report import ReportError, build_report, load_keys, read_jwks, sign_report, verify_detached, verify_report
@@ -91,6 +91,29 @@ def run_cmd(
         console.print(f"[red]Configuration incomplète : {exc}[/red]")
         raise typer.Exit(2) from None
     state = state_dir or Path(eps.get("state_dir") or ".confiance")
+    report = run_and_write(cfg, state, report_path, html_path, proxy_version, console)
+    _summary(report)
+    if report["proxy"]["version"] is None:
+        console.print(
+            "[yellow]Version du proxy non communiquée : le guichet l'exige, relancez avec --proxy-version.[/yellow]"
+        )
+    jws_path = report_path.with_name(report_path.name + ".jws")
+    console.print(f"Rapport : {report_path} — signé : {jws_path}" + (f" — HTML : {html_path}" if html_path else ""))
+    raise typer.Exit(0 if report["conforme"] else 1)
+
+
+def run_and_write(
+    cfg: RunConfig,
+    state: Path,
+    report_path: Path,
+    html_path: Path | None,
+    proxy_version: str | None,
+    console: Console,
+) -> dict[str, Any]:
+    """Run every selected check with progress, then write the JSON report, its JWS and the HTML page.
+
+    Shared by `confiance conformity run` and `confiance demo` (which deposits the signed report).
+    """
     keys = load_keys(state)
     console.print(
         f"Proxy certifié : [bold]{cfg.proxy_url}[/bold] — clientId {cfg.client_id}, nationalId {cfg.national_id}"
@@ -121,17 +144,10 @@ def run_cmd(
         if target is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_bytes(payload)
-    jws_path = report_path.with_name(report_path.name + ".jws")
-    jws_path.write_text(jws)
+    report_path.with_name(report_path.name + ".jws").write_text(jws)
     if html_path is not None:
         html_path.write_text(render_html(report))
-    _summary(report)
-    if report["proxy"]["version"] is None:
-        console.print(
-            "[yellow]Version du proxy non communiquée : le guichet l'exige, relancez avec --proxy-version.[/yellow]"
-        )
-    console.print(f"Rapport : {report_path} — signé : {jws_path}" + (f" — HTML : {html_path}" if html_path else ""))
-    raise typer.Exit(0 if report["conforme"] else 1)
+    return report
 
 
 def _summary(report: dict[str, Any]) -> None:
