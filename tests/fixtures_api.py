@@ -21,7 +21,8 @@ Usage (registered in ``tests/conftest.py``)::
 
     def test_y(api_services_factory):           # private instance with its own settings
         api = api_services_factory(psc_mode="jwks", token_lifetime=3600, refresh_tokens=True,
-                                   clients=[ApiClient(...)])
+                                   clients=[ApiClient(...)], cache_seconds=0, psc=other_psc_handle,
+                                   access_log=tmp_path / "log.jsonl", trusted_proxies=["127.0.0.1/32"])
 
 The ``services`` dict and ``endpoints()`` have the same keys as ``endpoints.json`` written
 by ``confiance up``, so code configured from one works with the other.
