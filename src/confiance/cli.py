@@ -88,6 +88,16 @@ def up(
     raise typer.Exit(code)
 
 
+@app.command()
+def demo(
+    state_dir: Path = typer.Option(Path(".confiance"), "--state-dir", help="Répertoire d'état de `confiance up`."),
+) -> None:
+    """Raconte toute l'histoire de l'Espace de Confiance contre les services démarrés par `make up`."""
+    from confiance.demo.story import main as demo_main
+
+    raise typer.Exit(demo_main(state_dir, console))
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,1 @@
+"""`confiance demo`: the trust space's whole story, narrated against the running services."""
