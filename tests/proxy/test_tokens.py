@@ -174,6 +174,17 @@ def test_idle_expiry_ends_session_cleanly(pki, server_cert, short_psc, short_api
             time.sleep(0.05)
         assert short_api.runtime.revocations.is_revoked(jti)
         assert p.core.metrics.sessions_ended.labels("expired")._value.get() >= 1
+        # …and its PSC session was ended too: the refresh token no longer works.
+        with short_psc.client("mtls") as http:
+            r = http.post(
+                short_psc.token_endpoint,
+                data={
+                    **short_psc.client_auth("mtls"),
+                    "grant_type": "refresh_token",
+                    "refresh_token": s.psc_refresh_token,
+                },
+            )
+            assert r.status_code == 400, r.text
     finally:
         p.stop()
 
