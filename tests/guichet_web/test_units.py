@@ -77,3 +77,27 @@ def test_graph_highlights_at_risk_and_escapes_text() -> None:
         xs.setdefault(float(rect.get("x")), 0)
     assert len(xs) == 3
     assert graph.render_svg([]) == ""
+
+
+def test_session_store_expires_idle_sessions_and_purges(tmp_path) -> None:
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from confiance.core.storage import make_engine
+    from confiance.guichet.web.sessions import LoginAttempt, SessionStore, WebSession
+
+    engine = make_engine(f"sqlite:///{tmp_path / 's.db'}")
+    store = SessionStore(engine, idle_timeout=30 * M, absolute_timeout=600 * M, lockout=POLICY)
+    a = store.create(1, "A", T0)
+    assert store.lookup(a.token, T0 + 29 * M) is not None  # slides the idle timer
+    assert store.lookup(a.token, T0 + 58 * M) is not None
+    assert store.lookup(a.token, T0 + 120 * M) is None  # idle for > 30 min
+    b = store.create(2, "B", T0)
+    assert store.lookup(b.token + "x", T0) is None  # unknown token
+    store.record_attempt("x@y", False, T0)
+    store.record_attempt("x@y", True, T0 + 200 * M)  # success purges old attempts and dead sessions
+    with Session(engine) as s:
+        assert s.scalar(select(func.count()).select_from(LoginAttempt)) == 1
+        assert s.scalar(select(func.count()).select_from(WebSession)) == 0
+    c = store.create(3, "C", T0)
+    assert store.revoke_account(3) == 1 and store.lookup(c.token, T0) is None

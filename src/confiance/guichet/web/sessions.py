@@ -130,3 +130,13 @@ class SessionStore:
     def record_attempt(self, email: str, success: bool, now: dt.datetime) -> None:
         with self._tx() as s, s.begin():
             s.add(LoginAttempt(email=email.casefold()[:254], at=now, success=success))
+            if success:
+                self._purge(s, now)
+
+    def _purge(self, s: Session, now: dt.datetime) -> None:
+        """Housekeeping at each successful sign-in: both tables stay bounded without a cron."""
+        keep = max(self.lockout.window, self.lockout.lock_for) * 2
+        s.execute(delete(LoginAttempt).where(LoginAttempt.at < now - keep))
+        s.execute(
+            delete(WebSession).where((WebSession.expires_at <= now) | (WebSession.last_seen < now - self.idle_timeout))
+        )
