@@ -145,6 +145,14 @@ def test_elp_journey_from_sign_in_to_habilitation(site: Site, browser, tmp_path:
     assert "ELP" in text and re.search(r"expire dans 109\d jours", text), text
     assert cand.locator("svg.depgraph").count() == 1
     shot(cand, "08-candidat-habilitations")
+    # renewal: a new candidature for the same profile and solution, prefilled
+    cand.get_by_role("link", name=re.compile("^Renouveler")).click()
+    assert "Renouvellement de l'habilitation" in cand.locator("main").inner_text()
+    assert cand.get_by_role("radio", name=re.compile("^ELP")).is_checked()
+    cand.get_by_label("Version candidate").fill("3.0.0")
+    cand.get_by_role("button", name="Enregistrer le brouillon").click()
+    assert "Brouillon de candidature" in _flash(cand), _flash(cand)
+    cand.goto(site.url + "/habilitations")
     pub = browser.new_context(locale="fr-FR").new_page()
     pub.goto(site.url + "/habilitations-publiques")
     assert "Proxytech SAS" in pub.locator("table").inner_text()

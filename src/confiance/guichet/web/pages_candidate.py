@@ -122,6 +122,18 @@ def wizard_form(rq: Rq) -> Response:
         "maturity": [],
         "commitments": [],
     }
+    renew = _int(rq.query.get("renouvelle", ""))
+    if renew is not None:
+        # Renewal is a new candidature for the same profile and solution (current evidence).
+        h = read_or_raise(_svc(rq).get_habilitation, _principal(rq), renew)
+        if h.organisation_id != _principal(rq).organisation_id:
+            raise NotFound
+        values.update(
+            role=h.role.value,
+            solution_id=str(h.solution_id),
+            renews_habilitation_id=str(h.id),
+            software_name=h.solution_name,
+        )
     return rq.render("wizard.html", **_wizard_ctx(rq, values, []))
 
 
@@ -130,6 +142,7 @@ def wizard_submit(rq: Rq) -> Response:
     v: dict[str, Any] = {
         k: rq.f(k)
         for k in (
+            "renews_habilitation_id",
             "role",
             "level",
             "path",
@@ -197,6 +210,7 @@ def wizard_submit(rq: Rq) -> Response:
             description=v["description"],
             nru_numbers=nru,
             maturity={k: True for k, _ in MATURITY if k in v["maturity"]},
+            renews_habilitation_id=_int(v["renews_habilitation_id"]),
         )
     except ValidationError as exc:
         return rq.render("wizard.html", status=422, **_wizard_ctx(rq, v, validation_messages(exc)))
