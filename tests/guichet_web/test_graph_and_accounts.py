@@ -176,3 +176,23 @@ def test_company_registers_and_ans_validates_the_mandataire(site: Site, browser)
     assert "Identité validée" in ver.locator(".flash").inner_text()
     shot(ver, "17-ans-comptes")
     assert claire.goto(site.url + "/candidatures/nouvelle").status == 200
+
+
+def test_admin_publishes_a_referentiel_version_from_the_page(site: Site, browser) -> None:
+    admin = login(browser, site, "admin")
+    admin.goto(site.url + "/ans/referentiel")
+    text = admin.get_by_label("Catalogue (YAML)").input_value()
+    admin.get_by_label("Catalogue (YAML)").fill(text.replace("chapters:", "chapters:\n  - oops", 1))
+    admin.get_by_role("button", name="Publier").click()
+    assert admin.locator(".flash.error").count() == 1  # refused with the reason, nothing published
+    version = re.search(r"^version: '?([^'\n]+)'?$", text, re.M).group(1)
+    new = text.replace(f"version: {version}", "version: admin-ui", 1).replace(
+        f"version: '{version}'", "version: admin-ui", 1
+    )
+    admin.get_by_label("Catalogue (YAML)").fill(new)
+    admin.get_by_role("button", name="Publier").click()
+    assert "Version admin-ui publiée" in admin.locator(".flash").inner_text()
+    assert "admin-ui" in admin.locator("h1").inner_text()
+    ver = login(browser, site, "verificateur")
+    ver.goto(site.url + "/ans/referentiel")
+    assert ver.get_by_role("button", name="Publier").count() == 0  # read-only for non-admins

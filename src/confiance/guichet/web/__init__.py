@@ -56,7 +56,7 @@ def _nav(rq: Rq) -> list[dict[str, Any]]:
         items += [("registry", "Registre"), ("audit", "Journal d'audit")]
         if u.ans_roles & set(VERIFY):
             items.append(("ans_accounts", "Comptes"))
-        items.append(("passi", "PASSI"))
+        items += [("referentiel", "Référentiel"), ("passi", "PASSI")]
     out = []
     for name, label in items:
         href = rq.url(name)
@@ -220,6 +220,8 @@ def web_routes(
         ("/ans/comptes", "ans_accounts", ans.accounts, ["GET"], {"roles": VERIFY}),
         ("/ans/comptes", "ans_accounts_post", ans.staff_create, ["POST"], {"roles": ("administrateur",)}),
         ("/ans/comptes/{aid}/valider", "ans_account_validate", ans.account_validate, ["POST"], {"roles": VERIFY}),
+        ("/ans/referentiel", "referentiel", ans.referentiel, ["GET"], {"roles": ANS_ANY}),
+        ("/ans/referentiel", "referentiel_post", ans.referentiel_publish, ["POST"], {"roles": ("administrateur",)}),
         ("/ans/passi", "passi", ans.passi, ["GET"], {"roles": ANS_ANY}),
         ("/ans/passi", "passi_post", ans.passi_add, ["POST"], {"roles": ("administrateur",)}),
         ("/ans/passi/{pid}", "passi_toggle", ans.passi_toggle, ["POST"], {"roles": ("administrateur",)}),

@@ -3,6 +3,7 @@ and the public page of valid habilitations."""
 
 from __future__ import annotations
 
+import yaml
 from pydantic import ValidationError
 from starlette.responses import Response
 
@@ -293,4 +294,49 @@ def passi_toggle(rq: Rq) -> Response:
         rq.url("passi"),
         err
         or Flash("ok", f"Prestataire « {out.name if out else pid} » {'réactivé' if active else 'retiré du registre'}."),
+    )
+
+
+def referentiel(rq: Rq) -> Response:
+    svc = rq.web.service
+    cur = svc.current_referentiel()
+    text = rq.f("yaml") or yaml.safe_dump(
+        {
+            "version": cur.version,
+            "chapters": cur.chapters,
+            "requirements": [r.model_dump(exclude_none=True) for r in cur.requirements],
+        },
+        allow_unicode=True,
+        sort_keys=False,
+    )
+    titles = {c["id"]: c["title"] for c in cur.chapters}
+    return rq.render(
+        "referentiel.html",
+        title="Référentiel PSC",
+        cur=cur,
+        titles=titles,
+        versions=svc.list_referentiel_versions(),
+        text=text,
+        is_admin="administrateur" in rq.user_required().ans_roles,
+    )
+
+
+def referentiel_publish(rq: Rq) -> Response:
+    try:
+        data = yaml.safe_load(rq.f("yaml"))
+    except yaml.YAMLError as exc:
+        rq.flashes.append(Flash("error", f"YAML illisible : {str(exc)[:300]}"))
+        return referentiel(rq)
+    try:
+        ref_in = sc.ReferentielIn.model_validate(data)
+    except ValidationError as exc:
+        rq.flashes.append(Flash("error", "Référentiel invalide :", validation_messages(exc)))
+        return referentiel(rq)
+    out, err = attempt(rq.web.service.publish_referentiel, rq.user_required().principal, ref_in)
+    if err is not None or out is None:
+        rq.flashes.append(err or Flash("error", "Publication refusée."))
+        return referentiel(rq)
+    return rq.redirect(
+        rq.url("referentiel"),
+        Flash("ok", f"Version {out.version} publiée : chaque dossier concerné voit ce qui change pour lui."),
     )
