@@ -54,6 +54,7 @@ def test_pages_are_labelled_keyboard_usable_and_responsive(site: Site, browser) 
         (ver, "/habilitations-publiques"),
         (ver, "/ans/comptes"),
         (ver, "/ans/passi"),
+        (ver, "/ans/referentiel"),
     ]
     for page, path in pages:
         assert page.goto(site.url + path).status == 200, path
