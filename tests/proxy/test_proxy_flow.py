@@ -192,7 +192,9 @@ def test_traces_protected(proxy: RunningProxy) -> None:
 
 def test_health_and_metrics(proxy: RunningProxy) -> None:
     with proxy.client() as c:
-        assert c.get("/healthz").json() == {"status": "ok"}
+        from confiance import __version__
+
+        assert c.get("/healthz").json() == {"status": "ok", "version": __version__, "proxy_id": "test-proxy"}
         assert c.get("/readyz").status_code == 200
         m = c.get("/metrics").text
         for name in (

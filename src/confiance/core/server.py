@@ -90,6 +90,9 @@ def make_server(app: Any, cfg: ServiceConfig) -> uvicorn.Server:
         log_level=cfg.log_level,
         access_log=False,
         server_header=False,
+        # Never rewrite the peer address from X-Forwarded-For: each service decides whom it
+        # trusts (core.clientcert, proxy trusted_proxies); uvicorn's default trusts 127.0.0.1.
+        proxy_headers=False,
         date_header=True,
         limit_concurrency=cfg.limit_concurrency,
         timeout_keep_alive=cfg.timeout_keep_alive,

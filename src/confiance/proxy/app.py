@@ -25,6 +25,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from confiance import __version__
+
 from .core import DROP_REQUEST_HEADERS, DROP_RESPONSE_HEADERS, Hot, ProxyCore
 from .domain import (
     ProxyError,
@@ -322,6 +324,7 @@ class ProxyApp:
 
     async def authorize(self, request: Request) -> Response:
         client_id = request.query_params.get("clientId", "")
+        self.core.refresh_clients()
         client = self.core.clients.get(client_id)
         if client is None or not client.web_redirect_url:
             return _page(404, "Logiciel inconnu", "Ce clientId n'est pas configuré pour la connexion web.")
@@ -437,7 +440,8 @@ class ProxyApp:
 
     # ------------------------------------------------------------------ operations
     async def healthz(self, _request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        # The declared version is what the conformity report and the guichet compare.
+        return JSONResponse({"status": "ok", "version": __version__, "proxy_id": self.core.cfg.server.proxy_id})
 
     async def readyz(self, _request: Request) -> Response:
         import asyncio

@@ -14,6 +14,8 @@ from confiance.core.config import ConfigError
 app = typer.Typer(help="Proxy e-Santé : connexion PSC, relais vers les API, traces.", no_args_is_help=True)
 traces_app = typer.Typer(help="Traces chaînées du proxy.", no_args_is_help=True)
 app.add_typer(traces_app, name="traces")
+clients_app = typer.Typer(help="Clients LPS confiés au proxy pendant qu'il tourne.", no_args_is_help=True)
+app.add_typer(clients_app, name="clients")
 console = Console()
 
 ConfigOpt = typer.Option(..., "--config", "-c", help="Fichier TOML du proxy.")
@@ -147,3 +149,77 @@ def verify(
         return
     console.print(f"[red]chaîne rompue[/red] à la trace n°{check.first_bad} : {check.reason}")
     raise typer.Exit(1)
+
+
+def _clients_file(config: Path) -> Path:
+    path: Path | None = _load(config).lps_clients_file
+    if path is None:
+        console.print("[red]lps_clients_file absent de la configuration du proxy[/red]")
+        raise typer.Exit(2)
+    return path
+
+
+@clients_app.command("add")
+def clients_add(
+    client_id: str = typer.Option(..., "--client-id", help="clientId PSC du LPS."),
+    cert: Path | None = typer.Option(None, "--cert", help="Certificat ORG AUTH_CLI (mTLS)."),
+    key: Path | None = typer.Option(None, "--key", help="Clé privée du certificat."),
+    secret: str | None = typer.Option(None, "--secret", help="Secret client (niveau Communauté)."),
+    as_client_id: str | None = typer.Option(None, "--as-client-id", help="Client_ID_AS (défaut : clientId)."),
+    config: Path = ConfigOpt,
+) -> None:
+    """Confie au proxy les identifiants d'un nouveau LPS ; le proxy en cours le prend en compte."""
+    from confiance.core.config import ConfigError
+
+    from .config import LpsClient, load_clients_file, save_clients_file
+
+    path = _clients_file(config)
+    try:
+        client = LpsClient(
+            client_id=client_id,
+            auth="secret" if secret and not cert else "mtls",
+            cert=cert.resolve() if cert else None,
+            key=key.resolve() if key else None,
+            secret=secret,
+            as_client_id=as_client_id,
+        )
+        for p in (client.cert, client.key):
+            if p is not None and not p.is_file():
+                raise ValueError(f"fichier introuvable : {p}")
+        existing = load_clients_file(path)
+    except (ValueError, ConfigError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    if client_id in {c.client_id for c in existing} | {c.client_id for c in _load(config).lps_clients}:
+        console.print(f"[red]clientId déjà connu du proxy : {client_id}[/red]")
+        raise typer.Exit(2)
+    save_clients_file(path, [*existing, client])
+    console.print(f"client LPS [bold]{client_id}[/bold] ajouté ({client.auth}) dans {path}")
+
+
+@clients_app.command("list")
+def clients_list(config: Path = ConfigOpt) -> None:
+    """Liste les clients LPS (configuration puis ajoutés)."""
+    from .config import load_clients_file
+
+    cfg = _load(config)
+    extra = load_clients_file(cfg.lps_clients_file) if cfg.lps_clients_file else []
+    for c in cfg.lps_clients:
+        console.print(f"{c.client_id}\t{c.auth}\tconfiguration")
+    for c in extra:
+        console.print(f"{c.client_id}\t{c.auth}\tajouté")
+
+
+@clients_app.command("remove")
+def clients_remove(client_id: str = typer.Option(..., "--client-id"), config: Path = ConfigOpt) -> None:
+    """Retire un client LPS ajouté (les sessions existantes expirent normalement)."""
+    from .config import load_clients_file, save_clients_file
+
+    path = _clients_file(config)
+    existing = load_clients_file(path)
+    kept = [c for c in existing if c.client_id != client_id]
+    if len(kept) == len(existing):
+        console.print(f"[red]client LPS ajouté inconnu : {client_id}[/red]")
+        raise typer.Exit(2)
+    save_clients_file(path, kept)
+    console.print(f"client LPS {client_id} retiré")

@@ -172,6 +172,8 @@ class ProxyConfig(StrictModel):
     outbound: OutboundSection
     psc: PscSection
     lps_clients: list[LpsClient] = Field(min_length=1)
+    # LPS onboarded while the proxy runs (`confiance proxy clients add`); re-read when it changes.
+    lps_clients_file: Path | None = None
     services: dict[str, ServiceSection] = Field(default_factory=dict)
     sessions: SessionSection = Field(default_factory=lambda: SessionSection.model_validate({}))
     traces: TraceSection = Field(default_factory=lambda: TraceSection.model_validate({}))
@@ -204,6 +206,37 @@ class ProxyConfig(StrictModel):
         return None
 
 
+class LpsClientsFile(StrictModel):
+    """``{"clients": [...]}``: LPS clients added at run time, merged after the config's own."""
+
+    clients: list[LpsClient] = Field(default_factory=list)
+
+
+def load_clients_file(path: Path) -> list[LpsClient]:
+    """The onboarded clients; a missing file means none. Raises ConfigError on a bad file."""
+    import json
+
+    from confiance.core.config import parse_config
+
+    if not path.exists():
+        return []
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"fichier de clients LPS illisible {path}: {exc}") from None
+    return parse_config(data, LpsClientsFile, str(path)).clients
+
+
+def save_clients_file(path: Path, clients: list[LpsClient]) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"clients": [c.model_dump(mode="json", exclude_none=True) for c in clients]}, indent=2))
+    tmp.chmod(0o600)
+    tmp.replace(path)  # atomic: a running proxy never reads half a file
+
+
 def load(path: Path | str) -> ProxyConfig:
     """Load and validate; relative file paths are resolved against the config file's folder."""
     cfg = load_config(path, ProxyConfig)
@@ -220,6 +253,7 @@ def load(path: Path | str) -> ProxyConfig:
     for c in cfg.lps_clients:
         c.cert = fix(c.cert)
         c.key = fix(c.key)
+    cfg.lps_clients_file = fix(cfg.lps_clients_file)
     check_files(cfg, str(path))
     return cfg
 

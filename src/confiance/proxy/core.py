@@ -18,10 +18,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from confiance.core.clientcert import parse_networks
+from confiance.core.config import ConfigError
 from confiance.core.http import ClientFactory, Timeouts
 from confiance.pki.thumbprint import subject_dn
 
-from .config import LpsClient, ProxyConfig, ServiceSection
+from .config import LpsClient, ProxyConfig, ServiceSection, load_clients_file
 from .domain import (
     ApiToken,
     ConnectRequest,
@@ -133,12 +134,51 @@ class ProxyCore:
         self.metrics = Metrics()
         self.clients = {c.client_id: c for c in cfg.lps_clients}
         self.dns = {c.client_id: client_dn(c) for c in cfg.lps_clients}
+        self._clients_mtime: int | None = None
+        self._clients_checked = -1.0
+        self.refresh_clients()
         self.hot: dict[tuple[str, str], Hot] = {}
         self.pools: dict[tuple[str, int, str], Pool] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._bg: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self.started = False
+
+    def refresh_clients(self) -> None:
+        """Pick up LPS onboarded with `confiance proxy clients add` without a restart.
+
+        The file is looked at no more than once a second and re-read only when it changed;
+        a bad file is logged and the previous clients are kept. Clients of the config file
+        win over the onboarded ones (an operator cannot be overridden by a dropped file).
+        """
+        path = self.cfg.lps_clients_file
+        now = time.monotonic()
+        if path is None or now - self._clients_checked < 1.0:
+            return
+        self._clients_checked = now
+        try:
+            mtime: int | None = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            mtime = None
+        if mtime == self._clients_mtime:
+            return
+        try:
+            extra = load_clients_file(path)
+        except ConfigError as exc:
+            log.warning("clients LPS non rechargés : %s", exc)
+            return
+        clients = {c.client_id: c for c in self.cfg.lps_clients}
+        dns = {cid: self.dns.get(cid) for cid in clients}
+        for c in extra:
+            if c.client_id in clients:
+                continue
+            try:
+                dns[c.client_id] = client_dn(c)
+            except (OSError, ValueError) as exc:
+                log.warning("client LPS %s ignoré : certificat illisible (%s)", c.client_id, exc)
+                continue
+            clients[c.client_id] = c
+        self.clients, self.dns, self._clients_mtime = clients, dns, mtime
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -178,6 +218,7 @@ class ProxyCore:
         """200 + new session, or 304 + existing one; ProxyError otherwise."""
         now = time.time()
         meta = {"nationalId": req.national_id, "clientId": req.client_id}
+        self.refresh_clients()
         client = self.clients.get(req.client_id)
 
         async def fail(status: int, code: str, message: str, reason: str) -> ProxyError:

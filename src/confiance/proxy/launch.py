@@ -82,6 +82,7 @@ def prepare(ctx: LaunchContext) -> ServiceLaunch:
             "audience": svc.get("audience"),
         }
     cfg: dict[str, Any] = {
+        "lps_clients_file": str(state / "lps-clients.json"),
         "server": {
             "host": ctx.host,
             "port": ctx.ports["proxy"],
