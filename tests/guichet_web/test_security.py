@@ -239,3 +239,26 @@ def test_evidence_files_are_served_inert_and_only_to_their_organisation(site: Si
     assert headers["content-disposition"].startswith("attachment") and "sandbox" in headers["content-security-policy"]
     other = login(browser, site, "mandataire_b")
     assert other.goto(url).status == 404
+
+
+def test_oversized_uploads_are_refused_before_parsing(site: Site, http: httpx.Client) -> None:
+    _login_http(http, site.accounts["salarie_b"], PASSWORD)
+    page = http.get("/tableau-de-bord")
+    token = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text).group(1)
+    big = b"%PDF-" + b"0" * (site.service.settings.max_upload_bytes + 300 * 1024)
+    r = http.post(
+        "/candidatures/1/preuves/document",
+        data={"csrf": token, "requirement_id": "TLS-01"},
+        files={"file": ("x.pdf", big, "application/pdf")},
+    )
+    assert r.status_code == 413 and "trop volumineux" in r.text
+
+    def chunks():  # no Content-Length: the limit applies while streaming
+        yield f"csrf={token}&x=".encode()
+        for _ in range(40):
+            yield b"a" * 16384
+
+    r = http.post(
+        "/candidatures/1/modifier", content=chunks(), headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert r.status_code == 413

@@ -162,6 +162,26 @@ class Rq:
 Handler = Callable[[Rq], Response]
 
 
+class BodyTooLarge(Exception):
+    """The request body went past the limit while streaming (no Content-Length, or a lie)."""
+
+
+def _limited_receive(receive: Any, limit: int) -> Any:
+    """An ASGI receive that stops reading once ``limit`` body bytes have arrived."""
+    seen = 0
+
+    async def wrapped() -> Any:
+        nonlocal seen
+        message = await receive()
+        if message.get("type") == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLarge
+        return message
+
+    return wrapped
+
+
 class Web:
     """State shared by every page: settings, session store, templates, the service."""
 
@@ -305,8 +325,16 @@ class Web:
             if request.method not in ("GET", "HEAD"):
                 if not self._same_origin(request):
                     return self._error(rq, 403, "Requête refusée : origine inattendue (protection CSRF).")
+                limit = self.max_body()
+                declared = request.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    return self._error(rq, 413, f"Envoi trop volumineux (maximum {limit // 1024} Kio).")
+                request = Request(request.scope, _limited_receive(request.receive, limit))
+                rq.request = request
                 try:
                     form = await request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS)
+                except BodyTooLarge:
+                    return self._error(rq, 413, f"Envoi trop volumineux (maximum {limit // 1024} Kio).")
                 except Exception:  # malformed multipart or too many parts
                     return self._error(rq, 400, "Formulaire illisible ou trop volumineux.")
                 submitted = form.get("csrf")
@@ -368,6 +396,11 @@ class Web:
             return resp
 
         return endpoint
+
+    def max_body(self) -> int:
+        """Largest accepted request body: one evidence file plus the form's fields."""
+        upload = int(getattr(getattr(self.service, "settings", None), "max_upload_bytes", 10 * 1024 * 1024))
+        return upload + 256 * 1024
 
     def _same_origin(self, request: Request) -> bool:
         """Defence in depth beside the token: a browser's Origin must be this site."""
