@@ -71,10 +71,10 @@ def dashboard(rq: Rq) -> Response:
     rows = []
     for c in sorted(cands, key=lambda c: c.updated_at, reverse=True):
         pct = _progress(c.status)
+        done, total = counts.get(c.id, (0, 0))
         if c.status == "depot_preuves":
-            done, total = counts.get(c.id, (0, 0))
             pct = 34 + int(33 * done / max(1, total))
-        rows.append({"c": c, "pct": pct})
+        rows.append({"c": c, "pct": pct, "next": _next_action(c.status, done, total)})
     requests = [
         {"candidature": by_id[p["cid"]], "chapter": p} for p in pending if by_id[p["cid"]].status == "depot_preuves"
     ]
@@ -88,6 +88,19 @@ def dashboard(rq: Rq) -> Response:
     return rq.render(
         "dashboard.html", title="Tableau de bord", organisation=org, rows=rows, requests=requests, notes=notes
     )
+
+
+def _next_action(status: str, accepted: int, total: int) -> str:
+    """What the candidate should expect or do next, in one line."""
+    return {
+        "brouillon": "À vous : compléter et soumettre le formulaire administratif",
+        "formulaire_soumis": "ANS : vérification du formulaire",
+        "depot_preuves": f"{accepted} chapitre(s) accepté(s) sur {total} : déposez et soumettez les autres",
+        "college": "ANS : décision du collège",
+        "accordee": "Habilitation accordée",
+        "refusee": "Candidature refusée (motifs sur la candidature)",
+        "abandonnee": "Candidature abandonnée",
+    }.get(status, "")
 
 
 def _progress(status: str) -> int:
