@@ -619,3 +619,12 @@ def test_osu_must_name_an_operator_of_the_software_proxy(guichet: Guichet) -> No
     op = guichet.company("Opérateur")
     r = guichet.candidature(op, "OSU", lps, osp_habilitation_id=osp2["id"])
     assert r.status_code == 422 and "ProxyUn" in r.json()["message"]
+
+
+def test_revoked_api_token_no_longer_authenticates(guichet: Guichet) -> None:
+    """DELETE /api/auth/token must really revoke (it once ran in a rolled-back read transaction)."""
+    company = guichet.company("Revocation SA")
+    assert company.get("/api/me").status_code == 200
+    r = company.http.delete("/api/auth/token", headers=company._h())
+    assert r.status_code in (200, 204), r.text
+    assert company.get("/api/me").status_code == 401

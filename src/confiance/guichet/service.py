@@ -723,7 +723,7 @@ class GuichetService:
 
     def revoke_token(self, token: str) -> None:
         digest = hashlib.sha256(token.encode()).hexdigest()
-        with self.db.read() as s:
+        with self.db.transaction() as s:
             row = s.execute(select(ApiToken).where(ApiToken.token_hash == digest)).scalar_one_or_none()
             if row is not None and row.revoked_at is None:
                 row.revoked_at = self.clock()
