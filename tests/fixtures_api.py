@@ -52,6 +52,7 @@ from confiance.api.domain import GRANT_TOKEN_EXCHANGE, TT_ACCESS_TOKEN, secret_h
 from confiance.api.service import ApiRuntime, build_apps, build_runtime, server_tls
 from confiance.core.server import ServerThread, ServiceConfig
 from confiance.core.tls import ClientIdentity, client_context
+from confiance.core.trustlist import TrustListSettings
 from confiance.pki import IssuedCertificate, Pki
 from tests.fixtures_psc import PscHandle
 
@@ -209,6 +210,7 @@ def build_api(
     cache_seconds: float = 10.0,
     access_log: Path | None = None,
     trusted_proxies: list[str] | None = None,
+    trust_list: TrustListSettings | None = None,
     **as_options: Any,
 ) -> ApiHandle:
     """Start AS + RS on kernel-chosen ports; ``as_options`` are AuthorizationServerConfig fields."""
@@ -245,6 +247,7 @@ def build_api(
         ),
         clients=registered,
         trusted_proxies=trusted_proxies or [],
+        trust_list=trust_list,
     )
     rt = build_runtime(cfg)
     as_app, rs_app = build_apps(rt)

@@ -6,13 +6,9 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from starlette.applications import Starlette
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
 
-from confiance.core.jose import KeyStore
-from confiance.core.server import ServerThread, ServiceConfig
 from confiance.core.trustlist import TrustListClient, TrustListConfig, admit
+from tests.support import TrustListServer, habilitation
 
 NOW = time.time()
 LATER = (datetime.now(UTC) + timedelta(days=365)).isoformat()
@@ -20,17 +16,7 @@ PAST = (datetime.now(UTC) - timedelta(days=1)).isoformat()
 
 
 def _hab(hid: int, role: str, env: str, x5t: str, relies_on=(), **kw):
-    return {
-        "id": hid,
-        "role": role,
-        "environment": env,
-        "holder": {"name": f"Org {hid}"},
-        "valid_until": kw.pop("valid_until", LATER),
-        "at_risk": kw.pop("at_risk", False),
-        "relies_on": list(relies_on),
-        "components": [{"kind": "lps", "name": "c", "certificates": [{"x5t#S256": x5t, "subject_dn": "CN=c"}]}],
-        **kw,
-    }
+    return habilitation(hid, role, env, x5t, relies_on, valid_until=kw.pop("valid_until", LATER), **kw)
 
 
 def test_valid_editor_certificate_admitted_in_bas():
@@ -77,39 +63,11 @@ def test_test_access_admits_bas_certificate_of_candidature_in_progress():
     assert not admit(claims, "T", "production", NOW).admitted
 
 
-class _Guichet:
-    def __init__(self, keys: KeyStore) -> None:
-        self.keys = keys
-        self.habilitations: list[dict] = []
-        self.up = True
-        self.tamper = False
-
-    def app(self) -> Starlette:
-        async def trust_list(_request) -> Response:
-            if not self.up:
-                return PlainTextResponse("down", status_code=503)
-            now = int(time.time())
-            token = self.keys.sign(
-                {"iss": "guichet", "iat": now, "exp": now + 3600, "habilitations": self.habilitations}
-            )
-            if self.tamper:
-                h, _p, s = token.split(".")
-                other = KeyStore(None).sign({"iss": "guichet", "iat": now, "exp": now + 3600, "habilitations": []})
-                token = f"{h}.{other.split('.')[1]}.{s}"
-            return PlainTextResponse(token)
-
-        async def jwks(_request) -> Response:
-            return JSONResponse(self.keys.jwks())
-
-        return Starlette(routes=[Route("/trust-list", trust_list), Route("/trust-list/jwks", jwks)])
-
-
 @pytest.fixture
 def guichet():
-    g = _Guichet(KeyStore(None, algs=("ES256",)))
-    with ServerThread(g.app(), ServiceConfig(port=0)) as srv:
-        g.url = srv.url  # type: ignore[attr-defined]
-        yield g
+    g = TrustListServer().start()
+    yield g
+    g.stop()
 
 
 def _client(guichet, tmp_path, **kw) -> TrustListClient:

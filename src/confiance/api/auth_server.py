@@ -111,7 +111,14 @@ class AuthorizationServerApp:
 
     def _client(self, caller: Caller) -> ApiClient:
         self.rt.reload_clients_if_changed()
-        return authenticate_client(self.rt.registry, caller)
+        client = authenticate_client(self.rt.registry, caller)
+        trust, settings = self.rt.trust, self.rt.cfg.trust_list
+        if trust is not None and settings is not None and settings.applies_to(client.trust_list_required):
+            assert caller.cert_x5t is not None  # authenticate_client requires the certificate
+            admission = trust.admit(caller.cert_x5t)
+            if not admission.admitted:
+                raise OAuthError("unauthorized_client", f"Espace de Confiance : {admission.reason}")
+        return client
 
     async def _guard(self, request: Request, handler: Any) -> Response:
         try:

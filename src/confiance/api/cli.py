@@ -77,6 +77,9 @@ def clients_add(
     cert: Path | None = typer.Option(None, "--cert", help="…ou le certificat PEM dont prendre le DN."),
     scope: list[str] = typer.Option(list(SERVICE_NAMES), "--scope", help="Scope autorisé (répétable)."),
     sandbox: bool = typer.Option(False, "--sandbox", help="Niveau « sandbox » : génère un secret client."),
+    trust_list_required: bool = typer.Option(
+        False, "--trust-list-required", help="Exiger une habilitation valide (liste de confiance du guichet)."
+    ),
     config: Path = ConfigOpt,
 ) -> None:
     """Enregistre (ou remplace) un client ; pris en compte sans redémarrage."""
@@ -97,6 +100,7 @@ def clients_add(
                 "dn": dn,
                 "scopes": scope,
                 "level": "sandbox" if sandbox else "espace_confiance",
+                "trust_list_required": trust_list_required,
                 **({"secret_sha256": digest} if digest else {}),
             }
         )

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from confiance.core.config import StrictModel, load_config
+from confiance.core.trustlist import TrustListSettings
 from confiance.pki import normalize_dn
 
 TOKEN_ALGS = ("RS256", "ES256", "PS256")
@@ -45,6 +46,8 @@ class ApiClient(StrictModel):
     # Resource servers of other editors may introspect tokens issued for these audiences.
     introspect_audiences: list[str] = Field(default_factory=list)
     description: str = ""
+    # With trust_list.enforce = "flagged": this client's certificate must belong to a valid habilitation.
+    trust_list_required: bool = False
 
     @field_validator("dn")
     @classmethod
@@ -151,6 +154,8 @@ class ApiConfig(StrictModel):
     resource_server: ResourceServerConfig = Field(default_factory=lambda: ResourceServerConfig.model_validate({}))
     clients: list[ApiClient] = Field(default_factory=list)
     trusted_proxies: list[str] = Field(default_factory=list)
+    # Trust-space mode: admit only certificates of valid habilitations (guichet trust list).
+    trust_list: TrustListSettings | None = None
 
     @model_validator(mode="after")
     def _unique_clients(self) -> ApiConfig:

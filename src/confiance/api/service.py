@@ -27,6 +27,7 @@ from confiance.core.http import ClientFactory
 from confiance.core.jose import KeyStore
 from confiance.core.server import ServiceConfig, bind_socket, make_server
 from confiance.core.tls import ClientAuth, ServerTLS
+from confiance.core.trustlist import TrustListClient
 
 from .audit import AccessLog
 from .auth_server import AuthorizationServerApp
@@ -84,6 +85,7 @@ class ApiRuntime:
     issuer: str = ""
     catalog: Catalog = field(default_factory=lambda: Catalog(()))
     verifier: CertificateVerifier | None = None
+    trust: TrustListClient | None = None
     _clients_mtime: float | None = None
     _clients_checked: float = 0.0
     _certs: dict[bytes, CallerCert] = field(default_factory=dict)
@@ -212,6 +214,8 @@ def build_runtime(cfg: ApiConfig) -> ApiRuntime:
     )
     if a.clients_file is not None and a.clients_file.exists():
         rt._clients_mtime = os.stat(a.clients_file).st_mtime
+    if cfg.trust_list is not None:
+        rt.trust = cfg.trust_list.client(cfg.tls.ca_bundle)
     rt.set_urls(f"https://{a.host}:{a.port}", f"https://{r.host}:{r.port}")
     return rt
 
@@ -220,6 +224,9 @@ def _lifespan(rt: ApiRuntime, owner: bool) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         task = None
+        if owner and rt.trust is not None:
+            # first fetch off the loop; a guichet not up yet is retried by the refresh thread
+            await asyncio.to_thread(rt.trust.start)
         if owner:
 
             async def loop() -> None:
@@ -234,6 +241,8 @@ def _lifespan(rt: ApiRuntime, owner: bool) -> Any:
         try:
             yield
         finally:
+            if owner and rt.trust is not None:
+                rt.trust.stop()
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

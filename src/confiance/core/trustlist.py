@@ -23,10 +23,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
+from pydantic import Field
 
+from confiance.core.config import StrictModel
 from confiance.core.jose import TokenError, verify_jwt
 
 log = logging.getLogger("confiance.trustlist")
@@ -133,6 +135,40 @@ def _parse_time(value: Any) -> float:
             dt = dt.replace(tzinfo=UTC)
         return dt.timestamp()
     return 0.0
+
+
+class TrustListSettings(StrictModel):
+    """The ``[trust_list]`` section shared by the PSC sandbox and the API authorization server.
+
+    ``enforce = "all"`` is the trust space proper: every client certificate must belong to
+    a valid habilitation. ``"flagged"`` enforces it only for clients registered with
+    ``trust_list_required`` — how `confiance up` keeps its ready-made demo clients working
+    while the clients onboarded through the guichet are held to their habilitations.
+    """
+
+    url: str
+    jwks_url: str
+    environment: Literal["BAS", "production"] = "BAS"
+    refresh_seconds: float = Field(30.0, ge=0.2, le=86_400)
+    cache_path: Path | None = None
+    issuer: str | None = None
+    enforce: Literal["all", "flagged"] = "all"
+
+    def client(self, ca_bundle: Path | None) -> TrustListClient:
+        return TrustListClient(
+            TrustListConfig(
+                url=self.url,
+                jwks_url=self.jwks_url,
+                environment=self.environment,
+                refresh_seconds=self.refresh_seconds,
+                cache_path=self.cache_path,
+                ca_bundle=ca_bundle,
+                issuer=self.issuer,
+            )
+        )
+
+    def applies_to(self, flagged: bool) -> bool:
+        return self.enforce == "all" or flagged
 
 
 class TrustListUnavailable(RuntimeError):
