@@ -53,20 +53,6 @@ def render_toml(cfg: dict[str, Any], prefix: str = "") -> str:
     return out
 
 
-def trust_list_section(ctx: LaunchContext, opts: dict[str, Any], cache: Path) -> dict[str, Any]:
-    """Where the guichet that `up` starts will publish its trust list (its port is known now)."""
-    guichet = ctx.url("guichet", scheme="http")
-    return {
-        "url": f"{guichet}/trust-list",
-        "jwks_url": f"{guichet}/trust-list/jwks",
-        "issuer": guichet,
-        "environment": "BAS",
-        "refresh_seconds": float(opts.get("trust_list_refresh_seconds", 5)),
-        "cache_path": str(cache),
-        "enforce": "flagged",
-    }
-
-
 def prepare(ctx: LaunchContext) -> ServiceLaunch:
     state = ctx.state_dir / "api"
     state.mkdir(parents=True, exist_ok=True)
@@ -129,7 +115,7 @@ def prepare(ctx: LaunchContext) -> ServiceLaunch:
         "clients": clients,
         # Trust-space mode for the clients onboarded through the guichet (`clients add
         # --trust-list-required`); the ready-made demo clients above stay usable without it.
-        "trust_list": trust_list_section(ctx, opts, state / "trust-list.json"),
+        "trust_list": ctx.trust_list_section(opts, state / "trust-list.json"),
     }
     path = ctx.state_dir / "api.toml"
     path.write_text(render_toml(cfg))

@@ -39,6 +39,24 @@ class LaunchContext:
     def url(self, port_name: str, scheme: str = "https") -> str:
         return f"{scheme}://{self.host}:{self.ports[port_name]}"
 
+    def trust_list_section(self, opts: dict[str, Any], cache: Path) -> dict[str, Any]:
+        """``[trust_list]`` for a PSC/API config: the guichet `up` starts publishes it (its port is known now).
+
+        ``enforce = "flagged"``: clients onboarded through the guichet (registered with
+        ``trust_list_required``) are held to their habilitations, while the ready-made demo
+        clients keep working before anyone has obtained one.
+        """
+        guichet = self.url("guichet", scheme="http")
+        return {
+            "url": f"{guichet}/trust-list",
+            "jwks_url": f"{guichet}/trust-list/jwks",
+            "issuer": guichet,
+            "environment": opts.get("trust_list_environment", "BAS"),
+            "refresh_seconds": float(opts.get("trust_list_refresh_seconds", 5)),
+            "cache_path": str(cache),
+            "enforce": opts.get("trust_list_enforce", "flagged"),
+        }
+
     def service(self, name: str) -> dict[str, Any]:
         services: dict[str, dict[str, Any]] = self.endpoints.setdefault("services", {})
         svc: dict[str, Any] = services.setdefault(name, {})

@@ -8,13 +8,15 @@ ends as an OAuth error JSON with a 4xx status, never as a 500.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hmac
 import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -30,6 +32,7 @@ from confiance.core.clientcert import CertificateVerifier, client_certificate, p
 from confiance.core.config import format_validation_error
 from confiance.core.errors import oauth_error
 from confiance.core.jose import KeyStore
+from confiance.core.trustlist import TrustListClient
 from confiance.pki import normalize_dn
 
 from . import pages
@@ -64,6 +67,7 @@ def client_from_config(c: ClientConfig) -> Client:
         secret=c.secret,
         subject_dn=c.tls_client_auth_subject_dn,
         espace_de_confiance=c.espace_de_confiance,
+        trust_list_required=c.trust_list_required,
         redirect_uris=tuple(c.redirect_uris),
         post_logout_redirect_uris=tuple(c.post_logout_redirect_uris),
         grant_types=tuple(g for g in c.grant_types if g in SUPPORTED_GRANTS),
@@ -85,6 +89,7 @@ class PscSandbox:
     app: Starlette = field(init=False)
     base_url: str = field(init=False)
     _form_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    trust: TrustListClient | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         from .tokens import JwtSigner
@@ -114,6 +119,7 @@ class PscSandbox:
             if cfg.tls is not None and cfg.tls.ca_bundle is not None and self._trusted
             else None
         )
+        self.trust = cfg.trust_list.client(cfg.tls.ca_bundle if cfg.tls else None) if cfg.trust_list else None
         self.app = self._build_app()
         self.app.state.sandbox = self
 
@@ -274,8 +280,31 @@ class PscSandbox:
             cert_dn=normalize_dn(cert.subject_dn) if cert is not None else None,
         )
 
-    def _client(self, request: Request, form: dict[str, str]) -> Client:
-        return self.provider.authenticate(self._credentials(request, form))
+    def _client(self, request: Request, form: dict[str, str], issuing: bool = False) -> Client:
+        """Authenticate the client; ``issuing`` calls (CIBA, token) also pass the trust-space check."""
+        client = self.provider.authenticate(self._credentials(request, form))
+        if issuing:
+            self._admit(request, client)
+        return client
+
+    def _admit(self, request: Request, client: Client) -> None:
+        """Trust-space mode: the client's certificate must belong to a valid habilitation.
+
+        Checked on every call that issues something (CIBA request, token, refresh), so a
+        withdrawn habilitation stops new tokens within one trust-list refresh period;
+        introspection, revocation and logout stay open so sessions can always be closed.
+        """
+        settings = self.config.trust_list
+        if self.trust is None or settings is None or not settings.applies_to(client.trust_list_required):
+            return
+        cert = client_certificate(request.scope, self._trusted, self._verifier)
+        if cert is None:
+            raise OAuthError(
+                "unauthorized_client", "Espace de Confiance : authentification mTLS par un certificat habilité requise"
+            )
+        admission = self.trust.admit(cert.x5t_s256)
+        if not admission.admitted:
+            raise OAuthError("unauthorized_client", f"Espace de Confiance : {admission.reason}")
 
     # ------------------------------------------------------------------ endpoints
     async def well_known(self, _request: Request) -> Response:
@@ -300,14 +329,14 @@ class PscSandbox:
 
     async def ciba_auth(self, request: Request) -> Response:
         form = await self._form(request)
-        client = self._client(request, form)
+        client = self._client(request, form, issuing=True)
         result = self.provider.ciba_start(client, form, self.clock())
         log.info("ciba request %s client=%s", result["auth_req_id"], client.client_id)
         return _json(result)
 
     async def token(self, request: Request) -> Response:
         form = await self._form(request)
-        client = self._client(request, form)
+        client = self._client(request, form, issuing=True)
         return _json(self.provider.token(client, form, self.clock()))
 
     async def introspect(self, request: Request) -> Response:
@@ -575,8 +604,19 @@ class PscSandbox:
             r("/sandbox/admin/sessions/{sid}/end", self.admin_end_session, ["POST"]),
             r("/health", self.health, ["GET"]),
         ]
-        app = Starlette(routes=routes)
+        app = Starlette(routes=routes, lifespan=self._lifespan)
         return app
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        if self.trust is not None:
+            # first fetch off the loop; an unreachable guichet is retried by the refresh thread
+            await asyncio.to_thread(self.trust.start)
+        try:
+            yield
+        finally:
+            if self.trust is not None:
+                self.trust.stop()
 
 
 _AUTH_METHODS = ["client_secret_basic", "client_secret_post", "tls_client_auth"]

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from confiance.core.config import StrictModel
+from confiance.core.trustlist import TrustListSettings
 from confiance.pki import normalize_dn
 
 REALM = "esante-wallet"
@@ -53,6 +54,8 @@ class ClientConfig(StrictModel):
     secret: str | None = Field(default=None, min_length=8, max_length=512)
     tls_client_auth_subject_dn: str | None = None
     espace_de_confiance: bool = False
+    # With trust_list.enforce = "flagged": its certificate must belong to a valid habilitation.
+    trust_list_required: bool = False
     redirect_uris: list[str] = Field(default_factory=list)
     post_logout_redirect_uris: list[str] = Field(default_factory=list)
     grant_types: list[str] = Field(
@@ -108,6 +111,8 @@ class PscConfig(StrictModel):
     seed_identities: bool = True
     # Where admin-API additions (clients, identities) are saved so they survive restarts.
     state_file: Path | None = None
+    # Trust-space mode: admit a client only while the guichet lists a valid habilitation for its certificate.
+    trust_list: TrustListSettings | None = None
 
     def issuer_base(self, bound_port: int | None = None) -> str:
         if self.base_url:

@@ -64,6 +64,7 @@ class Client:
     secret: str | None = None
     subject_dn: str | None = None
     espace_de_confiance: bool = False
+    trust_list_required: bool = False
     redirect_uris: tuple[str, ...] = ()
     post_logout_redirect_uris: tuple[str, ...] = ()
     grant_types: tuple[str, ...] = SUPPORTED_GRANTS
@@ -77,6 +78,7 @@ class Client:
             "client_id": self.client_id,
             "name": self.name,
             "espace_de_confiance": self.espace_de_confiance,
+            "trust_list_required": self.trust_list_required,
             "tls_client_auth_subject_dn": self.subject_dn,
             "has_secret": self.secret is not None,
             "redirect_uris": list(self.redirect_uris),

@@ -102,6 +102,7 @@ def prepare(ctx: LaunchContext) -> ServiceLaunch:
     }
     if opts.get("identities_file"):
         cfg["identities_file"] = str(opts["identities_file"])
+    cfg["trust_list"] = ctx.trust_list_section(opts, state / "trust-list.json")
     path.write_text(render_toml(cfg))
     path.chmod(0o600)
 
@@ -124,6 +125,7 @@ def prepare(ctx: LaunchContext) -> ServiceLaunch:
             "admin_url": f"{base}/sandbox/admin",
             "ecps_url": f"{base}/sandbox/ecps",
             "config": str(path),
+            "trust_list_refresh_seconds": cfg["trust_list"]["refresh_seconds"],
         }
     )
     ctx.endpoints.setdefault("lps_clients", []).extend(
