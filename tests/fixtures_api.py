@@ -211,6 +211,7 @@ def build_api(
     access_log: Path | None = None,
     trusted_proxies: list[str] | None = None,
     trust_list: TrustListSettings | None = None,
+    rs_admin_token: str | None = None,
     **as_options: Any,
 ) -> ApiHandle:
     """Start AS + RS on kernel-chosen ports; ``as_options`` are AuthorizationServerConfig fields."""
@@ -243,7 +244,11 @@ def build_api(
         ),
         authorization_server=AuthorizationServerConfig.model_validate({"port": 0, **as_options}),
         resource_server=ResourceServerConfig.model_validate(
-            {"port": 0, **({"access_log": access_log} if access_log else {})}
+            {
+                "port": 0,
+                **({"access_log": access_log} if access_log else {}),
+                **({"admin_token": rs_admin_token} if rs_admin_token else {}),
+            }
         ),
         clients=registered,
         trusted_proxies=trusted_proxies or [],

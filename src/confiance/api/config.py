@@ -132,6 +132,7 @@ class ResourceServerConfig(StrictModel):
     signing_alg: TokenAlg = "ES256"
     keys_file: Path | None = None
     access_log: Path | None = None  # hash-chained JSON lines; None = in memory only
+    admin_token: str | None = Field(None, min_length=16)  # GET /admin/access-log (operators, conformity)
     verified_token_cache: int = Field(50_000, ge=0)
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=1024 * 1024)
     services: dict[str, ServiceDef] = Field(default_factory=dict)

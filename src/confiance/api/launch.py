@@ -9,6 +9,8 @@ sandbox through the sandbox admin API on first use.
 from __future__ import annotations
 
 import json
+import secrets
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,9 @@ def prepare(ctx: LaunchContext) -> ServiceLaunch:
         clients.append({"client_id": lps["client_id"], "dn": dn, "scopes": scopes, "description": "LPS de démo"})
         published.append({"client_id": lps["client_id"], "dn": dn, "cert": lps["cert"], "key": lps["key"]})
     as_url, rs_url = ctx.url("api_as"), ctx.url("api_rs")
+    # kept across restarts of `up`, like the other generated credentials
+    previous = tomllib.loads((ctx.state_dir / "api.toml").read_text()) if (ctx.state_dir / "api.toml").exists() else {}
+    rs_admin_token = previous.get("resource_server", {}).get("admin_token") or secrets.token_urlsafe(32)
     cfg: dict[str, Any] = {
         "tls": {
             "cert": ctx.server_cert.cert_path,
@@ -111,6 +116,7 @@ def prepare(ctx: LaunchContext) -> ServiceLaunch:
             "base_url": rs_url,
             "keys_file": str(state / "rs-keys.json"),
             "access_log": str(state / "access-log.jsonl"),
+            "admin_token": rs_admin_token,
         },
         "clients": clients,
         # Trust-space mode for the clients onboarded through the guichet (`clients add
@@ -143,6 +149,8 @@ def prepare(ctx: LaunchContext) -> ServiceLaunch:
                 "scopes": [name],
                 "token_endpoint": f"{as_url}/token",
                 "jwks_uri": f"{rs_url}/.well-known/jwks.json",
+                "access_log_url": f"{rs_url}/admin/access-log",
+                "admin_token": rs_admin_token,
             }
         )
     return ServiceLaunch(

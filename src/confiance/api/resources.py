@@ -9,6 +9,7 @@ access log with the professional and the client.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import time
@@ -91,6 +92,7 @@ class ResourceServerApp:
                 Route("/health", self.health),
                 Route("/hello", self.hello),
                 Route("/.well-known/jwks.json", self.jwks),
+                Route("/admin/access-log", self.access_log, methods=["GET"]),
                 Route("/openapi.json", self.openapi),
                 Route("/signsessiondata", self.signsessiondata, methods=["POST"]),
                 Route("/insi/rechercher", self.insi_search, methods=["POST"]),
@@ -172,6 +174,7 @@ class ResourceServerApp:
             )
             return None, _denied(exc)
         request.state.caller_dn = cc.subject_dn
+        request.state.caller_x5t = cc.x5t_s256
         return claims, None
 
     def _log_ok(self, request: Request, name: str, claims: dict[str, Any], status: int, **extra: Any) -> None:
@@ -183,6 +186,9 @@ class ResourceServerApp:
             professional=claims.get("SubjectNameID"),
             client_id=claims.get("client_id"),
             dn=request.state.caller_dn,
+            # what a verifier needs to see the binding held: presented certificate vs token cnf
+            cert_x5t=request.state.caller_x5t,
+            cnf_x5t=(claims.get("cnf") or {}).get("x5t#S256"),
             jti=claims.get("jti"),
             **extra,
         )
@@ -278,6 +284,27 @@ class ResourceServerApp:
             self._answers.popitem(last=False)
         self._answers[answer_key] = (kid, content, data["proxy_session_id"])
         return Response(content, media_type="application/json")
+
+    async def access_log(self, request: Request) -> Response:
+        """Recent accesses (operators, conformity campaigns): admin bearer token required.
+
+        Filtered by ``proxy_session_id`` (signsessiondata calls carry it) or ``client_id``;
+        records hold certificate DN/thumbprint, the token's cnf and jti, never a token.
+        """
+        expected = self.rt.cfg.resource_server.admin_token
+        given = request.headers.get("authorization", "")
+        if not expected:
+            return _bad_request("access_denied", "journal des accès désactivé (admin_token absent)", 403)
+        if not hmac.compare_digest(given.encode(), f"Bearer {expected}".encode()):
+            return _bad_request("invalid_token", "jeton d'administration invalide", 401)
+        psid = request.query_params.get("proxy_session_id")
+        cid = request.query_params.get("client_id")
+        records = [
+            r
+            for r in list(self.rt.audit.recent)
+            if (psid is None or r.get("proxy_session_id") == psid) and (cid is None or r.get("client_id") == cid)
+        ]
+        return JSONResponse({"records": records[-500:]})
 
     async def insi_search(self, request: Request) -> Response:
         """INSi-like: traits → INS. Codes as INSi: 00 found, 01 none, 02 several."""

@@ -12,3 +12,5 @@ def setup(level: str = "INFO") -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # one INFO line per outbound request (trust-list refreshes, introspection) drowns the logs
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -204,7 +204,12 @@ class Story:
         self.facts.update(client_id=client_id, lps_cert=cert_path, lps_key=key_path, workdir=workdir)
         self.ok(f"client PSC « Espace de Confiance » {client_id} (mTLS, DN {cert['subject_dn']})")
         self.ok("client de l'API (Client_ID_AS ↔ DN ↔ scopes) et identifiants confiés au Proxy e-Santé")
-        self.say("Le bac à sable admet ce certificat : la candidature est en cours d'instruction (accès de test).")
+        refresh = float(self.services["psc"].get("trust_list_refresh_seconds", 5))
+        self.say(
+            "Le bac à sable et le serveur d'autorisation admettent ce certificat de test tant que la candidature "
+            f"est en instruction (liste de confiance du guichet, relue toutes les {refresh:g} s)."
+        )
+        time.sleep(refresh + 1)
 
     def conformity_and_elp(self) -> None:
         self.step(

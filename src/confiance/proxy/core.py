@@ -563,7 +563,10 @@ def _connect_error(exc: OAuthFailure) -> tuple[int, str, str]:
     if exc.error == "expired_token":
         return 400, "AUTHENTICATION_TIMEOUT", "l'utilisateur n'a pas validé l'authentification à temps"
     if exc.error in ("invalid_client", "unauthorized_client"):
-        return 400, "CLIENT_REFUSED", "Pro Santé Connect refuse ce clientId (identifiants du logiciel)"
+        # PSC's own reason (e.g. the missing habilitation in the trust space) is what the
+        # editor needs to act on; it describes the client, never the user or a token.
+        reason = f" : {exc.description[:500]}" if exc.description else ""
+        return 400, "CLIENT_REFUSED", f"Pro Santé Connect refuse ce clientId (identifiants du logiciel){reason}"
     if exc.error == "invalid_id_token":
         return 400, "INVALID_ID_TOKEN", f"jeton d'identité PSC refusé: {exc.description}"
     return 400, "CONNECT_FAILED", f"échec de l'authentification PSC: {exc.error}"
