@@ -29,7 +29,8 @@ PENTEST_PDF = (
 class GuichetRefusal(RuntimeError):
     def __init__(self, status: int, body: Any) -> None:
         message = body.get("message") if isinstance(body, dict) else str(body)
-        super().__init__(f"{status} {message}")
+        details = body.get("problems") or body.get("errors") if isinstance(body, dict) else None
+        super().__init__(f"guichet : {status} {message}" + (f" {details}" if details else ""))
         self.status = status
         self.body = body
 
@@ -52,7 +53,8 @@ class Actor:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def call(self, method: str, path: str, body: Any = None, expect: tuple[int, ...] = (200, 201)) -> Any:
-        r = self.http.request(method, path, json=body, headers=self._headers())
+        payload = body if body is not None or method == "GET" else {}
+        r = self.http.request(method, path, json=payload, headers=self._headers())
         data: Any = (
             r.json() if r.content and r.headers.get("content-type", "").startswith("application/json") else r.text
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ssl
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -117,10 +118,13 @@ def dmp_documents(lps: Any, patient: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
-def read_traces(endpoints: dict[str, Any], client_id: str) -> list[dict[str, Any]]:
+def read_traces(endpoints: dict[str, Any], client_id: str, since: datetime) -> list[dict[str, Any]]:
+    """The proxy's traces since ``since`` for this LPS (GET /traces?start=…&end=…, admin token)."""
     proxy = endpoints["services"]["proxy"]
+    now = datetime.now(UTC) + timedelta(seconds=5)
     r = httpx.get(
         proxy["url"].rstrip("/") + "/traces",
+        params={"start": since.isoformat(timespec="seconds"), "end": now.isoformat(timespec="seconds")},
         headers={"Authorization": proxy["traces_auth"]["value"]},
         verify=_ca(endpoints),
         timeout=10,

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,12 @@ from .guichet_client import (
     OPERATOR_STEPS,
     Actor,
     Guichet,
+    GuichetRefusal,
     deposit_evidence,
     pentest,
     submit_and_accept_chapters,
 )
+from .onboarding import OnboardingError
 
 DEMO_PASSWORD = "demo-guichet-2025"  # the guichet's seeded demo ANS accounts (docs/guichet.md)
 COMPANY_PASSWORD = "mot-de-passe-demo-solide"
@@ -55,6 +58,7 @@ class Story:
     run_id: str = field(default_factory=lambda: secrets.token_hex(3))
     step_no: int = 0
     facts: dict[str, Any] = field(default_factory=dict)
+    started: datetime = field(default_factory=lambda: datetime.now(UTC) - timedelta(seconds=5))
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -121,7 +125,10 @@ class Story:
     def editor_files(self) -> None:
         self.step(
             "Un éditeur dépose ses candidatures ELP (Proxy e-Santé) et ELU (logiciel)",
-            self.guichet_page("/") + " (compte mandataire ci-dessous)",
+            self.guichet_page("/connexion")
+            + " (compte mandataire ci-dessous, mot de passe « "
+            + COMPANY_PASSWORD
+            + " ») puis /tableau-de-bord",
         )
         g = Guichet(self.services["guichet"]["url"])
         self.facts["guichet"] = g
@@ -214,7 +221,10 @@ class Story:
     def conformity_and_elp(self) -> None:
         self.step(
             "L'outil de conformité certifie le proxy ; le vérificateur et le collège accordent l'ELP",
-            self.guichet_page(f"/candidatures/{self.facts['elp']['id']}"),
+            self.guichet_page(f"/candidatures/{self.facts['elp']['id']}")
+            + " (éditeur) et "
+            + self.guichet_page("/ans/instruction")
+            + " (verificateur@ans.demo)",
         )
         from . import onboarding
 
@@ -262,7 +272,12 @@ class Story:
         self.ok(f"habilitation ELU n° {hab['id']} accordée, s'appuie sur l'ELP n° {self.facts['elp_hab']['id']}")
 
     def operator_habilitations(self) -> None:
-        self.step("Un opérateur obtient l'OSP puis l'OSU, avec ses certificats de production", self.guichet_page("/"))
+        self.step(
+            "Un opérateur obtient l'OSP puis l'OSU, avec ses certificats de production",
+            self.guichet_page("/habilitations")
+            + " (graphe des dépendances) et "
+            + self.guichet_page("/habilitations-publiques"),
+        )
         g: Guichet = self.facts["guichet"]
         verifier, college = self.facts["verifier"], self.facts["college"]
         email = f"mandataire-{self.run_id}@operateur.demo"
@@ -355,7 +370,7 @@ class Story:
         self.step("Les traces du proxy sont lues et leur chaînage vérifié")
         from . import onboarding
 
-        traces = onboarding.read_traces(self.endpoints, self.facts["client_id"])
+        traces = onboarding.read_traces(self.endpoints, self.facts["client_id"], self.started)
         table = Table("horodatage", "type", "IdRPPS", "apiRequest")
         for t in traces[-8:]:
             api = t.get("apiRequest") or {}
@@ -380,7 +395,7 @@ class Story:
     def withdrawal_refused(self) -> None:
         self.step(
             "L'ANS retire l'habilitation ELP : la connexion suivante est refusée",
-            self.guichet_page(f"/habilitations/{self.facts['elp_hab']['id']}"),
+            self.guichet_page("/ans/registre") + " (habilitations à risque) et " + self.guichet_page("/ans/audit"),
         )
         college: Actor = self.facts["college"]
         hab = self.facts["elp_hab"]
@@ -420,7 +435,7 @@ def main(state_dir: Path, console: Console | None = None) -> int:
     story = Story(data, console=console)
     try:
         story.run()
-    except DemoFailure as exc:
+    except (DemoFailure, GuichetRefusal, OnboardingError, httpx.HTTPError) as exc:
         console.print(f"[red]Échec de la démonstration à l'étape {story.step_no} : {exc}[/red]")
         return 1
     return 0
