@@ -1,4 +1,9 @@
-"""`confiance up`: PKI generated, every component started, endpoints.json written, SIGTERM stops all."""
+"""`confiance up` then `confiance demo`, as a newcomer runs them, on free ports.
+
+One trust space is started for the module: endpoints.json is checked, every service
+answers over TLS, the demo story runs twice (fresh names each run) and ends with the
+withdrawal refusal, and SIGTERM finally stops every process.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,16 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
 from confiance.core.launch import DEFAULT_PORTS
+
+pytestmark = pytest.mark.slow
 
 
 def _free_port() -> int:
@@ -37,11 +47,26 @@ def _alive(pid: int) -> bool:
     return not (stat.exists() and stat.read_text().split()[2] == "Z")
 
 
-def test_up_starts_everything_and_sigterm_stops_it(tmp_path: Path):
-    config = tmp_path / "up.toml"
+@dataclass
+class TrustSpace:
+    proc: subprocess.Popen[str]
+    state: Path
+    data: dict
+
+
+@pytest.fixture(scope="module")
+def trust_space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrustSpace]:
+    tmp = tmp_path_factory.mktemp("up")
+    config = tmp / "up.toml"
     ports = {name: _free_port() for name in DEFAULT_PORTS}
-    config.write_text("[ports]\n" + "".join(f"{k} = {v}\n" for k, v in ports.items()))
-    state = tmp_path / "state"
+    # a short trust-list refresh so the withdrawal takes effect within seconds
+    config.write_text(
+        "[ports]\n"
+        + "".join(f"{k} = {v}\n" for k, v in ports.items())
+        + "[components.psc]\ntrust_list_refresh_seconds = 1\n"
+        + "[components.api]\ntrust_list_refresh_seconds = 1\n"
+    )
+    state = tmp / "state"
     proc = subprocess.Popen(
         [sys.executable, "-m", "confiance", "up", "--state-dir", str(state), "--config", str(config)],
         stdout=subprocess.PIPE,
@@ -56,30 +81,65 @@ def test_up_starts_everything_and_sigterm_stops_it(tmp_path: Path):
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
             assert time.monotonic() < deadline, "endpoints.json never written"
             time.sleep(0.2)
-        data = json.loads(endpoints.read_text())
-        for key in ("state_dir", "ca_bundle", "services", "lps_clients", "identities"):
-            assert key in data
-        assert Path(data["ca_bundle"]).exists()
-        for name, svc in data["services"].items():
-            assert svc["url"].startswith(("https://127.0.0.1:", "http://127.0.0.1:")), name
-        for process in data["processes"]:
-            # every process answers its health URL over real TLS with the generated CA
-            r = httpx.get(process["health"], verify=ssl.create_default_context(cafile=data["ca_bundle"]), timeout=5)
-            assert r.status_code < 500, (process["name"], r.status_code)
-        children = _children(proc.pid)
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == 0, out
-        assert "arrêtés" in out
-        for child in children:
-            assert not _alive(child), f"child {child} survived SIGTERM"
+        yield TrustSpace(proc, state, json.loads(endpoints.read_text()))
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
 
 
-def test_up_rejects_bad_config(tmp_path: Path):
+def test_endpoints_json_and_every_service_answers(trust_space: TrustSpace) -> None:
+    data = trust_space.data
+    for key in ("state_dir", "ca_bundle", "services", "lps_clients", "identities"):
+        assert key in data
+    assert Path(data["ca_bundle"]).exists()
+    for name in ("psc", "api_as", "signsessiondata", "proxy", "guichet"):
+        assert data["services"][name]["url"].startswith(("https://127.0.0.1:", "http://127.0.0.1:")), name
+    assert {"lps-demo-mtls", "lps-demo-secret"} <= {c["client_id"] for c in data["lps_clients"]}
+    assert len(data["identities"]) >= 20
+    ca = ssl.create_default_context(cafile=data["ca_bundle"])
+    for process in data["processes"]:
+        r = httpx.get(process["health"], verify=ca, timeout=5)
+        assert r.status_code == 200, (process["name"], r.status_code)
+
+
+def _demo(trust_space: TrustSpace) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "confiance", "demo", "--state-dir", str(trust_space.state)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200"},
+        check=False,
+    )
+
+
+def test_demo_tells_the_whole_story_twice(trust_space: TrustSpace) -> None:
+    for _run in range(2):
+        r = _demo(trust_space)
+        assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+        out = r.stdout
+        assert "habilitation ELP" in out and "accordée" in out
+        assert "INSi" in out and "DMP" in out
+        assert "chaîne de traces vérifiée" in out
+        # the refusal names why: the withdrawn habilitation the LPS relied on
+        assert "connexion refusée" in out and "n'est plus valide" in out, out[-3000:]
+        assert "toutes les étapes ont réussi" in out
+
+
+def test_sigterm_stops_every_process(trust_space: TrustSpace) -> None:
+    proc = trust_space.proc
+    children = _children(proc.pid)
+    assert children, "up started no process"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "arrêtés" in out
+    for child in children:
+        assert not _alive(child), f"child {child} survived SIGTERM"
+
+
+def test_up_rejects_bad_config(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text("[ports]\nnope = 1\n")
     r = subprocess.run(
