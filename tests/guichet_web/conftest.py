@@ -107,9 +107,14 @@ def site(
     svc.db.dispose()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(server_cert: IssuedCertificate) -> Iterator[Any]:
-    """One Chromium per test process; each test user gets its own context (cookies)."""
+    """One Chromium per test module; each test user gets its own context (cookies).
+
+    Not session-scoped: Playwright's sync API keeps an event loop running in the main
+    thread while it is open, which would break every later test module of the same
+    worker that calls ``asyncio.run``.
+    """
     if not CHROMIUM.exists():
         if IN_CI:
             pytest.fail("/usr/bin/chromium absent (CI=true : le navigateur est obligatoire)")
