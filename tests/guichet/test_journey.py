@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import pytest
+
 from confiance.core.jose import verify_jwt
 
 from .helpers import Guichet, pentest_payload
@@ -205,3 +207,43 @@ def test_operator_production_certificate_enters_the_trust_list(guichet: Guichet)
     claims = verify_jwt(guichet.http.get("/trust-list").text, guichet.http.get("/trust-list/jwks").json())
     assert admit(claims, cert["x5t_s256"], "production").admitted
     assert not admit(claims, cert["x5t_s256"], "BAS").admitted
+
+
+def test_withdrawal_revokes_certificates_and_services_refuse_them(guichet: Guichet, pki, server_cert) -> None:
+    """CRL updated on withdrawal: a service requiring client certificates refuses the next handshake."""
+    import ssl
+
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from confiance.core.tls import ClientAuth
+    from tests.support import start_https
+
+    ed = guichet.company("Editeur Retire")
+    proxy = guichet.solution(ed, "ProxyR", "proxy")
+    elp = guichet.habilitate(ed, "ELP", proxy)
+    detail = ed.ok(ed.get(f"/api/candidatures/{elp['candidature_id']}"))
+    cert = detail["certificates"][0]
+    issued = next(c for c in pki.issued() if c.x5t_s256 == cert["x5t_s256"])
+    app = Starlette(routes=[Route("/", lambda _r: PlainTextResponse("ok"))])
+    srv = start_https(app, pki, server_cert, ClientAuth.REQUIRED)
+    try:
+
+        def call() -> int:
+            ctx = ssl.create_default_context(cafile=str(pki.ca_bundle))
+            ctx.load_cert_chain(issued.cert_path, issued.key_path)
+            return httpx.get(srv.url + "/", verify=ctx).status_code
+
+        assert call() == 200
+        guichet.college.ok(guichet.college.post(f"/api/habilitations/{elp['id']}/withdraw", {"reason": "retrait"}))
+        assert pki.is_revoked(issued.serial)
+        with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)):
+            call()
+    finally:
+        srv.stop()
+    after = ed.ok(ed.get(f"/api/candidatures/{elp['candidature_id']}"))
+    assert all(c["revoked"] for c in after["certificates"])
+    entries = guichet.college.ok(guichet.college.get("/api/audit", params={"target": f"habilitation:{elp['id']}"}))
+    assert any("certificats_revoques" in json.dumps(e) for e in entries)

@@ -401,6 +401,11 @@ class Story:
         hab = self.facts["elp_hab"]
         college.call("POST", f"/api/habilitations/{hab['id']}/withdraw", {"reason": "faille critique non corrigée"})
         self.ok(f"habilitation ELP n° {hab['id']} retirée ; l'ELU, l'OSP et l'OSU qui s'y appuient sont signalées")
+        editor: Actor = self.facts["editor"]
+        detail = editor.call("GET", f"/api/candidatures/{self.facts['elp']['id']}")
+        for cert in detail.get("certificates", []):
+            if cert.get("revoked"):
+                self.ok(f"certificat {cert['subject_dn']} révoqué par l'IGC (LCR mise à jour, refusé par les services)")
         refresh = float(self.services["psc"].get("trust_list_refresh_seconds", 5))
         deadline = time.monotonic() + refresh * 3 + 10
         doctor = self.facts["doctor"]

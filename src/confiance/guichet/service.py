@@ -1949,14 +1949,10 @@ class GuichetService:
             h.status = target.value
             h.status_reason = data.reason if data else None
             s.flush()
-            self._audit(
-                s,
-                actor,
-                f"habilitation.{action}",
-                f"habilitation:{h.id}",
-                before=before,
-                after=self._hab_out(s, h).model_dump(mode="json"),
-            )
+            after = self._hab_out(s, h).model_dump(mode="json")
+            if target is HabilitationStatus.WITHDRAWN:
+                after["certificats_revoques"] = self._revoke_certificates(s, h)
+            self._audit(s, actor, f"habilitation.{action}", f"habilitation:{h.id}", before=before, after=after)
             self._notify(
                 s,
                 "decision",
@@ -1991,6 +1987,37 @@ class GuichetService:
             HabilitationStatus.WITHDRAWN,
             "retirer",
         )
+
+    def _revoke_certificates(self, s: Session, h: Habilitation) -> list[str]:
+        """A withdrawn habilitation's certificates are revoked at the IGC (CRL rewritten).
+
+        Services re-read the CRL at each handshake, so the certificates stop working
+        everywhere, not only where the trust list is enforced. The ones revoked are those
+        the trust list published for this habilitation: the holder's certificates for the
+        solution's components in the habilitation's environment.
+        """
+        rows = s.execute(
+            select(CertificateRow)
+            .join(Candidature, Candidature.id == CertificateRow.candidature_id)
+            .join(Component, Component.id == CertificateRow.component_id)
+            .where(
+                Component.solution_id == h.solution_id,
+                CertificateRow.environment == h.environment,
+                CertificateRow.revoked_at.is_(None),
+                Candidature.organisation_id == h.organisation_id,
+            )
+        ).scalars()
+        revoked = []
+        for row in rows:
+            if self.pki is not None:
+                try:
+                    self.pki.revoke(row.pki_name, "cessationOfOperation")
+                except PkiError as exc:  # already revoked by an operator: record it all the same
+                    log.warning("révocation du certificat %s : %s", row.pki_name, exc)
+            row.revoked_at = self.clock()
+            revoked.append(row.subject_dn)
+        s.flush()
+        return revoked
 
     def _cascade(self, s: Session, roots: list[int], why: str) -> list[int]:
         """Flag every habilitation relying (transitively) on ``roots`` at risk, and tell their holders."""
