@@ -39,13 +39,15 @@ class LaunchContext:
     def url(self, port_name: str, scheme: str = "https") -> str:
         return f"{scheme}://{self.host}:{self.ports[port_name]}"
 
-    def trust_list_section(self, opts: dict[str, Any], cache: Path) -> dict[str, Any]:
+    def trust_list_section(self, opts: dict[str, Any], cache: Path) -> dict[str, Any] | None:
         """``[trust_list]`` for a PSC/API config: the guichet `up` starts publishes it (its port is known now).
 
         ``enforce = "flagged"``: clients onboarded through the guichet (registered with
         ``trust_list_required``) are held to their habilitations, while the ready-made demo
         clients keep working before anyone has obtained one.
         """
+        if "guichet" not in self.ports:  # assembled without a guichet (benchmarks): no trust list
+            return None
         guichet = self.url("guichet", scheme="http")
         return {
             "url": f"{guichet}/trust-list",

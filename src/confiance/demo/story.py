@@ -211,7 +211,7 @@ class Story:
         self.facts.update(client_id=client_id, lps_cert=cert_path, lps_key=key_path, workdir=workdir)
         self.ok(f"client PSC « Espace de Confiance » {client_id} (mTLS, DN {cert['subject_dn']})")
         self.ok("client de l'API (Client_ID_AS ↔ DN ↔ scopes) et identifiants confiés au Proxy e-Santé")
-        refresh = float(self.services["psc"].get("trust_list_refresh_seconds", 5))
+        refresh = float(self.services["psc"].get("trust_list_refresh_seconds") or 5)
         self.say(
             "Le bac à sable et le serveur d'autorisation admettent ce certificat de test tant que la candidature "
             f"est en instruction (liste de confiance du guichet, relue toutes les {refresh:g} s)."
@@ -406,7 +406,7 @@ class Story:
         for cert in detail.get("certificates", []):
             if cert.get("revoked"):
                 self.ok(f"certificat {cert['subject_dn']} révoqué par l'IGC (LCR mise à jour, refusé par les services)")
-        refresh = float(self.services["psc"].get("trust_list_refresh_seconds", 5))
+        refresh = float(self.services["psc"].get("trust_list_refresh_seconds") or 5)
         deadline = time.monotonic() + refresh * 3 + 10
         doctor = self.facts["doctor"]
         while True:

@@ -125,7 +125,7 @@ def prepare(ctx: LaunchContext) -> ServiceLaunch:
             "admin_url": f"{base}/sandbox/admin",
             "ecps_url": f"{base}/sandbox/ecps",
             "config": str(path),
-            "trust_list_refresh_seconds": cfg["trust_list"]["refresh_seconds"],
+            "trust_list_refresh_seconds": (cfg["trust_list"] or {}).get("refresh_seconds"),
         }
     )
     ctx.endpoints.setdefault("lps_clients", []).extend(
