@@ -1963,7 +1963,7 @@ class GuichetService:
             if target is HabilitationStatus.VALID:
                 self._clear_risks(s)
             else:
-                self._cascade(s, [h.id], f"s'appuie sur l'habilitation n° {h.id} ({h.role}) {target.value}")
+                self._cascade(s, [h.id], f"s'appuie sur l'habilitation n° {h.id} ({h.role}) {target.label}")
             return self._hab_out(s, h)
 
         return self._run(op)

@@ -100,3 +100,8 @@ class HabilitationStatus(StrEnum):
     WITHDRAWN = "retiree"
     EXPIRED = "expiree"
     RENEWED = "renouvelee"
+
+    @property
+    def label(self) -> str:
+        """The French word users read (values are ASCII identifiers)."""
+        return {"retiree": "retirée", "expiree": "expirée", "renouvelee": "renouvelée"}.get(self.value, self.value)
