@@ -82,7 +82,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_add_list_remove(tmp_path: Path, pki, server_cert, psc_sandbox) -> None:
-    from confiance.psc.launch import render_toml
+    from confiance.core.config import dump_toml as render_toml
 
     cfg = proxy_config(pki, server_cert, psc_sandbox, None, tmp_path)  # no services: flat TOML suffices
     data = cfg.model_dump(mode="json", exclude_none=True)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from confiance.core.config import dump_toml as render_toml
 from confiance.core.tls import client_context
-from confiance.proxy.launch import render_toml
 from confiance.proxy.traces import TraceStore
 from tests.proxy.harness import ADMIN, connect_body, services_from
 

@@ -8,7 +8,6 @@ sandbox through the sandbox admin API on first use.
 
 from __future__ import annotations
 
-import json
 import secrets
 import tomllib
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from cryptography import x509
 
+from confiance.core.config import dump_toml
 from confiance.core.launch import LaunchContext, ServiceLaunch, confiance_argv
 
 from .config import SERVICE_NAMES
@@ -23,36 +23,6 @@ from .config import SERVICE_NAMES
 DEMO_STRUCT_ID = "3" + "44306184100047"  # "3" + a fictitious SIRET
 PROXY_CLIENT_ID = "proxy"
 AS_PSC_CLIENT_ID = "api-psc-as"
-
-
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    return json.dumps(str(v), ensure_ascii=False)
-
-
-def render_toml(cfg: dict[str, Any], prefix: str = "") -> str:
-    """Enough TOML for our config: scalars, nested tables, arrays of flat tables."""
-    lines: list[str] = []
-    nested: list[tuple[str, Any]] = []
-    for k, v in cfg.items():
-        if isinstance(v, dict) or (isinstance(v, list) and v and isinstance(v[0], dict)):
-            nested.append((k, v))
-        elif v is not None:
-            lines.append(f"{k} = {_value(v)}")
-    out = "\n".join(lines) + ("\n" if lines else "")
-    for k, v in nested:
-        name = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out += f"\n[{name}]\n" + render_toml(v, f"{name}.")
-        else:
-            for item in v:
-                out += f"\n[[{name}]]\n" + render_toml(item, f"{name}.")
-    return out
 
 
 def prepare(ctx: LaunchContext) -> ServiceLaunch:
@@ -124,7 +94,7 @@ def prepare(ctx: LaunchContext) -> ServiceLaunch:
         "trust_list": ctx.trust_list_section(opts, state / "trust-list.json"),
     }
     path = ctx.state_dir / "api.toml"
-    path.write_text(render_toml(cfg))
+    path.write_text(dump_toml(cfg))
     path.chmod(0o600)
 
     ctx.service("api_as").update(

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
+from confiance.core.config import dump_toml
 from confiance.core.launch import LaunchContext, ServiceLaunch, confiance_argv
-
-
-def _toml_str(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def prepare(ctx: LaunchContext) -> ServiceLaunch:
@@ -15,20 +12,19 @@ def prepare(ctx: LaunchContext) -> ServiceLaunch:
     base.mkdir(parents=True, exist_ok=True)
     url = ctx.url("guichet", scheme="http")
     options = ctx.options.get("guichet", {})
-    lines = [
-        f"host = {_toml_str(ctx.host)}",
-        f"port = {ctx.ports['guichet']}",
-        f"public_url = {_toml_str(url)}",
-        f"data_dir = {_toml_str(str(base))}",
-        f"pki_dir = {_toml_str(str(ctx.pki.dir))}",
-        f"demo = {'true' if options.get('demo', True) else 'false'}",
-    ]
     conformity = ctx.endpoints.get("conformity", {})
     jwks_path = conformity.get("jwks_path") if isinstance(conformity, dict) else None
-    if jwks_path:
-        lines.append(f"conformity_jwks_file = {_toml_str(str(jwks_path))}")
+    cfg = {
+        "host": ctx.host,
+        "port": ctx.ports["guichet"],
+        "public_url": url,
+        "data_dir": str(base),
+        "pki_dir": str(ctx.pki.dir),
+        "demo": bool(options.get("demo", True)),
+        "conformity_jwks_file": str(jwks_path) if jwks_path else None,
+    }
     cfg_path = base / "guichet.toml"
-    cfg_path.write_text("\n".join(lines) + "\n")
+    cfg_path.write_text(dump_toml(cfg))
     ctx.service("guichet").update(
         {
             "url": url,

@@ -9,44 +9,14 @@ launch published. Traces go to SQLite in the state dir; the admin token that pro
 
 from __future__ import annotations
 
-import json
 import secrets
 import tomllib
 from typing import Any
 
+from confiance.core.config import dump_toml
 from confiance.core.launch import LaunchContext, ServiceLaunch, confiance_argv
 
 SERVICE_KEYS = ("signsessiondata", "insi", "dmp")
-
-
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    return json.dumps(str(v), ensure_ascii=False)
-
-
-def render_toml(cfg: dict[str, Any], prefix: str = "") -> str:
-    """Scalars, nested tables and arrays of flat tables: all our config needs."""
-    lines = [f"{k} = {_value(v)}" for k, v in cfg.items() if v is not None and not _is_table(v)]
-    out = "\n".join(lines) + ("\n" if lines else "")
-    for k, v in cfg.items():
-        if not _is_table(v):
-            continue
-        name = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out += f"\n[{name}]\n" + render_toml(v, f"{name}.")
-        else:
-            for item in v:
-                out += f"\n[[{name}]]\n" + render_toml(item, f"{name}.")
-    return out
-
-
-def _is_table(v: Any) -> bool:
-    return isinstance(v, dict) or (isinstance(v, list) and bool(v) and isinstance(v[0], dict))
 
 
 def prepare(ctx: LaunchContext) -> ServiceLaunch:
@@ -106,7 +76,7 @@ def prepare(ctx: LaunchContext) -> ServiceLaunch:
             "conformity_mode": bool(opts.get("conformity_mode", False)),
         },
     }
-    path.write_text(render_toml(cfg))
+    path.write_text(dump_toml(cfg))
     path.chmod(0o600)
     ctx.service("proxy").update(
         {

@@ -8,12 +8,12 @@ config file, so restarting `up` keeps every credential published in endpoints.js
 
 from __future__ import annotations
 
-import json
 import secrets
 import tomllib
 from pathlib import Path
 from typing import Any
 
+from confiance.core.config import dump_toml
 from confiance.core.launch import LaunchContext, ServiceLaunch, confiance_argv
 from confiance.pki import normalize_dn
 
@@ -23,38 +23,6 @@ from .identities import load_identities_file, seeded_identities
 MTLS_CLIENT_ID = "lps-demo-mtls"
 SECRET_CLIENT_ID = "lps-demo-secret"
 DEMO_STRUCT_ID = "3" + "90000000001017"  # "3" + a fictitious SIRET (valid Luhn key)
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return json.dumps(str(v), ensure_ascii=False)
-
-
-def render_toml(cfg: dict[str, Any]) -> str:
-    """Just enough TOML writing for our flat config (tables, arrays of tables)."""
-    lines: list[str] = []
-    tables: list[tuple[str, dict[str, Any]]] = []
-    arrays: list[tuple[str, list[dict[str, Any]]]] = []
-    for k, v in cfg.items():
-        if isinstance(v, dict):
-            tables.append((k, v))
-        elif isinstance(v, list) and v and isinstance(v[0], dict):
-            arrays.append((k, v))
-        elif v is not None:
-            lines.append(f"{k} = {_toml_value(v)}")
-    for name, table in tables:
-        lines.append(f"\n[{name}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
-    for name, items in arrays:
-        for item in items:
-            lines.append(f"\n[[{name}]]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in item.items() if v is not None]
-    return "\n".join(lines) + "\n"
 
 
 def prepare(ctx: LaunchContext) -> ServiceLaunch:
@@ -103,7 +71,7 @@ def prepare(ctx: LaunchContext) -> ServiceLaunch:
     if opts.get("identities_file"):
         cfg["identities_file"] = str(opts["identities_file"])
     cfg["trust_list"] = ctx.trust_list_section(opts, state / "trust-list.json")
-    path.write_text(render_toml(cfg))
+    path.write_text(dump_toml(cfg))
     path.chmod(0o600)
 
     issuer = base + REALM_PATH
