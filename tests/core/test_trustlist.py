@@ -133,3 +133,14 @@ def test_background_refresh_picks_up_withdrawal(guichet, tmp_path):
         assert not c.admit("P").admitted
     finally:
         c.stop()
+
+
+def test_large_trust_list_accepted(guichet, tmp_path):
+    """The list grows with the registry: hundreds of habilitations (> 128 KiB) must still verify."""
+    guichet.habilitations = [
+        _hab(i, "ELU", "BAS", f"x5t-{i}", holder={"name": "Éditeur " + "x" * 400}) for i in range(400)
+    ]
+    c = _client(guichet, tmp_path)
+    c.refresh()
+    assert c.last_error is None
+    assert c.admit("x5t-399").admitted

@@ -165,13 +165,24 @@ def verify_jwt(
     leeway: int = 0,
     now: float | None = None,
     require: Collection[str] = ("exp", "iat"),
+    max_length: int = 16384,
 ) -> dict[str, Any]:
-    """Verify signature, algorithm, ``kid``, ``exp``/``nbf``, ``iss`` and ``aud``; return claims."""
+    """Verify signature, algorithm, ``kid``, ``exp``/``nbf``, ``iss`` and ``aud``; return claims.
+
+    ``max_length`` bounds what is parsed at all: 16 KiB suits access and ID tokens; signed
+    documents such as the guichet's trust list grow with the registry and pass a larger bound.
+    """
     keyset = keys if isinstance(keys, KeySet) else KeySet.import_key_set(dict(keys))  # type: ignore[arg-type]
-    if not isinstance(token, str) or token.count(".") != 2 or len(token) > 16384:
-        raise TokenError("jeton mal formé")
+    if not isinstance(token, str) or token.count(".") != 2 or len(token) > max_length:
+        raise TokenError(
+            "jeton mal formé" if isinstance(token, str) and len(token) <= max_length else "jeton trop long"
+        )
+    registry = None
+    if max_length > 16384:  # joserfc's default bound is 128 KB of payload
+        registry = jws.JWSRegistry(algorithms=list(algorithms))
+        registry.max_payload_length = max_length
     try:
-        header = jws.extract_compact(token.encode()).protected
+        header = jws.extract_compact(token.encode(), registry=registry).protected
     except (JoseError, ValueError) as exc:
         raise TokenError("jeton mal formé") from exc
     alg = header.get("alg")
@@ -181,7 +192,7 @@ def verify_jwt(
     if kid is None or not any(k.kid == kid for k in keyset.keys):
         raise TokenError("clé de signature inconnue (kid)")
     try:
-        tok = jwt.decode(token, keyset, algorithms=list(algorithms))
+        tok = jwt.decode(token, keyset, algorithms=list(algorithms), registry=registry)
     except (JoseError, ValueError) as exc:
         raise TokenError("signature invalide") from exc
     claims = dict(tok.claims)
@@ -193,9 +204,9 @@ def verify_jwt(
             options["aud"] = {"essential": True, "value": audience}
         else:
             options["aud"] = {"essential": True, "values": list(audience)}
-    registry = jwt.JWTClaimsRegistry(now=int(now if now is not None else time.time()), leeway=leeway, **options)
+    claims_registry = jwt.JWTClaimsRegistry(now=int(now if now is not None else time.time()), leeway=leeway, **options)
     try:
-        registry.validate(claims)
+        claims_registry.validate(claims)
     except JoseError as exc:
         raise TokenError(_claim_reason(exc)) from exc
     return claims

@@ -34,6 +34,8 @@ from confiance.core.jose import TokenError, verify_jwt
 log = logging.getLogger("confiance.trustlist")
 
 EDITOR_ROLES = ("ELU", "ELP")
+# The list grows with the registry (≈ 1 KiB per habilitation); 8 MiB leaves room for thousands.
+MAX_TRUST_LIST_BYTES = 8 * 1024 * 1024
 OPERATOR_ROLES = ("OSU", "OSP")
 
 
@@ -224,7 +226,7 @@ class TrustListClient:
                 if self._jwks is None or not self._kid_known(token):
                     self._jwks = client.get(self.cfg.jwks_url).raise_for_status().json()
             assert self._jwks is not None
-            claims = verify_jwt(token, self._jwks, issuer=self.cfg.issuer, leeway=5)
+            claims = verify_jwt(token, self._jwks, issuer=self.cfg.issuer, leeway=5, max_length=MAX_TRUST_LIST_BYTES)
         except (httpx.HTTPError, TokenError, ValueError) as exc:
             self.last_error = f"liste de confiance non rafraîchie : {exc}"
             log.warning(self.last_error)

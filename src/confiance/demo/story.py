@@ -216,7 +216,8 @@ class Story:
             "Le bac à sable et le serveur d'autorisation admettent ce certificat de test tant que la candidature "
             f"est en instruction (liste de confiance du guichet, relue toutes les {refresh:g} s)."
         )
-        time.sleep(refresh + 1)
+        waited = self._wait_admitted()
+        self.ok(f"certificat admis par PSC et par le serveur d'autorisation (après {waited:.0f} s de propagation)")
 
     def conformity_and_elp(self) -> None:
         self.step(
@@ -325,12 +326,46 @@ class Story:
             ClientIdentity(self.facts["lps_cert"], self.facts["lps_key"]),
         )
 
+    def _wait_admitted(self) -> float:
+        """Wait until PSC and the API AS both admit the LPS certificate; return the seconds waited.
+
+        The trust list propagates: each server re-reads it every refresh period and keeps its
+        last good copy while the guichet is slow to answer. A connection plus one
+        signsessiondata call through the proxy proves both servers admit the certificate.
+        """
+        refresh = float(self.services["psc"].get("trust_list_refresh_seconds") or 5)
+        start = time.monotonic()
+        deadline = start + max(30.0, 6 * refresh)
+        last: Any = None
+        nid = self._doctor()["national_id"]
+        while time.monotonic() < deadline:
+            with self._lps() as lps:
+                answer = lps.connect(nid, self.facts["client_id"], channel="MOBILE")
+                if answer.status in (200, 304):
+                    session = lps.saved_session() or {}
+                    body = {
+                        "nationalId": nid,
+                        "clientID": self.facts["client_id"],
+                        "proxy_session_id": session.get("proxy_session_id", ""),
+                        "session_state": session.get("session_state", ""),
+                    }
+                    signed = lps.send("POST", "signsessiondata", "signsessiondata", body=body)
+                    lps.disconnect()
+                    if signed.status == 200:
+                        return time.monotonic() - start
+                    last = signed.body
+                else:
+                    last = answer.body
+            time.sleep(min(1.0, refresh))
+        raise DemoFailure(f"certificat toujours refusé après propagation de la liste de confiance : {last}")
+
     def doctor_connects(self) -> None:
         self.step(
             "Une médecin fictive s'authentifie par CIBA sur l'e-CPS simulée",
             self.services["psc"]["url"] + "/sandbox/ecps",
         )
         doctor = self._doctor()
+        self._wait_admitted()  # the ELU grant has reached PSC and the AS
         with self._lps() as lps:
             binding = lps.binding_message()
             self.say(f"Code affiché sur le logiciel et sur l'e-CPS : [bold]{binding}[/bold]")
