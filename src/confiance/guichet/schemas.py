@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .domain.model import AnsRole, ComponentKind, EvidenceKind, Level, OrgRole, Role, SolutionKind
-from .domain.pentest import AppType, CriterionResult, Severity
+from .domain.pentest import AppType, Criterion, CriterionResult, PentestReport, Severity, Summary
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Short = Annotated[str, Field(min_length=1, max_length=64)]
@@ -229,6 +229,25 @@ class PentestIn(In):
     application_type: AppType
     criteria: Annotated[list[CriterionIn], Field(max_length=1000)]
     summary: SummaryIn
+
+    def to_report(self) -> PentestReport:
+        """The domain's view, checked by ``pentest.check_report`` (deposit and live web verdict alike)."""
+        return PentestReport(
+            provider=self.provider,
+            auditor=self.auditor,
+            report_date=self.report_date,
+            application_name=self.application_name,
+            application_version=self.application_version,
+            application_type=self.application_type,
+            criteria=tuple(Criterion(x.id, x.severity, x.result) for x in self.criteria),
+            summary=Summary(
+                self.summary.application_name,
+                self.summary.application_version,
+                self.summary.description,
+                self.summary.application_type,
+                self.summary.result,
+            ),
+        )
 
 
 class CndaIn(In):

@@ -1478,22 +1478,7 @@ class GuichetService:
                 )
             self._require_file(s, data.file_sha256, "application/pdf", "le rapport de test d'intrusion signé (PDF)")
             p = data.pentest
-            report = pentest.PentestReport(
-                provider=p.provider,
-                auditor=p.auditor,
-                report_date=p.report_date,
-                application_name=p.application_name,
-                application_version=p.application_version,
-                application_type=p.application_type,
-                criteria=tuple(pentest.Criterion(x.id, x.severity, x.result) for x in p.criteria),
-                summary=pentest.Summary(
-                    p.summary.application_name,
-                    p.summary.application_version,
-                    p.summary.description,
-                    p.summary.application_type,
-                    p.summary.result,
-                ),
-            )
+            report = p.to_report()
             passi = set(s.execute(select(PassiProvider.name).where(PassiProvider.active.is_(True))).scalars())
             verdict = pentest.check_report(
                 report,

@@ -560,22 +560,7 @@ def _pentest_verdict(rq: Rq, c: Any, values: dict[str, Any]) -> tuple[pt.Pentest
         p = sc.PentestIn.model_validate(values)
     except ValidationError as exc:
         return None, validation_messages(exc)
-    report = pt.PentestReport(
-        provider=p.provider,
-        auditor=p.auditor,
-        report_date=p.report_date,
-        application_name=p.application_name,
-        application_version=p.application_version,
-        application_type=p.application_type,
-        criteria=tuple(pt.Criterion(x.id, x.severity, x.result) for x in p.criteria),
-        summary=pt.Summary(
-            p.summary.application_name,
-            p.summary.application_version,
-            p.summary.description,
-            p.summary.application_type,
-            p.summary.result,
-        ),
-    )
+    report = p.to_report()
     verdict = pt.check_report(
         report,
         role=Role(c.role),
