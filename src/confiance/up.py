@@ -58,6 +58,7 @@ class UpConfig:
 
 
 def prepare(state_dir: Path, config: UpConfig) -> tuple[LaunchContext, list[ServiceLaunch]]:
+    state_dir = state_dir.resolve()  # every path written into a config must work from any directory
     state_dir.mkdir(parents=True, exist_ok=True)
     pki = Pki.init(state_dir / "pki")
     server_cert = pki.ensure_server("localhost", dns=["localhost"], ips=["127.0.0.1"])

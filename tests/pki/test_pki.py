@@ -145,3 +145,12 @@ def test_cli_init_issue_show_revoke(tmp_path: Path):
     assert bad.returncode == 2 and "invalide" in bad.stdout
     missing = _cli("list", "--dir", str(tmp_path / "none"))
     assert missing.returncode == 2
+
+
+def test_relative_directory_gives_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """`up` runs with `.confiance` relative to the cwd; issued paths go into other services' configs."""
+    monkeypatch.chdir(tmp_path)
+    pki = Pki.init(Path("rel-pki"))
+    issued = pki.issue_client("3123456789", "rel", name="rel")
+    assert Path(issued.cert_path).is_absolute() and Path(issued.key_path).is_absolute()
+    assert pki.ca_bundle.is_absolute() and pki.crl_path.is_absolute()

@@ -103,7 +103,8 @@ class Pki:
     """
 
     def __init__(self, directory: Path | str) -> None:
-        self.dir = Path(directory)
+        # Absolute, because issued paths go into other components' config files (read from elsewhere).
+        self.dir = Path(directory).resolve()
         if not (self.dir / "intermediate.cert.pem").exists():
             raise PkiError(f"no PKI in {self.dir} (run `confiance pki init`)")
         self._inter_cert = x509.load_pem_x509_certificate((self.dir / "intermediate.cert.pem").read_bytes())
