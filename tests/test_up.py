@@ -67,8 +67,10 @@ def trust_space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrustSpace
         + "[components.api]\ntrust_list_refresh_seconds = 1\n"
     )
     state = tmp / "state"
+    # a relative state dir, run from its parent, exactly as `make up` does with `.confiance`
     proc = subprocess.Popen(
-        [sys.executable, "-m", "confiance", "up", "--state-dir", str(state), "--config", str(config)],
+        [sys.executable, "-m", "confiance", "up", "--state-dir", "state", "--config", str(config)],
+        cwd=tmp,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -105,7 +107,8 @@ def test_endpoints_json_and_every_service_answers(trust_space: TrustSpace) -> No
 
 def _demo(trust_space: TrustSpace) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "confiance", "demo", "--state-dir", str(trust_space.state)],
+        [sys.executable, "-m", "confiance", "demo", "--state-dir", "state"],
+        cwd=trust_space.state.parent,
         capture_output=True,
         text=True,
         timeout=600,
