@@ -33,7 +33,17 @@ def prepare(ctx: LaunchContext) -> ServiceLaunch:
     clients = []
     for lps in ctx.endpoints.get("lps_clients", []):
         if lps.get("cert"):
-            clients.append({"client_id": lps["client_id"], "auth": "mtls", "cert": lps["cert"], "key": lps["key"]})
+            clients.append(
+                {
+                    "client_id": lps["client_id"],
+                    "auth": "mtls",
+                    "cert": lps["cert"],
+                    "key": lps["key"],
+                    # where the browser lands after a web login: the editor's web LPS in development
+                    # (nothing listens there by default; the session cookie is set before the redirect)
+                    "web_redirect_url": opts.get("web_lps_url", "https://127.0.0.1:8080/"),
+                }
+            )
         elif lps.get("secret"):
             clients.append({"client_id": lps["client_id"], "auth": "secret", "secret": lps["secret"]})
     if not clients:

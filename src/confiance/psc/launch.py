@@ -58,6 +58,8 @@ def prepare(ctx: LaunchContext) -> ServiceLaunch:
                 "name": "LPS de démonstration (Espace de Confiance, mTLS)",
                 "tls_client_auth_subject_dn": mtls.subject_dn,
                 "espace_de_confiance": True,
+                # the proxy `up` starts offers the web (code + PKCE) flow for this LPS
+                "redirect_uris": [f"{ctx.url('proxy')}/callback"] if "proxy" in ctx.ports else [],
             },
             {
                 "client_id": SECRET_CLIENT_ID,
