@@ -160,3 +160,10 @@ def submit_and_accept_chapters(company: Actor, verifier: Actor, cid: int) -> int
             "POST", f"/api/candidatures/{cid}/chapters/{chapter['chapter_id']}/review", {"decision": "accepter"}
         )
     return len(detail["chapters"])
+
+
+def grant(college: Actor, company: Actor, cid: int) -> Any:
+    """The college grants the candidature; return the habilitation as its holder sees it."""
+    college.call("POST", f"/api/candidatures/{cid}/decision", {"decision": "accorder", "reason": "conforme"})
+    detail = company.call("GET", f"/api/candidatures/{cid}")
+    return company.call("GET", f"/api/habilitations/{detail['habilitation_id']}")

@@ -38,6 +38,7 @@ from .guichet_client import (
     Guichet,
     GuichetRefusal,
     deposit_evidence,
+    grant,
     pentest,
     submit_and_accept_chapters,
 )
@@ -254,9 +255,7 @@ class Story:
         )
         n = submit_and_accept_chapters(editor, verifier, elp["id"])
         self.ok(f"preuves déposées (test d'intrusion PASSI, rapport de conformité…), {n} chapitres acceptés")
-        college.call("POST", f"/api/candidatures/{elp['id']}/decision", {"decision": "accorder", "reason": "conforme"})
-        detail = editor.call("GET", f"/api/candidatures/{elp['id']}")
-        hab = editor.call("GET", f"/api/habilitations/{detail['habilitation_id']}")
+        hab = grant(college, editor, elp["id"])
         self.facts["elp_hab"] = hab
         self.ok(f"habilitation ELP n° {hab['id']} accordée en BAS, valable jusqu'au {hab['valid_until'][:10]}")
 
@@ -266,9 +265,7 @@ class Story:
         elu = self.facts["elu"]
         deposit_evidence(editor, elu["id"], pentest_data=pentest(self.facts["lps_sol"]["name"], "3.2.0", medium_ko=3))
         submit_and_accept_chapters(editor, verifier, elu["id"])
-        college.call("POST", f"/api/candidatures/{elu['id']}/decision", {"decision": "accorder", "reason": "conforme"})
-        detail = editor.call("GET", f"/api/candidatures/{elu['id']}")
-        hab = editor.call("GET", f"/api/habilitations/{detail['habilitation_id']}")
+        hab = grant(college, editor, elu["id"])
         self.facts["elu_hab"] = hab
         self.ok(f"habilitation ELU n° {hab['id']} accordée, s'appuie sur l'ELP n° {self.facts['elp_hab']['id']}")
 
@@ -305,15 +302,14 @@ class Story:
     ) -> Any:
         deposit_evidence(op, cand["id"], pentest_data=pentest(sol["name"], cand["software_version"], medium_ko=0))
         submit_and_accept_chapters(op, verifier, cand["id"])
-        college.call("POST", f"/api/candidatures/{cand['id']}/decision", {"decision": "accorder", "reason": "conforme"})
+        hab = grant(college, op, cand["id"])
         for step in OPERATOR_STEPS:
             op.call("POST", f"/api/candidatures/{cand['id']}/parcours/{step}")
         cert = op.call(
             "POST", f"/api/candidatures/{cand['id']}/certificates", {"component_id": sol["components"][0]["id"]}
         )
         self.ok(f"certificat de production {cert['subject_dn']} pour {cand['role']}")
-        detail = op.call("GET", f"/api/candidatures/{cand['id']}")
-        return op.call("GET", f"/api/habilitations/{detail['habilitation_id']}")
+        return hab
 
     # ------------------------------------------------------------------ care
     def _lps(self) -> Any:
