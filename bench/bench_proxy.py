@@ -45,10 +45,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.proxy import nginx  # noqa: E402
 
+from confiance.core.config import dump_toml  # noqa: E402
 from confiance.core.launch import LaunchContext  # noqa: E402
 from confiance.core.tls import client_context  # noqa: E402
 from confiance.pki import Pki  # noqa: E402
-from confiance.proxy.launch import render_toml  # noqa: E402
 
 
 def free_port() -> int:
@@ -220,7 +220,7 @@ def main() -> int:
             "traces": {"url": f"sqlite:///{tmp / 'traces.db'}", "admin_token": "bench-admin-token-0123456789"},
         }
         cfg_path = tmp / "proxy.toml"
-        cfg_path.write_text(render_toml(proxy_cfg))
+        cfg_path.write_text(dump_toml(proxy_cfg))
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "confiance", "proxy", "serve", "--config", str(cfg_path)],

@@ -28,9 +28,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from confiance.core.config import dump_toml  # noqa: E402
 from confiance.core.tls import client_context  # noqa: E402
 from confiance.pki import Pki  # noqa: E402
-from confiance.psc.launch import render_toml  # noqa: E402
 
 
 def free_port() -> int:
@@ -82,7 +82,7 @@ def main() -> None:
         ],
     }
     cfg_path = tmp / "psc.toml"
-    cfg_path.write_text(render_toml(cfg))
+    cfg_path.write_text(dump_toml(cfg))
     log = open(tmp / "server.log", "wb")  # noqa: SIM115
     srv = subprocess.Popen(
         [sys.executable, "-m", "confiance", "psc", "serve", "--config", str(cfg_path)],

@@ -15,6 +15,7 @@ from confiance.pki import IssuedCertificate, Pki
 from confiance.proxy.app import ProxyApp
 from confiance.proxy.config import ProxyConfig
 from confiance.proxy.core import ProxyCore
+from confiance.proxy.front import protocol_for
 from tests.fixtures_api import ApiHandle
 from tests.fixtures_psc import PscHandle
 
@@ -111,7 +112,7 @@ class RunningProxy:
 def start_proxy(cfg: ProxyConfig, pki: Pki, store: Any = None) -> RunningProxy:
     app = ProxyApp(ProxyCore(cfg, store=store))
     tls = ServerTLS(cert=cfg.server.cert, key=cfg.server.key)
-    server = ServerThread(app, ServiceConfig(port=0, tls=tls))
+    server = ServerThread(app, ServiceConfig(port=0, tls=tls, http_protocol=protocol_for(app)))
     # uvicorn rewrites scope["client"] from X-Forwarded-For sent by 127.0.0.1 unless told not to;
     # the proxy applies its own trusted_proxies rule instead (see confiance.proxy.cli.serve).
     server.server.config.proxy_headers = False

@@ -62,6 +62,9 @@ class ServiceConfig:
     log_level: str = "warning"
     limit_concurrency: int | None = None
     timeout_keep_alive: int = 30
+    # A TLSExposingProtocol subclass for a service that answers some paths below ASGI
+    # (the proxy's /send, see confiance.proxy.front).
+    http_protocol: type[TLSExposingProtocol] = TLSExposingProtocol
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -84,7 +87,7 @@ def make_server(app: Any, cfg: ServiceConfig) -> uvicorn.Server:
         app,
         host=cfg.host,
         port=cfg.port,
-        http=TLSExposingProtocol,
+        http=cfg.http_protocol,
         loop="uvloop",
         lifespan="auto",
         log_level=cfg.log_level,

@@ -15,7 +15,7 @@ import html
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlencode
@@ -110,25 +110,58 @@ class ProxyApp:
         else:
             await self.router(scope, receive, send)
 
-    def _addr(self, scope: MutableMapping[str, Any]) -> tuple[str | None, int | None]:
+    def _addr(
+        self, client: tuple[str, int] | None, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[str | None, int | None]:
         xff = None
         if self.core.trusted:
-            for k, v in scope["headers"]:
+            for k, v in headers:
                 if k == b"x-forwarded-for":
                     xff = v.decode("latin-1") if xff is None else xff + "," + v.decode("latin-1")
-        return client_address(scope.get("client"), xff, self.core.trusted)
+        return client_address(client, xff, self.core.trusted)
 
     # ------------------------------------------------------------------ /send (hot path)
     async def send_route(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """ASGI entry for /send: used when the app runs under a plain ASGI server.
+
+        ``confiance proxy serve`` does not come here: its HTTP protocol (``front.py``)
+        calls :meth:`handle_send` directly, without building ASGI messages.
+        """
+        status, headers, body = await self.handle_send(
+            scope["method"],
+            scope.get("raw_path") or scope["path"].encode(),
+            scope.get("query_string", b""),
+            scope["headers"],
+            scope.get("client"),
+            lambda: _read_body(scope, receive, self.max_body),
+        )
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def handle_send(
+        self,
+        method: str,
+        raw_path: bytes,
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+        client: tuple[str, int] | None,
+        read_body: Callable[[], Awaitable[bytes]],
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Relay one /send request; always answers (errors become ANS JSON bodies).
+
+        ``read_body`` is called only once the session is known, so an anonymous caller
+        never gets to upload a body. The response headers include Content-Length.
+        """
         t0 = time.perf_counter()
         core = self.core
         status = 500
         timing = [0.0]  # seconds spent waiting for the upstream (and the AS, if a renewal ran)
         try:
-            status = await self._relay(scope, receive, send, timing)
+            status, rheaders, rbody = await self._relay(method, raw_path, query, headers, client, read_body, timing)
         except ProxyError as exc:
             status = exc.status
-            await _respond(send, exc.status, _json(exc.body()))
+            rbody = _json(exc.body())
+            rheaders = [*JSON_HEADERS, (b"content-length", b"%d" % len(rbody))]
         finally:
             total = time.perf_counter() - t0
             core.metrics.send_latency.observe(total)
@@ -136,19 +169,27 @@ class ProxyApp:
                 # What the proxy itself adds to a relayed request, measured inside the process.
                 core.metrics.send_overhead.observe(total - timing[0])
             core.metrics.request("send", status)
+        return status, rheaders, rbody
 
-    async def _relay(self, scope: dict[str, Any], receive: Any, send: Any, timing: list[float]) -> int:
+    async def _relay(
+        self,
+        method: str,
+        raw_path: bytes,
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+        client: tuple[str, int] | None,
+        read_body: Callable[[], Awaitable[bytes]],
+        timing: list[float],
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         core = self.core
-        method = scope["method"]
         if method not in SEND_METHODS:
             raise ProxyError(405, "METHOD_NOT_ALLOWED", "méthode non autorisée")
-        headers: list[tuple[bytes, bytes]] = scope["headers"]
         sid = cookie_from_headers(headers)
         if not valid_session_id(sid):
             raise ProxyError(401, "SESSION_NOT_FOUND", "cookie proxy_session_id absent ou invalide")
         assert sid is not None
         try:
-            target = split_send_target(scope.get("raw_path") or scope["path"].encode(), scope.get("query_string", b""))
+            target = split_send_target(raw_path, query)
         except UnsafePath as exc:
             raise ProxyError(400, "UNSAFE_PATH", str(exc)) from None
         if target.service not in self.cfg.services:
@@ -164,7 +205,7 @@ class ProxyApp:
                 await core.store.touch(session, now)
             except StoreUnavailable as exc:
                 raise ProxyError(503, "SESSION_STORE_UNAVAILABLE", "stockage des sessions indisponible") from exc
-        body = await _read_body(scope, receive, self.max_body)
+        body = await read_body()
         if core.traces.full():
             # Refuse *before* relaying: a request must never reach a service without its trace.
             raise ProxyError(503, "TRACES_UNAVAILABLE", "journal des traces saturé, réessayez")
@@ -193,7 +234,7 @@ class ProxyApp:
             hot = await core.hot_entry(session, target.service, time.time(), refused=hot.token)
             status, rheaders, rbody = await self._upstream(hot, method, extra, body)
         timing[0] += time.perf_counter() - t_up
-        ip, port = self._addr(scope)
+        ip, port = self._addr(client, headers)
         rec = trace(
             TraceType.SEND,
             now=now,
@@ -209,9 +250,7 @@ class ProxyApp:
             await fut
         out = [(k, v) for k, v in rheaders if k not in DROP_RESPONSE_HEADERS]
         out.append((b"content-length", b"%d" % len(rbody)))
-        await send({"type": "http.response.start", "status": status, "headers": out})
-        await send({"type": "http.response.body", "body": rbody})
-        return status
+        return status, out, rbody
 
     async def _upstream(
         self, hot: Hot, method: str, head: bytes, body: bytes
@@ -245,7 +284,7 @@ class ProxyApp:
                     400, "INVALID_REQUEST", "corps JSON invalide", metadata={"nationalId": None, "clientId": None}
                 ) from None
             req = parse_connect(body)
-            ip, port = self._addr(request.scope)
+            ip, port = self._addr(request.scope.get("client"), request.scope["headers"])
             status, session = await self.core.connect(req, ip, port)
             if status == 304 or session is None:
                 return Response(status_code=304)
@@ -269,7 +308,7 @@ class ProxyApp:
             if not valid_session_id(sid):
                 raise ProxyError(401, "SESSION_NOT_FOUND", "cookie proxy_session_id absent ou invalide")
             assert sid is not None
-            ip, port = self._addr(request.scope)
+            ip, port = self._addr(request.scope.get("client"), request.scope["headers"])
             await self.core.disconnect(sid, ip, port)
             resp = JSONResponse({"code": "DISCONNECTED", "message": "session terminée"})
             resp.headers["set-cookie"] = erased_cookie(self.samesite)
@@ -363,7 +402,7 @@ class ProxyApp:
     async def callback(self, request: Request) -> Response:
         q = request.query_params
         state = q.get("state", "")
-        ip, port = self._addr(request.scope)
+        ip, port = self._addr(request.scope.get("client"), request.scope["headers"])
         if not state or cookie_from_headers(request.scope["headers"], STATE_COOKIE.encode()) != state:
             return _page(400, "Connexion refusée", "Paramètre state absent ou différent de celui de ce navigateur.")
         try:
@@ -473,17 +512,6 @@ class ProxyApp:
 def _invalid_token(headers: list[tuple[bytes, bytes]]) -> bool:
     """RFC 6750 §3.1: the resource server says the token (not the request) is the problem."""
     return any(k == b"www-authenticate" and b"invalid_token" in v for k, v in headers)
-
-
-async def _respond(send: Any, status: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*JSON_HEADERS, (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 async def _read_body(scope: MutableMapping[str, Any], receive: Any, limit: int) -> bytes:

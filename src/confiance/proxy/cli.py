@@ -53,11 +53,14 @@ def _serve_one(cfg: Any, sock: Any) -> None:
 
     from .app import ProxyApp
     from .core import ProxyCore
+    from .front import protocol_for
 
     s = cfg.server
     tls = ServerTLS(cert=s.cert, key=s.key, ca_bundle=s.ca_bundle, crl=s.crl, client_auth=ClientAuth(s.client_auth))
+    app = ProxyApp(ProxyCore(cfg))
     server = make_server(
-        ProxyApp(ProxyCore(cfg)), ServiceConfig(host=s.host, port=s.port, tls=tls, log_level=s.log_level)
+        app,
+        ServiceConfig(host=s.host, port=s.port, tls=tls, log_level=s.log_level, http_protocol=protocol_for(app)),
     )
     # uvicorn would otherwise rewrite the peer address from X-Forwarded-For sent by 127.0.0.1;
     # the proxy applies its own `trusted_proxies` rule (domain.client_address) instead.
