@@ -133,6 +133,11 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=10_000)
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated targets to measure (direct,nginx,bare_python_relay,proxy); for profiling",
+    )
     ap.add_argument("--workers", type=int, default=1, help="proxy worker processes (>1 needs --store redis|sqlite)")
     ap.add_argument("--store", default="memory", choices=["memory", "sqlite", "redis"])
     ap.add_argument("--redis-url", default=os.environ.get("CONFIANCE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
@@ -255,6 +260,8 @@ def main() -> int:
             "bare_python_relay": (f"https://127.0.0.1:{bare_port}/send/bench/hello", []),
             "proxy": (f"{proxy_url}/send/bench/hello", [cookie]),
         }
+        if args.only:
+            targets = {k: v for k, v in targets.items() if k in args.only.split(",")}
         results: dict[str, Any] = {
             "machine": {"cores": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
             "settings": vars(args),
@@ -296,7 +303,9 @@ def main() -> int:
         results["memory"] = json.loads(mem.stdout.strip().splitlines()[-1])
         rounds = results["rounds"]
 
-        def ratio(a: str, b: str) -> float:
+        def ratio(a: str, b: str) -> float | None:
+            if a not in targets or b not in targets:
+                return None
             return round(statistics.median(x[a]["rps"] / x[b]["rps"] for x in rounds), 3)
 
         results["ratios"] = {
@@ -308,6 +317,8 @@ def main() -> int:
         lat = results["latency_1000rps"]
         if lat:
             for name in ("proxy", "nginx", "bare_python_relay"):
+                if name not in lat or "direct" not in lat:
+                    continue
                 added = [a["p99_ms"] - d["p99_ms"] for a, d in zip(lat[name], lat["direct"], strict=True)]
                 results["ratios"][f"p99_added_ms_{name}_median"] = round(statistics.median(added), 2)
                 results["ratios"][f"p50_added_ms_{name}_median"] = round(

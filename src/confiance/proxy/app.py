@@ -298,7 +298,7 @@ class ProxyApp:
             status = exc.status
             return JSONResponse(exc.body(), status_code=exc.status)
         finally:
-            self.core.metrics.latency.labels("connect").observe(time.perf_counter() - t0)
+            self.core.metrics.latency("connect").observe(time.perf_counter() - t0)
             self.core.metrics.request("connect", status)
 
     async def disconnect(self, request: Request) -> Response:

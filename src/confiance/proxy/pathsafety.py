@@ -10,6 +10,7 @@ verbatim to the service base URL, so the upstream sees exactly what we checked.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -33,8 +34,21 @@ class SendTarget:
     query: str  # raw query string without "?", already checked
 
 
+CACHED_TARGET_MAX = 512  # bytes of path + query below which a checked target is remembered
+
+
 def split_send_target(raw_path: bytes | str, query: bytes | str = b"") -> SendTarget:
-    """Parse ``/send/{service}[/{endpoint…}]`` from the raw target; raise :class:`UnsafePath`."""
+    """Parse ``/send/{service}[/{endpoint…}]`` from the raw target; raise :class:`UnsafePath`.
+
+    The same few endpoints come back on every request, so short targets that passed are
+    remembered (a pure function of its input; refusals are never cached).
+    """
+    if len(raw_path) + len(query) <= CACHED_TARGET_MAX:
+        return _split_cached(raw_path, query)
+    return _split(raw_path, query)
+
+
+def _split(raw_path: bytes | str, query: bytes | str) -> SendTarget:
     path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else raw_path
     qs = query.decode("latin-1") if isinstance(query, bytes) else query
     if not path.startswith("/send/"):
@@ -48,6 +62,9 @@ def split_send_target(raw_path: bytes | str, query: bytes | str = b"") -> SendTa
     if qs:
         check_query(qs)
     return SendTarget(service, endpoint, qs)
+
+
+_split_cached = functools.lru_cache(maxsize=4096)(_split)
 
 
 def check_endpoint(endpoint: str) -> None:

@@ -207,8 +207,48 @@ class Pool:
             self._waiters.append(waiter)
             await waiter
         self._busy += 1
+        # One coroutine for the whole exchange (no helper coroutine): each await level is
+        # paid again on every resume of the hot path.
         try:
-            return await self._send(loop, method, head, body, limit_s)
+            for attempt in (0, 1):
+                conn = None
+                while self._idle:
+                    c = self._idle.pop()
+                    if not c.closed:
+                        conn = c
+                        break
+                if conn is None:
+                    conn = await self._connect()
+                fut = conn.start(loop)
+                assert conn.transport is not None
+                conn.transport.write(head + body if len(body) < 65536 else head)
+                if len(body) >= 65536:
+                    conn.transport.write(body)
+                timer = loop.call_later(limit_s, _expire, fut)  # one timer, cheaper than asyncio.timeout
+                try:
+                    result = await fut
+                except _Stale:
+                    if attempt == 0 and method in IDEMPOTENT:
+                        continue
+                    raise UpstreamError("protocol", "connexion fermée par le service") from None
+                except BaseException:
+                    conn.closed = True
+                    if conn.transport is not None:
+                        conn.transport.close()
+                    raise
+                finally:
+                    timer.cancel()
+                if conn.reusable():
+                    conn.finish()
+                    conn.used = True  # from now on a silent close means "stale", not "failed"
+                    self._idle.append(conn)
+                else:
+                    conn.finish()
+                    conn.closed = True
+                    if conn.transport is not None:
+                        conn.transport.close()
+                return result
+            raise UpstreamError("protocol", "connexion fermée par le service")
         finally:
             self._busy -= 1
             while self._waiters:
@@ -216,49 +256,6 @@ class Pool:
                 if not w.done():
                     w.set_result(None)
                     break
-
-    async def _send(
-        self, loop: asyncio.AbstractEventLoop, method: str, head: bytes, body: bytes, limit_s: float
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        for attempt in (0, 1):
-            conn = None
-            while self._idle:
-                c = self._idle.pop()
-                if not c.closed:
-                    conn = c
-                    break
-            if conn is None:
-                conn = await self._connect()
-            fut = conn.start(loop)
-            assert conn.transport is not None
-            conn.transport.write(head + body if len(body) < 65536 else head)
-            if len(body) >= 65536:
-                conn.transport.write(body)
-            timer = loop.call_later(limit_s, _expire, fut)  # one timer, cheaper than asyncio.timeout
-            try:
-                result = await fut
-            except _Stale:
-                if attempt == 0 and method in IDEMPOTENT:
-                    continue
-                raise UpstreamError("protocol", "connexion fermée par le service") from None
-            except BaseException:
-                conn.closed = True
-                if conn.transport is not None:
-                    conn.transport.close()
-                raise
-            finally:
-                timer.cancel()
-            if conn.reusable():
-                conn.finish()
-                conn.used = True  # from now on a silent close means "stale", not "failed"
-                self._idle.append(conn)
-            else:
-                conn.finish()
-                conn.closed = True
-                if conn.transport is not None:
-                    conn.transport.close()
-            return result
-        raise UpstreamError("protocol", "connexion fermée par le service")
 
     def close(self) -> None:
         while self._idle:
