@@ -96,7 +96,7 @@ def test_traces_verify_command_detects_tampering(tmp_path: Path) -> None:
     assert ok.exit_code == 0 and "6 trace" in ok.output
     eng = sa.create_engine(url)
     with eng.begin() as c:
-        c.execute(sa.text("UPDATE proxy_traces SET record = replace(record, '\"3\"', '\"4\"') WHERE seq = 4"))
+        c.execute(sa.text("UPDATE proxy_trace_blocks SET body = replace(body, '\"3\"', '\"4\"') WHERE seq = 1"))
     bad = runner.invoke(cli_app, ["proxy", "traces", "verify", "--url", url])
     assert bad.exit_code == 1 and "rompue" in bad.output
 
@@ -104,17 +104,24 @@ def test_traces_verify_command_detects_tampering(tmp_path: Path) -> None:
 def test_trace_deletions_detected(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/t.db"
     store = TraceStore(url)
-    store.append([(1000.0 + i, {"type": "SEND", "n": i}) for i in range(4)])
+    for i in range(4):  # one block per append
+        store.append([(1000.0 + i, {"type": "SEND", "n": i})])
     assert store.verify().ok
     with store.engine.begin() as c:
-        c.execute(sa.text("DELETE FROM proxy_traces WHERE seq = 4"))  # the newest one
+        c.execute(sa.text("DELETE FROM proxy_trace_blocks WHERE seq = 4"))  # the newest one
     assert not store.verify().ok
     store2 = TraceStore(f"sqlite:///{tmp_path}/t2.db")
-    store2.append([(1000.0 + i, {"type": "SEND", "n": i}) for i in range(4)])
+    for i in range(4):
+        store2.append([(1000.0 + i, {"type": "SEND", "n": i})])
     with store2.engine.begin() as c:
-        c.execute(sa.text("DELETE FROM proxy_traces WHERE seq = 2"))  # one in the middle
+        c.execute(sa.text("DELETE FROM proxy_trace_blocks WHERE seq = 2"))  # one in the middle
     check = store2.verify()
     assert not check.ok and check.first_bad == 1
+    store3 = TraceStore(f"sqlite:///{tmp_path}/t3.db")
+    store3.append([(1000.0, {"type": "SEND", "n": 0}), (1001.0, {"type": "SEND", "n": 1})])
+    with store3.engine.begin() as c:  # a change that leaves the JSON equivalent is still caught
+        c.execute(sa.text("UPDATE proxy_trace_blocks SET body = replace(body, ',', ', ')"))
+    assert not store3.verify().ok
 
 
 def test_workers_need_a_shared_store(tmp_path: Path, server_cert, pki) -> None:

@@ -342,3 +342,18 @@ def test_tokens_encrypted_at_rest(kind: str, tmp_path: Path, request: pytest.Fix
         await store.close()
 
     asyncio.run(run())
+
+
+def test_trace_query_filters_inside_blocks(tmp_path: Path) -> None:
+    """Blocks straddling the requested window give back only the traces inside it, in order."""
+    store = TraceStore(f"sqlite:///{tmp_path}/t.db")
+    store.append([(1000.0 + i, {"type": "SEND", "i": i}) for i in range(10)])
+    store.append([(1010.0 + i, {"type": "SEND", "i": 10 + i}) for i in range(10)])
+    assert [r["i"] for r in store.query(1003.0, 1005.0)] == [3, 4, 5]
+    assert [r["i"] for r in store.query(1008.0, 1011.5)] == [8, 9, 10, 11]
+    assert [r["i"] for r in store.query(1015.0, None)] == [15, 16, 17, 18, 19]
+    assert [r["i"] for r in store.query(0.0, None, limit=3)] == [0, 1, 2]
+    assert store.query(2000.0, None) == []
+    check = store.verify()
+    assert check.ok and check.checked == 20
+    store.close()

@@ -20,7 +20,7 @@ GENESIS = "0" * 64
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def canonical(record: Mapping[str, Any]) -> bytes:
+def canonical(record: Mapping[str, Any] | list[Any]) -> bytes:
     return _CANONICAL.encode(record).encode()
 
 
