@@ -15,7 +15,7 @@ from confiance.pki import IssuedCertificate, Pki
 from confiance.proxy.app import ProxyApp
 from confiance.proxy.config import ProxyConfig
 from confiance.proxy.core import ProxyCore
-from confiance.proxy.front import protocol_for
+from confiance.proxy.front import build_server
 from tests.fixtures_api import ApiHandle
 from tests.fixtures_psc import PscHandle
 
@@ -110,14 +110,12 @@ class RunningProxy:
 
 
 def start_proxy(cfg: ProxyConfig, pki: Pki, store: Any = None) -> RunningProxy:
-    app = ProxyApp(ProxyCore(cfg, store=store))
+    # The proxy's own server (confiance.proxy.front), exactly as `confiance proxy serve` runs it.
+    front = build_server(cfg, store=store)
     tls = ServerTLS(cert=cfg.server.cert, key=cfg.server.key)
-    server = ServerThread(app, ServiceConfig(port=0, tls=tls, http_protocol=protocol_for(app)))
-    # uvicorn rewrites scope["client"] from X-Forwarded-For sent by 127.0.0.1 unless told not to;
-    # the proxy applies its own trusted_proxies rule instead (see confiance.proxy.cli.serve).
-    server.server.config.proxy_headers = False
+    server = ServerThread(front.app, ServiceConfig(port=0, tls=tls), server=front)
     server.start()
-    return RunningProxy(server, app, pki)
+    return RunningProxy(server, front.app, pki)
 
 
 def connect_body(psc: PscHandle, national_id: str | None = None, client_id: str | None = None) -> dict[str, str]:

@@ -62,9 +62,6 @@ class ServiceConfig:
     log_level: str = "warning"
     limit_concurrency: int | None = None
     timeout_keep_alive: int = 30
-    # A TLSExposingProtocol subclass for a service that answers some paths below ASGI
-    # (the proxy's /send, see confiance.proxy.front).
-    http_protocol: type[TLSExposingProtocol] = TLSExposingProtocol
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -87,7 +84,7 @@ def make_server(app: Any, cfg: ServiceConfig) -> uvicorn.Server:
         app,
         host=cfg.host,
         port=cfg.port,
-        http=cfg.http_protocol,
+        http=TLSExposingProtocol,
         loop="uvloop",
         lifespan="auto",
         log_level=cfg.log_level,
@@ -118,11 +115,13 @@ class ServerThread:
     chosen by the kernel so parallel runs never collide.
     """
 
-    def __init__(self, app: Any, cfg: ServiceConfig) -> None:
+    def __init__(self, app: Any, cfg: ServiceConfig, server: Any = None) -> None:
+        """``server``: anything with uvicorn.Server's ``serve(sockets)``, ``started`` and
+        ``should_exit`` (the proxy's own server); by default uvicorn serving ``app``."""
         self.cfg = cfg
         self.sock = bind_socket(cfg.host, cfg.port)
         self.port: int = self.sock.getsockname()[1]
-        self.server = make_server(app, cfg)
+        self.server = server if server is not None else make_server(app, cfg)
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"server-{self.port}")
 
     @property

@@ -48,24 +48,9 @@ def serve(config: Path = ConfigOpt) -> None:
 
 def _serve_one(cfg: Any, sock: Any) -> None:
     """One process: build the app *here* (after any fork) so no loop, thread or DB handle is shared."""
-    from confiance.core.server import ServiceConfig, make_server
-    from confiance.core.tls import ClientAuth, ServerTLS
+    from .front import build_server, run
 
-    from .app import ProxyApp
-    from .core import ProxyCore
-    from .front import protocol_for
-
-    s = cfg.server
-    tls = ServerTLS(cert=s.cert, key=s.key, ca_bundle=s.ca_bundle, crl=s.crl, client_auth=ClientAuth(s.client_auth))
-    app = ProxyApp(ProxyCore(cfg))
-    server = make_server(
-        app,
-        ServiceConfig(host=s.host, port=s.port, tls=tls, log_level=s.log_level, http_protocol=protocol_for(app)),
-    )
-    # uvicorn would otherwise rewrite the peer address from X-Forwarded-For sent by 127.0.0.1;
-    # the proxy applies its own `trusted_proxies` rule (domain.client_address) instead.
-    server.config.proxy_headers = False
-    server.run(sockets=[sock])
+    run(build_server(cfg), [sock])
 
 
 def _supervise(cfg: Any, sock: Any) -> int:

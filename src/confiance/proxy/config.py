@@ -31,6 +31,10 @@ class ServerSection(StrictModel):
     public_url: str | None = None  # where browsers reach us (authorization-code flow redirect_uri)
     proxy_id: str = "confiance-proxy"
     max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    max_header_bytes: int = Field(32_768, ge=1024, le=1_048_576)  # request line + headers
+    keep_alive_timeout: float = Field(30.0, gt=0, le=3600)  # idle keep-alive connection closed after
+    request_read_timeout: float = Field(30.0, gt=0, le=3600)  # a request must have arrived within
+    graceful_timeout: float = Field(30.0, ge=0, le=3600)  # on stop, wait this long for requests in flight
     trusted_proxies: list[str] = Field(default_factory=list)
     log_level: str = "warning"
     # Processes sharing the listening socket. Above 1, sessions must live in a shared store

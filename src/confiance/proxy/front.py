@@ -1,43 +1,62 @@
-"""The proxy's HTTP/1.1 protocol: ``/send`` answered without ASGI, the rest through it.
+"""The proxy's own HTTPS/1.1 server: ``/send`` answered in the protocol, the rest via ASGI.
 
-Why: measured on this project's benchmark (docs/benchmarks/proxy.md), a relay whose
-inbound side is uvicorn's ASGI cycle tops out at about a quarter of an nginx worker, while
-the same relay written directly on the event loop's protocol reaches nginx's order of
-magnitude: per request, the ASGI cycle builds message dicts, validates and lower-cases every
-response header, writes head and body separately, and runs the app's own dispatch. The
-hot path needs none of that: its response is complete (status, headers, one body) when the
-upstream answers.
+Why not uvicorn here (every other service uses it): measured on this project's benchmark
+(docs/benchmarks/proxy.md), a relay behind uvicorn's ASGI cycle reached about a quarter of
+an nginx worker, and the same relay on a bare event-loop protocol reached nginx's order of
+magnitude with a lower tail latency. Per request the ASGI cycle builds scope and message
+dicts, re-validates every response header, writes head and body separately and arms a
+keep-alive timer; the hot path needs none of it, because a /send response is complete
+(status, headers, one body) when the upstream answers.
 
-So this protocol extends the server's (``TLSExposingProtocol``, itself uvicorn's httptools
-protocol) and keeps all of its connection handling: parsing, keep-alive and its timeout,
-pipelining order, flow control, graceful shutdown, the task set the server waits for.
-Only the request cycle differs for ``/send/…``: a :class:`SendCycle` reads the (bounded)
-body, calls :meth:`ProxyApp.handle_send` and writes the response in one ``write``. Every
-other path (connect, disconnect, traces, web login, health, metrics) gets uvicorn's
-ordinary ASGI cycle. The cycle follows the duck type uvicorn's protocol drives
-(``body``, ``more_body``, ``message_event``, ``keep_alive``, ``response_complete``,
-``disconnected``, ``run_asgi``); uvicorn is pinned, and tests/proxy run every /send
-through this class, so a change there fails loudly.
+What this server does, and the limits it enforces (all from ``[server]``):
+
+* HTTP/1.1 keep-alive and HTTP/1.0, ``Connection: close``, pipelining (answers in request
+  order), ``Expect: 100-continue``;
+* request head ≤ ``max_header_bytes`` (431), body ≤ ``max_body_bytes`` (413, decided from
+  Content-Length before reading when possible), malformed requests 400 — each then closes;
+* a request must arrive within ``request_read_timeout`` (slow clients are dropped), an idle
+  keep-alive connection is closed after ``keep_alive_timeout``: one sweeper per server,
+  not a timer per request;
+* backpressure: a client that does not read its responses stops being read;
+* graceful stop: stop accepting, let requests in flight finish (``graceful_timeout``),
+  drain traces (the app's core), then close.
+
+Requests are buffered whole before they are handled (bodies are capped, and /send needs
+the whole body before it can relay), so each route sees a complete request. The non-/send
+routes (connect, disconnect, traces, web login, health, metrics) are few and cold; they get
+a minimal buffered ASGI exchange with the Starlette router.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import email.utils
 import http
+import json
 import logging
+import re
+import signal
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from confiance.core.server import TLSExposingProtocol
-
-from .domain import ProxyError
+import httptools
 
 if TYPE_CHECKING:
     from .app import ProxyApp
+    from .config import ProxyConfig
 
-log = logging.getLogger("confiance.proxy")
+log = logging.getLogger("confiance.proxy.front")
 
 SEND_PREFIX = b"/send/"
-HIGH_WATER = 65536  # stop reading a body from the socket past this many buffered bytes
+PIPELINE_MAX = 16  # complete requests queued on one connection before we stop reading it
+_HEADER_NAME = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9a-zA-Z]+$")
+_HEADER_VALUE = re.compile(rb"^[\t\x20-\x7e\x80-\xff]*$")
 
 
 def _status_line(code: int) -> bytes:
@@ -50,148 +69,454 @@ def _status_line(code: int) -> bytes:
 
 STATUS_LINES = {code: _status_line(code) for code in range(100, 600)}
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-ERROR_500 = b'{"code":"INTERNAL_ERROR","message":"erreur interne du proxy","metadata":{}}'
 
 
-class SendCycle:
-    """One ``/send`` request on a connection, driven by the protocol's parser callbacks."""
+@dataclass
+class FrontLimits:
+    """``[server]`` settings this server enforces."""
 
-    __slots__ = (
-        "body",
-        "client",
-        "default_headers",
-        "disconnected",
-        "expect_continue",
-        "flow",
-        "headers",
-        "keep_alive",
-        "message_event",
-        "method",
-        "more_body",
-        "on_response",
-        "proxy",
-        "query",
-        "raw_path",
-        "response_complete",
-        "transport",
-    )
+    max_body_bytes: int = 1_048_576
+    max_header_bytes: int = 32_768
+    keep_alive_timeout: float = 30.0
+    request_read_timeout: float = 30.0
+    graceful_timeout: float = 30.0
 
-    def __init__(self, protocol: ProxyProtocol, proxy: ProxyApp, raw_path: bytes, query: bytes) -> None:
-        self.proxy = proxy
-        self.transport: asyncio.Transport = protocol.transport
-        self.flow = protocol.flow
-        self.default_headers: list[tuple[bytes, bytes]] = protocol.server_state.default_headers
-        self.method: str = protocol.scope["method"]
-        self.headers: list[tuple[bytes, bytes]] = protocol.headers
-        self.client: tuple[str, int] | None = protocol.client
-        self.raw_path = raw_path
-        self.query = query
-        self.expect_continue = protocol.expect_100_continue
-        self.keep_alive = protocol.parser.should_keep_alive() and protocol.parser.get_http_version() == "1.1"
-        self.on_response = protocol.on_response_complete
-        # Fields the protocol's on_body / on_message_complete / connection_lost update.
-        self.body = bytearray()
-        self.more_body = True
-        self.message_event = asyncio.Event()
-        self.response_complete = False
-        self.disconnected = False
 
-    async def read_body(self) -> bytes:
-        """The whole request body, refused past ``server.max_body_bytes`` (413)."""
-        limit = self.proxy.max_body
-        for k, v in self.headers:
+@dataclass(slots=True)
+class Request:
+    method: str
+    target: bytes
+    headers: list[tuple[bytes, bytes]]
+    keep_alive: bool
+    version: str
+    body: bytearray = field(default_factory=bytearray)
+
+
+class _DateHeader:
+    """``date:`` header bytes, formatted once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def get(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._value = b"date: " + email.utils.formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
+        return self._value
+
+
+class _Reject(Exception):
+    """A request we answer with an error and then close the connection."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: parser callbacks build requests, one handled at a time."""
+
+    def __init__(self, server: ProxyServer) -> None:
+        self.server = server
+        self.app = server.app
+        self.limits = server.limits
+        self.loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer: tuple[str, int] | None = None
+        self.local: tuple[str, int] | None = None
+        self.tls_ext: dict[str, Any] | None = None
+        self.queue: collections.deque[Request] = collections.deque()
+        self.busy = False  # a request is being handled
+        self.closing = False
+        self.read_paused = False
+        self.write_paused = False
+        self.last_active = self.loop.time()
+        self.request_started: float | None = None  # first byte of a request not yet complete
+        # Per-request parse state
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_size = 0
+        self._current: Request | None = None
+        self._expect_continue = False
+
+    # ------------------------------------------------------------------ asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.server.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        self.peer = (str(peer[0]), int(peer[1])) if peer else None
+        local = transport.get_extra_info("sockname")
+        self.local = (str(local[0]), int(local[1])) if local else None
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None:
+            der = sslobj.getpeercert(binary_form=True)
+            self.tls_ext = {
+                "tls_version": sslobj.version(),
+                "cipher_suite": (sslobj.cipher() or (None,))[0],
+                "client_cert_der": der,
+                "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
+                "client_cert_error": None,
+            }
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.server.connections.discard(self)
+        self.queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = self.loop.time()
+        if self.request_started is None:
+            self.request_started = self.last_active
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._reject(400, "INVALID_REQUEST", "mise à niveau de protocole non prise en charge")
+        except httptools.HttpParserError as exc:
+            # httptools wraps what a callback raised; our own refusals carry their status.
+            why = exc.__context__
+            if isinstance(why, _Reject):
+                self._reject(why.status, why.code, why.message)
+            else:
+                self._reject(400, "INVALID_REQUEST", "requête HTTP invalide")
+
+    def pause_writing(self) -> None:
+        # The client is not reading its responses: stop reading its requests.
+        self.write_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if len(self.queue) < PIPELINE_MAX:
+            self._resume_reading()
+
+    # ------------------------------------------------------------------ httptools callbacks
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_size = 0
+        self._current = None
+        self._expect_continue = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._grow_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._grow_head(len(name) + len(value) + 4)
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self._expect_continue = True
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        p = self.parser
+        version = p.get_http_version()
+        keep_alive = bool(p.should_keep_alive()) and version == "1.1"
+        req = Request(p.get_method().decode("ascii"), self._url, self._headers, keep_alive, version)
+        self._current = req
+        for k, v in self._headers:
             if k == b"content-length":
                 try:
                     declared = int(v)
                 except ValueError:
-                    raise ProxyError(400, "INVALID_REQUEST", "Content-Length invalide") from None
-                if declared > limit:
-                    raise _too_large(limit)
-        if self.more_body and self.expect_continue and not self.transport.is_closing():
+                    raise _Reject(400, "INVALID_REQUEST", "Content-Length invalide") from None
+                if declared > self.limits.max_body_bytes:
+                    raise _Reject(413, "BODY_TOO_LARGE", self._too_large())
+        if self._expect_continue and self.transport is not None:
             self.transport.write(CONTINUE)
-        while self.more_body and not self.disconnected:
-            if len(self.body) > limit:
-                raise _too_large(limit)
-            self.flow.resume_reading()
-            await self.message_event.wait()
-            self.message_event.clear()
-        if self.disconnected:
-            raise ProxyError(400, "CLIENT_DISCONNECTED", "requête interrompue")
-        if len(self.body) > limit:
-            raise _too_large(limit)
-        return bytes(self.body)
 
-    async def run_asgi(self, _app: Any) -> None:
-        """Named for the protocol's contract; runs the hot path, not an ASGI app."""
+    def on_body(self, body: bytes) -> None:
+        req = self._current
+        assert req is not None
+        req.body += body
+        if len(req.body) > self.limits.max_body_bytes:
+            raise _Reject(413, "BODY_TOO_LARGE", self._too_large())
+
+    def on_message_complete(self) -> None:
+        req = self._current
+        assert req is not None
+        self._current = None
+        self.request_started = None
+        self.queue.append(req)
+        if len(self.queue) >= PIPELINE_MAX:
+            self._pause_reading()
+        if not self.busy:
+            self._next()
+
+    # ------------------------------------------------------------------ handling
+    def _next(self) -> None:
+        if self.closing or not self.queue:
+            return
+        req = self.queue.popleft()
+        self.busy = True
+        if req.target.startswith(SEND_PREFIX):
+            task = self.loop.create_task(self._send(req))
+        else:
+            task = self.loop.create_task(self._asgi(req))
+        self.server.tasks.add(task)
+        task.add_done_callback(self.server.tasks.discard)
+
+    async def _send(self, req: Request) -> None:
+        raw_path, _, query = req.target.partition(b"?")
+        body = bytes(req.body)
+
+        async def read_body() -> bytes:
+            return body
+
         try:
-            status, headers, body = await self.proxy.handle_send(
-                self.method, self.raw_path, self.query, self.headers, self.client, self.read_body
+            status, headers, rbody = await self.app.handle_send(
+                req.method, raw_path, query, req.headers, self.peer, read_body
             )
         except Exception:
             log.exception("erreur interne sur /send")
-            status, headers, body = 500, [(b"content-type", b"application/json")], ERROR_500
-            headers.append((b"content-length", b"%d" % len(body)))
-            self.keep_alive = False
-        if self.disconnected:
+            self._reject(500, "INTERNAL_ERROR", "erreur interne du proxy")
             return
-        if self.flow.write_paused:
-            await self.flow.drain()
-        parts = [STATUS_LINES[status]]
-        for k, v in self.default_headers:
-            parts += (k, b": ", v, b"\r\n")
+        self._respond(req, status, headers, rbody)
+
+    async def _asgi(self, req: Request) -> None:
+        status, headers, body = await self.server.asgi_exchange(self, req)
+        self._respond(req, status, headers, body)
+
+    def _respond(self, req: Request, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """Write one whole response (one write), then go on with the connection."""
+        transport = self.transport
+        if transport is None or self.closing:
+            return
+        keep_alive = req.keep_alive and not self.server.stopping
+        parts = [STATUS_LINES.get(status) or _status_line(status), self.server.date.get()]
         for k, v in headers:
             parts += (k, b": ", v, b"\r\n")
-        if not self.keep_alive:
+        if not keep_alive:
             parts.append(b"connection: close\r\n")
-        parts += (b"\r\n", body)
-        self.transport.write(b"".join(parts))
-        self.response_complete = True
-        self.message_event.set()
-        if not self.keep_alive:
+        parts.append(b"\r\n")
+        if req.method != "HEAD":
+            parts.append(body)
+        transport.write(b"".join(parts))
+        self.last_active = self.loop.time()
+        self.busy = False
+        if not keep_alive:
+            self._close()
+            return
+        if self.queue:
+            self._next()
+        if len(self.queue) < PIPELINE_MAX and not self.write_paused:
+            self._resume_reading()
+
+    def _reject(self, status: int, code: str, message: str) -> None:
+        """Answer an error that ends the connection (the rest of the input is unusable)."""
+        if self.transport is not None and not self.closing:
+            body = json.dumps({"code": code, "message": message, "metadata": {}}, ensure_ascii=False).encode()
+            self.transport.write(
+                STATUS_LINES[status]
+                + self.server.date.get()
+                + b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+                + body
+            )
+        self._close()
+
+    def _close(self) -> None:
+        self.closing = True
+        self.queue.clear()
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
-        self.on_response()
+
+    def _too_large(self) -> str:
+        return f"corps de requête trop volumineux (max {self.limits.max_body_bytes} octets)"
+
+    def _grow_head(self, n: int) -> None:
+        self._head_size += n
+        if self._head_size > self.limits.max_header_bytes:
+            raise _Reject(
+                431, "HEADERS_TOO_LARGE", f"en-têtes trop volumineux (max {self.limits.max_header_bytes} octets)"
+            )
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None and not self.closing:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.read_paused and self.transport is not None and not self.closing:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    # ------------------------------------------------------------------ sweeper
+    def expired(self, now: float) -> bool:
+        """Idle past the keep-alive timeout, or a request taking too long to arrive."""
+        if self.busy or self.queue:
+            return False
+        if self.request_started is not None:
+            return now - self.request_started > self.limits.request_read_timeout
+        return now - self.last_active > self.limits.keep_alive_timeout
 
 
-def _too_large(limit: int) -> ProxyError:
-    return ProxyError(413, "BODY_TOO_LARGE", f"corps de requête trop volumineux (max {limit} octets)")
+class ProxyServer:
+    """Runs the proxy app on one or more listening sockets until asked to stop.
 
+    ``started`` and ``should_exit`` follow uvicorn.Server's names so the same test runner
+    (``core.server.ServerThread``) drives both kinds of server.
+    """
 
-class ProxyProtocol(TLSExposingProtocol):
-    """uvicorn's httptools protocol with the /send cycle swapped in (see module docstring)."""
+    def __init__(self, app: ProxyApp, tls: ssl.SSLContext | None, limits: FrontLimits) -> None:
+        self.app = app
+        self.tls = tls
+        self.limits = limits
+        self.connections: set[Connection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.date = _DateHeader()
+        self.started = False
+        self.should_exit = False
+        self.stopping = False
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
 
-    proxy: ProxyApp  # set on the subclass made by protocol_for()
+    async def serve(self, sockets: list[socket.socket]) -> None:
+        self.loop = asyncio.get_running_loop()
+        await self.app.core.start()
+        servers: list[asyncio.Server] = []
+        try:
+            for sock in sockets:
+                srv = await self.loop.create_server(lambda: Connection(self), sock=sock, ssl=self.tls, backlog=2048)
+                servers.append(srv)
+            if threading.current_thread() is threading.main_thread():
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    self.loop.add_signal_handler(sig, self._request_exit)
+            self.started = True
+            last_sweep = self.loop.time()
+            while not self.should_exit:
+                await asyncio.sleep(0.1)
+                now = self.loop.time()
+                if now - last_sweep >= 1.0:
+                    last_sweep = now
+                    for conn in [c for c in self.connections if c.expired(now)]:
+                        conn._close()
+            await self._shutdown(servers)
+        finally:
+            for srv in servers:
+                srv.close()
+            await self.app.core.stop()
 
-    def on_body(self, body: bytes) -> None:
-        cycle = self.cycle
-        if not isinstance(cycle, SendCycle):
-            super().on_body(body)
-            return
-        if cycle.response_complete:
-            return
-        cycle.body += body
-        if len(cycle.body) > HIGH_WATER:
-            self.flow.pause_reading()
-        cycle.message_event.set()
+    def _request_exit(self) -> None:
+        self.should_exit = True
 
-    def on_headers_complete(self) -> None:
-        url = self.url
-        if not url.startswith(SEND_PREFIX) or self.parser.should_upgrade():
-            super().on_headers_complete()
-            return
-        self.scope["method"] = self.parser.get_method().decode("ascii")
-        raw_path, _, query = url.partition(b"?")
-        raw_path = raw_path.partition(b"#")[0]
-        cycle = SendCycle(self, self.proxy, raw_path, query)
-        previous = self.cycle
-        self.cycle = cycle  # type: ignore[assignment]
-        if previous is None or previous.response_complete:
-            self._start_asgi_task(cycle, self.app)  # type: ignore[arg-type]
+    async def _shutdown(self, servers: list[asyncio.Server]) -> None:
+        self.stopping = True
+        for srv in servers:
+            srv.close()  # stop accepting
+        for conn in list(self.connections):
+            if not conn.busy and not conn.queue:
+                conn._close()
+        deadline = self.loop.time() + self.limits.graceful_timeout
+        while self.tasks and self.loop.time() < deadline:
+            await asyncio.wait(set(self.tasks), timeout=max(0.0, deadline - self.loop.time()))
+        for task in list(self.tasks):
+            task.cancel()
+        for conn in list(self.connections):
+            conn._close()
+
+    # ------------------------------------------------------------------ buffered ASGI
+    async def asgi_exchange(self, conn: Connection, req: Request) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Run the ASGI app on one complete request; return the whole response."""
+        raw_path, _, query = req.target.partition(b"?")
+        path = raw_path.decode("latin-1")
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": req.version,
+            "server": conn.local,
+            "client": conn.peer,
+            "scheme": "https" if self.tls is not None else "http",
+            "method": req.method,
+            "root_path": "",
+            "path": urllib.parse.unquote(path) if "%" in path else path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "headers": req.headers,
+            "state": {},
+        }
+        if conn.tls_ext is not None:
+            scope["extensions"] = {"tls": conn.tls_ext}
+        body_sent = False
+        done = asyncio.Event()
+        status = 500
+        headers: list[tuple[bytes, bytes]] = []
+        chunks: list[bytes] = []
+        started = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal body_sent
+            if not body_sent:
+                body_sent = True
+                return {"type": "http.request", "body": bytes(req.body), "more_body": False}
+            await done.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status, headers, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = int(message["status"])
+                # Framing is ours (the body is buffered); for HEAD the app's length stands.
+                drop = (b"transfer-encoding", b"connection") + (() if req.method == "HEAD" else (b"content-length",))
+                headers = [
+                    (bytes(k).lower(), bytes(v)) for k, v in message.get("headers", []) if bytes(k).lower() not in drop
+                ]
+            elif message["type"] == "http.response.body":
+                chunks.append(bytes(message.get("body", b"")))
+                if not message.get("more_body", False):
+                    done.set()
+
+        try:
+            await self.app(scope, receive, send)
+        except Exception:
+            log.exception("erreur interne sur %s", path)
+            started = False
+        finally:
+            done.set()
+        if not started:
+            body = b'{"code":"INTERNAL_ERROR","message":"erreur interne du proxy","metadata":{}}'
+            return 500, [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))], body
+        for k, v in headers:
+            if not _HEADER_NAME.match(k) or not _HEADER_VALUE.match(v):
+                log.error("en-tête de réponse invalide refusé sur %s", path)
+                body = b'{"code":"INTERNAL_ERROR","message":"erreur interne du proxy","metadata":{}}'
+                return 500, [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))], body
+        body = b"".join(chunks)
+        if req.method == "HEAD":
+            body = b""
+        elif status not in (204, 304) and not 100 <= status < 200:
+            headers.append((b"content-length", b"%d" % len(body)))
         else:
-            # A pipelined request: answered after the one in flight, as HTTP/1.1 requires.
-            self.flow.pause_reading()
-            self.pipeline.appendleft((cycle, self.app))  # type: ignore[arg-type]
+            body = b""
+        return status, headers, body
 
 
-def protocol_for(proxy: ProxyApp) -> type[ProxyProtocol]:
-    """A protocol class bound to one proxy app (uvicorn instantiates the class itself)."""
-    return type("BoundProxyProtocol", (ProxyProtocol,), {"proxy": proxy})
+def build_server(cfg: ProxyConfig, store: Any = None) -> ProxyServer:
+    """The proxy app and its server, from a validated configuration."""
+    from confiance.core.tls import ClientAuth, ServerTLS, server_context
+
+    from .app import ProxyApp
+    from .core import ProxyCore
+
+    s = cfg.server
+    tls = ServerTLS(cert=s.cert, key=s.key, ca_bundle=s.ca_bundle, crl=s.crl, client_auth=ClientAuth(s.client_auth))
+    limits = FrontLimits(
+        max_body_bytes=s.max_body_bytes,
+        max_header_bytes=s.max_header_bytes,
+        keep_alive_timeout=s.keep_alive_timeout,
+        request_read_timeout=s.request_read_timeout,
+        graceful_timeout=s.graceful_timeout,
+    )
+    return ProxyServer(ProxyApp(ProxyCore(cfg, store=store)), server_context(tls), limits)
+
+
+def run(server: ProxyServer, sockets: list[socket.socket]) -> None:
+    """Serve in the foreground on uvloop until SIGINT/SIGTERM."""
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(server.serve(sockets))
