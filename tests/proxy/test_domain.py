@@ -244,3 +244,29 @@ def test_first_segment_colon_refused() -> None:
     with pytest.raises(UnsafePath):
         split_send_target("/send/svc/javascript:x")
     assert split_send_target("/send/svc/a/b:c").path == "/a/b:c"
+
+
+@pytest.mark.parametrize("dn", [None, "CN=LPS,O=Éditeur"])
+def test_send_trace_fields_give_the_same_record_as_trace(dn: str | None) -> None:
+    """The hot path queues a tuple; the keeper must turn it into exactly the ANS record."""
+    from confiance.proxy.domain import TraceType, new_session, send_record, send_trace_fields, trace
+
+    s = new_session(
+        client_id="lps-1",
+        national_id="899700218896",
+        tokens={"access_token": "a", "session_state": "st-1", "expires_in": 60},
+        now=1_700_000_000.0,
+        absolute_ttl=100,
+        idle_ttl=10,
+        dn=dn,
+    )
+    now = 1_700_000_123.4567
+    api = ("dmp", "POST", "/fhir/x")
+    expected = trace(TraceType.SEND, now=now, national_id=s.national_id, ip="10.0.0.1", port=443, session=s, api=api)
+    import pickle
+
+    fields = pickle.loads(pickle.dumps(send_trace_fields(now, s, "10.0.0.1", 443, api)))
+    assert send_record(fields) == expected
+    import json  # as stored in a trace block and read back
+
+    assert send_record(json.loads(json.dumps(fields))) == expected

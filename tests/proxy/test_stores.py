@@ -357,3 +357,70 @@ def test_trace_query_filters_inside_blocks(tmp_path: Path) -> None:
     check = store.verify()
     assert check.ok and check.checked == 20
     store.close()
+
+
+def test_trace_keeper_restarted_when_it_dies(tmp_path: Path) -> None:
+    """The keeper process killed between batches: the next batch starts a new one, none lost."""
+    import os
+    import signal
+
+    from confiance.proxy.traces import KeeperAppender
+
+    url = f"sqlite:///{tmp_path}/t.db"
+    store = TraceStore(url)
+    keeper = KeeperAppender(url)
+    pids = []
+
+    async def run() -> None:
+        w = TraceWriter(store, flush_interval=0.01, appender=keeper)
+        w.start()
+        await w.write({"type": "DISCONNECT", "i": 0}, 1000.0)
+        pids.append(keeper.pid)
+        assert keeper.pid is not None
+        os.kill(keeper.pid, signal.SIGKILL)
+        await asyncio.sleep(0.2)
+        for i in range(1, 50):
+            w.submit({"type": "SEND", "i": i}, 1000.0 + i)
+        await w.write({"type": "DISCONNECT", "i": 50}, 1050.0)
+        pids.append(keeper.pid)
+        await w.close()
+
+    asyncio.run(run())
+    assert pids[0] != pids[1] and pids[1] is not None
+    assert keeper.pid is None  # closed with the writer
+    check = store.verify()
+    assert check.ok and check.checked == 51
+    assert [r["i"] for r in store.query(0, None)] == list(range(51))
+    store.close()
+
+
+@pytest.mark.postgres
+def test_trace_keeper_reports_database_errors(postgres_schema_url: str) -> None:
+    """A commit that fails in the keeper is reported; the writer keeps the batch and retries."""
+    import sqlalchemy as sa
+
+    from confiance.proxy.traces import KeeperAppender
+
+    store = TraceStore(postgres_schema_url)
+    keeper = KeeperAppender(postgres_schema_url)
+
+    async def run() -> None:
+        await keeper([(1.0, {"type": "SEND", "i": 0})])
+        with store.engine.begin() as c:  # the database loses the table under the keeper
+            c.execute(sa.text("ALTER TABLE proxy_trace_blocks RENAME TO hidden_blocks"))
+        with pytest.raises(OSError, match=r"proxy_trace_blocks"):
+            await keeper([(2.0, {"type": "SEND", "i": 1})])
+        w = TraceWriter(store, flush_interval=0.01, appender=keeper)
+        w.start()
+        w.submit({"type": "SEND", "i": 1}, 2.0)
+        await asyncio.sleep(0.3)  # failing and retrying meanwhile
+        assert w.pending() == 1 and w.failures > 0
+        with store.engine.begin() as c:
+            c.execute(sa.text("ALTER TABLE hidden_blocks RENAME TO proxy_trace_blocks"))
+        await w.write({"type": "DISCONNECT", "i": 2}, 3.0)
+        await w.close()
+
+    asyncio.run(run())
+    assert [r["i"] for r in store.query(0, None)] == [0, 1, 2]
+    assert store.verify().ok
+    store.close()

@@ -35,6 +35,7 @@ from .domain import (
     new_session,
     parse_connect,
     parse_iso,
+    send_trace_fields,
     trace,
     valid_session_id,
 )
@@ -235,15 +236,7 @@ class ProxyApp:
             status, rheaders, rbody = await self._upstream(hot, method, extra, body)
         timing[0] += time.perf_counter() - t_up
         ip, port = self._addr(client, headers)
-        rec = trace(
-            TraceType.SEND,
-            now=now,
-            national_id=session.national_id,
-            ip=ip,
-            port=port,
-            session=session,
-            api=(target.service, method, target.path or "/"),
-        )
+        rec = send_trace_fields(now, session, ip, port, (target.service, method, target.path or "/"))
         # force: the request was relayed, its trace is kept even past the queue bound.
         fut = core.traces.submit(rec, now, wait=self._commit_sends, force=True)
         if fut is not None:

@@ -162,6 +162,9 @@ class TraceSection(StrictModel):
     flush_interval: float = Field(0.02, gt=0, le=5)
     batch_max: int = Field(1000, ge=1, le=100_000)
     queue_max: int = Field(100_000, ge=100)
+    # "process": batches are encoded, hashed and committed by a child process, so the event
+    # loop never waits for the GIL behind them; "thread": a worker thread of the proxy.
+    writer: Literal["process", "thread"] = "process"
 
     @field_validator("url")
     @classmethod

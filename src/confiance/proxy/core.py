@@ -36,7 +36,7 @@ from .domain import (
 from .metrics import Metrics
 from .oauth import OAuthFailure, PscClient, TokenExchanger, Unavailable, identity_of
 from .sessions import SessionStore, StoreUnavailable, make_store
-from .traces import TraceQueueFull, TraceStore, TraceWriter
+from .traces import KeeperAppender, TraceQueueFull, TraceStore, TraceWriter
 from .upstream import Pool
 
 log = logging.getLogger("confiance.proxy")
@@ -122,7 +122,11 @@ class ProxyCore:
         )
         self.trace_store = TraceStore(cfg.traces.url)
         self.traces = TraceWriter(
-            self.trace_store, cfg.traces.flush_interval, cfg.traces.batch_max, cfg.traces.queue_max
+            self.trace_store,
+            cfg.traces.flush_interval,
+            cfg.traces.batch_max,
+            cfg.traces.queue_max,
+            appender=KeeperAppender(cfg.traces.url) if cfg.traces.writer == "process" else None,
         )
         self.factory = ClientFactory(
             cfg.outbound.ca_bundle,

@@ -276,6 +276,54 @@ def trace(
     return rec
 
 
+@dataclass(frozen=True, slots=True)
+class _SessionView:
+    """The session fields a trace names (what ``send_trace_fields`` carries)."""
+
+    client_id: str
+    id: str
+    session_state: str | None
+    dn: str | None
+
+
+def send_trace_fields(
+    now: float, session: Session, ip: str | None, port: int | None, api: tuple[str, str, str]
+) -> tuple[Any, ...]:
+    """A SEND trace as a flat tuple, queued on the hot path instead of its record.
+
+    Why: the record (a nested dict with an ISO timestamp) costs several times more to
+    build and encode than these values; they are queued, pickled to the trace keeper,
+    stored as a JSON list, and turned into the record only when traces are read.
+    """
+    return (
+        now,
+        session.national_id,
+        ip,
+        port,
+        session.client_id,
+        session.id,
+        session.session_state,
+        session.dn,
+        api,
+    )
+
+
+def send_record(fields: tuple[Any, ...]) -> dict[str, Any]:
+    """The SEND trace record for :func:`send_trace_fields`' values (tuple, or list once
+    read back from JSON): the same record :func:`trace` builds."""
+    now, national_id, ip, port, client_id, sid, session_state, dn, api = fields
+    view = _SessionView(client_id, sid, session_state, dn)
+    return trace(
+        TraceType.SEND,
+        now=now,
+        national_id=national_id,
+        ip=ip,
+        port=port,
+        session=view,  # type: ignore[arg-type]
+        api=tuple(api),
+    )
+
+
 def parse_iso(value: str) -> float:
     """ISO 8601 date-time → epoch seconds (naive times are UTC); ValueError when malformed."""
     v = value.strip()

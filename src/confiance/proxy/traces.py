@@ -23,13 +23,18 @@ import asyncio
 import contextlib
 import json
 import logging
+import pickle
+import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import sqlalchemy as sa
 
 from confiance.core.hashchain import GENESIS, ChainCheck, canonical, link_bytes
 from confiance.core.storage import make_engine
+
+from .domain import send_record
 
 log = logging.getLogger("confiance.proxy.traces")
 
@@ -43,7 +48,7 @@ blocks_table = sa.Table(
     sa.Column("ts_min", sa.Float, nullable=False, index=True),
     sa.Column("ts_max", sa.Float, nullable=False, index=True),
     sa.Column("n", sa.Integer, nullable=False),
-    sa.Column("body", sa.Text, nullable=False),  # canonical JSON: [[ts, trace], …]
+    sa.Column("body", sa.Text, nullable=False),  # canonical JSON: [[ts, record or SEND fields], …]
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
 )
@@ -76,10 +81,13 @@ class TraceStore:
                 with contextlib.suppress(sa.exc.IntegrityError), c.begin_nested():
                     c.execute(head_table.insert().values(id=1, hash=GENESIS, n=0))
 
-    def append(self, items: list[tuple[float, dict[str, Any]]]) -> None:
+    def append(self, items: list[tuple[float, TraceItem]]) -> None:
         if not items:
             return
-        body = canonical([[ts, rec] for ts, rec in items]).decode()  # encoded outside the lock
+        # Encoded outside the lock. A SEND trace is stored as its compact field list and
+        # expanded to its ANS record when read (query): most traces are SENDs, and their
+        # records cost several times more to build and encode than the fields.
+        body = canonical([[ts, rec] for ts, rec in items]).decode()
         stamps = [ts for ts, _ in items]
         with self.engine.begin() as c:
             # Lock the head row before reading it: writers queue here, whatever the backend.
@@ -102,7 +110,7 @@ class TraceStore:
             for (body,) in c.execute(q.order_by(blocks_table.c.seq)).yield_per(100):
                 for ts, rec in json.loads(body):
                     if ts >= start and (end is None or ts <= end):
-                        out.append(rec)
+                        out.append(rec if isinstance(rec, dict) else send_record(rec))
                         if len(out) >= limit:
                             return out
         return out
@@ -134,17 +142,101 @@ class TraceStore:
         self.engine.dispose()
 
 
+# A trace as queued: the ANS record itself, or the compact tuple of a SEND trace
+# (domain.send_trace_fields), turned into its record where it is committed.
+TraceItem = dict[str, Any] | tuple[Any, ...]
+Appender = Callable[[list[tuple[float, TraceItem]]], Awaitable[None]]
+
+
+class KeeperAppender:
+    """Commits trace batches in a child process, the *trace keeper* (``writer = "process"``).
+
+    Why: building, encoding, hashing and committing traces in a thread of the proxy
+    process held its GIL long enough per batch that the event loop waited behind it
+    (measured: a third of the relay's throughput; docs/benchmarks/proxy.md). The keeper is
+    ``python -m confiance.proxy.tracekeeper URL``: the proxy writes each batch to its stdin
+    (length-prefixed pickle of compact tuples, see ``domain.send_trace_fields``) and reads
+    one line per batch, sent after the commit. Only the event loop thread of the proxy
+    touches the pipes. If the keeper dies, the batch stays queued, the next attempt starts
+    a new keeper and the batch is written again; a database error is reported back and
+    the batch is retried the same way.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def __call__(self, items: list[tuple[float, TraceItem]]) -> None:
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            proc = self._proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "confiance.proxy.tracekeeper",
+                self.url,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+        assert proc.stdin is not None and proc.stdout is not None
+        data = pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            proc.stdin.write(len(data).to_bytes(8, "big") + data)
+            await proc.stdin.drain()
+            answer = await proc.stdout.readline()
+        except (BrokenPipeError, ConnectionResetError):
+            answer = b""
+        if answer == b"ok\n":
+            return
+        if not answer:
+            self._stop(proc)
+            raise KeeperDown("le processus d'écriture des traces s'est arrêté")
+        raise OSError(answer.decode("utf-8", "replace").removeprefix("err ").strip())
+
+    @property
+    def pid(self) -> int | None:
+        """The keeper's pid while it runs (tests stop it to check recovery)."""
+        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
+
+    def _stop(self, proc: asyncio.subprocess.Process) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        self._proc = None
+
+    async def aclose(self) -> None:
+        """Close the keeper's input (it exits after its last commit) and wait for it."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.stdin is None:
+            return
+        proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+
+
+class KeeperDown(RuntimeError):
+    """The trace keeper process stopped; the batch is kept and retried."""
+
+
 class TraceWriter:
     """Batches appends in the background; see the module docstring for durability."""
 
     def __init__(
-        self, store: TraceStore, flush_interval: float = 0.02, batch_max: int = 1000, queue_max: int = 100_000
+        self,
+        store: TraceStore,
+        flush_interval: float = 0.02,
+        batch_max: int = 1000,
+        queue_max: int = 100_000,
+        appender: Appender | None = None,
     ):
+        """``appender`` commits one batch; by default ``store.append`` in a worker thread."""
         self.store = store
+        self._append: Appender = appender or (lambda items: asyncio.to_thread(store.append, items))
         self.flush_interval = flush_interval
         self.batch_max = batch_max
         self.queue_max = queue_max
-        self._queue: list[tuple[float, dict[str, Any], asyncio.Future[None] | None]] = []
+        self._queue: list[tuple[float, TraceItem, asyncio.Future[None] | None]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -161,7 +253,7 @@ class TraceWriter:
         return len(self._queue) >= self.queue_max
 
     def submit(
-        self, rec: dict[str, Any], ts: float | None = None, wait: bool = False, force: bool = False
+        self, rec: TraceItem, ts: float | None = None, wait: bool = False, force: bool = False
     ) -> asyncio.Future[None] | None:
         """Enqueue; return a future resolved at commit when ``wait``. Never blocks.
 
@@ -192,7 +284,7 @@ class TraceWriter:
                 continue
             batch = self._queue[: self.batch_max]
             try:
-                await asyncio.to_thread(self.store.append, [(ts, rec) for ts, rec, _ in batch])
+                await self._append([(ts, rec) for ts, rec, _ in batch])
             except Exception as exc:  # the database is down: keep the batch, retry
                 self.failures += 1
                 log.warning("trace batch of %d not written yet (%s); retrying", len(batch), type(exc).__name__)
@@ -224,3 +316,6 @@ class TraceWriter:
             except TimeoutError:
                 log.error("%d traces could not be written before shutdown", len(self._queue))
                 self._task.cancel()
+        aclose = getattr(self._append, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -1,0 +1,50 @@
+"""The trace keeper: a child process of the proxy that commits its trace batches.
+
+Run by :class:`confiance.proxy.traces.KeeperAppender` as
+``python -m confiance.proxy.tracekeeper URL``. Protocol on its stdin/stdout, one batch at
+a time: an 8-byte big-endian length, then a pickle of ``[(ts, trace item), …]``; the
+answer is ``ok`` after the commit, or ``err <reason>`` (the proxy keeps the batch and
+retries). The pipe is private to the proxy that started the keeper. The keeper ignores
+SIGINT/SIGTERM sent to the proxy's process group and exits at end of input, so a stopping
+proxy can still hand it its last batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import signal
+import sys
+
+from .traces import TraceStore
+
+log = logging.getLogger("confiance.proxy.tracekeeper")
+
+
+def serve(url: str) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    store = TraceStore(url)
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    try:
+        while True:
+            head = inp.read(8)
+            if len(head) < 8:
+                return 0
+            data = inp.read(int.from_bytes(head, "big"))
+            try:
+                store.append(pickle.loads(data))  # noqa: S301 - a private pipe from our parent
+            except Exception as exc:  # the database: reported, the proxy retries the batch
+                log.warning("lot de traces non écrit : %s", exc)
+                out.write(
+                    b"err " + f"{type(exc).__name__}: {exc}".encode("utf-8", "replace").replace(b"\n", b" ") + b"\n"
+                )
+            else:
+                out.write(b"ok\n")
+            out.flush()
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(serve(sys.argv[1]))
