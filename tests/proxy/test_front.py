@@ -38,7 +38,20 @@ class StandIn:
     def __init__(self) -> None:
         self.core = _Core()
         self.send_delay = 0.0
+        self.fast = False  # answer /send by callback (send_now) rather than by coroutine
         self.sends: list[tuple[str, bytes, bytes, bytes]] = []
+
+    def send_now(
+        self, method: str, raw_path: bytes, query: bytes, headers: Any, client: Any, body: bytes
+    ) -> asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]] | None:
+        if not self.fast:
+            return None
+        self.sends.append((method, raw_path, query, body))
+        out = b"%s %s %d" % (method.encode(), raw_path, len(body))
+        fut: asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]] = asyncio.get_running_loop().create_future()
+        answer = (200, [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(out))], out)
+        asyncio.get_running_loop().call_later(self.send_delay, fut.set_result, answer)
+        return fut
 
     async def handle_send(
         self, method: str, raw_path: bytes, query: bytes, headers: Any, client: Any, read_body: Any
@@ -140,8 +153,10 @@ def test_send_and_asgi_routes_keep_alive(front: Any, pki: Pki) -> None:
     assert server.app.core.started
 
 
-def test_pipelined_requests_answered_in_order(front: Any, pki: Pki) -> None:
+@pytest.mark.parametrize("fast", [False, True])
+def test_pipelined_requests_answered_in_order(front: Any, pki: Pki, fast: bool) -> None:
     _, thread, app = front
+    app.fast = fast
     app.send_delay = 0.2  # the first answer is slow: the second must still come after it
     with _conn(pki, thread.port) as s:
         s.sendall(
@@ -241,8 +256,10 @@ def test_idle_and_slow_connections_are_closed(front: Any, pki: Pki) -> None:
     slow.close()
 
 
-def test_graceful_stop_finishes_requests_in_flight(pki: Pki, server_cert: IssuedCertificate) -> None:
+@pytest.mark.parametrize("fast", [False, True])
+def test_graceful_stop_finishes_requests_in_flight(pki: Pki, server_cert: IssuedCertificate, fast: bool) -> None:
     app = StandIn()
+    app.fast = fast
     app.send_delay = 0.5
     tls = server_context(ServerTLS(cert=server_cert.cert_path, key=server_cert.key_path))
     server = ProxyServer(app, tls, FrontLimits(graceful_timeout=5))  # type: ignore[arg-type]

@@ -168,3 +168,54 @@ def test_pool_limit_queues_requests() -> None:
         assert stats["connections"] <= 4  # the pool limit
 
     asyncio.run(_with_server(handler, test))
+
+
+def test_request_now_only_on_idle_connection_and_same_rules() -> None:
+    """The callback path: same answers, same single retry of an idempotent request on a
+    stale connection, never a replayed POST, timeouts; None when it would have to connect."""
+
+    async def handler(reader, writer, n) -> None:
+        while True:
+            head, body = await _read_request(reader)
+            if b"/close" in head and n == 1:
+                return  # closes the reused connection without answering
+            if b"/slow" in head:
+                await asyncio.sleep(5)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+
+    async def test(pool: Pool, stats) -> None:
+        assert pool.request_now("GET", _head(), b"", 2) is None  # nothing idle yet: caller connects
+        assert (await pool.request("POST", _head("POST", extra=b"content-length: 2\r\n"), b"hi", 2))[2] == b"hi"
+        fut = pool.request_now("POST", _head("POST", extra=b"content-length: 3\r\n"), b"abc", 2)
+        assert fut is not None and (await fut)[2] == b"abc"
+        assert stats["connections"] == 1
+        fut = pool.request_now("GET", _head(path="/close"), b"", 2)  # stale: retried on a new connection
+        assert fut is not None and (await fut)[0] == 200
+        assert stats["connections"] == 2
+        fut = pool.request_now("GET", _head(path="/slow"), b"", 0.3)
+        assert fut is not None
+        with pytest.raises(UpstreamError) as ei:
+            await fut
+        assert ei.value.kind == "timeout"
+        assert pool._busy == 0  # every path gave its slot back
+
+    asyncio.run(_with_server(handler, test))
+
+    async def handler_post(reader, writer, n) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        if n == 1:
+            await _read_request(reader)  # then closes without answering
+
+    async def test_post(pool: Pool, stats) -> None:
+        assert (await pool.request("GET", _head(), b"", 2))[0] == 200
+        fut = pool.request_now("POST", _head("POST", extra=b"content-length: 1\r\n"), b"x", 2)
+        assert fut is not None
+        with pytest.raises(UpstreamError) as ei:  # a POST may have been processed: never replayed
+            await fut
+        assert ei.value.kind == "protocol" and stats["connections"] == 1
+        assert pool._busy == 0
+
+    asyncio.run(_with_server(handler_post, test_post))

@@ -255,14 +255,34 @@ class Connection(asyncio.Protocol):
         req = self.queue.popleft()
         self.busy = True
         if req.target.startswith(SEND_PREFIX):
-            task = self.loop.create_task(self._send(req))
+            raw_path, _, query = req.target.partition(b"?")
+            try:
+                now = self.app.send_now(req.method, raw_path, query, req.headers, self.peer, bytes(req.body))
+            except Exception:
+                log.exception("erreur interne sur /send")
+                self._reject(500, "INTERNAL_ERROR", "erreur interne du proxy")
+                return
+            if isinstance(now, tuple):  # answered at once (a refusal)
+                self._respond(req, *now)
+                return
+            if now is not None:  # relayed: answered when the upstream answers
+                now.add_done_callback(lambda fut: self._answered(req, fut))
+                return
+            task = self.loop.create_task(self._send(req, raw_path, query))
         else:
             task = self.loop.create_task(self._asgi(req))
         self.server.tasks.add(task)
         task.add_done_callback(self.server.tasks.discard)
 
-    async def _send(self, req: Request) -> None:
-        raw_path, _, query = req.target.partition(b"?")
+    def _answered(self, req: Request, fut: asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            if not fut.cancelled():
+                log.error("erreur interne sur /send", exc_info=fut.exception())
+            self._reject(500, "INTERNAL_ERROR", "erreur interne du proxy")
+            return
+        self._respond(req, *fut.result())
+
+    async def _send(self, req: Request, raw_path: bytes, query: bytes) -> None:
         body = bytes(req.body)
 
         async def read_body() -> bytes:
@@ -410,9 +430,10 @@ class ProxyServer:
         for conn in list(self.connections):
             if not conn.busy and not conn.queue:
                 conn._close()
+        # In flight: tasks (slow path, other routes) and /send answered by callback.
         deadline = self.loop.time() + self.limits.graceful_timeout
-        while self.tasks and self.loop.time() < deadline:
-            await asyncio.wait(set(self.tasks), timeout=max(0.0, deadline - self.loop.time()))
+        while (self.tasks or any(c.busy for c in self.connections)) and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
         for task in list(self.tasks):
             task.cancel()
         for conn in list(self.connections):

@@ -207,24 +207,10 @@ class Pool:
             self._waiters.append(waiter)
             await waiter
         self._busy += 1
-        # One coroutine for the whole exchange (no helper coroutine): each await level is
-        # paid again on every resume of the hot path.
         try:
             for attempt in (0, 1):
-                conn = None
-                while self._idle:
-                    c = self._idle.pop()
-                    if not c.closed:
-                        conn = c
-                        break
-                if conn is None:
-                    conn = await self._connect()
-                fut = conn.start(loop)
-                assert conn.transport is not None
-                conn.transport.write(head + body if len(body) < 65536 else head)
-                if len(body) >= 65536:
-                    conn.transport.write(body)
-                timer = loop.call_later(limit_s, _expire, fut)  # one timer, cheaper than asyncio.timeout
+                conn = self._take_idle() or await self._connect()
+                fut = self._dispatch(loop, conn, head, body, limit_s)
                 try:
                     result = await fut
                 except _Stale:
@@ -232,30 +218,94 @@ class Pool:
                         continue
                     raise UpstreamError("protocol", "connexion fermée par le service") from None
                 except BaseException:
-                    conn.closed = True
-                    if conn.transport is not None:
-                        conn.transport.close()
+                    _discard(conn)
                     raise
-                finally:
-                    timer.cancel()
-                if conn.reusable():
-                    conn.finish()
-                    conn.used = True  # from now on a silent close means "stale", not "failed"
-                    self._idle.append(conn)
-                else:
-                    conn.finish()
-                    conn.closed = True
-                    if conn.transport is not None:
-                        conn.transport.close()
+                self._release(conn)
                 return result
             raise UpstreamError("protocol", "connexion fermée par le service")
         finally:
-            self._busy -= 1
-            while self._waiters:
-                w = self._waiters.popleft()
-                if not w.done():
-                    w.set_result(None)
-                    break
+            self._done()
+
+    def request_now(
+        self, method: str, head: bytes, body: bytes, limit_s: float
+    ) -> asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]] | None:
+        """:meth:`request` without a coroutine, when a kept-alive connection is idle.
+
+        Returns None when it would have to wait (pool full) or connect: the caller then
+        uses :meth:`request`. The future resolves like ``request`` (including the single
+        retry of an idempotent request whose reused connection was found closed).
+        """
+        if self._busy >= self.limit:
+            return None
+        conn = self._take_idle()
+        if conn is None:
+            return None
+        loop = asyncio.get_running_loop()
+        self._busy += 1
+        out: asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]] = loop.create_future()
+
+        def done(fut: asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]]) -> None:
+            if fut.cancelled():
+                _discard(conn)
+                self._done()
+                out.cancel()
+                return
+            exc = fut.exception()
+            if exc is None:
+                self._release(conn)
+                self._done()
+                out.set_result(fut.result())
+                return
+            _discard(conn)
+            self._done()
+            if isinstance(exc, _Stale) and method in IDEMPOTENT:
+                retry = loop.create_task(self.request(method, head, body, limit_s))
+                retry.add_done_callback(lambda t: _chain(t, out))
+                return
+            out.set_exception(
+                UpstreamError("protocol", "connexion fermée par le service") if isinstance(exc, _Stale) else exc
+            )
+
+        self._dispatch(loop, conn, head, body, limit_s).add_done_callback(done)
+        return out
+
+    # -- connection handling shared by request and request_now
+    def _take_idle(self) -> _Conn | None:
+        while self._idle:
+            c = self._idle.pop()
+            if not c.closed:
+                return c
+        return None
+
+    @staticmethod
+    def _dispatch(
+        loop: asyncio.AbstractEventLoop, conn: _Conn, head: bytes, body: bytes, limit_s: float
+    ) -> asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]]:
+        fut = conn.start(loop)
+        assert conn.transport is not None
+        conn.transport.write(head + body if len(body) < 65536 else head)
+        if len(body) >= 65536:
+            conn.transport.write(body)
+        timer = loop.call_later(limit_s, _expire, fut)  # one timer, cheaper than asyncio.timeout
+        fut.add_done_callback(lambda _f: timer.cancel())
+        return fut
+
+    def _release(self, conn: _Conn) -> None:
+        if conn.reusable():
+            conn.finish()
+            conn.used = True  # from now on a silent close means "stale", not "failed"
+            self._idle.append(conn)
+        else:
+            conn.finish()
+            _discard(conn)
+
+    def _done(self) -> None:
+        self._busy -= 1
+        while self._waiters:
+            w = self._waiters.popleft()
+            if not w.done():
+                w.set_result(None)
+                break
 
     def close(self) -> None:
         while self._idle:
@@ -263,6 +313,23 @@ class Pool:
             if c.transport is not None:
                 with contextlib.suppress(Exception):
                     c.transport.close()
+
+
+def _discard(conn: _Conn) -> None:
+    conn.closed = True
+    if conn.transport is not None:
+        conn.transport.close()
+
+
+def _chain(task: asyncio.Task[Any], out: asyncio.Future[Any]) -> None:
+    if out.done():
+        return
+    if task.cancelled():
+        out.cancel()
+    elif (exc := task.exception()) is not None:
+        out.set_exception(exc)
+    else:
+        out.set_result(task.result())
 
 
 def _expire(fut: asyncio.Future[Any]) -> None:
