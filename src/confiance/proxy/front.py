@@ -432,8 +432,10 @@ class ProxyServer:
                 conn._close()
         # In flight: tasks (slow path, other routes) and /send answered by callback.
         deadline = self.loop.time() + self.limits.graceful_timeout
-        while (self.tasks or any(c.busy for c in self.connections)) and self.loop.time() < deadline:
-            await asyncio.sleep(0.02)
+        while self.loop.time() < deadline:
+            if not self.tasks and not any(c.busy for c in self.connections):
+                break
+            await asyncio.sleep(0.02)  # shutdown only: polling beats an event per request
         for task in list(self.tasks):
             task.cancel()
         for conn in list(self.connections):

@@ -39,6 +39,7 @@ class _Stale(Exception):
 
 class _Conn(asyncio.Protocol):
     __slots__ = (
+        "_active",
         "_body",
         "_close_delimited",
         "_fut",
@@ -59,7 +60,8 @@ class _Conn(asyncio.Protocol):
         self.used = False
         self._max = max_bytes
         self._fut: asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]] | None = None
-        self._parser: Any = None
+        self._parser: Any = None  # one per connection: llhttp parses message after message
+        self._active = False  # a request is in flight
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._size = 0
@@ -72,7 +74,7 @@ class _Conn(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if self._parser is None:
+        if not self._active:  # bytes nobody asked for: the connection cannot be trusted
             self.closed = True
             if self.transport is not None:
                 self.transport.close()
@@ -88,7 +90,7 @@ class _Conn(asyncio.Protocol):
         fut = self._fut
         if fut is None or fut.done():
             return
-        if self._close_delimited and self._parser is not None and self._headers is not None:
+        if self._close_delimited and self._active:
             self._complete()
             return
         if not self._got_bytes and self.used:
@@ -136,7 +138,9 @@ class _Conn(asyncio.Protocol):
 
     def start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]]:
         self._fut = loop.create_future()
-        self._parser = httptools.HttpResponseParser(self)
+        if self._parser is None:
+            self._parser = httptools.HttpResponseParser(self)
+        self._active = True
         self._headers = []
         self._body = []
         self._size = 0
@@ -149,7 +153,7 @@ class _Conn(asyncio.Protocol):
         return not self.closed and self._keep_alive
 
     def finish(self) -> None:
-        self._parser = None
+        self._active = False
         self._fut = None
 
 
