@@ -26,6 +26,24 @@ from .tls import ServerTLS, server_context
 log = logging.getLogger("confiance.server")
 
 
+def tls_extension(transport: asyncio.BaseTransport) -> dict[str, Any] | None:
+    """The ASGI TLS extension of a connection (None without TLS); read once per connection.
+
+    The peer certificate was already verified by OpenSSL against the bundle and CRL.
+    """
+    sslobj = transport.get_extra_info("ssl_object")
+    if sslobj is None:
+        return None
+    der = sslobj.getpeercert(binary_form=True)
+    return {
+        "tls_version": sslobj.version(),
+        "cipher_suite": (sslobj.cipher() or (None,))[0],
+        "client_cert_der": der,
+        "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
+        "client_cert_error": None,
+    }
+
+
 class TLSExposingProtocol(HttpToolsProtocol):
     """httptools protocol that adds the TLS extension to each request scope."""
 
@@ -33,18 +51,7 @@ class TLSExposingProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        sslobj = transport.get_extra_info("ssl_object")
-        if sslobj is None:
-            self._tls_ext = None
-            return
-        der = sslobj.getpeercert(binary_form=True)
-        self._tls_ext = {
-            "tls_version": sslobj.version(),
-            "cipher_suite": (sslobj.cipher() or (None,))[0],
-            "client_cert_der": der,
-            "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
-            "client_cert_error": None,
-        }
+        self._tls_ext = tls_extension(transport)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

@@ -45,7 +45,7 @@ from .domain import (
 from .oauth import OAuthFailure, Unavailable
 from .pathsafety import SendTarget, UnsafePath, split_send_target
 from .sessions import MemoryStore, StoreUnavailable
-from .upstream import UpstreamError
+from .upstream import UpstreamError, chain
 
 COOKIE = "proxy_session_id"
 STATE_COOKIE = "proxy_auth_state"
@@ -100,15 +100,6 @@ class _Relay:
 def _error_answer(exc: ProxyError) -> Answer:
     body = _json(exc.body())
     return exc.status, [*JSON_HEADERS, (b"content-length", b"%d" % len(body))], body
-
-
-def _forward(task: asyncio.Task[Answer], out: asyncio.Future[Answer]) -> None:
-    if task.cancelled():
-        out.cancel()
-    elif (exc := task.exception()) is not None:
-        out.set_exception(exc)
-    else:
-        out.set_result(task.result())
 
 
 class ProxyApp:
@@ -287,7 +278,7 @@ class ProxyApp:
                 status, rheaders, rbody = fut.result()
                 if status == 401 and _invalid_token(rheaders):
                     retry = asyncio.get_running_loop().create_task(self._finish_after_refusal(r))
-                    retry.add_done_callback(lambda t: _forward(t, out))
+                    retry.add_done_callback(lambda t: chain(t, out))
                     return
                 answer, _ = self._relayed(r, status, rheaders, rbody)
             self._observe(t0, r, answer[0])

@@ -47,6 +47,8 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from confiance.core.server import tls_extension
+
 if TYPE_CHECKING:
     from .app import ProxyApp
     from .config import ProxyConfig
@@ -152,16 +154,7 @@ class Connection(asyncio.Protocol):
         self.peer = (str(peer[0]), int(peer[1])) if peer else None
         local = transport.get_extra_info("sockname")
         self.local = (str(local[0]), int(local[1])) if local else None
-        sslobj = transport.get_extra_info("ssl_object")
-        if sslobj is not None:
-            der = sslobj.getpeercert(binary_form=True)
-            self.tls_ext = {
-                "tls_version": sslobj.version(),
-                "cipher_suite": (sslobj.cipher() or (None,))[0],
-                "client_cert_der": der,
-                "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
-                "client_cert_error": None,
-            }
+        self.tls_ext = tls_extension(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True

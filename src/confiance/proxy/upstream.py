@@ -264,7 +264,7 @@ class Pool:
             self._done()
             if isinstance(exc, _Stale) and method in IDEMPOTENT:
                 retry = loop.create_task(self.request(method, head, body, limit_s))
-                retry.add_done_callback(lambda t: _chain(t, out))
+                retry.add_done_callback(lambda t: chain(t, out))
                 return
             out.set_exception(
                 UpstreamError("protocol", "connexion fermée par le service") if isinstance(exc, _Stale) else exc
@@ -325,7 +325,8 @@ def _discard(conn: _Conn) -> None:
         conn.transport.close()
 
 
-def _chain(task: asyncio.Task[Any], out: asyncio.Future[Any]) -> None:
+def chain(task: asyncio.Task[Any], out: asyncio.Future[Any]) -> None:
+    """Settle ``out`` as ``task`` ended (a done callback bridging a task to a future)."""
     if out.done():
         return
     if task.cancelled():
