@@ -42,16 +42,15 @@ class StandIn:
         self.sends: list[tuple[str, bytes, bytes, bytes]] = []
 
     def send_now(
-        self, method: str, raw_path: bytes, query: bytes, headers: Any, client: Any, body: bytes
-    ) -> asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]] | None:
+        self, method: str, raw_path: bytes, query: bytes, headers: Any, client: Any, body: bytes, respond: Any
+    ) -> bool:
         if not self.fast:
-            return None
+            return False
         self.sends.append((method, raw_path, query, body))
         out = b"%s %s %d" % (method.encode(), raw_path, len(body))
-        fut: asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]] = asyncio.get_running_loop().create_future()
         answer = (200, [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(out))], out)
-        asyncio.get_running_loop().call_later(self.send_delay, fut.set_result, answer)
-        return fut
+        asyncio.get_running_loop().call_later(self.send_delay, respond, answer)
+        return True
 
     async def handle_send(
         self, method: str, raw_path: bytes, query: bytes, headers: Any, client: Any, read_body: Any

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -170,6 +171,20 @@ def test_pool_limit_queues_requests() -> None:
     asyncio.run(_with_server(handler, test))
 
 
+def _now(pool: Pool, method: str, head: bytes, body: bytes, limit: float) -> asyncio.Future[Any] | None:
+    """request_now's callback as a future (None when it declined)."""
+    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def done(result: Any, exc: BaseException | None) -> None:
+        assert not fut.done(), "on_done called twice"
+        if exc is None:
+            fut.set_result(result)
+        else:
+            fut.set_exception(exc)
+
+    return fut if pool.request_now(method, head, body, limit, done) else None
+
+
 def test_request_now_only_on_idle_connection_and_same_rules() -> None:
     """The callback path: same answers, same single retry of an idempotent request on a
     stale connection, never a replayed POST, timeouts; None when it would have to connect."""
@@ -185,15 +200,15 @@ def test_request_now_only_on_idle_connection_and_same_rules() -> None:
             await writer.drain()
 
     async def test(pool: Pool, stats) -> None:
-        assert pool.request_now("GET", _head(), b"", 2) is None  # nothing idle yet: caller connects
+        assert _now(pool, "GET", _head(), b"", 2) is None  # nothing idle yet: caller connects
         assert (await pool.request("POST", _head("POST", extra=b"content-length: 2\r\n"), b"hi", 2))[2] == b"hi"
-        fut = pool.request_now("POST", _head("POST", extra=b"content-length: 3\r\n"), b"abc", 2)
+        fut = _now(pool, "POST", _head("POST", extra=b"content-length: 3\r\n"), b"abc", 2)
         assert fut is not None and (await fut)[2] == b"abc"
         assert stats["connections"] == 1
-        fut = pool.request_now("GET", _head(path="/close"), b"", 2)  # stale: retried on a new connection
+        fut = _now(pool, "GET", _head(path="/close"), b"", 2)  # stale: retried on a new connection
         assert fut is not None and (await fut)[0] == 200
         assert stats["connections"] == 2
-        fut = pool.request_now("GET", _head(path="/slow"), b"", 0.3)
+        fut = _now(pool, "GET", _head(path="/slow"), b"", 0.3)
         assert fut is not None
         with pytest.raises(UpstreamError) as ei:
             await fut
@@ -211,7 +226,7 @@ def test_request_now_only_on_idle_connection_and_same_rules() -> None:
 
     async def test_post(pool: Pool, stats) -> None:
         assert (await pool.request("GET", _head(), b"", 2))[0] == 200
-        fut = pool.request_now("POST", _head("POST", extra=b"content-length: 1\r\n"), b"x", 2)
+        fut = _now(pool, "POST", _head("POST", extra=b"content-length: 1\r\n"), b"x", 2)
         assert fut is not None
         with pytest.raises(UpstreamError) as ei:  # a POST may have been processed: never replayed
             await fut

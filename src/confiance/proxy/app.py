@@ -14,6 +14,7 @@ import base64
 import hashlib
 import html
 import json
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -45,7 +46,9 @@ from .domain import (
 from .oauth import OAuthFailure, Unavailable
 from .pathsafety import SendTarget, UnsafePath, split_send_target
 from .sessions import MemoryStore, StoreUnavailable
-from .upstream import UpstreamError, chain
+from .upstream import Result, UpstreamError
+
+log = logging.getLogger("confiance.proxy")
 
 COOKIE = "proxy_session_id"
 STATE_COOKIE = "proxy_auth_state"
@@ -95,6 +98,13 @@ class _Relay:
     body: bytes = b""
     head: bytes = b""
     waited: float = 0.0  # seconds spent waiting for the upstream (and the AS, if a renewal ran)
+
+
+def _task_answer(task: asyncio.Task[Answer]) -> Answer:
+    if not task.cancelled() and task.exception() is None:
+        return task.result()
+    log.error("échec inattendu du relais /send", exc_info=None if task.cancelled() else task.exception())
+    return _error_answer(ProxyError(500, "INTERNAL_ERROR", "erreur interne du proxy"))
 
 
 def _error_answer(exc: ProxyError) -> Answer:
@@ -231,61 +241,60 @@ class ProxyApp:
         headers: list[tuple[bytes, bytes]],
         client: tuple[str, int] | None,
         body: bytes,
-    ) -> Answer | asyncio.Future[Answer] | None:
+        respond: Callable[[Answer], None],
+    ) -> bool:
         """:meth:`handle_send` without a coroutine, for the common case; the proxy's server
-        (front.py) calls it first.
+        (front.py) calls it first. True: ``respond`` was or will be called once.
 
-        Why: a task and its coroutine chain per request cost about a tenth of the relay's
-        CPU (measured). When everything is at hand (in-process session, current API
-        token, an idle upstream connection) the request is written upstream right here and
-        answered from the upstream's completion callback. Otherwise it returns None and the
-        caller runs :meth:`handle_send`, which does the same steps with the awaits they need.
+        Why: per request, a task, its coroutine chain and the futures between them cost
+        CPU and event-loop turns the relay does not need. When everything is at hand
+        (in-process session, current API token, an idle upstream connection) the request is
+        written upstream here and answered from the upstream connection's data callback.
+        Otherwise it returns False and the caller runs :meth:`handle_send`, which does the
+        same steps with the awaits they need.
         """
         if self._get_now is None or self._commit_sends:
-            return None
+            return False
         t0 = time.perf_counter()
         try:
             r = self._begin(method, raw_path, query, headers, client, t0)
         except ProxyError as exc:
             answer = _error_answer(exc)
             self._observe(t0, None, answer[0])
-            return answer
+            respond(answer)
+            return True
         r.now = now = time.time()
         session = self._get_now(r.sid)
         if session is None or session.expired(now) is not None or self.core.traces.full():
-            return None
+            return False
         r.session, r.body = session, body
         hot = self._hot_now(r)
         if hot is None:
-            return None
+            return False
         self._prepare_upstream(r, hot)
-        pending = hot.pool.request_now(method, r.head, body, hot.timeout)
-        if pending is None:
-            return None
-        session.last_used_at = now
-        out: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         t_up = time.perf_counter()
 
-        def upstream_done(fut: asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]]) -> None:
+        def upstream_done(result: Result | None, exc: BaseException | None) -> None:
             r.waited += time.perf_counter() - t_up
-            exc = fut.exception() if not fut.cancelled() else UpstreamError("protocol", "annulé")
-            if isinstance(exc, UpstreamError):
-                answer = _error_answer(self._upstream_failed(hot, exc))
-            elif exc is not None:
-                out.set_exception(exc)
-                return
-            else:
-                status, rheaders, rbody = fut.result()
+            if result is not None:
+                status, rheaders, rbody = result
                 if status == 401 and _invalid_token(rheaders):
                     retry = asyncio.get_running_loop().create_task(self._finish_after_refusal(r))
-                    retry.add_done_callback(lambda t: chain(t, out))
+                    retry.add_done_callback(lambda t: respond(_task_answer(t)))
                     return
                 answer, _ = self._relayed(r, status, rheaders, rbody)
+            elif isinstance(exc, UpstreamError):
+                answer = _error_answer(self._upstream_failed(hot, exc))
+            else:
+                log.error("échec inattendu du relais /send", exc_info=exc)
+                answer = _error_answer(ProxyError(500, "INTERNAL_ERROR", "erreur interne du proxy"))
             self._observe(t0, r, answer[0])
-            out.set_result(answer)
+            respond(answer)
 
-        pending.add_done_callback(upstream_done)
-        return out
+        if not hot.pool.request_now(method, r.head, body, hot.timeout, upstream_done):
+            return False
+        session.last_used_at = now
+        return True
 
     # -- the steps both paths share (no await in any of them)
     def _begin(

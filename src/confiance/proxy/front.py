@@ -250,30 +250,25 @@ class Connection(asyncio.Protocol):
         if req.target.startswith(SEND_PREFIX):
             raw_path, _, query = req.target.partition(b"?")
             try:
-                now = self.app.send_now(req.method, raw_path, query, req.headers, self.peer, bytes(req.body))
+                if self.app.send_now(
+                    req.method,
+                    raw_path,
+                    query,
+                    req.headers,
+                    self.peer,
+                    bytes(req.body),
+                    lambda a: self._respond(req, *a),
+                ):
+                    return  # answered, or will be from the upstream's data callback
             except Exception:
                 log.exception("erreur interne sur /send")
                 self._reject(500, "INTERNAL_ERROR", "erreur interne du proxy")
-                return
-            if isinstance(now, tuple):  # answered at once (a refusal)
-                self._respond(req, *now)
-                return
-            if now is not None:  # relayed: answered when the upstream answers
-                now.add_done_callback(lambda fut: self._answered(req, fut))
                 return
             task = self.loop.create_task(self._send(req, raw_path, query))
         else:
             task = self.loop.create_task(self._asgi(req))
         self.server.tasks.add(task)
         task.add_done_callback(self.server.tasks.discard)
-
-    def _answered(self, req: Request, fut: asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]]) -> None:
-        if fut.cancelled() or fut.exception() is not None:
-            if not fut.cancelled():
-                log.error("erreur interne sur /send", exc_info=fut.exception())
-            self._reject(500, "INTERNAL_ERROR", "erreur interne du proxy")
-            return
-        self._respond(req, *fut.result())
 
     async def _send(self, req: Request, raw_path: bytes, query: bytes) -> None:
         body = bytes(req.body)

@@ -18,6 +18,7 @@ import asyncio
 import collections
 import contextlib
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import httptools
@@ -37,16 +38,31 @@ class _Stale(Exception):
     """A reused connection closed before any answer byte (safe to retry idempotent methods)."""
 
 
+Result = tuple[int, list[tuple[bytes, bytes]], bytes]
+OnDone = Callable[[Result | None, BaseException | None], None]
+
+
 class _Conn(asyncio.Protocol):
+    """One kept-alive upstream connection; one request in flight at a time.
+
+    The outcome of a request goes to a future (``start``) or straight to a callback
+    (``start_cb``, the hot path: the relayed answer is written from here, without a
+    trip through the event loop's ready queue). It is delivered once the parser has
+    returned, never from inside a parser callback, so a callback may reuse the connection.
+    """
+
     __slots__ = (
         "_active",
         "_body",
         "_close_delimited",
+        "_feeding",
         "_fut",
         "_got_bytes",
         "_headers",
         "_keep_alive",
         "_max",
+        "_on_done",
+        "_outcome",
         "_parser",
         "_size",
         "closed",
@@ -59,7 +75,10 @@ class _Conn(asyncio.Protocol):
         self.closed = False
         self.used = False
         self._max = max_bytes
-        self._fut: asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]] | None = None
+        self._fut: asyncio.Future[Result] | None = None
+        self._on_done: OnDone | None = None
+        self._outcome: tuple[Result | None, BaseException | None] | None = None
+        self._feeding = False
         self._parser: Any = None  # one per connection: llhttp parses message after message
         self._active = False  # a request is in flight
         self._headers: list[tuple[bytes, bytes]] = []
@@ -80,23 +99,27 @@ class _Conn(asyncio.Protocol):
                 self.transport.close()
             return
         self._got_bytes = True
+        self._feeding = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(UpstreamError("protocol", f"réponse HTTP invalide: {exc}"))
+        finally:
+            self._feeding = False
+        outcome, self._outcome = self._outcome, None
+        if outcome is not None:
+            self._deliver(*outcome)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        fut = self._fut
-        if fut is None or fut.done():
+        if not self._waiting():
             return
         if self._close_delimited and self._active:
             self._complete()
-            return
-        if not self._got_bytes and self.used:
-            fut.set_exception(_Stale())
+        elif not self._got_bytes and self.used:
+            self._settle(None, _Stale())
         else:
-            fut.set_exception(UpstreamError("protocol", "connexion fermée par le service"))
+            self._settle(None, UpstreamError("protocol", "connexion fermée par le service"))
 
     # -- httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -122,32 +145,67 @@ class _Conn(asyncio.Protocol):
         self._complete()
 
     # -- internals
-    def _complete(self) -> None:
-        fut = self._fut
-        if fut is not None and not fut.done():
-            body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-            fut.set_result((self._parser.get_status_code(), self._headers, body))
+    def _waiting(self) -> bool:
+        if self._outcome is not None:
+            return False
+        return self._on_done is not None or (self._fut is not None and not self._fut.done())
 
-    def _fail(self, exc: Exception) -> None:
-        fut = self._fut
-        if fut is not None and not fut.done():
-            fut.set_exception(exc)
+    def _complete(self) -> None:
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._settle((self._parser.get_status_code(), self._headers, body), None)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._settle(None, exc)
         self.closed = True
         if self.transport is not None:
             self.transport.close()
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]]:
-        self._fut = loop.create_future()
+    def expire(self) -> None:
+        """The request's time is up (timer callback)."""
+        self._fail(UpstreamError("timeout", "délai dépassé"))
+
+    def _settle(self, result: Result | None, exc: BaseException | None) -> None:
+        if not self._waiting():
+            return
+        if self._feeding:
+            self._outcome = (result, exc)
+        else:
+            self._deliver(result, exc)
+
+    def _deliver(self, result: Result | None, exc: BaseException | None) -> None:
+        cb, self._on_done = self._on_done, None
+        if cb is not None:
+            cb(result, exc)
+            return
+        fut = self._fut
+        if fut is not None and not fut.done():
+            if exc is None:
+                fut.set_result(result)  # type: ignore[arg-type]
+            else:
+                fut.set_exception(exc)
+
+    def _reset(self) -> None:
         if self._parser is None:
             self._parser = httptools.HttpResponseParser(self)
         self._active = True
+        self._outcome = None
         self._headers = []
         self._body = []
         self._size = 0
         self._got_bytes = False
         self._close_delimited = False
         self._keep_alive = False
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Result]:
+        self._reset()
+        self._on_done = None
+        self._fut = loop.create_future()
         return self._fut
+
+    def start_cb(self, on_done: OnDone) -> None:
+        self._reset()
+        self._fut = None
+        self._on_done = on_done
 
     def reusable(self) -> bool:
         return not self.closed and self._keep_alive
@@ -155,6 +213,7 @@ class _Conn(asyncio.Protocol):
     def finish(self) -> None:
         self._active = False
         self._fut = None
+        self._on_done = None
 
 
 class Pool:
@@ -230,48 +289,43 @@ class Pool:
         finally:
             self._done()
 
-    def request_now(
-        self, method: str, head: bytes, body: bytes, limit_s: float
-    ) -> asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]] | None:
+    def request_now(self, method: str, head: bytes, body: bytes, limit_s: float, on_done: OnDone) -> bool:
         """:meth:`request` without a coroutine, when a kept-alive connection is idle.
 
-        Returns None when it would have to wait (pool full) or connect: the caller then
-        uses :meth:`request`. The future resolves like ``request`` (including the single
-        retry of an idempotent request whose reused connection was found closed).
+        ``on_done(result, error)`` is called once, from the connection's data callback
+        (or the timer's). Returns False, calling nothing, when it would have to wait (pool
+        full) or connect: the caller then uses :meth:`request`. Same rules as ``request``,
+        including the single retry of an idempotent request on a stale connection.
         """
         if self._busy >= self.limit:
-            return None
+            return False
         conn = self._take_idle()
         if conn is None:
-            return None
+            return False
         loop = asyncio.get_running_loop()
         self._busy += 1
-        out: asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]] = loop.create_future()
 
-        def done(fut: asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]]) -> None:
-            if fut.cancelled():
-                _discard(conn)
-                self._done()
-                out.cancel()
-                return
-            exc = fut.exception()
+        def done(result: Result | None, exc: BaseException | None) -> None:
+            timer.cancel()
             if exc is None:
                 self._release(conn)
                 self._done()
-                out.set_result(fut.result())
+                on_done(result, None)
                 return
             _discard(conn)
             self._done()
-            if isinstance(exc, _Stale) and method in IDEMPOTENT:
-                retry = loop.create_task(self.request(method, head, body, limit_s))
-                retry.add_done_callback(lambda t: chain(t, out))
-                return
-            out.set_exception(
-                UpstreamError("protocol", "connexion fermée par le service") if isinstance(exc, _Stale) else exc
-            )
+            if isinstance(exc, _Stale):
+                if method in IDEMPOTENT:
+                    retry = loop.create_task(self.request(method, head, body, limit_s))
+                    retry.add_done_callback(lambda t: on_done(*_outcome(t)))
+                    return
+                exc = UpstreamError("protocol", "connexion fermée par le service")
+            on_done(None, exc)
 
-        self._dispatch(loop, conn, head, body, limit_s).add_done_callback(done)
-        return out
+        conn.start_cb(done)
+        self._write(conn, head, body)
+        timer = loop.call_later(limit_s, conn.expire)
+        return True
 
     # -- connection handling shared by request and request_now
     def _take_idle(self) -> _Conn | None:
@@ -281,18 +335,21 @@ class Pool:
                 return c
         return None
 
-    @staticmethod
     def _dispatch(
-        loop: asyncio.AbstractEventLoop, conn: _Conn, head: bytes, body: bytes, limit_s: float
-    ) -> asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]]:
+        self, loop: asyncio.AbstractEventLoop, conn: _Conn, head: bytes, body: bytes, limit_s: float
+    ) -> asyncio.Future[Result]:
         fut = conn.start(loop)
+        self._write(conn, head, body)
+        timer = loop.call_later(limit_s, conn.expire)  # one timer, cheaper than asyncio.timeout
+        fut.add_done_callback(lambda _f: timer.cancel())
+        return fut
+
+    @staticmethod
+    def _write(conn: _Conn, head: bytes, body: bytes) -> None:
         assert conn.transport is not None
         conn.transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
             conn.transport.write(body)
-        timer = loop.call_later(limit_s, _expire, fut)  # one timer, cheaper than asyncio.timeout
-        fut.add_done_callback(lambda _f: timer.cancel())
-        return fut
 
     def _release(self, conn: _Conn) -> None:
         if conn.reusable():
@@ -325,18 +382,8 @@ def _discard(conn: _Conn) -> None:
         conn.transport.close()
 
 
-def chain(task: asyncio.Task[Any], out: asyncio.Future[Any]) -> None:
-    """Settle ``out`` as ``task`` ended (a done callback bridging a task to a future)."""
-    if out.done():
-        return
+def _outcome(task: asyncio.Task[Any]) -> tuple[Any, BaseException | None]:
     if task.cancelled():
-        out.cancel()
-    elif (exc := task.exception()) is not None:
-        out.set_exception(exc)
-    else:
-        out.set_result(task.result())
-
-
-def _expire(fut: asyncio.Future[Any]) -> None:
-    if not fut.done():
-        fut.set_exception(UpstreamError("timeout", "délai dépassé"))
+        return None, asyncio.CancelledError()
+    exc = task.exception()
+    return (None, exc) if exc is not None else (task.result(), None)
