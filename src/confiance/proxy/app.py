@@ -36,6 +36,7 @@ from .domain import (
     Session,
     TraceType,
     client_address,
+    internal_error,
     new_session,
     parse_connect,
     parse_iso,
@@ -104,10 +105,11 @@ def _task_answer(task: asyncio.Task[Answer]) -> Answer:
     if not task.cancelled() and task.exception() is None:
         return task.result()
     log.error("échec inattendu du relais /send", exc_info=None if task.cancelled() else task.exception())
-    return _error_answer(ProxyError(500, "INTERNAL_ERROR", "erreur interne du proxy"))
+    return error_answer(internal_error())
 
 
-def _error_answer(exc: ProxyError) -> Answer:
+def error_answer(exc: ProxyError) -> Answer:
+    """A refusal as a complete response (ANS JSON body, Content-Length)."""
     body = _json(exc.body())
     return exc.status, [*JSON_HEADERS, (b"content-length", b"%d" % len(body))], body
 
@@ -149,6 +151,9 @@ class ProxyApp:
             await self.send_route(scope, receive, send)
         else:
             await self.router(scope, receive, send)
+
+    def _scope_addr(self, scope: MutableMapping[str, Any]) -> tuple[str | None, int | None]:
+        return self._addr(scope.get("client"), scope["headers"])
 
     def _addr(
         self, client: tuple[str, int] | None, headers: list[tuple[bytes, bytes]]
@@ -229,7 +234,7 @@ class ProxyApp:
             if fut is not None:
                 await fut
         except ProxyError as exc:
-            answer = _error_answer(exc)
+            answer = error_answer(exc)
         self._observe(t0, r, answer[0])
         return answer
 
@@ -259,7 +264,7 @@ class ProxyApp:
         try:
             r = self._begin(method, raw_path, query, headers, client, t0)
         except ProxyError as exc:
-            answer = _error_answer(exc)
+            answer = error_answer(exc)
             self._observe(t0, None, answer[0])
             respond(answer)
             return True
@@ -284,10 +289,10 @@ class ProxyApp:
                     return
                 answer, _ = self._relayed(r, status, rheaders, rbody)
             elif isinstance(exc, UpstreamError):
-                answer = _error_answer(self._upstream_failed(hot, exc))
+                answer = error_answer(self._upstream_failed(hot, exc))
             else:
                 log.error("échec inattendu du relais /send", exc_info=exc)
-                answer = _error_answer(ProxyError(500, "INTERNAL_ERROR", "erreur interne du proxy"))
+                answer = error_answer(internal_error())
             self._observe(t0, r, answer[0])
             respond(answer)
 
@@ -351,7 +356,7 @@ class ProxyApp:
         parts += (hot.head_suffix, b"\r\n")
         r.head = b"".join(parts)
 
-    async def _after_refusal(self, r: _Relay) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def _after_refusal(self, r: _Relay) -> Result:
         """The AS may have revoked the token early: exchange once more and retry once."""
         assert r.session is not None and r.hot is not None
         hot = await self.core.hot_entry(r.session, r.target.service, time.time(), refused=r.hot.token)
@@ -368,7 +373,7 @@ class ProxyApp:
             if fut is not None:
                 await fut
         except ProxyError as exc:
-            answer = _error_answer(exc)
+            answer = error_answer(exc)
         self._observe(r.t0, r, answer[0])
         return answer
 
@@ -417,7 +422,7 @@ class ProxyApp:
                     400, "INVALID_REQUEST", "corps JSON invalide", metadata={"nationalId": None, "clientId": None}
                 ) from None
             req = parse_connect(body)
-            ip, port = self._addr(request.scope.get("client"), request.scope["headers"])
+            ip, port = self._scope_addr(request.scope)
             status, session = await self.core.connect(req, ip, port)
             if status == 304 or session is None:
                 return Response(status_code=304)
@@ -441,7 +446,7 @@ class ProxyApp:
             if not valid_session_id(sid):
                 raise ProxyError(401, "SESSION_NOT_FOUND", "cookie proxy_session_id absent ou invalide")
             assert sid is not None
-            ip, port = self._addr(request.scope.get("client"), request.scope["headers"])
+            ip, port = self._scope_addr(request.scope)
             await self.core.disconnect(sid, ip, port)
             resp = JSONResponse({"code": "DISCONNECTED", "message": "session terminée"})
             resp.headers["set-cookie"] = erased_cookie(self.samesite)
@@ -535,7 +540,7 @@ class ProxyApp:
     async def callback(self, request: Request) -> Response:
         q = request.query_params
         state = q.get("state", "")
-        ip, port = self._addr(request.scope.get("client"), request.scope["headers"])
+        ip, port = self._scope_addr(request.scope)
         if not state or cookie_from_headers(request.scope["headers"], STATE_COOKIE.encode()) != state:
             return _page(400, "Connexion refusée", "Paramètre state absent ou différent de celui de ce navigateur.")
         try:

@@ -35,6 +35,11 @@ class ProxyError(Exception):
         return {"code": self.code, "message": self.message, **self.extra}
 
 
+def internal_error() -> ProxyError:
+    """What the LPS gets when the proxy itself failed (the cause is logged, never sent)."""
+    return ProxyError(500, "INTERNAL_ERROR", "erreur interne du proxy", metadata={})
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectRequest:
     national_id: str

@@ -33,7 +33,6 @@ import asyncio
 import collections
 import email.utils
 import http
-import json
 import logging
 import re
 import signal
@@ -49,8 +48,10 @@ import httptools
 
 from confiance.core.server import tls_extension
 
+from .app import Answer, ProxyApp, error_answer
+from .domain import ProxyError, internal_error
+
 if TYPE_CHECKING:
-    from .app import ProxyApp
     from .config import ProxyConfig
 
 log = logging.getLogger("confiance.proxy.front")
@@ -59,6 +60,10 @@ SEND_PREFIX = b"/send/"
 PIPELINE_MAX = 16  # complete requests queued on one connection before we stop reading it
 _HEADER_NAME = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9a-zA-Z]+$")
 _HEADER_VALUE = re.compile(rb"^[\t\x20-\x7e\x80-\xff]*$")
+
+
+def _invalid(message: str) -> ProxyError:
+    return ProxyError(400, "INVALID_REQUEST", message, metadata={})
 
 
 def _status_line(code: int) -> bytes:
@@ -107,16 +112,6 @@ class _DateHeader:
             self._second = now
             self._value = b"date: " + email.utils.formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
         return self._value
-
-
-class _Reject(Exception):
-    """A request we answer with an error and then close the connection."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 class Connection(asyncio.Protocol):
@@ -168,14 +163,11 @@ class Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._reject(400, "INVALID_REQUEST", "mise à niveau de protocole non prise en charge")
+            self._reject(_invalid("mise à niveau de protocole non prise en charge"))
         except httptools.HttpParserError as exc:
             # httptools wraps what a callback raised; our own refusals carry their status.
             why = exc.__context__
-            if isinstance(why, _Reject):
-                self._reject(why.status, why.code, why.message)
-            else:
-                self._reject(400, "INVALID_REQUEST", "requête HTTP invalide")
+            self._reject(why if isinstance(why, ProxyError) else _invalid("requête HTTP invalide"))
 
     def pause_writing(self) -> None:
         # The client is not reading its responses: stop reading its requests.
@@ -217,9 +209,9 @@ class Connection(asyncio.Protocol):
                 try:
                     declared = int(v)
                 except ValueError:
-                    raise _Reject(400, "INVALID_REQUEST", "Content-Length invalide") from None
+                    raise _invalid("Content-Length invalide") from None
                 if declared > self.limits.max_body_bytes:
-                    raise _Reject(413, "BODY_TOO_LARGE", self._too_large())
+                    raise self._too_large()
         if self._expect_continue and self.transport is not None:
             self.transport.write(CONTINUE)
 
@@ -228,7 +220,7 @@ class Connection(asyncio.Protocol):
         assert req is not None
         req.body += body
         if len(req.body) > self.limits.max_body_bytes:
-            raise _Reject(413, "BODY_TOO_LARGE", self._too_large())
+            raise self._too_large()
 
     def on_message_complete(self) -> None:
         req = self._current
@@ -262,7 +254,7 @@ class Connection(asyncio.Protocol):
                     return  # answered, or will be from the upstream's data callback
             except Exception:
                 log.exception("erreur interne sur /send")
-                self._reject(500, "INTERNAL_ERROR", "erreur interne du proxy")
+                self._reject(internal_error())
                 return
             task = self.loop.create_task(self._send(req, raw_path, query))
         else:
@@ -282,7 +274,7 @@ class Connection(asyncio.Protocol):
             )
         except Exception:
             log.exception("erreur interne sur /send")
-            self._reject(500, "INTERNAL_ERROR", "erreur interne du proxy")
+            self._reject(internal_error())
             return
         self._respond(req, status, headers, rbody)
 
@@ -291,20 +283,11 @@ class Connection(asyncio.Protocol):
         self._respond(req, status, headers, body)
 
     def _respond(self, req: Request, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        """Write one whole response (one write), then go on with the connection."""
-        transport = self.transport
-        if transport is None or self.closing:
+        """Answer ``req``, then go on with the connection."""
+        if self.transport is None or self.closing:
             return
         keep_alive = req.keep_alive and not self.server.stopping
-        parts = [STATUS_LINES.get(status) or _status_line(status), self.server.date.get()]
-        for k, v in headers:
-            parts += (k, b": ", v, b"\r\n")
-        if not keep_alive:
-            parts.append(b"connection: close\r\n")
-        parts.append(b"\r\n")
-        if req.method != "HEAD":
-            parts.append(body)
-        transport.write(b"".join(parts))
+        self._write(status, headers, body if req.method != "HEAD" else b"", keep_alive)
         self.last_active = self.loop.time()
         self.busy = False
         if not keep_alive:
@@ -315,17 +298,22 @@ class Connection(asyncio.Protocol):
         if len(self.queue) < PIPELINE_MAX and not self.write_paused:
             self._resume_reading()
 
-    def _reject(self, status: int, code: str, message: str) -> None:
+    def _reject(self, exc: ProxyError) -> None:
         """Answer an error that ends the connection (the rest of the input is unusable)."""
         if self.transport is not None and not self.closing:
-            body = json.dumps({"code": code, "message": message, "metadata": {}}, ensure_ascii=False).encode()
-            self.transport.write(
-                STATUS_LINES[status]
-                + self.server.date.get()
-                + b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
-                + body
-            )
+            self._write(*error_answer(exc), keep_alive=False)
         self._close()
+
+    def _write(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool) -> None:
+        """One whole response in one write."""
+        assert self.transport is not None
+        parts = [STATUS_LINES.get(status) or _status_line(status), self.server.date.get()]
+        for k, v in headers:
+            parts += (k, b": ", v, b"\r\n")
+        if not keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts += (b"\r\n", body)
+        self.transport.write(b"".join(parts))
 
     def _close(self) -> None:
         self.closing = True
@@ -333,14 +321,22 @@ class Connection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
-    def _too_large(self) -> str:
-        return f"corps de requête trop volumineux (max {self.limits.max_body_bytes} octets)"
+    def _too_large(self) -> ProxyError:
+        return ProxyError(
+            413,
+            "BODY_TOO_LARGE",
+            f"corps de requête trop volumineux (max {self.limits.max_body_bytes} octets)",
+            metadata={},
+        )
 
     def _grow_head(self, n: int) -> None:
         self._head_size += n
         if self._head_size > self.limits.max_header_bytes:
-            raise _Reject(
-                431, "HEADERS_TOO_LARGE", f"en-têtes trop volumineux (max {self.limits.max_header_bytes} octets)"
+            raise ProxyError(
+                431,
+                "HEADERS_TOO_LARGE",
+                f"en-têtes trop volumineux (max {self.limits.max_header_bytes} octets)",
+                metadata={},
             )
 
     def _pause_reading(self) -> None:
@@ -430,7 +426,7 @@ class ProxyServer:
             conn._close()
 
     # ------------------------------------------------------------------ buffered ASGI
-    async def asgi_exchange(self, conn: Connection, req: Request) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def asgi_exchange(self, conn: Connection, req: Request) -> Answer:
         """Run the ASGI app on one complete request; return the whole response."""
         raw_path, _, query = req.target.partition(b"?")
         path = raw_path.decode("latin-1")
@@ -489,13 +485,11 @@ class ProxyServer:
         finally:
             done.set()
         if not started:
-            body = b'{"code":"INTERNAL_ERROR","message":"erreur interne du proxy","metadata":{}}'
-            return 500, [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))], body
+            return error_answer(internal_error())
         for k, v in headers:
             if not _HEADER_NAME.match(k) or not _HEADER_VALUE.match(v):
                 log.error("en-tête de réponse invalide refusé sur %s", path)
-                body = b'{"code":"INTERNAL_ERROR","message":"erreur interne du proxy","metadata":{}}'
-                return 500, [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))], body
+                return error_answer(internal_error())
         body = b"".join(chunks)
         if req.method == "HEAD":
             body = b""
@@ -510,7 +504,6 @@ def build_server(cfg: ProxyConfig, store: Any = None) -> ProxyServer:
     """The proxy app and its server, from a validated configuration."""
     from confiance.core.tls import ClientAuth, ServerTLS, server_context
 
-    from .app import ProxyApp
     from .core import ProxyCore
 
     s = cfg.server

@@ -258,9 +258,7 @@ class Pool:
             raise UpstreamError("down", type(exc).__name__) from exc
         return proto
 
-    async def request(
-        self, method: str, head: bytes, body: bytes, limit_s: float
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def request(self, method: str, head: bytes, body: bytes, limit_s: float) -> Result:
         """Send ``head`` (request line + headers + blank line, Content-Length included) and ``body``."""
         loop = asyncio.get_running_loop()
         # A plain counter (not asyncio.Semaphore): no coroutine or lock object per request
