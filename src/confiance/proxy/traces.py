@@ -47,7 +47,6 @@ blocks_table = sa.Table(
     sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("ts_min", sa.Float, nullable=False, index=True),
     sa.Column("ts_max", sa.Float, nullable=False, index=True),
-    sa.Column("n", sa.Integer, nullable=False),
     sa.Column("body", sa.Text, nullable=False),  # canonical JSON: [[ts, record or SEND fields], …]
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
@@ -66,7 +65,7 @@ class TraceQueueFull(RuntimeError):
 
 
 class TraceStore:
-    """Synchronous storage; :class:`TraceWriter` calls it from a worker thread.
+    """Synchronous storage, written by the trace keeper process (or a worker thread).
 
     Each block stores ``hash = SHA-256(prev_hash || body)`` over the exact stored bytes, so
     any change to a trace (even whitespace), a deleted or inserted block, or a deleted
@@ -96,7 +95,7 @@ class TraceStore:
             digest = link_bytes(head.hash, body.encode())
             c.execute(
                 blocks_table.insert().values(
-                    ts_min=min(stamps), ts_max=max(stamps), n=len(items), body=body, prev_hash=head.hash, hash=digest
+                    ts_min=min(stamps), ts_max=max(stamps), body=body, prev_hash=head.hash, hash=digest
                 )
             )
             c.execute(head_table.update().where(head_table.c.id == 1).values(hash=digest, n=head.n + len(items)))
@@ -125,10 +124,7 @@ class TraceStore:
                     return ChainCheck(False, count, count, "maillon précédent incohérent (bloc supprimé ou inséré)")
                 if link_bytes(row.prev_hash, row.body.encode()) != row.hash:
                     return ChainCheck(False, count, count, "empreinte incorrecte (trace modifiée)")
-                n = len(json.loads(row.body))
-                if n != row.n:
-                    return ChainCheck(False, count, count, "nombre de traces du bloc incohérent")
-                expected_prev, count = row.hash, count + n
+                expected_prev, count = row.hash, count + len(json.loads(row.body))
             head = c.execute(sa.select(head_table).where(head_table.c.id == 1)).one()
         if head.hash != expected_prev or head.n != count:
             return ChainCheck(False, count, count, "dernières traces supprimées (tête de chaîne incohérente)")
