@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -403,45 +404,51 @@ def _upload(rq: Rq, name: str = "file") -> tuple[str | None, Flash | None]:
 
 def _deposit(rq: Rq, cid: int, data: Any, ok: str) -> Response:
     _, err = attempt(_svc(rq).deposit_evidence, _principal(rq), cid, data)
-    return _back(rq, cid, err, ok, _anchor_for(rq))
+    return _back(rq, cid, err, ok)
 
 
-def _anchor_for(rq: Rq) -> str:
-    return ""
+def _refused(exc: ValidationError) -> Flash:
+    return Flash("error", "Dépôt refusé :", validation_messages(exc))
 
 
-def evidence_document(rq: Rq) -> Response:
+def _deposit_upload(rq: Rq, ok: str, build: Callable[[str | None], sc.EvidenceIn]) -> Response:
+    """A file-backed piece of evidence: the file is uploaded first, then ``build(sha256)``
+    is deposited; an upload or form refusal comes back as a message on the candidature."""
     cid = rq.int_param("cid")
     sha, err = _upload(rq)
     if err is not None:
         return _back(rq, cid, err, "")
     try:
-        data = sc.EvidenceIn(
+        data = build(sha)
+    except ValidationError as exc:
+        return _back(rq, cid, _refused(exc), "")
+    return _deposit(rq, cid, data, ok)
+
+
+def evidence_document(rq: Rq) -> Response:
+    return _deposit_upload(
+        rq,
+        "Document déposé.",
+        lambda sha: sc.EvidenceIn(
             requirement_id=rq.f("requirement_id"),
             kind=EvidenceKind.DOCUMENT,
             file_sha256=sha,
             description=rq.f("description"),
-        )
-    except ValidationError as exc:
-        return _back(rq, cid, Flash("error", "Dépôt refusé :", validation_messages(exc)), "")
-    return _deposit(rq, cid, data, "Document déposé.")
+        ),
+    )
 
 
 def evidence_cnda(rq: Rq) -> Response:
-    cid = rq.int_param("cid")
-    sha, err = _upload(rq)
-    if err is not None:
-        return _back(rq, cid, err, "")
-    try:
-        data = sc.EvidenceIn(
+    return _deposit_upload(
+        rq,
+        "Attestation CNDA déposée.",
+        lambda sha: sc.EvidenceIn(
             requirement_id=rq.f("requirement_id"),
             kind=EvidenceKind.CNDA,
             file_sha256=sha,
             cnda=sc.CndaIn(number=rq.f("number"), issued_on=rq.f("issued_on")),  # type: ignore[arg-type]
-        )
-    except ValidationError as exc:
-        return _back(rq, cid, Flash("error", "Dépôt refusé :", validation_messages(exc)), "")
-    return _deposit(rq, cid, data, "Attestation CNDA déposée.")
+        ),
+    )
 
 
 def evidence_conformity(rq: Rq) -> Response:
@@ -465,7 +472,7 @@ def evidence_conformity(rq: Rq) -> Response:
             requirement_id=rq.f("requirement_id"), kind=EvidenceKind.CONFORMITY, conformity_report=text
         )
     except ValidationError as exc:
-        return _back(rq, cid, Flash("error", "Dépôt refusé :", validation_messages(exc)), "")
+        return _back(rq, cid, _refused(exc), "")
     _, err = attempt(_svc(rq).deposit_evidence, _principal(rq), cid, data)
     if err is not None:
         err.text = "Vérification automatique : rapport refusé. " + err.text
@@ -650,7 +657,7 @@ def pentest_submit(rq: Rq) -> Response:
             pentest=sc.PentestIn.model_validate(values),
         )
     except ValidationError as exc:
-        rq.flashes.append(Flash("error", "Dépôt refusé :", validation_messages(exc)))
+        rq.flashes.append(_refused(exc))
         return rq.render("pentest.html", status=422, **_pentest_ctx(rq, c, values, verdict, incomplete))
     _, err = attempt(svc.deposit_evidence, me, cid, data)
     if err is not None:
