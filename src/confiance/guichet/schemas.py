@@ -39,6 +39,8 @@ class OrganisationIn(In):
 
 
 class OrganisationOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     name: str
     country: str
@@ -404,6 +406,8 @@ class PassiIn(In):
 
 
 class PassiOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     name: str
     reference: str
@@ -411,6 +415,8 @@ class PassiOut(BaseModel):
 
 
 class AuditOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     seq: int
     at: str
     actor: str
@@ -422,6 +428,8 @@ class AuditOut(BaseModel):
 
 
 class AuditCheckOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     ok: bool
     checked: int
     first_bad: int | None
@@ -429,6 +437,8 @@ class AuditCheckOut(BaseModel):
 
 
 class NotificationOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     created_at: dt.datetime
     kind: str

@@ -421,17 +421,6 @@ class GuichetService:
             active=a.active,
         )
 
-    @staticmethod
-    def _org_out(o: Organisation) -> sc.OrganisationOut:
-        return sc.OrganisationOut(
-            id=o.id,
-            name=o.name,
-            country=o.country,
-            siren=o.siren,
-            siret=o.siret,
-            registration_number=o.registration_number,
-        )
-
     def _new_org(self, s: Session, data: sc.OrganisationIn) -> Organisation:
         validate_registration(data.country, data.siren, data.siret, data.registration_number)
         siren = validate_siren(data.siren) if data.siren else None
@@ -492,7 +481,7 @@ class GuichetService:
                 None,
                 "compte.inscrire",
                 f"organisation:{org.id}",
-                after={"organisation": self._org_out(org).model_dump(), "compte": acc.email},
+                after={"organisation": sc.OrganisationOut.model_validate(org).model_dump(), "compte": acc.email},
             )
             return self._account_out(acc)
 
@@ -579,7 +568,7 @@ class GuichetService:
         def op(s: Session) -> sc.OrganisationOut:
             if not actor.is_ans and actor.organisation_id != org_id:
                 raise _not_found("structure")
-            return self._org_out(self._get(s, Organisation, org_id, "structure"))
+            return sc.OrganisationOut.model_validate(self._get(s, Organisation, org_id, "structure"))
 
         return self._read(op)
 
@@ -588,7 +577,7 @@ class GuichetService:
             q = select(Organisation).order_by(Organisation.id)
             if not actor.is_ans:
                 q = q.where(Organisation.id == (actor.organisation_id or 0))
-            return [self._org_out(o) for o in s.execute(q).scalars()]
+            return [sc.OrganisationOut.model_validate(o) for o in s.execute(q).scalars()]
 
         return self._read(op)
 
@@ -952,15 +941,7 @@ class GuichetService:
                     )
                 if role is Role.OSU:
                     self._check_osu_proxy(s, found)
-            active = [
-                st.value
-                for st in (
-                    wf.CandidatureStatus.DRAFT,
-                    wf.CandidatureStatus.FORM_SUBMITTED,
-                    wf.CandidatureStatus.EVIDENCE,
-                    wf.CandidatureStatus.COLLEGE,
-                )
-            ]
+            active = sorted(st.value for st in wf.IN_PROGRESS)
             dup = s.scalar(
                 select(Candidature.id).where(
                     Candidature.organisation_id == actor.organisation_id,
@@ -1107,19 +1088,7 @@ class GuichetService:
         for ch in s.execute(
             select(ChapterRow).where(ChapterRow.candidature_id == c.id).order_by(ChapterRow.id)
         ).scalars():
-            missing = self._missing(cat, ch, evid)
-            chapters.append(
-                sc.ChapterOut(
-                    chapter_id=ch.chapter_id,
-                    title=ch.title,
-                    requirement_ids=list(ch.requirement_ids),
-                    status=ch.status,
-                    reason=ch.reason,
-                    complete=not missing,
-                    missing=missing,
-                    version=ch.row_version,
-                )
-            )
+            chapters.append(self._chapter_out(s, c, ch, cat, evid))
         certs = [
             self._cert_out(x)
             for x in s.execute(
@@ -1632,9 +1601,20 @@ class GuichetService:
             after={"status": ch.status, "motif": reason},
         )
 
-    def _chapter_out(self, s: Session, c: Candidature, ch: ChapterRow) -> sc.ChapterOut:
-        evid = list(s.execute(select(Evidence).where(Evidence.candidature_id == c.id)).scalars())
-        missing = self._missing(self._catalogue(s, c.referentiel_version), ch, evid)
+    def _chapter_out(
+        self,
+        s: Session,
+        c: Candidature,
+        ch: ChapterRow,
+        cat: Catalogue | None = None,
+        evid: list[Evidence] | None = None,
+    ) -> sc.ChapterOut:
+        """``cat`` and ``evid`` spare the queries to a caller that already holds them (the dossier view)."""
+        if cat is None:
+            cat = self._catalogue(s, c.referentiel_version)
+        if evid is None:
+            evid = list(s.execute(select(Evidence).where(Evidence.candidature_id == c.id)).scalars())
+        missing = self._missing(cat, ch, evid)
         return sc.ChapterOut(
             chapter_id=ch.chapter_id,
             title=ch.title,
@@ -2229,13 +2209,17 @@ class GuichetService:
         return self.keys.jwks()
 
     # ================================================================ référentiel
+    @staticmethod
+    def _req_out(r: Requirement) -> sc.RequirementOut:
+        return sc.RequirementOut(**r.as_dict())
+
     def _ref_out(self, row: ReferentielVersion) -> sc.ReferentielOut:
         cat = Catalogue.parse(row.content)
         return sc.ReferentielOut(
             version=cat.version,
             created_at=row.created_at,
             chapters=[{"id": c.id, "title": c.title} for c in cat.chapters],
-            requirements=[sc.RequirementOut(**r.as_dict()) for r in cat.requirements],
+            requirements=[self._req_out(r) for r in cat.requirements],
         )
 
     def current_referentiel(self) -> sc.ReferentielOut:
@@ -2273,15 +2257,7 @@ class GuichetService:
                 before={"version": prev.version},
                 after=cat.as_dict(),
             )
-            active = [
-                st.value
-                for st in (
-                    wf.CandidatureStatus.DRAFT,
-                    wf.CandidatureStatus.FORM_SUBMITTED,
-                    wf.CandidatureStatus.EVIDENCE,
-                    wf.CandidatureStatus.COLLEGE,
-                )
-            ]
+            active = sorted(st.value for st in wf.IN_PROGRESS)
             for c in s.execute(select(Candidature).where(Candidature.status.in_(active))).scalars():
                 d = diff_for(
                     self._catalogue(s, c.referentiel_version),
@@ -2317,13 +2293,10 @@ class GuichetService:
                 candidature_id=c.id,
                 from_version=d.from_version,
                 to_version=d.to_version,
-                added=[sc.RequirementOut(**r.as_dict()) for r in d.added],
-                removed=[sc.RequirementOut(**r.as_dict()) for r in d.removed],
+                added=[self._req_out(r) for r in d.added],
+                removed=[self._req_out(r) for r in d.removed],
                 changed=[
-                    sc.RequirementChangeOut(
-                        before=sc.RequirementOut(**a.as_dict()), after=sc.RequirementOut(**b.as_dict())
-                    )
-                    for a, b in d.changed
+                    sc.RequirementChangeOut(before=self._req_out(a), after=self._req_out(b)) for a, b in d.changed
                 ],
                 up_to_date=c.referentiel_version == new.version,
             )
@@ -2371,7 +2344,7 @@ class GuichetService:
     def list_passi(self) -> list[sc.PassiOut]:
         return self._read(
             lambda s: [
-                sc.PassiOut(id=p.id, name=p.name, reference=p.reference, active=p.active)
+                sc.PassiOut.model_validate(p)
                 for p in s.execute(select(PassiProvider).order_by(PassiProvider.id)).scalars()
             ]
         )
@@ -2385,7 +2358,7 @@ class GuichetService:
             s.add(p)
             s.flush()
             self._audit(s, actor, "passi.ajouter", f"passi:{p.id}", after={"name": p.name, "reference": p.reference})
-            return sc.PassiOut(id=p.id, name=p.name, reference=p.reference, active=p.active)
+            return sc.PassiOut.model_validate(p)
 
         return self._run(op)
 
@@ -2403,7 +2376,7 @@ class GuichetService:
                 before={"active": before},
                 after={"active": active},
             )
-            return sc.PassiOut(id=p.id, name=p.name, reference=p.reference, active=p.active)
+            return sc.PassiOut.model_validate(p)
 
         return self._run(op)
 
@@ -2421,19 +2394,7 @@ class GuichetService:
             q = select(AuditRow).order_by(AuditRow.seq.desc()).limit(limit)
             if target:
                 q = q.where((AuditRow.target == target) | AuditRow.target.startswith(target + "/"))
-            return [
-                sc.AuditOut(
-                    seq=r.seq,
-                    at=r.at,
-                    actor=r.actor,
-                    action=r.action,
-                    target=r.target,
-                    before=r.before,
-                    after=r.after,
-                    hash=r.hash,
-                )
-                for r in s.execute(q).scalars()
-            ]
+            return [sc.AuditOut.model_validate(r) for r in s.execute(q).scalars()]
 
         return self._read(op)
 
@@ -2442,7 +2403,7 @@ class GuichetService:
             if actor is not None:
                 self._require_ans(actor, AnsRole.ADMIN, AnsRole.VERIFIER, AnsRole.COLLEGE)
             r = audit.verify(s)
-            return sc.AuditCheckOut(ok=r.ok, checked=r.checked, first_bad=r.first_bad, reason=r.reason)
+            return sc.AuditCheckOut.model_validate(r)
 
         return self._read(op)
 
@@ -2455,18 +2416,7 @@ class GuichetService:
                     (Notification.organisation_id == actor.organisation_id)
                     | (Notification.account_id == actor.account_id)
                 )
-            return [
-                sc.NotificationOut(
-                    id=n.id,
-                    created_at=n.created_at,
-                    kind=n.kind,
-                    organisation_id=n.organisation_id,
-                    account_id=n.account_id,
-                    subject=n.subject,
-                    body=n.body,
-                )
-                for n in s.execute(q).scalars()
-            ]
+            return [sc.NotificationOut.model_validate(n) for n in s.execute(q).scalars()]
 
         return self._read(op)
 

@@ -31,6 +31,12 @@ class CandidatureStatus(StrEnum):
     ABANDONED = "abandonnee"
 
 
+# A candidature still in progress: at most one per (organisation, role, solution), and the
+# ones a new référentiel version must be compared against.
+IN_PROGRESS = frozenset(
+    {CandidatureStatus.DRAFT, CandidatureStatus.FORM_SUBMITTED, CandidatureStatus.EVIDENCE, CandidatureStatus.COLLEGE}
+)
+
 STATUS_LABELS = {
     CandidatureStatus.DRAFT: "formulaire administratif en cours",
     CandidatureStatus.FORM_SUBMITTED: "formulaire administratif soumis",
