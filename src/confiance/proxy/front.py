@@ -41,7 +41,7 @@ import ssl
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -96,7 +96,7 @@ class Request:
     headers: list[tuple[bytes, bytes]]
     keep_alive: bool
     version: str
-    body: bytearray = field(default_factory=bytearray)
+    body: bytes = b""
 
 
 class _DateHeader:
@@ -139,7 +139,11 @@ class Connection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_size = 0
         self._current: Request | None = None
+        self._body: list[bytes] = []
+        self._body_size = 0
         self._expect_continue = False
+        self._handling: Request | None = None  # the request being answered (one at a time)
+        self._answer_current = self._answer  # bound once: the /send fast path's callback
 
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -185,6 +189,8 @@ class Connection(asyncio.Protocol):
         self._headers = []
         self._head_size = 0
         self._current = None
+        self._body = []
+        self._body_size = 0
         self._expect_continue = False
 
     def on_url(self, url: bytes) -> None:
@@ -216,16 +222,18 @@ class Connection(asyncio.Protocol):
             self.transport.write(CONTINUE)
 
     def on_body(self, body: bytes) -> None:
-        req = self._current
-        assert req is not None
-        req.body += body
-        if len(req.body) > self.limits.max_body_bytes:
+        self._body_size += len(body)
+        if self._body_size > self.limits.max_body_bytes:
             raise self._too_large()
+        self._body.append(body)
 
     def on_message_complete(self) -> None:
         req = self._current
         assert req is not None
         self._current = None
+        if self._body:
+            req.body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+            self._body = []
         self.request_started = None
         self.queue.append(req)
         if len(self.queue) >= PIPELINE_MAX:
@@ -239,17 +247,12 @@ class Connection(asyncio.Protocol):
             return
         req = self.queue.popleft()
         self.busy = True
+        self._handling = req
         if req.target.startswith(SEND_PREFIX):
             raw_path, _, query = req.target.partition(b"?")
             try:
                 if self.app.send_now(
-                    req.method,
-                    raw_path,
-                    query,
-                    req.headers,
-                    self.peer,
-                    bytes(req.body),
-                    lambda a: self._respond(req, *a),
+                    req.method, raw_path, query, req.headers, self.peer, req.body, self._answer_current
                 ):
                     return  # answered, or will be from the upstream's data callback
             except Exception:
@@ -263,7 +266,7 @@ class Connection(asyncio.Protocol):
         task.add_done_callback(self.server.tasks.discard)
 
     async def _send(self, req: Request, raw_path: bytes, query: bytes) -> None:
-        body = bytes(req.body)
+        body = req.body
 
         async def read_body() -> bytes:
             return body
@@ -282,6 +285,12 @@ class Connection(asyncio.Protocol):
         status, headers, body = await self.server.asgi_exchange(self, req)
         self._respond(req, status, headers, body)
 
+    def _answer(self, answer: Answer) -> None:
+        """The fast path's callback: answer the request being handled."""
+        req = self._handling
+        if req is not None:
+            self._respond(req, *answer)
+
     def _respond(self, req: Request, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """Answer ``req``, then go on with the connection."""
         if self.transport is None or self.closing:
@@ -290,6 +299,7 @@ class Connection(asyncio.Protocol):
         self._write(status, headers, body if req.method != "HEAD" else b"", keep_alive)
         self.last_active = self.loop.time()
         self.busy = False
+        self._handling = None
         if not keep_alive:
             self._close()
             return
@@ -458,7 +468,7 @@ class ProxyServer:
             nonlocal body_sent
             if not body_sent:
                 body_sent = True
-                return {"type": "http.request", "body": bytes(req.body), "more_body": False}
+                return {"type": "http.request", "body": req.body, "more_body": False}
             await done.wait()
             return {"type": "http.disconnect"}
 

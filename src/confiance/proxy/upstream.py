@@ -56,6 +56,7 @@ class _Conn(asyncio.Protocol):
         "_body",
         "_close_delimited",
         "_feeding",
+        "_framed",
         "_fut",
         "_got_bytes",
         "_headers",
@@ -86,6 +87,7 @@ class _Conn(asyncio.Protocol):
         self._size = 0
         self._got_bytes = False
         self._close_delimited = False
+        self._framed = False  # the response declared its length (Content-Length or chunked)
         self._keep_alive = False
 
     # -- asyncio.Protocol
@@ -123,11 +125,13 @@ class _Conn(asyncio.Protocol):
 
     # -- httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        name = name.lower()
+        if name == b"content-length" or name == b"transfer-encoding":
+            self._framed = True
+        self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        names = {n for n, _ in self._headers}
-        if b"content-length" not in names and b"transfer-encoding" not in names:
+        if not self._framed:
             status = self._parser.get_status_code()
             self._close_delimited = status >= 200 and status not in (204, 304)
 
@@ -194,6 +198,7 @@ class _Conn(asyncio.Protocol):
         self._size = 0
         self._got_bytes = False
         self._close_delimited = False
+        self._framed = False
         self._keep_alive = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Result]:
