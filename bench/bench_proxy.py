@@ -8,9 +8,14 @@ through /connect (CIBA with the sandbox), then the same request is sent:
 
   direct  → upstream                            (reference: no relay)
   nginx   → nginx relay → upstream
+  floor   → bench/proxy/floor_relay.py → upstream   (the proxy's stack, uvloop + ssl +
+            httptools, with no logic at all: what TLS and sockets cost from Python)
+  bare    → bench/proxy/bare_relay.py → upstream    (uvicorn + aiohttp "20-line relay")
   proxy   → /send/bench/hello → upstream        (session cookie, exchanged API token)
 
-Measures: throughput at saturation (wrk, same threads/connections for each), latency
+Measures: throughput at saturation (wrk, same threads/connections for each) and the CPU
+time each relay's process group spends per request during that run (from /proc: steadier
+than req/s on a shared machine, and it says where the cost is), latency
 under a steady open-loop 1,000 req/s (hey -z 10s -c 10 -q 100; p99 added = p99(relay) −
 p99(direct)), and RSS with 10,000 in-process sessions (bench/proxy/memory.py).
 
@@ -71,16 +76,43 @@ def wait_http(url: str, ca: Path, timeout: float = 60) -> None:
     raise TimeoutError(url)
 
 
-def wrk(url: str, duration: float, connections: int, threads: int, headers: list[str]) -> dict[str, float]:
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU time (user + system) of every live process in a process group, from /proc.
+
+    Why: on a shared 2-core machine requests per second move with whatever else runs;
+    CPU time per relayed request, counted over the relay's whole process group (the
+    proxy with its trace keeper, nginx with its worker), is steadier and says what each
+    relay costs."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields[0] is the state: pgid is the 5th field of stat
+            total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def wrk(
+    url: str, duration: float, connections: int, threads: int, headers: list[str], pgid: int | None = None
+) -> dict[str, float]:
     args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(duration)}s", "--latency"]
     for h in headers:
         args += ["-H", h]
+    cpu0 = group_cpu_seconds(pgid) if pgid else 0.0
     out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    cpu1 = group_cpu_seconds(pgid) if pgid else 0.0
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    count = re.search(r"(\d+) requests in", out)
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
     return {
         "rps": rps,
+        "cpu_us_per_request": round((cpu1 - cpu0) * 1e6 / int(count.group(1)), 1) if pgid and count else None,
         "non2xx": int(non2xx.group(1)) if non2xx else 0,
         "socket_errors": errors.group(1) if errors else "",
     }  # type: ignore[dict-item]
@@ -136,7 +168,7 @@ def main() -> int:
     ap.add_argument(
         "--only",
         default="",
-        help="comma-separated targets to measure (direct,nginx,bare_python_relay,proxy); for profiling",
+        help="comma-separated targets (direct,nginx,bare_python_relay,floor_python_relay,proxy); for profiling",
     )
     ap.add_argument("--workers", type=int, default=1, help="proxy worker processes (>1 needs --store redis|sqlite)")
     ap.add_argument("--store", default="memory", choices=["memory", "sqlite", "redis"])
@@ -179,7 +211,26 @@ def main() -> int:
         )
         for conf in (up_conf, relay_conf):
             procs.append(subprocess.Popen(["nginx", "-c", str(conf), "-p", str(conf.parent)], start_new_session=True))
-        bare_port = free_port()
+        # Process group of what serves each target (its CPU is read around each wrk run).
+        groups = {"direct": procs[0].pid, "nginx": procs[1].pid}
+        bare_port, floor_port = free_port(), free_port()
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(ROOT / "bench/proxy/floor_relay.py"),
+                    str(floor_port),
+                    str(up_port),
+                    server_cert.cert_path,
+                    server_cert.key_path,
+                    str(pki.ca_bundle),
+                    lps["cert"],
+                    lps["key"],
+                ],
+                start_new_session=True,
+            )
+        )
+        groups["floor_python_relay"] = procs[-1].pid
         procs.append(
             subprocess.Popen(
                 [
@@ -196,6 +247,7 @@ def main() -> int:
                 start_new_session=True,
             )
         )
+        groups["bare_python_relay"] = procs[-1].pid
         api_as = ctx.endpoints["services"]["api_as"]
         dmp = ctx.endpoints["services"]["dmp"]
         proxy_cfg = {
@@ -232,6 +284,7 @@ def main() -> int:
                 start_new_session=True,
             )
         )
+        groups["proxy"] = procs[-1].pid  # with its trace keeper (same process group)
         proxy_url = f"https://127.0.0.1:{ports['proxy']}"
         wait_http(f"{proxy_url}/healthz", pki.ca_bundle)
         wait_http(f"https://127.0.0.1:{up_port}/", pki.ca_bundle)
@@ -254,10 +307,12 @@ def main() -> int:
             }
         cookie = f"Cookie: proxy_session_id={sid}"
         wait_http(f"https://127.0.0.1:{bare_port}/send/bench/", pki.ca_bundle)
+        wait_http(f"https://127.0.0.1:{floor_port}/send/bench/", pki.ca_bundle)
         targets = {
             "direct": (f"https://127.0.0.1:{up_port}/hello", []),
             "nginx": (f"https://127.0.0.1:{relay_port}/send/bench/hello", []),
             "bare_python_relay": (f"https://127.0.0.1:{bare_port}/send/bench/hello", []),
+            "floor_python_relay": (f"https://127.0.0.1:{floor_port}/send/bench/hello", []),
             "proxy": (f"{proxy_url}/send/bench/hello", [cookie]),
         }
         if args.only:
@@ -275,12 +330,22 @@ def main() -> int:
         # back to back and the ratios are taken per round (then the median).
         for r in range(args.rounds):
             rnd = {
-                name: wrk(url, args.duration, args.connections, args.threads, h) for name, (url, h) in targets.items()
+                name: wrk(url, args.duration, args.connections, args.threads, h, groups[name])
+                for name, (url, h) in targets.items()
             }
             results["rounds"].append(rnd)
-            print(f"round {r + 1}", {k: v["rps"] for k, v in rnd.items()}, flush=True)
+            print(
+                f"round {r + 1}",
+                {k: (v["rps"], f"{v['cpu_us_per_request']} µs CPU/req") for k, v in rnd.items()},
+                flush=True,
+            )
         for name in targets:
-            results["saturation"][name] = {"rps_median": statistics.median(x[name]["rps"] for x in results["rounds"])}
+            results["saturation"][name] = {
+                "rps_median": statistics.median(x[name]["rps"] for x in results["rounds"]),
+                "cpu_us_per_request_median": statistics.median(
+                    x[name]["cpu_us_per_request"] or 0.0 for x in results["rounds"]
+                ),
+            }
         if not args.skip_latency:
             before = overhead_buckets(proxy_url, pki.ca_bundle) if args.workers == 1 else {}
             for r in range(args.rounds):
@@ -312,11 +377,13 @@ def main() -> int:
             "proxy_vs_nginx_throughput": ratio("proxy", "nginx"),
             "proxy_vs_bare_python_relay_throughput": ratio("proxy", "bare_python_relay"),
             "bare_python_relay_vs_nginx_throughput": ratio("bare_python_relay", "nginx"),
+            "floor_python_relay_vs_nginx_throughput": ratio("floor_python_relay", "nginx"),
+            "proxy_vs_floor_python_relay_throughput": ratio("proxy", "floor_python_relay"),
             "proxy_vs_direct_throughput": ratio("proxy", "direct"),
         }
         lat = results["latency_1000rps"]
         if lat:
-            for name in ("proxy", "nginx", "bare_python_relay"):
+            for name in ("proxy", "nginx", "bare_python_relay", "floor_python_relay"):
                 if name not in lat or "direct" not in lat:
                     continue
                 added = [a["p99_ms"] - d["p99_ms"] for a, d in zip(lat[name], lat["direct"], strict=True)]
