@@ -19,7 +19,8 @@ import pytest
 from confiance.core.server import ServerThread, ServiceConfig
 from confiance.core.tls import ServerTLS, client_context, server_context
 from confiance.pki import IssuedCertificate, Pki
-from confiance.proxy.front import FrontLimits, ProxyServer
+from confiance.proxy.config import ServerSection
+from confiance.proxy.front import ProxyServer
 
 
 class _Core:
@@ -84,8 +85,14 @@ class StandIn:
 @pytest.fixture
 def front(pki: Pki, server_cert: IssuedCertificate) -> Iterator[tuple[ProxyServer, ServerThread, StandIn]]:
     app = StandIn()
-    limits = FrontLimits(
-        max_body_bytes=2048, max_header_bytes=2048, keep_alive_timeout=1.0, request_read_timeout=1.0, graceful_timeout=5
+    limits = ServerSection(
+        cert=server_cert.cert_path,
+        key=server_cert.key_path,
+        max_body_bytes=2048,
+        max_header_bytes=2048,
+        keep_alive_timeout=1.0,
+        request_read_timeout=1.0,
+        graceful_timeout=5,
     )
     tls = server_context(ServerTLS(cert=server_cert.cert_path, key=server_cert.key_path))
     server = ProxyServer(app, tls, limits)  # type: ignore[arg-type]
@@ -261,7 +268,8 @@ def test_graceful_stop_finishes_requests_in_flight(pki: Pki, server_cert: Issued
     app.fast = fast
     app.send_delay = 0.5
     tls = server_context(ServerTLS(cert=server_cert.cert_path, key=server_cert.key_path))
-    server = ProxyServer(app, tls, FrontLimits(graceful_timeout=5))  # type: ignore[arg-type]
+    limits = ServerSection(cert=server_cert.cert_path, key=server_cert.key_path, graceful_timeout=5)
+    server = ProxyServer(app, tls, limits)  # type: ignore[arg-type]
     thread = ServerThread(app, ServiceConfig(port=0), server=server).start()
     s = _conn(pki, thread.port)
     s.sendall(b"GET /send/a/slow HTTP/1.1\r\nHost: h\r\n\r\n")

@@ -52,7 +52,7 @@ from .app import Answer, ProxyApp, error_answer
 from .domain import ProxyError, internal_error
 
 if TYPE_CHECKING:
-    from .config import ProxyConfig
+    from .config import ProxyConfig, ServerSection
 
 log = logging.getLogger("confiance.proxy.front")
 
@@ -76,17 +76,6 @@ def _status_line(code: int) -> bytes:
 
 STATUS_LINES = {code: _status_line(code) for code in range(100, 600)}
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-@dataclass
-class FrontLimits:
-    """``[server]`` settings this server enforces."""
-
-    max_body_bytes: int = 1_048_576
-    max_header_bytes: int = 32_768
-    keep_alive_timeout: float = 30.0
-    request_read_timeout: float = 30.0
-    graceful_timeout: float = 30.0
 
 
 @dataclass(slots=True)
@@ -373,10 +362,11 @@ class ProxyServer:
     """Runs the proxy app on one or more listening sockets until asked to stop.
 
     ``started`` and ``should_exit`` follow uvicorn.Server's names so the same test runner
-    (``core.server.ServerThread``) drives both kinds of server.
+    (``core.server.ServerThread``) drives both kinds of server. ``limits`` is the validated
+    ``[server]`` section itself: its bounds and defaults live in one place (``config.py``).
     """
 
-    def __init__(self, app: ProxyApp, tls: ssl.SSLContext | None, limits: FrontLimits) -> None:
+    def __init__(self, app: ProxyApp, tls: ssl.SSLContext | None, limits: ServerSection) -> None:
         self.app = app
         self.tls = tls
         self.limits = limits
@@ -518,14 +508,7 @@ def build_server(cfg: ProxyConfig, store: Any = None) -> ProxyServer:
 
     s = cfg.server
     tls = ServerTLS(cert=s.cert, key=s.key, ca_bundle=s.ca_bundle, crl=s.crl, client_auth=ClientAuth(s.client_auth))
-    limits = FrontLimits(
-        max_body_bytes=s.max_body_bytes,
-        max_header_bytes=s.max_header_bytes,
-        keep_alive_timeout=s.keep_alive_timeout,
-        request_read_timeout=s.request_read_timeout,
-        graceful_timeout=s.graceful_timeout,
-    )
-    return ProxyServer(ProxyApp(ProxyCore(cfg, store=store)), server_context(tls), limits)
+    return ProxyServer(ProxyApp(ProxyCore(cfg, store=store)), server_context(tls), s)
 
 
 def run(server: ProxyServer, sockets: list[socket.socket]) -> None:
