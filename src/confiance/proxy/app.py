@@ -487,6 +487,9 @@ class ProxyApp:
             return JSONResponse({"code": "INVALID_FIELD", "message": "date ISO 8601 invalide"}, 400)
         import asyncio
 
+        # Every request this instance has answered is in what we return (batched SEND traces
+        # wait up to flush_interval); if the database is down the query below says so.
+        await self.core.traces.flush(timeout=5.0)
         try:
             rows = await asyncio.to_thread(self.core.trace_store.query, start, end)
         except Exception:

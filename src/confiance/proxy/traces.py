@@ -7,10 +7,11 @@ Appends lock the head row *first* (an UPDATE), which serialises writers across p
 and proxy instances on both SQLite and PostgreSQL without upgrade deadlocks.
 
 Durability: :class:`TraceWriter` batches records in a background task (one transaction per
-batch, written from a worker thread so the event loop never blocks on disk). CONNECT and
+batch, committed by the trace keeper process — or a worker thread — so the event loop never
+blocks on disk). CONNECT and
 DISCONNECT traces are awaited until committed before the response leaves. SEND traces are,
 by default (``send_durability = "batched"``), enqueued and committed within
-``flush_interval``; with ``"commit"`` the response waits for its batch commit (group
+``flush_interval`` (``GET /traces`` first waits for what is queued: :meth:`TraceWriter.flush`); with ``"commit"`` the response waits for its batch commit (group
 commit). On shutdown the queue is drained. If the database is unreachable the batch is kept
 and retried, so a database outage delays traces but does not lose them while the process
 lives; the queue is bounded (``queue_max``) and requests are refused (503) when it is full
@@ -235,7 +236,7 @@ class TraceWriter:
     def __init__(
         self,
         store: TraceStore,
-        flush_interval: float = 0.02,
+        flush_interval: float = 0.1,
         batch_max: int = 1000,
         queue_max: int = 100_000,
         appender: Appender | None = None,
@@ -252,6 +253,8 @@ class TraceWriter:
         self._closing = False
         self.failures = 0
         self.written = 0
+        # flush() callers: (traces written when they are all in, future)
+        self._flushes: list[tuple[int, asyncio.Future[None]]] = []
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="trace-writer")
@@ -276,6 +279,24 @@ class TraceWriter:
         if wait or len(self._queue) >= self.batch_max:
             self._wake.set()
         return fut
+
+    async def flush(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait until every trace queued before this call is committed; False on timeout.
+
+        Why: SEND traces wait up to ``flush_interval`` in the queue, and a reader of
+        ``GET /traces`` (ANS's conformity tool, right after its requests) must see the
+        trace of every request this proxy has already answered.
+        """
+        if not self._queue:
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flushes.append((self.written + len(self._queue), fut))
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def write(self, rec: dict[str, Any], ts: float | None = None) -> None:
         """Enqueue and wait for the commit."""
@@ -306,9 +327,19 @@ class TraceWriter:
             for _, _, fut in batch:
                 if fut is not None and not fut.done():
                     fut.set_result(None)
+            if self._flushes:
+                waiting = []
+                for target, fut in self._flushes:
+                    if self.written >= target:
+                        if not fut.done():
+                            fut.set_result(None)
+                    else:
+                        waiting.append((target, fut))
+                self._flushes = waiting
             # Let more records join the next batch (group commit) unless someone waits.
             if (
                 not self._closing
+                and not self._flushes
                 and len(self._queue) < self.batch_max
                 and not any(f is not None for _, _, f in self._queue)
             ):
