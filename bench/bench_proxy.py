@@ -17,7 +17,8 @@ Measures: throughput at saturation (wrk, same threads/connections for each) and 
 time each relay's process group spends per request during that run (from /proc: steadier
 than req/s on a shared machine, and it says where the cost is), latency
 under a steady open-loop 1,000 req/s (hey -z 10s -c 10 -q 100; p99 added = p99(relay) −
-p99(direct)), and RSS with 10,000 in-process sessions (bench/proxy/memory.py).
+p99(direct)), the tail of 3,000 sequential requests (hey -n 3000 -c 1: stalls of the relay
+itself, without burst queueing), and RSS with 10,000 in-process sessions (bench/proxy/memory.py).
 
     .venv/bin/python bench/bench_proxy.py [--duration 10] [--connections 32] [--sessions 10000]
 
@@ -118,8 +119,13 @@ def wrk(
     }  # type: ignore[dict-item]
 
 
-def hey(url: str, duration: float, headers: list[str]) -> dict[str, float]:
-    args = ["hey", "-z", f"{int(duration)}s", "-c", "10", "-q", "100"]
+def hey(url: str, duration: float, headers: list[str], sequential: bool = False) -> dict[str, float]:
+    """Steady 1,000 req/s (10 workers × 100 req/s), or ``sequential``: 3,000 requests one at
+    a time on one connection. The sequential probe has no burst queueing (hey's workers
+    fire together), so its tail shows stalls of the relay itself (docs/benchmarks/proxy.md)."""
+    args = (
+        ["hey", "-n", "3000", "-c", "1"] if sequential else ["hey", "-z", f"{int(duration)}s", "-c", "10", "-q", "100"]
+    )
     for h in headers:
         args += ["-H", h]
     out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
@@ -323,6 +329,7 @@ def main() -> int:
             "rounds": [],
             "saturation": {},
             "latency_1000rps": {},
+            "latency_sequential": {},
         }
         for _name, (url, headers) in targets.items():
             wrk(url, 2, args.connections, args.threads, headers)  # warm-up (pools, TLS sessions)
@@ -352,6 +359,11 @@ def main() -> int:
                 for name, (url, headers) in targets.items():
                     results["latency_1000rps"].setdefault(name, []).append(hey(url, args.duration, headers))
                 print(f"latency round {r + 1}", {k: v[-1]["p99_ms"] for k, v in results["latency_1000rps"].items()})
+                for name, (url, headers) in targets.items():
+                    results["latency_sequential"].setdefault(name, []).append(hey(url, 0, headers, sequential=True))
+                print(
+                    f"sequential round {r + 1}", {k: v[-1]["p99_ms"] for k, v in results["latency_sequential"].items()}
+                )
             if args.workers == 1:
                 after = overhead_buckets(proxy_url, pki.ca_bundle)
                 results["proxy_own_time_at_1000rps"] = {
@@ -392,6 +404,10 @@ def main() -> int:
                     statistics.median(a["p50_ms"] - d["p50_ms"] for a, d in zip(lat[name], lat["direct"], strict=True)),
                     2,
                 )
+        for name, runs in results["latency_sequential"].items():
+            results["ratios"][f"p99_sequential_ms_{name}_median"] = round(
+                statistics.median(x["p99_ms"] for x in runs), 2
+            )
         print(json.dumps(results, indent=2))
         (ROOT / "bench" / "proxy" / "last-results.json").write_text(json.dumps(results, indent=2) + "\n")
         return 0
