@@ -220,40 +220,15 @@ def main() -> int:
         # Process group of what serves each target (its CPU is read around each wrk run).
         groups = {"direct": procs[0].pid, "nginx": procs[1].pid}
         bare_port, floor_port = free_port(), free_port()
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    str(ROOT / "bench/proxy/floor_relay.py"),
-                    str(floor_port),
-                    str(up_port),
-                    server_cert.cert_path,
-                    server_cert.key_path,
-                    str(pki.ca_bundle),
-                    lps["cert"],
-                    lps["key"],
-                ],
-                start_new_session=True,
-            )
-        )
-        groups["floor_python_relay"] = procs[-1].pid
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    str(ROOT / "bench/proxy/bare_relay.py"),
-                    str(bare_port),
-                    f"https://127.0.0.1:{up_port}",
-                    server_cert.cert_path,
-                    server_cert.key_path,
-                    str(pki.ca_bundle),
-                    lps["cert"],
-                    lps["key"],
-                ],
-                start_new_session=True,
-            )
-        )
-        groups["bare_python_relay"] = procs[-1].pid
+        # The two Python reference relays: same TLS material, upstream given as port or URL.
+        tls_args = [server_cert.cert_path, server_cert.key_path, str(pki.ca_bundle), lps["cert"], lps["key"]]
+        for name, script, port, upstream in (
+            ("floor_python_relay", "floor_relay.py", floor_port, str(up_port)),
+            ("bare_python_relay", "bare_relay.py", bare_port, f"https://127.0.0.1:{up_port}"),
+        ):
+            relay = [sys.executable, str(ROOT / "bench/proxy" / script), str(port), upstream, *tls_args]
+            procs.append(subprocess.Popen(relay, start_new_session=True))
+            groups[name] = procs[-1].pid
         api_as = ctx.endpoints["services"]["api_as"]
         dmp = ctx.endpoints["services"]["dmp"]
         proxy_cfg = {
