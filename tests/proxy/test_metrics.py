@@ -51,3 +51,16 @@ def test_overhead_histogram_exported() -> None:
     s = _samples(m)
     assert s[("proxy_send_overhead_seconds_bucket", (("le", "0.0001"),))] == 0
     assert s[("proxy_send_overhead_seconds_bucket", (("le", "0.0002"),))] == 1
+
+
+def test_send_done_counts_like_the_separate_metrics() -> None:
+    """The hot path's single call must export what observe + observe + request would."""
+    one, three = Metrics(), Metrics()
+    for total, overhead, status in ((0.0005, 0.0001, 200), (0.02, None, 404), (0.003, 0.0002, 503)):
+        one.send_done(total, overhead, status)
+        three.send_latency.observe(total)
+        if overhead is not None:
+            three.send_overhead.observe(overhead)
+        three.request("send", status)
+    assert _samples(one) == _samples(three)
+    assert _samples(one)[("proxy_send_overhead_seconds_count", ())] == 2

@@ -401,13 +401,10 @@ class ProxyApp:
         return (status, out, rbody), fut
 
     def _observe(self, t0: float, r: _Relay | None, status: int) -> None:
-        metrics = self.core.metrics
         total = time.perf_counter() - t0
-        metrics.send_latency.observe(total)
-        if r is not None and r.waited:
-            # What the proxy itself adds to a relayed request, measured inside the process.
-            metrics.send_overhead.observe(total - r.waited)
-        metrics.request("send", status)
+        # The overhead is what the proxy itself adds to a relayed request, measured inside
+        # the process (total minus the upstream and token-renewal waits).
+        self.core.metrics.send_done(total, total - r.waited if r is not None and r.waited else None, status)
 
     # ------------------------------------------------------------------ ANS routes
     async def connect(self, request: Request) -> Response:

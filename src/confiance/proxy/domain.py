@@ -351,11 +351,12 @@ def client_address(
     and then read right to left, skipping trusted hops: the first untrusted address is
     the client (entries further left were written by the client itself and prove nothing).
     """
-    import ipaddress
-
     if peer is None:
         return None, None
     ip, port = peer[0], peer[1]
+    if not forwarded_for or not trusted:  # the common case, on every /send: nothing to read
+        return ip, port
+    import ipaddress
 
     def is_trusted(addr: str) -> bool:
         try:
@@ -364,7 +365,7 @@ def client_address(
             return False
         return any(a in net for net in trusted)
 
-    if not forwarded_for or not trusted or not is_trusted(ip):
+    if not is_trusted(ip):
         return ip, port
     hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
     for hop in reversed(hops):
