@@ -359,6 +359,27 @@ def test_trace_query_filters_inside_blocks(tmp_path: Path) -> None:
     store.close()
 
 
+def test_trace_keeper_started_with_the_writer(tmp_path: Path) -> None:
+    """The keeper runs before the first trace: a CONNECT must not wait for it to start."""
+    from confiance.proxy.traces import KeeperAppender
+
+    url = f"sqlite:///{tmp_path}/t.db"
+    keeper = KeeperAppender(url)
+
+    async def run() -> None:
+        w = TraceWriter(TraceStore(url), appender=keeper)
+        w.start()
+        for _ in range(500):
+            if keeper.pid is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert keeper.pid is not None and w.pending() == 0 and w.written == 0
+        await w.close()
+
+    asyncio.run(run())
+    assert keeper.pid is None
+
+
 def test_trace_keeper_restarted_when_it_dies(tmp_path: Path) -> None:
     """The keeper process killed between batches: the next batch starts a new one, none lost."""
     import os

@@ -177,7 +177,13 @@ class KeeperAppender:
         self.url = url
         self._proc: asyncio.subprocess.Process | None = None
 
-    async def __call__(self, items: list[tuple[float, TraceItem]]) -> None:
+    async def start(self) -> None:
+        """Start the keeper now, so the first trace (a CONNECT, awaited before the answer)
+        does not wait for a Python process to start: under load that took long enough to
+        idle-expire a session with a short ``idle_ttl`` before its first use."""
+        await self._running()
+
+    async def _running(self) -> asyncio.subprocess.Process:
         proc = self._proc
         if proc is None or proc.returncode is not None:
             proc = self._proc = await asyncio.create_subprocess_exec(
@@ -188,6 +194,10 @@ class KeeperAppender:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
             )
+        return proc
+
+    async def __call__(self, items: list[tuple[float, TraceItem]]) -> None:
+        proc = await self._running()
         assert proc.stdin is not None and proc.stdout is not None
         data = pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
         try:
@@ -305,6 +315,12 @@ class TraceWriter:
         await fut
 
     async def _run(self) -> None:
+        start = getattr(self._append, "start", None)
+        if start is not None:
+            try:
+                await start()
+            except Exception as exc:  # the first batch will try again
+                log.warning("trace keeper not started yet (%s)", type(exc).__name__)
         while True:
             if not self._queue:
                 if self._closing:
