@@ -66,6 +66,10 @@ def _invalid(message: str) -> ProxyError:
     return ProxyError(400, "INVALID_REQUEST", message, metadata={})
 
 
+def _over_limit(status: int, code: str, what: str, limit: int) -> ProxyError:
+    return ProxyError(status, code, f"{what} trop volumineux (max {limit} octets)", metadata={})
+
+
 def _status_line(code: int) -> bytes:
     try:
         phrase = http.HTTPStatus(code).phrase
@@ -325,20 +329,10 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
     def _too_large(self) -> ProxyError:
-        return ProxyError(
-            413,
-            "BODY_TOO_LARGE",
-            f"corps de requête trop volumineux (max {self.limits.max_body_bytes} octets)",
-            metadata={},
-        )
+        return _over_limit(413, "BODY_TOO_LARGE", "corps de requête", self.limits.max_body_bytes)
 
     def _head_too_large(self) -> ProxyError:
-        return ProxyError(
-            431,
-            "HEADERS_TOO_LARGE",
-            f"en-têtes trop volumineux (max {self.limits.max_header_bytes} octets)",
-            metadata={},
-        )
+        return _over_limit(431, "HEADERS_TOO_LARGE", "en-têtes", self._max_head)
 
     def _pause_reading(self) -> None:
         if not self.read_paused and self.transport is not None and not self.closing:
