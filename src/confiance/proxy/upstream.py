@@ -45,10 +45,11 @@ OnDone = Callable[[Result | None, BaseException | None], None]
 class _Conn(asyncio.Protocol):
     """One kept-alive upstream connection; one request in flight at a time.
 
-    The outcome of a request goes to a future (``start``) or straight to a callback
-    (``start_cb``, the hot path: the relayed answer is written from here, without a
-    trip through the event loop's ready queue). It is delivered once the parser has
-    returned, never from inside a parser callback, so a callback may reuse the connection.
+    The outcome of a request goes to one callback (``start``): on the hot path it writes
+    the relayed answer from here, without a trip through the event loop's ready queue;
+    :meth:`Pool.request` passes one that settles its future. It is delivered once the
+    parser has returned, never from inside a parser callback, so a callback may reuse the
+    connection.
     """
 
     __slots__ = (
@@ -57,7 +58,6 @@ class _Conn(asyncio.Protocol):
         "_close_delimited",
         "_feeding",
         "_framed",
-        "_fut",
         "_got_bytes",
         "_headers",
         "_keep_alive",
@@ -76,7 +76,6 @@ class _Conn(asyncio.Protocol):
         self.closed = False
         self.used = False
         self._max = max_bytes
-        self._fut: asyncio.Future[Result] | None = None
         self._on_done: OnDone | None = None
         self._outcome: tuple[Result | None, BaseException | None] | None = None
         self._feeding = False
@@ -150,9 +149,7 @@ class _Conn(asyncio.Protocol):
 
     # -- internals
     def _waiting(self) -> bool:
-        if self._outcome is not None:
-            return False
-        return self._on_done is not None or (self._fut is not None and not self._fut.done())
+        return self._on_done is not None and self._outcome is None
 
     def _complete(self) -> None:
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
@@ -180,13 +177,6 @@ class _Conn(asyncio.Protocol):
         cb, self._on_done = self._on_done, None
         if cb is not None:
             cb(result, exc)
-            return
-        fut = self._fut
-        if fut is not None and not fut.done():
-            if exc is None:
-                fut.set_result(result)  # type: ignore[arg-type]
-            else:
-                fut.set_exception(exc)
 
     def _reset(self) -> None:
         if self._parser is None:
@@ -201,15 +191,8 @@ class _Conn(asyncio.Protocol):
         self._framed = False
         self._keep_alive = False
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Result]:
+    def start(self, on_done: OnDone) -> None:
         self._reset()
-        self._on_done = None
-        self._fut = loop.create_future()
-        return self._fut
-
-    def start_cb(self, on_done: OnDone) -> None:
-        self._reset()
-        self._fut = None
         self._on_done = on_done
 
     def reusable(self) -> bool:
@@ -217,7 +200,6 @@ class _Conn(asyncio.Protocol):
 
     def finish(self) -> None:
         self._active = False
-        self._fut = None
         self._on_done = None
 
 
@@ -325,7 +307,7 @@ class Pool:
                 exc = UpstreamError("protocol", "connexion fermée par le service")
             on_done(None, exc)
 
-        conn.start_cb(done)
+        conn.start(done)
         self._write(conn, head, body)
         timer = loop.call_later(limit_s, conn.expire)
         return True
@@ -341,7 +323,17 @@ class Pool:
     def _dispatch(
         self, loop: asyncio.AbstractEventLoop, conn: _Conn, head: bytes, body: bytes, limit_s: float
     ) -> asyncio.Future[Result]:
-        fut = conn.start(loop)
+        fut: asyncio.Future[Result] = loop.create_future()
+
+        def settle(result: Result | None, exc: BaseException | None) -> None:
+            if fut.done():  # the caller was cancelled
+                return
+            if exc is None:
+                fut.set_result(result)  # type: ignore[arg-type]
+            else:
+                fut.set_exception(exc)
+
+        conn.start(settle)
         self._write(conn, head, body)
         timer = loop.call_later(limit_s, conn.expire)  # one timer, cheaper than asyncio.timeout
         fut.add_done_callback(lambda _f: timer.cancel())
