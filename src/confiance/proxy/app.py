@@ -482,8 +482,6 @@ class ProxyApp:
             end = parse_iso(end_raw) if end_raw else None
         except ValueError:
             return JSONResponse({"code": "INVALID_FIELD", "message": "date ISO 8601 invalide"}, 400)
-        import asyncio
-
         # Every request this instance has answered is in what we return (batched SEND traces
         # wait up to flush_interval); if the database is down the query below says so.
         await self.core.traces.flush(timeout=5.0)
@@ -621,8 +619,6 @@ class ProxyApp:
         return JSONResponse({"status": "ok", "version": __version__, "proxy_id": self.core.cfg.server.proxy_id})
 
     async def readyz(self, _request: Request) -> Response:
-        import asyncio
-
         problems = []
         try:
             await self.core.store.ping()

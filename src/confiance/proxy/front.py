@@ -122,7 +122,6 @@ class Connection(asyncio.Protocol):
         self.local: tuple[str, int] | None = None
         self.tls_ext: dict[str, Any] | None = None
         self.queue: collections.deque[Request] = collections.deque()
-        self.busy = False  # a request is being handled
         self.closing = False
         self.read_paused = False
         self.write_paused = False
@@ -138,6 +137,11 @@ class Connection(asyncio.Protocol):
         self._expect_continue = False
         self._handling: Request | None = None  # the request being answered (one at a time)
         self._answer_current = self._answer  # bound once: the /send fast path's callback
+
+    @property
+    def busy(self) -> bool:
+        """A request is being handled (its answer not written yet)."""
+        return self._handling is not None
 
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -243,7 +247,6 @@ class Connection(asyncio.Protocol):
         if self.closing or not self.queue:
             return
         req = self.queue.popleft()
-        self.busy = True
         self._handling = req
         if req.target.startswith(SEND_PREFIX):
             raw_path, _, query = req.target.partition(b"?")
@@ -295,7 +298,6 @@ class Connection(asyncio.Protocol):
         keep_alive = req.keep_alive and not self.server.stopping
         self._write(status, headers, body if req.method != "HEAD" else b"", keep_alive)
         self.last_active = self.loop.time()
-        self.busy = False
         self._handling = None
         if not keep_alive:
             self._close()
