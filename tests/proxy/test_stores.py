@@ -445,3 +445,33 @@ def test_trace_keeper_reports_database_errors(postgres_schema_url: str) -> None:
     assert [r["i"] for r in store.query(0, None)] == [0, 1, 2]
     assert store.verify().ok
     store.close()
+
+
+def test_trace_flush_covers_batches_in_flight_and_queued(tmp_path: Path) -> None:
+    """flush() returns once every trace queued before it is committed — including a trace
+    of a batch already being written — without waiting for the batch timer."""
+    store = TraceStore(f"sqlite:///{tmp_path}/t.db")
+
+    async def slow_append(items: list[tuple[float, Any]]) -> None:
+        await asyncio.sleep(0.2)
+        store.append(items)
+
+    async def run() -> None:
+        w = TraceWriter(store, flush_interval=5.0, appender=slow_append)
+        for i in range(5):
+            w.submit({"type": "SEND", "i": i}, 1000.0 + i)
+        w.start()
+        await asyncio.sleep(0.05)  # the writer has taken those 5 and is writing them
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        assert await w.flush(timeout=3.0)  # the last of them was in flight
+        assert w.written == 5
+        for i in range(5, 8):
+            w.submit({"type": "SEND", "i": i}, 1000.0 + i)
+        assert await w.flush(timeout=3.0)  # queued, not yet taken
+        assert w.written == 8 and loop.time() - t0 < 2.0
+        assert await w.flush(timeout=0.01)  # nothing queued
+        await w.close()
+
+    asyncio.run(run())
+    assert store.verify().checked == 8

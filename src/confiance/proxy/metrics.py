@@ -99,18 +99,11 @@ class Metrics:
         return h
 
     def send_done(self, total: float, overhead: float | None, status: int) -> None:
-        """One answered /send: its latency, the proxy's own share of it, its status class.
-
-        One call on the hot path instead of three (each a Python call per request)."""
-        h = self.send_latency
-        h.counts[bisect_left(h.bounds, total)] += 1
-        h.total += total
+        """One answered /send: its latency, the proxy's own share of it, its status class."""
+        self.send_latency.observe(total)
         if overhead is not None:
-            o = self.send_overhead
-            o.counts[bisect_left(o.bounds, overhead)] += 1
-            o.total += overhead
-        key = ("send", _STATUS_CLASS[status // 100] if status < 600 else "5xx")
-        self.request_counts[key] = self.request_counts.get(key, 0) + 1
+            self.send_overhead.observe(overhead)
+        self.request("send", status)
 
     def request(self, route: str, status: int) -> None:
         key = (route, _STATUS_CLASS[status // 100] if status < 600 else "5xx")

@@ -8,11 +8,11 @@ and proxy instances on both SQLite and PostgreSQL without upgrade deadlocks.
 
 Durability: :class:`TraceWriter` batches records in a background task (one transaction per
 batch, committed by the trace keeper process — or a worker thread — so the event loop never
-blocks on disk). CONNECT and
-DISCONNECT traces are awaited until committed before the response leaves. SEND traces are,
-by default (``send_durability = "batched"``), enqueued and committed within
-``flush_interval`` (``GET /traces`` first waits for what is queued: :meth:`TraceWriter.flush`); with ``"commit"`` the response waits for its batch commit (group
-commit). On shutdown the queue is drained. If the database is unreachable the batch is kept
+blocks on disk). CONNECT and DISCONNECT traces are awaited until committed before the
+response leaves. SEND traces are, by default (``send_durability = "batched"``), enqueued
+and committed within ``flush_interval`` (``GET /traces`` first waits for what is queued:
+:meth:`TraceWriter.flush`); with ``"commit"`` the response waits for its batch commit
+(group commit). On shutdown the queue is drained. If the database is unreachable the batch is kept
 and retried, so a database outage delays traces but does not lose them while the process
 lives; the queue is bounded (``queue_max``) and requests are refused (503) when it is full
 rather than served without a trace.
@@ -263,8 +263,6 @@ class TraceWriter:
         self._closing = False
         self.failures = 0
         self.written = 0
-        # flush() callers: (traces written when they are all in, future)
-        self._flushes: list[tuple[int, asyncio.Future[None]]] = []
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="trace-writer")
@@ -299,8 +297,13 @@ class TraceWriter:
         """
         if not self._queue:
             return True
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._flushes.append((self.written + len(self._queue), fut))
+        # Batches commit in queue order: once the last queued trace is in, all are. Wait on
+        # its commit future, giving it one if it has none (the writer resolves the futures
+        # of the queue entries a batch covered, so an entry in flight counts too).
+        ts, rec, fut = self._queue[-1]
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._queue[-1] = (ts, rec, fut)
         self._wake.set()
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout)
@@ -338,24 +341,17 @@ class TraceWriter:
                 await asyncio.sleep(min(1.0, 0.05 * self.failures))
                 continue
             self.failures = 0
+            # Read back from the queue, not from ``batch``: flush() may have given an entry
+            # of this batch a future while it was being written.
+            committed = self._queue[: len(batch)]
             del self._queue[: len(batch)]
             self.written += len(batch)
-            for _, _, fut in batch:
+            for _, _, fut in committed:
                 if fut is not None and not fut.done():
                     fut.set_result(None)
-            if self._flushes:
-                waiting = []
-                for target, fut in self._flushes:
-                    if self.written >= target:
-                        if not fut.done():
-                            fut.set_result(None)
-                    else:
-                        waiting.append((target, fut))
-                self._flushes = waiting
             # Let more records join the next batch (group commit) unless someone waits.
             if (
                 not self._closing
-                and not self._flushes
                 and len(self._queue) < self.batch_max
                 and not any(f is not None for _, _, f in self._queue)
             ):
