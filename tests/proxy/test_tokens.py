@@ -145,10 +145,8 @@ def test_idle_expiry_ends_session_cleanly(pki, server_cert, short_psc, short_api
         nid = short_psc.identities[3]["national_id"]
         with p.client() as c:
             conn = c.post("/connect", json=connect_body(short_psc, nid)).json()
-            assert (
-                c.post("/send/signsessiondata/signsessiondata", json=_sign_body(nid, short_psc, conn)).status_code
-                == 200
-            )
+            first = c.post("/send/signsessiondata/signsessiondata", json=_sign_body(nid, short_psc, conn))
+            assert first.status_code == 200, first.text
             s = _session(p, conn["proxy_session_id"])
             time.sleep(0.6)
             # Activity keeps it alive…

@@ -304,6 +304,12 @@ class ProxyCore:
             ),
             now,
         )
+        # The idle clock starts when the LPS gets its session, not when PSC answered: the
+        # trace commit above can take a while (a loaded machine, the keeper's first batch),
+        # and a short idle_ttl must not be half spent before the first /send. Best effort:
+        # the session is stored and traced; a store hiccup here must not undo the connect.
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.touch(session, time.time())
         return 200, session
 
     # ------------------------------------------------------------------ sessions
