@@ -99,6 +99,31 @@ class _Relay:
     body: bytes = b""
     head: bytes = b""
     waited: float = 0.0  # seconds spent waiting for the upstream (and the AS, if a renewal ran)
+    # The fast path only (send_now): who answers, and when the upstream call started.
+    app: ProxyApp | None = None
+    respond: Callable[[Answer], None] | None = None
+    t_up: float = 0.0
+
+    def upstream_done(self, result: Result | None, exc: BaseException | None) -> None:
+        """The upstream's answer to a request relayed by :meth:`ProxyApp.send_now`."""
+        app, respond = self.app, self.respond
+        assert app is not None and respond is not None
+        self.waited += time.perf_counter() - self.t_up
+        if result is not None:
+            status, rheaders, rbody = result
+            if status == 401 and _invalid_token(rheaders):
+                retry = asyncio.get_running_loop().create_task(app._finish_after_refusal(self))
+                retry.add_done_callback(lambda t: respond(_task_answer(t)))
+                return
+            answer, _ = app._relayed(self, status, rheaders, rbody)
+        elif isinstance(exc, UpstreamError):
+            assert self.hot is not None
+            answer = error_answer(app._upstream_failed(self.hot, exc))
+        else:
+            log.error("échec inattendu du relais /send", exc_info=exc)
+            answer = error_answer(internal_error())
+        app._observe(self.t0, self, answer[0])
+        respond(answer)
 
 
 def _task_answer(task: asyncio.Task[Answer]) -> Answer:
@@ -254,9 +279,9 @@ class ProxyApp:
         Why: per request, a task, its coroutine chain and the futures between them cost
         CPU and event-loop turns the relay does not need. When everything is at hand
         (in-process session, current API token, an idle upstream connection) the request is
-        written upstream here and answered from the upstream connection's data callback.
-        Otherwise it returns False and the caller runs :meth:`handle_send`, which does the
-        same steps with the awaits they need.
+        written upstream here and answered from the upstream connection's data callback
+        (:meth:`_Relay.upstream_done`). Otherwise it returns False and the caller runs
+        :meth:`handle_send`, which does the same steps with the awaits they need.
         """
         if self._get_now is None or self._commit_sends:
             return False
@@ -277,26 +302,9 @@ class ProxyApp:
         if hot is None:
             return False
         self._prepare_upstream(r, hot)
-        t_up = time.perf_counter()
-
-        def upstream_done(result: Result | None, exc: BaseException | None) -> None:
-            r.waited += time.perf_counter() - t_up
-            if result is not None:
-                status, rheaders, rbody = result
-                if status == 401 and _invalid_token(rheaders):
-                    retry = asyncio.get_running_loop().create_task(self._finish_after_refusal(r))
-                    retry.add_done_callback(lambda t: respond(_task_answer(t)))
-                    return
-                answer, _ = self._relayed(r, status, rheaders, rbody)
-            elif isinstance(exc, UpstreamError):
-                answer = error_answer(self._upstream_failed(hot, exc))
-            else:
-                log.error("échec inattendu du relais /send", exc_info=exc)
-                answer = error_answer(internal_error())
-            self._observe(t0, r, answer[0])
-            respond(answer)
-
-        if not hot.pool.request_now(method, r.head, body, hot.timeout, upstream_done):
+        r.app, r.respond = self, respond
+        r.t_up = time.perf_counter()
+        if not hot.pool.request_now(method, r.head, body, hot.timeout, r.upstream_done):
             return False
         session.last_used_at = now
         return True
@@ -392,7 +400,10 @@ class ProxyApp:
         assert r.session is not None and r.hot is not None
         if status >= 500:
             self.core.metrics.upstream_errors.labels(r.hot.service, "status_5xx").inc()
-        ip, port = self._addr(r.client, r.headers)
+        if self.core.trusted:
+            ip, port = self._addr(r.client, r.headers)
+        else:  # X-Forwarded-For is never read: the TCP peer is the caller
+            ip, port = r.client if r.client is not None else (None, None)
         rec = send_trace_fields(r.now, r.session, ip, port, (r.target.service, r.method, r.target.path or "/"))
         # force: the request was relayed, its trace is kept even past the queue bound.
         fut = self.core.traces.submit(rec, r.now, wait=self._commit_sends, force=True)

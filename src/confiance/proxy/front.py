@@ -93,18 +93,19 @@ class Request:
 
 
 class _DateHeader:
-    """``date:`` header bytes, formatted once per second."""
+    """``date:`` header bytes, formatted once per second by the server's tick (every
+    0.1 s), not read from the clock per response: one call less on every answer."""
 
     def __init__(self) -> None:
         self._second = -1
-        self._value = b""
+        self.value = b""
+        self.tick()
 
-    def get(self) -> bytes:
+    def tick(self) -> None:
         now = int(time.time())
         if now != self._second:
             self._second = now
-            self._value = b"date: " + email.utils.formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
-        return self._value
+            self.value = b"date: " + email.utils.formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
 
 
 class Connection(asyncio.Protocol):
@@ -136,7 +137,7 @@ class Connection(asyncio.Protocol):
         self._body_size = 0
         self._expect_continue = False
         self._handling: Request | None = None  # the request being answered (one at a time)
-        self._answer_current = self._answer  # bound once: the /send fast path's callback
+        self._respond_bound = self._respond  # bound once: the /send fast path's callback
 
     @property
     def busy(self) -> bool:
@@ -239,7 +240,7 @@ class Connection(asyncio.Protocol):
         self.queue.append(req)
         if len(self.queue) >= PIPELINE_MAX:
             self._pause_reading()
-        if not self.busy:
+        if self._handling is None:
             self._next()
 
     # ------------------------------------------------------------------ handling
@@ -252,7 +253,7 @@ class Connection(asyncio.Protocol):
             raw_path, _, query = req.target.partition(b"?")
             try:
                 if self.app.send_now(
-                    req.method, raw_path, query, req.headers, self.peer, req.body, self._answer_current
+                    req.method, raw_path, query, req.headers, self.peer, req.body, self._respond_bound
                 ):
                     return  # answered, or will be from the upstream's data callback
             except Exception:
@@ -279,22 +280,17 @@ class Connection(asyncio.Protocol):
             log.exception("erreur interne sur /send")
             self._reject(internal_error())
             return
-        self._respond(req, status, headers, rbody)
+        self._respond((status, headers, rbody))
 
     async def _asgi(self, req: Request) -> None:
-        status, headers, body = await self.server.asgi_exchange(self, req)
-        self._respond(req, status, headers, body)
+        self._respond(await self.server.asgi_exchange(self, req))
 
-    def _answer(self, answer: Answer) -> None:
-        """The fast path's callback: answer the request being handled."""
+    def _respond(self, answer: Answer) -> None:
+        """Answer the request being handled, then go on with the connection."""
         req = self._handling
-        if req is not None:
-            self._respond(req, *answer)
-
-    def _respond(self, req: Request, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        """Answer ``req``, then go on with the connection."""
-        if self.transport is None or self.closing:
+        if req is None or self.transport is None or self.closing:
             return
+        status, headers, body = answer
         keep_alive = req.keep_alive and not self.server.stopping
         self._write(status, headers, body if req.method != "HEAD" else b"", keep_alive)
         self.last_active = self.loop.time()
@@ -304,7 +300,7 @@ class Connection(asyncio.Protocol):
             return
         if self.queue:
             self._next()
-        if len(self.queue) < PIPELINE_MAX and not self.write_paused:
+        if self.read_paused and len(self.queue) < PIPELINE_MAX and not self.write_paused:
             self._resume_reading()
 
     def _reject(self, exc: ProxyError) -> None:
@@ -316,7 +312,7 @@ class Connection(asyncio.Protocol):
     def _write(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool) -> None:
         """One whole response in one write."""
         assert self.transport is not None
-        parts = [STATUS_LINES.get(status) or _status_line(status), self.server.date.get()]
+        parts = [STATUS_LINES.get(status) or _status_line(status), self.server.date.value]
         for k, v in headers:
             parts += (k, b": ", v, b"\r\n")
         if not keep_alive:
@@ -391,6 +387,7 @@ class ProxyServer:
             last_sweep = self.loop.time()
             while not self.should_exit:
                 await asyncio.sleep(0.1)
+                self.date.tick()
                 now = self.loop.time()
                 if now - last_sweep >= 1.0:
                     last_sweep = now

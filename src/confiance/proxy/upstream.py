@@ -43,58 +43,70 @@ OnDone = Callable[[Result | None, BaseException | None], None]
 
 
 class _Conn(asyncio.Protocol):
-    """One kept-alive upstream connection; one request in flight at a time.
+    """One kept-alive upstream connection of a :class:`Pool`; one request in flight at a time.
 
-    The outcome of a request goes to one callback (``start``): on the hot path it writes
-    the relayed answer from here, without a trip through the event loop's ready queue;
-    :meth:`Pool.request` passes one that settles its future. It is delivered once the
-    parser has returned, never from inside a parser callback, so a callback may reuse the
-    connection.
+    A request ends once: answered (``on_message_complete``), failed (bad or oversized
+    answer, closed connection, timer), and then the pool settles it (:meth:`Pool._settle`).
+    That happens after the parser has returned, never from inside a parser callback, so
+    whoever is told may reuse the connection at once. The request's own fields live here,
+    not in a closure per request: on the hot path every object and call per request counts
+    (bench/proxy/hotpath.py).
     """
 
     __slots__ = (
-        "_active",
         "_body",
         "_close_delimited",
         "_feeding",
-        "_framed",
         "_got_bytes",
         "_headers",
         "_keep_alive",
         "_max",
-        "_on_done",
         "_outcome",
         "_parser",
         "_size",
+        "active",
+        "body",
         "closed",
+        "head",
+        "limit_s",
+        "method",
+        "on_done",
+        "pool",
+        "timer",
         "transport",
         "used",
     )
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.used = False
-        self._max = max_bytes
-        self._on_done: OnDone | None = None
+        self.used = False  # answered once: from now on a silent close means "stale"
+        self._max = pool.max_response
+        self._parser: Any = None  # one per connection: llhttp parses message after message
+        self.active = False  # a request is in flight
         self._outcome: tuple[Result | None, BaseException | None] | None = None
         self._feeding = False
-        self._parser: Any = None  # one per connection: llhttp parses message after message
-        self._active = False  # a request is in flight
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._size = 0
         self._got_bytes = False
         self._close_delimited = False
-        self._framed = False  # the response declared its length (Content-Length or chunked)
         self._keep_alive = False
+        # The request in flight (kept for the single retry on a stale connection).
+        self.method = ""
+        self.head = b""
+        self.body = b""
+        self.limit_s = 0.0
+        self.on_done: OnDone | None = None
+        self.timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if not self._active:  # bytes nobody asked for: the connection cannot be trusted
+        if not self.active:  # bytes nobody asked for: the connection cannot be trusted
             self.closed = True
             if self.transport is not None:
                 self.transport.close()
@@ -105,17 +117,15 @@ class _Conn(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(UpstreamError("protocol", f"réponse HTTP invalide: {exc}"))
-        finally:
-            self._feeding = False
-        outcome, self._outcome = self._outcome, None
-        if outcome is not None:
-            self._deliver(*outcome)
+        self._feeding = False
+        if self._outcome is not None:
+            self._end()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if not self._waiting():
+        if not self.active or self._outcome is not None:
             return
-        if self._close_delimited and self._active:
+        if self._close_delimited:
             self._complete()
         elif not self._got_bytes and self.used:
             self._settle(None, _Stale())
@@ -124,15 +134,14 @@ class _Conn(asyncio.Protocol):
 
     # -- httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
-        name = name.lower()
-        if name == b"content-length" or name == b"transfer-encoding":
-            self._framed = True
-        self._headers.append((name, value))
+        self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
-        if not self._framed:
-            status = self._parser.get_status_code()
-            self._close_delimited = status >= 200 and status not in (204, 304)
+        for k, _ in self._headers:
+            if k == b"content-length" or k == b"transfer-encoding":
+                return
+        status = self._parser.get_status_code()
+        self._close_delimited = status >= 200 and status not in (204, 304)
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
@@ -147,9 +156,44 @@ class _Conn(asyncio.Protocol):
         self._close_delimited = False
         self._complete()
 
-    # -- internals
-    def _waiting(self) -> bool:
-        return self._on_done is not None and self._outcome is None
+    # -- one request
+    def begin(self, method: str, head: bytes, body: bytes, limit_s: float, on_done: OnDone) -> None:
+        """Send one request (``head`` holds the request line, headers and blank line)."""
+        if self._parser is None:
+            self._parser = httptools.HttpResponseParser(self)
+        self.active = True
+        self._outcome = None
+        self._headers = []
+        self._body = []
+        self._size = 0
+        self._got_bytes = False
+        self._close_delimited = False
+        self._keep_alive = False
+        self.method, self.head, self.body, self.limit_s, self.on_done = method, head, body, limit_s, on_done
+        assert self.transport is not None
+        if len(body) < 65536:
+            self.transport.write(head + body)
+        else:
+            self.transport.write(head)
+            self.transport.write(body)
+        self.timer = self.pool.loop.call_later(limit_s, self.expire)  # one timer: cheaper than asyncio.timeout
+
+    def expire(self) -> None:
+        """The request's time is up (timer callback)."""
+        self.timer = None
+        self._fail(UpstreamError("timeout", "délai dépassé"))
+
+    def abort(self) -> None:
+        """Forget the request in flight (its caller went away); the connection is dropped."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.active = False
+        self.on_done = None
+        _discard(self)
+
+    def reusable(self) -> bool:
+        return not self.closed and self._keep_alive
 
     def _complete(self) -> None:
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
@@ -161,46 +205,20 @@ class _Conn(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def expire(self) -> None:
-        """The request's time is up (timer callback)."""
-        self._fail(UpstreamError("timeout", "délai dépassé"))
-
     def _settle(self, result: Result | None, exc: BaseException | None) -> None:
-        if not self._waiting():
+        if not self.active or self._outcome is not None:
             return
-        if self._feeding:
-            self._outcome = (result, exc)
-        else:
-            self._deliver(result, exc)
+        self._outcome = (result, exc)
+        if not self._feeding:
+            self._end()
 
-    def _deliver(self, result: Result | None, exc: BaseException | None) -> None:
-        cb, self._on_done = self._on_done, None
-        if cb is not None:
-            cb(result, exc)
-
-    def _reset(self) -> None:
-        if self._parser is None:
-            self._parser = httptools.HttpResponseParser(self)
-        self._active = True
-        self._outcome = None
-        self._headers = []
-        self._body = []
-        self._size = 0
-        self._got_bytes = False
-        self._close_delimited = False
-        self._framed = False
-        self._keep_alive = False
-
-    def start(self, on_done: OnDone) -> None:
-        self._reset()
-        self._on_done = on_done
-
-    def reusable(self) -> bool:
-        return not self.closed and self._keep_alive
-
-    def finish(self) -> None:
-        self._active = False
-        self._on_done = None
+    def _end(self) -> None:
+        (result, exc), self._outcome = self._outcome, None  # type: ignore[misc]
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.active = False
+        self.pool._settle(self, result, exc)
 
 
 class Pool:
@@ -225,13 +243,13 @@ class Pool:
         self.limit = limit
         self._busy = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set at first use
 
     async def _connect(self) -> _Conn:
-        loop = asyncio.get_running_loop()
         try:
             _, proto = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: _Conn(self.max_response),
+                self.loop.create_connection(
+                    lambda: _Conn(self),
                     self.host,
                     self.port,
                     ssl=self.ssl_ctx,
@@ -245,9 +263,12 @@ class Pool:
             raise UpstreamError("down", type(exc).__name__) from exc
         return proto
 
-    async def request(self, method: str, head: bytes, body: bytes, limit_s: float) -> Result:
-        """Send ``head`` (request line + headers + blank line, Content-Length included) and ``body``."""
-        loop = asyncio.get_running_loop()
+    async def request(self, method: str, head: bytes, body: bytes, limit_s: float, fresh: bool = False) -> Result:
+        """Send ``head`` (request line + headers + blank line, Content-Length included) and ``body``.
+
+        ``fresh``: on a new connection (the retry after a stale one: a new connection
+        cannot be stale, so a request is retried once at most)."""
+        self.loop = loop = asyncio.get_running_loop()
         # A plain counter (not asyncio.Semaphore): no coroutine or lock object per request
         # unless the pool is actually full.
         while self._busy >= self.limit:
@@ -256,23 +277,28 @@ class Pool:
             await waiter
         self._busy += 1
         try:
-            for attempt in (0, 1):
-                conn = self._take_idle() or await self._connect()
-                fut = self._dispatch(loop, conn, head, body, limit_s)
-                try:
-                    result = await fut
-                except _Stale:
-                    if attempt == 0 and method in IDEMPOTENT:
-                        continue
-                    raise UpstreamError("protocol", "connexion fermée par le service") from None
-                except BaseException:
-                    _discard(conn)
-                    raise
-                self._release(conn)
-                return result
-            raise UpstreamError("protocol", "connexion fermée par le service")
-        finally:
+            conn = (None if fresh else self._take_idle()) or await self._connect()
+        except BaseException:
             self._done()
+            raise
+        fut: asyncio.Future[Result] = loop.create_future()
+
+        def settle(result: Result | None, exc: BaseException | None) -> None:
+            if fut.done():
+                return
+            if exc is None:
+                fut.set_result(result)  # type: ignore[arg-type]
+            else:
+                fut.set_exception(exc)
+
+        conn.begin(method, head, body, limit_s, settle)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if conn.on_done is settle and conn.active:  # still ours: give the slot back now
+                conn.abort()
+                self._done()
+            raise
 
     def request_now(self, method: str, head: bytes, body: bytes, limit_s: float, on_done: OnDone) -> bool:
         """:meth:`request` without a coroutine, when a kept-alive connection is idle.
@@ -287,29 +313,8 @@ class Pool:
         conn = self._take_idle()
         if conn is None:
             return False
-        loop = asyncio.get_running_loop()
         self._busy += 1
-
-        def done(result: Result | None, exc: BaseException | None) -> None:
-            timer.cancel()
-            if exc is None:
-                self._release(conn)
-                self._done()
-                on_done(result, None)
-                return
-            _discard(conn)
-            self._done()
-            if isinstance(exc, _Stale):
-                if method in IDEMPOTENT:
-                    retry = loop.create_task(self.request(method, head, body, limit_s))
-                    retry.add_done_callback(lambda t: on_done(*_outcome(t)))
-                    return
-                exc = UpstreamError("protocol", "connexion fermée par le service")
-            on_done(None, exc)
-
-        conn.start(done)
-        self._write(conn, head, body)
-        timer = loop.call_later(limit_s, conn.expire)
+        conn.begin(method, head, body, limit_s, on_done)
         return True
 
     # -- connection handling shared by request and request_now
@@ -320,40 +325,25 @@ class Pool:
                 return c
         return None
 
-    def _dispatch(
-        self, loop: asyncio.AbstractEventLoop, conn: _Conn, head: bytes, body: bytes, limit_s: float
-    ) -> asyncio.Future[Result]:
-        fut: asyncio.Future[Result] = loop.create_future()
-
-        def settle(result: Result | None, exc: BaseException | None) -> None:
-            if fut.done():  # the caller was cancelled
-                return
-            if exc is None:
-                fut.set_result(result)  # type: ignore[arg-type]
-            else:
-                fut.set_exception(exc)
-
-        conn.start(settle)
-        self._write(conn, head, body)
-        timer = loop.call_later(limit_s, conn.expire)  # one timer, cheaper than asyncio.timeout
-        fut.add_done_callback(lambda _f: timer.cancel())
-        return fut
-
-    @staticmethod
-    def _write(conn: _Conn, head: bytes, body: bytes) -> None:
-        assert conn.transport is not None
-        conn.transport.write(head + body if len(body) < 65536 else head)
-        if len(body) >= 65536:
-            conn.transport.write(body)
-
-    def _release(self, conn: _Conn) -> None:
-        if conn.reusable():
-            conn.finish()
-            conn.used = True  # from now on a silent close means "stale", not "failed"
+    def _settle(self, conn: _Conn, result: Result | None, exc: BaseException | None) -> None:
+        """A request ended: the connection goes back or away, the slot is freed, the
+        caller is told, and a stale connection's idempotent request is sent once more."""
+        on_done, conn.on_done = conn.on_done, None
+        if exc is None and conn.reusable():
+            conn.used = True
             self._idle.append(conn)
         else:
-            conn.finish()
             _discard(conn)
+        self._done()
+        if on_done is None:
+            return
+        if isinstance(exc, _Stale):
+            if conn.method in IDEMPOTENT:
+                retry = self.loop.create_task(self.request(conn.method, conn.head, conn.body, conn.limit_s, fresh=True))
+                retry.add_done_callback(lambda t: on_done(*_outcome(t)))
+                return
+            exc = UpstreamError("protocol", "connexion fermée par le service")
+        on_done(result, exc)
 
     def _done(self) -> None:
         self._busy -= 1

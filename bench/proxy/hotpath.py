@@ -1,0 +1,190 @@
+"""CPU per relayed /send spent in the proxy's own Python, without sockets or TLS.
+
+Why: on this 2-core machine the proxy process is the bottleneck of the relay benchmark
+(one event loop at ≈ 100 % of a core), and the wrk figures move by ±10 % from run to run.
+This drives the real objects in-process, the proxy's ``Connection`` (front.py) and an
+upstream ``_Conn`` of its pool (upstream.py), through ``ProxyApp.send_now`` with a real
+in-memory session and API token, feeding the bytes a client and an upstream would send and
+capturing what the proxy writes. What it measures is exactly the part of a request that is
+the proxy's logic. The same is done, in the same run, for the floor relay
+(bench/proxy/floor_relay.py: the same stack with no logic), which is the reference.
+
+    .venv/bin/python bench/proxy/hotpath.py [--requests 50000] [--rounds 5] [--profile]
+
+``--profile`` prints the cProfile call counts of one round of the proxy (calls per request
+are the number to bring down; cProfile's own overhead makes its times unreliable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+
+from bench.proxy import floor_relay  # noqa: E402
+
+from confiance.pki import Pki  # noqa: E402
+from confiance.proxy.app import ProxyApp  # noqa: E402
+from confiance.proxy.config import ProxyConfig  # noqa: E402
+from confiance.proxy.core import ProxyCore  # noqa: E402
+from confiance.proxy.domain import ApiToken, new_session  # noqa: E402
+from confiance.proxy.front import Connection, ProxyServer  # noqa: E402
+from confiance.proxy.upstream import _Conn  # noqa: E402
+
+# What wrk sends in bench_proxy.py, and what the nginx upstream answers there.
+REQUEST = (
+    b"GET /send/bench/hello HTTP/1.1\r\nHost: 127.0.0.1:8443\r\nCookie: proxy_session_id=%s\r\n\r\n"
+)
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sat, 28 Nov 2026 19:00:00 GMT\r\n"
+    b"Content-Type: application/json\r\nContent-Length: 27\r\nConnection: keep-alive\r\n\r\n"
+    b'{"resourceType":"Bundle"}\r\n'
+)
+
+
+class Sink:
+    """A transport that keeps the last write: enough for a protocol that only writes."""
+
+    def __init__(self) -> None:
+        self.last = b""
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.last = data
+        self.writes += 1
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8443)}.get(name, default)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def proxy_pair(tmp: Path) -> tuple[Any, Any, Sink, Sink, bytes, ProxyCore]:
+    """A client Connection and an idle upstream _Conn of the session's pool, wired up."""
+    pki = Pki.init(tmp / "pki")
+    lps = pki.ensure_server("lps", dns=["lps"])
+    cfg = ProxyConfig.model_validate(
+        {
+            "server": {"port": 8443, "cert": lps.cert_path, "key": lps.key_path},
+            "outbound": {"ca_bundle": str(pki.ca_bundle)},
+            "psc": {"discovery_url": "https://127.0.0.1:1/.well-known/openid-configuration"},
+            "lps_clients": [{"client_id": "bench-lps", "auth": "mtls", "cert": lps.cert_path, "key": lps.key_path}],
+            "services": {
+                "bench": {"base_url": "https://127.0.0.1:2", "token_endpoint": "https://127.0.0.1:3/token"}
+            },
+            "traces": {"url": f"sqlite:///{tmp / 'traces.db'}", "queue_max": 10_000_000},
+        }
+    )
+    core = ProxyCore(cfg)
+    app = ProxyApp(core)
+    server = ProxyServer(app, None, cfg.server)
+    server.loop = asyncio.get_running_loop()
+    now = time.time()
+    session = new_session(
+        client_id="bench-lps",
+        national_id="899700000001",
+        tokens={"access_token": "psc-access", "expires_in": 3600, "session_state": "st"},
+        now=now,
+        absolute_ttl=4 * 3600,
+        idle_ttl=1800,
+        dn="CN=lps",
+    )
+    session.api_tokens["bench"] = ApiToken("api-token-" + "x" * 990, now + 3600)
+    core.store._by_id[session.id] = session  # type: ignore[attr-defined]
+    hot = core._make_hot(session, "bench", cfg.services["bench"], session.api_tokens["bench"])
+    hot.pool.loop = asyncio.get_running_loop()
+    up = _Conn(hot.pool)
+    up_sink = Sink()
+    up.connection_made(up_sink)  # type: ignore[arg-type]
+    up.used = True
+    hot.pool._idle.append(up)
+    conn = Connection(server)
+    client_sink = Sink()
+    conn.connection_made(client_sink)  # type: ignore[arg-type]
+    return conn, up, client_sink, up_sink, REQUEST % session.id.encode(), core
+
+
+def floor_pair() -> tuple[Any, Any, Sink, Sink, bytes]:
+    relay = floor_relay.Relay(0, None)  # type: ignore[arg-type]
+    up = floor_relay.Upstream(relay)
+    up_sink = Sink()
+    up.connection_made(up_sink)  # type: ignore[arg-type]
+    relay.idle.append(up)
+    client = floor_relay.Client(relay)
+    client_sink = Sink()
+    client.connection_made(client_sink)  # type: ignore[arg-type]
+    return client, up, client_sink, up_sink, REQUEST % (b"0" * 36)
+
+
+def run(client: Any, up: Any, client_sink: Sink, up_sink: Sink, request: bytes, n: int, core: Any = None) -> float:
+    """µs of CPU per request over ``n`` requests, each fully answered before the next."""
+    feed_client, feed_up = client.data_received, up.data_received
+    before = client_sink.writes
+    t0 = time.process_time()
+    for i in range(n):
+        feed_client(request)
+        feed_up(RESPONSE)
+        if core is not None and i % 4096 == 0:
+            core.traces._queue.clear()  # the trace keeper's share is measured by bench_proxy.py
+    elapsed = time.process_time() - t0
+    assert client_sink.writes - before == n, "a request was not answered by the fast path"
+    assert client_sink.last.startswith(b"HTTP/1.1 200"), client_sink.last[:200]
+    return elapsed / n * 1e6
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=50_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        proxy = proxy_pair(Path(d))
+        floor = floor_pair()
+        run(*proxy[:5], 2000, proxy[5])  # warm-up: caches, first allocations
+        run(*floor, 2000)
+        if args.profile:
+            prof = cProfile.Profile()
+            prof.enable()
+            run(*proxy[:5], args.requests, proxy[5])
+            prof.disable()
+            stats = pstats.Stats(prof)
+            print(f"calls per request: {stats.total_calls / args.requests:.1f}")  # type: ignore[attr-defined]
+            stats.sort_stats("ncalls").print_stats(40)
+            return 0
+        px, fl = [], []
+        for _ in range(args.rounds):  # interleaved: the machine is shared
+            px.append(run(*proxy[:5], args.requests, proxy[5]))
+            fl.append(run(*floor, args.requests))
+        p, f = statistics.median(px), statistics.median(fl)
+        print(f"proxy logic: {p:.2f} µs/request (rounds: {', '.join(f'{x:.2f}' for x in px)})")
+        print(f"floor relay: {f:.2f} µs/request (rounds: {', '.join(f'{x:.2f}' for x in fl)})")
+        print(f"proxy − floor: {p - f:.2f} µs/request; proxy / floor: {p / f:.2f}×")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(uvloop.run(main()))
