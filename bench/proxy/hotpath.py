@@ -41,7 +41,7 @@ from confiance.proxy.app import ProxyApp  # noqa: E402
 from confiance.proxy.config import ProxyConfig  # noqa: E402
 from confiance.proxy.core import ProxyCore  # noqa: E402
 from confiance.proxy.domain import ApiToken, new_session  # noqa: E402
-from confiance.proxy.front import Connection, ProxyServer  # noqa: E402
+from confiance.proxy.front import Connection, ProxyServer, tune_gc  # noqa: E402
 from confiance.proxy.upstream import _Conn  # noqa: E402
 
 # What wrk sends in bench_proxy.py, and what the nginx upstream answers there.
@@ -164,6 +164,7 @@ async def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         proxy = proxy_pair(Path(d))
         floor = floor_pair()
+        tune_gc()  # as `confiance proxy serve` does once started
         run(*proxy[:5], 2000, proxy[5])  # warm-up: caches, first allocations
         run(*floor, 2000)
         if args.profile:
