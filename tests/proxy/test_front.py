@@ -21,10 +21,14 @@ from confiance.core.tls import ServerTLS, client_context, server_context
 from confiance.pki import IssuedCertificate, Pki
 from confiance.proxy.config import ServerSection
 from confiance.proxy.front import ProxyServer
+from confiance.proxy.outbox import Outbox
 
 
 class _Core:
     started = stopped = False
+
+    def __init__(self) -> None:
+        self.outbox = Outbox()
 
     async def start(self) -> None:
         self.started = True

@@ -35,6 +35,7 @@ from .domain import (
 )
 from .metrics import Metrics
 from .oauth import OAuthFailure, PscClient, TokenExchanger, Unavailable, identity_of
+from .outbox import Outbox
 from .sessions import SessionStore, StoreUnavailable, make_store
 from .traces import KeeperAppender, TraceQueueFull, TraceStore, TraceWriter
 from .upstream import Pool
@@ -143,6 +144,7 @@ class ProxyCore:
         self.refresh_clients()
         self.hot: dict[tuple[str, str], Hot] = {}
         self.pools: dict[tuple[str, int, str], Pool] = {}
+        self.outbox = Outbox()  # requests to the services, written at the end of each loop pass
         self._locks: dict[str, asyncio.Lock] = {}
         self._bg: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -456,6 +458,7 @@ class ProxyCore:
                 host,
                 limit=self.cfg.outbound.pool_size,
                 connect_timeout=self.cfg.outbound.connect_timeout,
+                outbox=self.outbox,
             )
         return pool
 

@@ -52,6 +52,7 @@ from confiance.core.server import tls_extension
 
 from .app import Answer, ProxyApp, error_answer
 from .domain import ProxyError, internal_error
+from .outbox import Outbox
 
 if TYPE_CHECKING:
     from .config import ProxyConfig, ServerSection
@@ -119,6 +120,7 @@ class Connection(asyncio.Protocol):
         self.limits = server.limits
         self._max_head = server.limits.max_header_bytes
         self.loop = server.loop
+        self.outbox = server.outbox
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer: tuple[str, int] | None = None
@@ -218,7 +220,7 @@ class Connection(asyncio.Protocol):
                 if declared > self.limits.max_body_bytes:
                     raise self._too_large()
         if self._expect_continue and self.transport is not None:
-            self.transport.write(CONTINUE)
+            self.outbox.write(self.transport, CONTINUE)
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -320,12 +322,13 @@ class Connection(asyncio.Protocol):
         if not keep_alive:
             parts.append(b"connection: close\r\n")
         parts += (b"\r\n", body)
-        self.transport.write(b"".join(parts))
+        self.outbox.write(self.transport, b"".join(parts))
 
     def _close(self) -> None:
         self.closing = True
         self.queue.clear()
         if self.transport is not None and not self.transport.is_closing():
+            self.outbox.flush()  # an answer queued for this connection goes out first
             self.transport.close()
 
     def _too_large(self) -> ProxyError:
@@ -369,6 +372,9 @@ class ProxyServer:
         self.connections: set[Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.date = _DateHeader()
+        # Every write to a client goes through the outbox the upstream pools use too, so the
+        # writes of one loop pass leave together, in order (outbox.py).
+        self.outbox: Outbox = app.core.outbox
         self.started = False
         self.should_exit = False
         self.stopping = False

@@ -23,6 +23,8 @@ from typing import Any
 
 import httptools
 
+from .outbox import Outbox
+
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
@@ -171,11 +173,12 @@ class _Conn(asyncio.Protocol):
         self._keep_alive = False
         self.method, self.head, self.body, self.limit_s, self.on_done = method, head, body, limit_s, on_done
         assert self.transport is not None
+        outbox = self.pool.outbox
         if len(body) < 65536:
-            self.transport.write(head + body)
+            outbox.write(self.transport, head + body)
         else:
-            self.transport.write(head)
-            self.transport.write(body)
+            outbox.write(self.transport, head)
+            outbox.write(self.transport, body)
         self.timer = self.pool.loop.call_later(limit_s, self.expire)  # one timer: cheaper than asyncio.timeout
 
     def expire(self) -> None:
@@ -233,7 +236,11 @@ class Pool:
         limit: int = 100,
         connect_timeout: float = 5.0,
         max_response: int = 32 * 1024 * 1024,
+        outbox: Outbox | None = None,
     ) -> None:
+        """``outbox``: the one requests are written through, shared by the pools of a proxy
+        (outbox.py); its own by default."""
+        self.outbox = outbox or Outbox()
         self.host, self.port = host, port
         self.ssl_ctx = ssl_ctx
         self.server_hostname = server_hostname
