@@ -288,3 +288,31 @@ def test_graceful_stop_finishes_requests_in_flight(pki: Pki, server_cert: Issued
     with pytest.raises(OSError):
         _conn(pki, thread.port)
     s.close()
+
+
+def test_on_started_runs_once_listening(pki: Pki, server_cert: IssuedCertificate) -> None:
+    """`confiance proxy serve` tunes the GC from this hook: after start-up, not before."""
+    app = StandIn()
+    limits = ServerSection(cert=server_cert.cert_path, key=server_cert.key_path)
+    server = ProxyServer(app, None, limits)  # type: ignore[arg-type]
+    seen: list[bool] = []
+    server.on_started = lambda: seen.append(app.core.started and not server.started)
+    thread = ServerThread(app, ServiceConfig(port=0), server=server).start()
+    try:
+        assert seen == [True]
+    finally:
+        thread.stop()
+
+
+def test_tune_gc_freezes_start_up_and_spaces_young_collections() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import gc; from confiance.proxy.front import tune_gc, GC_GEN0_THRESHOLD;"
+        "before = gc.get_threshold(); tune_gc();"
+        "assert gc.get_freeze_count() > 1000, gc.get_freeze_count();"
+        "assert gc.get_threshold() == (GC_GEN0_THRESHOLD, *before[1:]), gc.get_threshold();"
+        "assert gc.isenabled()"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -392,9 +392,9 @@ class ProxyServer:
             if threading.current_thread() is threading.main_thread():
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     self.loop.add_signal_handler(sig, self._request_exit)
-            self.started = True
             if self.on_started is not None:
                 self.on_started()
+            self.started = True
             last_sweep = self.loop.time()
             while not self.should_exit:
                 await asyncio.sleep(0.1)

@@ -6,8 +6,9 @@ back to sleep since the previous one, and waking a sleeping peer is the costlies
 a loopback send on a virtual machine (perf: ``sock_def_readable`` → ``_raw_spin_unlock_irqrestore``,
 ≈ 13 % of the proxy's CPU at saturation). Queued and sent at the end of the pass, the
 writes to one peer follow each other closely and only the first one wakes it. Measured in
-bench/bench_proxy.py: CPU per relayed request 60 → 51 µs, throughput 0.45× → 0.55× nginx's
-(docs/benchmarks/proxy.md).
+bench/bench_proxy.py: CPU per relayed request ≈ 60 → 46–50 µs, throughput 0.46× → 0.57×
+nginx's (docs/benchmarks/proxy.md, session 4). One outbox per proxy, shared by the server
+and the upstream pools: with one each, the gain was about half.
 
 The delay this adds is the rest of the current pass: nothing when the proxy is idle (the
 pass holds one event), the time to handle the other ready events when it is busy.
