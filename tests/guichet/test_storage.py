@@ -24,12 +24,41 @@ from .helpers import new_siren
 
 
 def test_migrations_match_the_models(tmp_path: Path) -> None:
+    """The registry's models and the web UI's two tables (their own metadata) both."""
+    from confiance.guichet.web.sessions import WebBase
+
     db = Database(f"sqlite:///{tmp_path / 'm.db'}")
     db.migrate()
     db.migrate()  # idempotent
     with db.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(conn), [Base.metadata, WebBase.metadata])  # type: ignore[arg-type]
     assert diff == [], diff
+
+
+def test_web_tables_made_before_their_migration_are_kept(tmp_path: Path) -> None:
+    """A database whose web tables were made by the old create_all (before revision 0004)
+    migrates without error and keeps their rows."""
+    import datetime as dt
+
+    from alembic import command
+    from alembic.config import Config
+
+    from confiance.guichet.db import MIGRATIONS_DIR
+    from confiance.guichet.web.sessions import SessionStore, WebBase
+
+    db = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+    WebBase.metadata.create_all(db.engine)  # what the web edge did before
+    now = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
+    token = SessionStore(db.engine).create(1, "A", now).token
+    db.migrate()
+    assert SessionStore(db.engine).lookup(token, now) is not None
+    with db.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), [Base.metadata, WebBase.metadata]) == []  # type: ignore[arg-type]
 
 
 def _flow(svc: GuichetService) -> None:

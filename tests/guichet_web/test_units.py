@@ -83,10 +83,12 @@ def test_session_store_expires_idle_sessions_and_purges(tmp_path) -> None:
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
-    from confiance.core.storage import make_engine
+    from confiance.guichet.db import Database
     from confiance.guichet.web.sessions import LoginAttempt, SessionStore, WebSession
 
-    engine = make_engine(f"sqlite:///{tmp_path / 's.db'}")
+    db = Database(f"sqlite:///{tmp_path / 's.db'}")
+    db.migrate()  # the web tables are the guichet's migration 0004
+    engine = db.engine
     store = SessionStore(engine, idle_timeout=30 * M, absolute_timeout=600 * M, lockout=POLICY)
     a = store.create(1, "A", T0)
     assert store.lookup(a.token, T0 + 29 * M) is not None  # slides the idle timer

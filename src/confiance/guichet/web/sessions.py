@@ -2,7 +2,9 @@
 
 They belong to the web edge, not to the registry: the domain never needs them. They live
 in the guichet's database (so several guichet processes behind a load balancer share
-them) under their own metadata, created idempotently when the web routes are mounted.
+them) under their own metadata; their schema is the guichet's Alembic revision 0004,
+applied with the others by ``Database.migrate`` (tests/guichet/test_storage.py checks that
+these models and the migrations agree).
 """
 
 from __future__ import annotations
@@ -67,7 +69,6 @@ class SessionStore:
         self.absolute_timeout = absolute_timeout
         self.lockout = lockout or LockoutPolicy()
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        WebBase.metadata.create_all(engine, checkfirst=True)
 
     def _tx(self) -> Session:
         return self._sessions()
