@@ -80,6 +80,11 @@ class Sink:
         pass
 
 
+class _NoSchedule:
+    def call_soon(self, *_: Any) -> None:
+        pass
+
+
 def proxy_pair(tmp: Path) -> tuple[Any, Any, Sink, Sink, bytes, ProxyCore, Any]:
     """A client Connection and an idle upstream _Conn of the session's pool, wired up."""
     pki = Pki.init(tmp / "pki")
@@ -117,6 +122,9 @@ def proxy_pair(tmp: Path) -> tuple[Any, Any, Sink, Sink, bytes, ProxyCore, Any]:
     up.connection_made(up_sink)  # type: ignore[arg-type]
     up.used = True
     hot.pool._idle.append(up)
+    # The harness flushes the outbox itself where the loop would (see run()); its per-pass
+    # scheduling is left out: a real loop pays it once per pass, not once per request.
+    core.outbox._loop = _NoSchedule()  # type: ignore[assignment]
     conn = Connection(server)
     client_sink = Sink()
     conn.connection_made(client_sink)  # type: ignore[arg-type]

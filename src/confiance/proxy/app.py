@@ -122,7 +122,8 @@ class _Relay:
         else:
             log.error("échec inattendu du relais /send", exc_info=exc)
             answer = error_answer(internal_error())
-        app._observe(self.t0, self, answer[0])
+        t1 = time.perf_counter()
+        app.core.metrics.send_done(t1 - self.t0, t1 - self.t0 - self.waited, answer[0])  # as _observe
         respond(answer)
 
 

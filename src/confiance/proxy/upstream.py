@@ -128,7 +128,7 @@ class _Conn(asyncio.Protocol):
         if not self.active or self._outcome is not None:
             return
         if self._close_delimited:
-            self._complete()
+            self._settle(self._result(), None)
         elif not self._got_bytes and self.used:
             self._settle(None, _Stale())
         else:
@@ -156,7 +156,9 @@ class _Conn(asyncio.Protocol):
         # Read keep-alive now: llhttp resets its state once the callback returns.
         self._keep_alive = bool(self._parser.should_keep_alive())
         self._close_delimited = False
-        self._complete()
+        if self.active and self._outcome is None:  # not failed meanwhile (oversized body)
+            # Always inside feed_data: data_received delivers it once the parser returns.
+            self._outcome = (self._result(), None)
 
     # -- one request
     def begin(self, method: str, head: bytes, body: bytes, limit_s: float, on_done: OnDone) -> None:
@@ -195,12 +197,9 @@ class _Conn(asyncio.Protocol):
         self.on_done = None
         _discard(self)
 
-    def reusable(self) -> bool:
-        return not self.closed and self._keep_alive
-
-    def _complete(self) -> None:
+    def _result(self) -> Result:
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        self._settle((self._parser.get_status_code(), self._headers, body), None)
+        return self._parser.get_status_code(), self._headers, body
 
     def _fail(self, exc: BaseException) -> None:
         self._settle(None, exc)
@@ -336,12 +335,14 @@ class Pool:
         """A request ended: the connection goes back or away, the slot is freed, the
         caller is told, and a stale connection's idempotent request is sent once more."""
         on_done, conn.on_done = conn.on_done, None
-        if exc is None and conn.reusable():
+        if exc is None and conn._keep_alive and not conn.closed:
             conn.used = True
             self._idle.append(conn)
         else:
             _discard(conn)
-        self._done()
+        self._busy -= 1
+        if self._waiters:
+            self._wake_one()
         if on_done is None:
             return
         if isinstance(exc, _Stale):
@@ -354,6 +355,9 @@ class Pool:
 
     def _done(self) -> None:
         self._busy -= 1
+        self._wake_one()
+
+    def _wake_one(self) -> None:
         while self._waiters:
             w = self._waiters.popleft()
             if not w.done():
