@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from confiance.core.jose import KeyStore, TokenError, verify_jwt
+from confiance.guichet.domain.model import AnsRole
 from confiance.guichet.service import GuichetService
+from confiance.pki import Pki
 
 from .helpers import PDF, Client, Guichet, conformity_report, pentest_payload
 
@@ -543,6 +546,57 @@ def test_login_throttling(guichet: Guichet, guichet_service: GuichetService) -> 
         ).status_code
         == 200
     )
+
+
+def test_login_throttling_is_shared_by_processes_and_ends_with_its_window(
+    tmp_path: Path, pki: Pki, conformity_keys: KeyStore
+) -> None:
+    """Two services on one database stand for two guichet processes behind a load
+    balancer: failures seen by one count for the other; the window ends the lockout."""
+    from sqlalchemy import func, select
+
+    from confiance.guichet import schemas as sc
+    from confiance.guichet.db import LoginFailure
+    from confiance.guichet.service import ServiceError
+
+    from .conftest import make_service
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    a = make_service(url, tmp_path / "a", pki, conformity_keys)
+    b = make_service(url, tmp_path / "b", pki, conformity_keys)
+    now = [dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)]
+    for svc in (a, b):
+        svc.clock = lambda: now[0]
+        svc.settings.login_max_failures = 3
+        svc.settings.login_window_seconds = 600
+    a.bootstrap_account("v@ans.example", "V", "mot-de-passe-solide", [AnsRole.VERIFIER])
+    right = sc.LoginIn(email="v@ans.example", password="mot-de-passe-solide", label="t")
+    wrong = sc.LoginIn(email="V@ans.example", password="mauvais", label="t")  # same address once normalised
+
+    def status(svc: GuichetService, data: sc.LoginIn) -> int:
+        try:
+            svc.login(data)
+        except ServiceError as exc:
+            return exc.status
+        return 200
+
+    assert [status(a, wrong), status(b, wrong), status(a, wrong)] == [401, 401, 401]
+    with pytest.raises(ServiceError) as ei:
+        b.login(right)  # the other process refuses too, even the right password
+    assert ei.value.status == 429
+    assert 0 < int(ei.value.extra["retry_after"]) <= 601
+    assert status(a, right) == 429
+    now[0] += dt.timedelta(seconds=601)  # the window has passed
+    assert status(b, right) == 200
+    with a.db.read() as s:  # a success forgets the address's failures
+        assert s.scalar(select(func.count()).select_from(LoginFailure)) == 0
+    assert status(a, wrong) == 401
+    now[0] += dt.timedelta(seconds=601)
+    assert status(b, wrong) == 401  # and a failure drops the ones past the window
+    with a.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(LoginFailure)) == 1
+    a.db.dispose()
+    b.db.dispose()
 
 
 def test_background_sweep_expires_and_notifies(guichet_service: GuichetService) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -92,6 +93,17 @@ class ApiToken(Base):
     created_at: Mapped[dt.datetime]
     expires_at: Mapped[dt.datetime | None]
     revoked_at: Mapped[dt.datetime | None]
+
+
+class LoginFailure(Base):
+    """A failed password check for an address, kept for the throttling window: in the
+    database so that every guichet process behind a load balancer counts the same ones."""
+
+    __tablename__ = "login_failures"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254))
+    at: Mapped[dt.datetime]
+    __table_args__ = (Index("ix_login_failures_email_at", "email", "at"),)
 
 
 class Solution(Base):

@@ -16,7 +16,6 @@ import logging
 import re
 import secrets
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -25,7 +24,7 @@ from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
@@ -49,6 +48,7 @@ from .db import (
     Evidence,
     FileGrant,
     Habilitation,
+    LoginFailure,
     Notification,
     Organisation,
     PassiProvider,
@@ -232,8 +232,6 @@ class GuichetService:
         # argon2id with the library's defaults (RFC 9106 low-memory profile); tests pass a cheaper one
         self.hasher = password_hasher or PasswordHasher()
         self._trust_list_cache: tuple[int, dt.datetime, str] | None = None
-        self._login_failures: dict[str, list[float]] = {}  # per process; see docs (limitations)
-        self._login_lock = threading.Lock()
 
     @property
     def validity_years(self) -> int:
@@ -612,23 +610,29 @@ class GuichetService:
         """Exchange email + password for a bearer API token (argon2id password hashes).
 
         The slow hash check runs outside any transaction (it must not hold SQLite's write
-        lock), and repeated failures for one address are throttled (429) for a window.
+        lock), and repeated failures for one address are throttled (429) for a window. The
+        failures are rows of the database (``LoginFailure``), so every guichet process
+        sharing it counts the same ones.
         """
         email = data.email.strip().lower()
-        now = time.monotonic()
-        with self._login_lock:
-            recent = [t for t in self._login_failures.get(email, []) if now - t < self.settings.login_window_seconds]
-            self._login_failures[email] = recent
-            if len(recent) >= self.settings.login_max_failures:
-                raise ServiceError(
-                    429,
-                    "trop_de_tentatives",
-                    "trop de tentatives de connexion pour ce compte : réessayez plus tard",
-                    retry_after=int(self.settings.login_window_seconds - (now - recent[0])) + 1,
-                )
+        now = self.clock()
+        window = dt.timedelta(seconds=self.settings.login_window_seconds)
         with self.db.read() as s:
+            recent = s.execute(
+                select(func.count(), func.min(LoginFailure.at)).where(
+                    LoginFailure.email == email, LoginFailure.at > now - window
+                )
+            ).one()
             acc = s.execute(select(Account).where(Account.email == email)).scalar_one_or_none()
             account_id, pw_hash, active = (acc.id, acc.password_hash, acc.active) if acc else (None, None, False)
+        failures, oldest = recent
+        if failures >= self.settings.login_max_failures:
+            raise ServiceError(
+                429,
+                "trop_de_tentatives",
+                "trop de tentatives de connexion pour ce compte : réessayez plus tard",
+                retry_after=max(1, int((oldest + window - now).total_seconds()) + 1),
+            )
         ok = False
         if pw_hash and active:
             try:
@@ -638,13 +642,14 @@ class GuichetService:
         else:
             self.hasher.hash(data.password)  # same work whether or not the account exists
         if not ok or account_id is None:
-            with self._login_lock:
-                self._login_failures.setdefault(email, []).append(now)
+            with self.db.transaction() as s:
+                # Rows past the window count for nothing: this address's are dropped here.
+                s.execute(delete(LoginFailure).where(LoginFailure.email == email, LoginFailure.at <= now - window))
+                s.add(LoginFailure(email=email, at=now))
             raise ServiceError(401, "identifiants_invalides", "adresse ou mot de passe incorrect")
-        with self._login_lock:
-            self._login_failures.pop(email, None)
 
         def op(s: Session) -> sc.TokenOut:
+            s.execute(delete(LoginFailure).where(LoginFailure.email == email))
             return self._issue_token(s, self._get(s, Account, account_id, "compte"), data.label)
 
         return self._run(op)
