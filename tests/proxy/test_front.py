@@ -48,14 +48,18 @@ class StandIn:
 
     def send_now(
         self, method: str, raw_path: bytes, query: bytes, headers: Any, client: Any, body: bytes, respond: Any
-    ) -> bool:
+    ) -> Any:
         if not self.fast:
-            return False
+
+            async def read_body() -> bytes:
+                return body
+
+            return self.handle_send(method, raw_path, query, headers, client, read_body)
         self.sends.append((method, raw_path, query, body))
         out = b"%s %s %d" % (method.encode(), raw_path, len(body))
         answer = (200, [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(out))], out)
         asyncio.get_running_loop().call_later(self.send_delay, respond, answer)
-        return True
+        return None
 
     async def handle_send(
         self, method: str, raw_path: bytes, query: bytes, headers: Any, client: Any, read_body: Any

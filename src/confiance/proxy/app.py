@@ -127,6 +127,15 @@ class _Relay:
         respond(answer)
 
 
+def _body_reader(body: bytes) -> Callable[[], Awaitable[bytes]]:
+    """``read_body`` for a body the server has already read whole."""
+
+    async def read() -> bytes:
+        return body
+
+    return read
+
+
 def _task_answer(task: asyncio.Task[Answer]) -> Answer:
     if not task.cancelled() and task.exception() is None:
         return task.result()
@@ -224,10 +233,20 @@ class ProxyApp:
         never gets to upload a body. The response headers include Content-Length.
         """
         t0 = time.perf_counter()
-        core = self.core
-        r: _Relay | None = None
         try:
             r = self._begin(method, raw_path, query, headers, client, t0)
+        except ProxyError as exc:
+            answer = error_answer(exc)
+            self._observe(t0, None, answer[0])
+            return answer
+        return await self._relay(r, read_body)
+
+    async def _relay(self, r: _Relay, read_body: Callable[[], Awaitable[bytes]]) -> Answer:
+        """The awaited path, from a parsed request to its answer: the steps :meth:`send_now`
+        does without waiting, with the awaits they may need (session store, token renewal,
+        a connection to open or a free slot in the pool)."""
+        core = self.core
+        try:
             r.now = now = time.time()
             session = self._get_now(r.sid) if self._get_now is not None else None
             if session is None or session.expired(now) is not None:
@@ -250,7 +269,7 @@ class ProxyApp:
             self._prepare_upstream(r, hot)
             t_up = time.perf_counter()
             try:
-                status, rheaders, rbody = await hot.pool.request(method, r.head, r.body, hot.timeout)
+                status, rheaders, rbody = await hot.pool.request(r.method, r.head, r.body, hot.timeout)
             except UpstreamError as exc:
                 raise self._upstream_failed(hot, exc) from exc
             if status == 401 and _invalid_token(rheaders):
@@ -261,7 +280,7 @@ class ProxyApp:
                 await fut
         except ProxyError as exc:
             answer = error_answer(exc)
-        self._observe(t0, r, answer[0])
+        self._observe(r.t0, r, answer[0])
         return answer
 
     def send_now(
@@ -273,19 +292,21 @@ class ProxyApp:
         client: tuple[str, int] | None,
         body: bytes,
         respond: Callable[[Answer], None],
-    ) -> bool:
-        """:meth:`handle_send` without a coroutine, for the common case; the proxy's server
-        (front.py) calls it first. True: ``respond`` was or will be called once.
+    ) -> Awaitable[Answer] | None:
+        """Relay one /send request whose body is already read; the proxy's server
+        (front.py) calls this. None: ``respond`` was or will be called, once. Otherwise the
+        caller awaits what is returned for the answer.
 
         Why: per request, a task, its coroutine chain and the futures between them cost
         CPU and event-loop turns the relay does not need. When everything is at hand
         (in-process session, current API token, an idle upstream connection) the request is
         written upstream here and answered from the upstream connection's data callback
-        (:meth:`_Relay.upstream_done`). Otherwise it returns False and the caller runs
-        :meth:`handle_send`, which does the same steps with the awaits they need.
+        (:meth:`_Relay.upstream_done`). Otherwise what is returned is the awaited path
+        (:meth:`_relay`), taken from where this one stopped: the request is parsed once.
         """
+        read_body = _body_reader(body)
         if self._get_now is None or self._commit_sends:
-            return False
+            return self.handle_send(method, raw_path, query, headers, client, read_body)
         t0 = time.perf_counter()
         try:
             r = self._begin(method, raw_path, query, headers, client, t0)
@@ -293,22 +314,22 @@ class ProxyApp:
             answer = error_answer(exc)
             self._observe(t0, None, answer[0])
             respond(answer)
-            return True
+            return None
         r.now = now = time.time()
         session = self._get_now(r.sid)
         if session is None or session.expired(now) is not None or self.core.traces.full():
-            return False
+            return self._relay(r, read_body)
         r.session, r.body = session, body
         hot = self._hot_now(r)
         if hot is None:
-            return False
+            return self._relay(r, read_body)
         self._prepare_upstream(r, hot)
         r.app, r.respond = self, respond
         r.t_up = time.perf_counter()
         if not hot.pool.request_now(method, r.head, body, hot.timeout, r.upstream_done):
-            return False
+            return self._relay(r, read_body)
         session.last_used_at = now
-        return True
+        return None
 
     # -- the steps both paths share (no await in any of them)
     def _begin(

@@ -42,7 +42,7 @@ import ssl
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -256,35 +256,30 @@ class Connection(asyncio.Protocol):
         if req.target.startswith(SEND_PREFIX):
             raw_path, _, query = req.target.partition(b"?")
             try:
-                if self.app.send_now(
+                pending = self.app.send_now(
                     req.method, raw_path, query, req.headers, self.peer, req.body, self._respond_bound
-                ):
-                    return  # answered, or will be from the upstream's data callback
+                )
             except Exception:
                 log.exception("erreur interne sur /send")
                 self._reject(internal_error())
                 return
-            task = self.loop.create_task(self._send(req, raw_path, query))
+            if pending is None:
+                return  # answered, or will be from the upstream's data callback
+            task = self.loop.create_task(self._send(pending))
         else:
             task = self.loop.create_task(self._asgi(req))
         self.server.tasks.add(task)
         task.add_done_callback(self.server.tasks.discard)
 
-    async def _send(self, req: Request, raw_path: bytes, query: bytes) -> None:
-        body = req.body
-
-        async def read_body() -> bytes:
-            return body
-
+    async def _send(self, pending: Awaitable[Answer]) -> None:
+        """A /send that the app answers on its awaited path (see ``ProxyApp.send_now``)."""
         try:
-            status, headers, rbody = await self.app.handle_send(
-                req.method, raw_path, query, req.headers, self.peer, read_body
-            )
+            answer = await pending
         except Exception:
             log.exception("erreur interne sur /send")
             self._reject(internal_error())
             return
-        self._respond((status, headers, rbody))
+        self._respond(answer)
 
     async def _asgi(self, req: Request) -> None:
         self._respond(await self.server.asgi_exchange(self, req))
