@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Iterator
 
@@ -112,3 +113,40 @@ def test_flagged_mode_leaves_unflagged_clients_alone(psc_sandbox_factory, guiche
             },
         )
     assert r.status_code == 400 and r.json()["error"] == "unauthorized_client"
+
+
+def test_admin_view_of_the_enforced_trust_list(psc_sandbox_factory, guichet: TrustListServer) -> None:
+    """An operator sees what is enforced and why a certificate would be refused."""
+    import httpx
+
+    guichet.habilitations = []
+    psc: PscHandle = psc_sandbox_factory(trust_list=_settings(guichet, enforce="flagged"))
+    admin = {"Authorization": f"Bearer {psc.admin_token}"}
+    x5t = psc.mtls_cert.x5t_s256
+    url = psc.url + "/sandbox/admin/trust-list"
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(psc.ca_bundle)), timeout=10) as http:
+        assert http.get(url).status_code == 401  # admin only
+        view = http.get(url, params={"x5t": x5t}, headers=admin).json()
+        assert view["enforced"] is True and view["enforce"] == "flagged" and view["usable"] is True
+        assert view["source"] == guichet.url + "/trust-list" and view["fetched_at"] and view["last_error"] is None
+        assert view["habilitations"] == []
+        assert view["certificate"]["admitted"] is False and "ELU/ELP" in view["certificate"]["reason"]
+        registered = http.get(psc.url + "/sandbox/admin/clients", headers=admin).json()
+        # "flagged": the check applies to the clients registered with trust_list_required
+        assert {c["client_id"]: c["checked"] for c in view["clients"]} == {
+            c["client_id"]: c["trust_list_required"] for c in registered
+        }
+        guichet.habilitations = [habilitation(7, "ELU", "BAS", x5t)]
+        assert _wait(lambda: http.get(url, headers=admin).json()["habilitations"] != [])
+        view = http.get(url, params={"x5t": x5t}, headers=admin).json()
+        assert [h["id"] for h in view["habilitations"]] == [7]
+        assert view["certificate"]["admitted"] is True
+
+
+def test_admin_view_without_enforcement(psc_sandbox_factory) -> None:
+    import httpx
+
+    psc: PscHandle = psc_sandbox_factory()
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(psc.ca_bundle)), timeout=10) as http:
+        r = http.get(psc.url + "/sandbox/admin/trust-list", headers={"Authorization": f"Bearer {psc.admin_token}"})
+    assert r.status_code == 200 and r.json() == {"enforced": False}

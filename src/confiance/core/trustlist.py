@@ -15,6 +15,7 @@ The admission rule is a pure function (``admit``) so it is unit-tested without I
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import ssl
@@ -124,6 +125,10 @@ def _holder(h: Mapping[str, Any]) -> str:
 
 def _dep_valid(h: Mapping[str, Any] | None, now: float) -> bool:
     return h is not None and _parse_time(h.get("valid_until")) > now and not h.get("at_risk")
+
+
+def _iso(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat()
 
 
 def _parse_time(value: Any) -> float:
@@ -272,6 +277,30 @@ class TrustListClient:
         if isinstance(exp, int | float) and exp < self.clock():
             raise TrustListUnavailable("la dernière liste de confiance connue a expiré et le guichet est injoignable")
         return claims
+
+    def status(self) -> dict[str, Any]:
+        """What is enforced now, for an operator: where the list comes from, when it was
+        last verified, whether it is usable, the last refresh error, and the entries
+        themselves (habilitations and test accesses, as the guichet publishes them)."""
+        with self._lock:
+            claims, fetched_at, error = self._claims, self._fetched_at, self.last_error
+        try:
+            self.claims()
+            usable, why = True, None
+        except TrustListUnavailable as exc:
+            usable, why = False, str(exc)
+        exp = (claims or {}).get("exp")
+        return {
+            "source": self.cfg.url,
+            "environment": self.cfg.environment,
+            "usable": usable,
+            "unusable_reason": why,
+            "fetched_at": _iso(fetched_at) if claims is not None else None,
+            "expires_at": _iso(exp) if isinstance(exp, int | float) else None,
+            "last_error": error,
+            "habilitations": list((claims or {}).get("habilitations", [])),
+            "test_access": list((claims or {}).get("test_access", [])),
+        }
 
     def admit(self, x5t_s256: str) -> Admission:
         try:

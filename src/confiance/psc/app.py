@@ -512,6 +512,26 @@ class PscSandbox:
             raise OAuthError("invalid_request", "client_id déjà enregistré", 409)
         return _json(self.register_client(cfg).describe(), 201)
 
+    async def admin_trust_list(self, request: Request) -> Response:
+        """The trust-space check as it stands: the guichet's list this sandbox enforces, which
+        clients it applies to, and (``?x5t=<x5t#S256>``) whether one certificate would be
+        admitted, with the reason a refusal gives. Why: when CIBA or a token is refused with
+        ``unauthorized_client``, the operator sees here what the sandbox knows."""
+        self._admin(request)
+        settings = self.config.trust_list
+        if self.trust is None or settings is None:
+            return _json({"enforced": False})
+        out: dict[str, Any] = {"enforced": True, "enforce": settings.enforce, **self.trust.status()}
+        out["clients"] = [
+            {"client_id": c.client_id, "checked": settings.applies_to(c.trust_list_required)}
+            for c in self.provider.clients.values()
+        ]
+        x5t = request.query_params.get("x5t")
+        if x5t is not None:
+            admission = self.trust.admit(x5t.strip())
+            out["certificate"] = {"x5t#S256": x5t.strip(), "admitted": admission.admitted, "reason": admission.reason}
+        return _json(out)
+
     async def admin_ciba(self, request: Request) -> Response:
         self._admin(request)
         now = self.clock()
@@ -597,6 +617,7 @@ class PscSandbox:
             r("/sandbox/admin/identities/{national_id}/ecps", self.admin_ecps, ["PUT"]),
             r("/sandbox/admin/ecps", self.admin_ecps, ["PUT"]),
             r("/sandbox/admin/clients", self.admin_clients, ["GET", "POST"]),
+            r("/sandbox/admin/trust-list", self.admin_trust_list, ["GET"]),
             r("/sandbox/admin/ciba", self.admin_ciba, ["GET"]),
             r("/sandbox/admin/ciba/{rid}/{action:str}", self.admin_ciba_decide, ["POST"]),
             r("/sandbox/admin/lifetimes", self.admin_lifetimes, ["GET", "PUT"]),
