@@ -8,6 +8,7 @@ import json
 import pytest
 
 from confiance.core.jose import verify_jwt
+from confiance.guichet.service import GuichetService
 
 from .helpers import Guichet, pentest_payload
 
@@ -247,3 +248,47 @@ def test_withdrawal_revokes_certificates_and_services_refuse_them(guichet: Guich
     assert all(c["revoked"] for c in after["certificates"])
     entries = guichet.college.ok(guichet.college.get("/api/audit", params={"target": f"habilitation:{elp['id']}"}))
     assert any("certificats_revoques" in json.dumps(e) for e in entries)
+
+
+def test_chapters_are_dated_and_queued_oldest_submission_first(
+    guichet: Guichet, guichet_service: GuichetService
+) -> None:
+    """A chapter waits in the verifiers' queue since its own submission, not since its
+    candidature's last change (which used to put an old submission behind newer ones)."""
+    import sqlalchemy as sa
+
+    from confiance.guichet.db import Candidature
+    from confiance.guichet.web.queries import ReadModels
+
+    t0 = dt.datetime(2026, 11, 28, 9, 0, tzinfo=dt.UTC)
+    now = [t0]
+    guichet_service.clock = lambda: now[0]
+    dossiers = []
+    for name in ("Early", "Late"):
+        co = guichet.company(name)
+        cand = co.ok(guichet.candidature(co, "ELP", guichet.solution(co, f"P{name}", "proxy")), 201)
+        guichet.to_evidence(co, cand)
+        detail = guichet.deposit_all(co, cand["id"])
+        dossiers.append((co, cand["id"]))
+    (early, early_id), (late, late_id) = dossiers
+    ch = detail["chapters"][0]["chapter_id"]
+    now[0] = t0 + dt.timedelta(hours=1)
+    out = early.ok(early.post(f"/api/candidatures/{early_id}/chapters/{ch}/submit"))
+    assert dt.datetime.fromisoformat(out["submitted_at"]) == now[0] and out["decided_at"] is None
+    now[0] = t0 + dt.timedelta(hours=2)
+    late.ok(late.post(f"/api/candidatures/{late_id}/chapters/{ch}/submit"))
+    with guichet_service.db.transaction() as s:  # the early dossier changes after both submissions
+        s.execute(
+            sa.update(Candidature).where(Candidature.id == early_id).values(updated_at=t0 + dt.timedelta(hours=3))
+        )
+    queue = ReadModels(guichet_service.db.engine).queue(kind="chapitre")
+    assert [r["cid"] for r in queue.rows] == [early_id, late_id]
+    assert queue.rows[0]["since"] == t0 + dt.timedelta(hours=1)
+    now[0] = t0 + dt.timedelta(hours=4)
+    out = guichet.verifier.ok(
+        guichet.verifier.post(
+            f"/api/candidatures/{early_id}/chapters/{ch}/review", {"decision": "complement", "reason": "à préciser"}
+        )
+    )
+    assert dt.datetime.fromisoformat(out["decided_at"]) == now[0]
+    assert dt.datetime.fromisoformat(out["submitted_at"]) == t0 + dt.timedelta(hours=1)

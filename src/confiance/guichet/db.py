@@ -164,6 +164,10 @@ class ChapterRow(Base):
     requirement_ids: Mapped[list[Any]] = mapped_column(default=list)
     status: Mapped[str] = mapped_column(String(30))
     reason: Mapped[str | None] = mapped_column(Text)
+    # Last submission for review and last verifier decision: the review queue is served
+    # oldest submission first (not by the candidature's last change).
+    submitted_at: Mapped[dt.datetime | None]
+    decided_at: Mapped[dt.datetime | None]
     row_version: Mapped[int] = mapped_column(Integer, default=1)
     __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012
 

@@ -284,6 +284,8 @@ class ChapterOut(BaseModel):
     requirement_ids: list[str]
     status: str
     reason: str | None
+    submitted_at: dt.datetime | None = None  # last submission for review
+    decided_at: dt.datetime | None = None  # last verifier decision
     complete: bool
     missing: list[str]
     version: int

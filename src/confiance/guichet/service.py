@@ -1596,6 +1596,10 @@ class GuichetService:
         before = ch.status
         ch.status = wf.fire(wf.CHAPTER_TRANSITIONS, name, wf.ChapterStatus(ch.status), as_, reason).value
         ch.reason = reason
+        if ch.status == wf.ChapterStatus.SUBMITTED.value:
+            ch.submitted_at = self.clock()
+        elif as_ is wf.Actor.VERIFIER:
+            ch.decided_at = self.clock()
         s.flush()
         self._audit(
             s,
@@ -1626,6 +1630,8 @@ class GuichetService:
             requirement_ids=list(ch.requirement_ids),
             status=ch.status,
             reason=ch.reason,
+            submitted_at=ch.submitted_at,
+            decided_at=ch.decided_at,
             complete=not missing,
             missing=missing,
             version=ch.row_version,

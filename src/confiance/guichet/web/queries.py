@@ -73,10 +73,8 @@ class ReadModels:
     def queue(self, *, kind: str = "", role: str = "", q: str = "", page: int = 1, size: int = 50) -> Page:
         """Work awaiting a verifier: submitted chapters and submitted forms, oldest first.
 
-        The registry's chapters carry no submission timestamp, so "oldest" is the
-        candidature's last update (``updated_at``: form submission, declaration edits),
-        then the chapter row order within a dossier. A ``submitted_at`` column on chapters
-        would make the order exact (recommended to the registry).
+        A chapter waits since its submission (``submitted_at``); a form since the
+        candidature's last update (its submission). Ties: dossier, then chapter order.
         """
         with self._s() as s:
             chap = (
@@ -88,7 +86,9 @@ class ReadModels:
                     Candidature.software_name.label("software"),
                     Candidature.software_version.label("version"),
                     Organisation.name.label("org"),
-                    Candidature.updated_at.label("since"),
+                    # Submitted when? (rows from before revision 0006 have no date: the
+                    # candidature's last change stands in.)
+                    func.coalesce(ChapterRow.submitted_at, Candidature.updated_at).label("since"),
                     ChapterRow.id.label("ord"),
                 )
                 .join(Candidature, Candidature.id == ChapterRow.candidature_id)
