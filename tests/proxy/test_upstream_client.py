@@ -86,6 +86,52 @@ def test_close_delimited_body() -> None:
     asyncio.run(_with_server(handler, test))
 
 
+def test_unsolicited_response_never_reaches_the_next_request() -> None:
+    """A service that sends a second response in the same packet (nobody asked for it):
+    the first is delivered untouched and the connection is dropped, so that the extra
+    bytes can never be taken for the answer to the next request on that connection."""
+
+    async def handler(reader, writer, n) -> None:
+        while True:
+            head, _ = await _read_request(reader)
+            if b"/first" in head:
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-for: first\r\n\r\nfirst"
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nx-for: stolen\r\n\r\nsto"  # and the rest later
+                )
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\nconn-%d" % (len(b"conn-%d" % n), n))
+            await writer.drain()
+
+    async def test(pool: Pool, stats) -> None:
+        status, headers, body = await pool.request("GET", _head(path="/first"), b"", 2)
+        assert (status, body) == (200, b"first") and headers == [(b"content-length", b"5"), (b"x-for", b"first")]
+        status, _, body = await pool.request("GET", _head(path="/second"), b"", 2)
+        assert (status, body) == (200, b"conn-2")  # its own answer, on a new connection
+        assert stats["connections"] == 2
+
+    asyncio.run(_with_server(handler, test))
+
+
+def test_interim_responses_are_skipped() -> None:
+    async def handler(reader, writer, _n) -> None:
+        while True:
+            await _read_request(reader)
+            writer.write(
+                b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n"
+                b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok"
+            )
+            await writer.drain()
+
+    async def test(pool: Pool, stats) -> None:
+        for _ in range(2):
+            status, headers, body = await pool.request("GET", _head(), b"", 2)
+            assert (status, body, headers) == (201, b"ok", [(b"content-length", b"2")])
+        assert stats["connections"] == 1  # kept alive
+
+    asyncio.run(_with_server(handler, test))
+
+
 def test_stale_connection_retried_for_get_only() -> None:
     async def handler(reader, writer, n) -> None:
         # First connection answers once then closes silently after the next request arrives.

@@ -135,6 +135,17 @@ class _Conn(asyncio.Protocol):
             self._settle(None, UpstreamError("protocol", "connexion fermée par le service"))
 
     # -- httptools callbacks
+    def on_message_begin(self) -> None:
+        if self._outcome is not None:
+            # A second response in the same read: nobody asked for it. The first one is
+            # delivered as it was; the connection is never used again, since the next
+            # request's answer could be these bytes (responses must not be mixed up between
+            # the requests, and so the users, that share a pooled connection).
+            self.closed = True
+        self._headers = []  # a fresh list: the one delivered with a response is not touched
+        self._body = []
+        self._size = 0
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
 
@@ -153,12 +164,17 @@ class _Conn(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        p = self._parser
+        status = p.get_status_code()
+        if status < 200:  # interim response (RFC 9110 §15.2, e.g. 103): the final one follows
+            return
         # Read keep-alive now: llhttp resets its state once the callback returns.
-        self._keep_alive = bool(self._parser.should_keep_alive())
+        self._keep_alive = bool(p.should_keep_alive())
         self._close_delimited = False
         if self.active and self._outcome is None:  # not failed meanwhile (oversized body)
             # Always inside feed_data: data_received delivers it once the parser returns.
-            self._outcome = (self._result(), None)
+            body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+            self._outcome = ((status, self._headers, body), None)
 
     # -- one request
     def begin(self, method: str, head: bytes, body: bytes, limit_s: float, on_done: OnDone) -> None:
@@ -166,10 +182,9 @@ class _Conn(asyncio.Protocol):
         if self._parser is None:
             self._parser = httptools.HttpResponseParser(self)
         self.active = True
-        self._outcome = None
+        self._outcome = None  # (and again as each response begins: on_message_begin)
         self._headers = []
         self._body = []
-        self._size = 0
         self._got_bytes = False
         self._close_delimited = False
         self._keep_alive = False
