@@ -263,10 +263,11 @@ def test_send_trace_fields_give_the_same_record_as_trace(dn: str | None) -> None
     now = 1_700_000_123.4567
     api = ("dmp", "POST", "/fhir/x")
     expected = trace(TraceType.SEND, now=now, national_id=s.national_id, ip="10.0.0.1", port=443, session=s, api=api)
-    import pickle
-
-    fields = pickle.loads(pickle.dumps(send_trace_fields(now, s, "10.0.0.1", 443, api)))
+    fields = send_trace_fields(now, s, "10.0.0.1", 443, api)
     assert send_record(fields) == expected
-    import json  # as stored in a trace block and read back
+    import json
 
-    assert send_record(json.loads(json.dumps(fields))) == expected
+    from confiance.proxy.traces import Block
+
+    [[ts, stored]] = json.loads(Block.of([(now, fields)]).body)  # as stored in a trace block and read back
+    assert ts == now and send_record(stored) == expected

@@ -359,6 +359,36 @@ def test_trace_query_filters_inside_blocks(tmp_path: Path) -> None:
     store.close()
 
 
+def test_trace_blocks_keep_any_text_and_the_keeper_frame_round_trips(tmp_path: Path) -> None:
+    """Blocks are UTF-8 JSON hashed as stored: accents and non-JSON values (as text) read
+    back and verify; the frame the proxy sends its keeper carries the same block."""
+    from confiance.proxy.traces import Block
+
+    store = TraceStore(f"sqlite:///{tmp_path}/t.db")
+    rec = {
+        "type": "CONNECT",
+        "dn": "CN=Hôpital Sainte-Élise,O=Établissement",
+        "z": 1,
+        "a": [1.5, None],
+        "when": tmp_path,
+    }
+    block = Block.of([(1000.0, rec), (999.5, {"type": "SEND"})])
+    assert (block.count, block.ts_min, block.ts_max) == (2, 999.5, 1000.0)
+    frame = block.framed()
+    size, count, ts_min, ts_max = Block.HEADER.unpack(frame[: Block.HEADER.size])
+    assert frame[Block.HEADER.size :] == block.body and (size, count, ts_min, ts_max) == (
+        len(block.body),
+        2,
+        999.5,
+        1000.0,
+    )
+    store.append_block(Block(frame[Block.HEADER.size :], count, ts_min, ts_max))
+    assert store.query(0.0, None) == [{**rec, "when": str(tmp_path)}, {"type": "SEND"}]
+    check = store.verify()
+    assert check.ok and check.checked == 2
+    store.close()
+
+
 def test_trace_keeper_started_with_the_writer(tmp_path: Path) -> None:
     """The keeper runs before the first trace: a CONNECT must not wait for it to start."""
     from confiance.proxy.traces import KeeperAppender

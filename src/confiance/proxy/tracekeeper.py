@@ -2,9 +2,10 @@
 
 Run by :class:`confiance.proxy.traces.KeeperAppender` as
 ``python -m confiance.proxy.tracekeeper URL``. Protocol on its stdin/stdout, one batch at
-a time: an 8-byte big-endian length, then a pickle of ``[(ts, trace item), …]``; the
-answer is ``ok`` after the commit, or ``err <reason>`` (the proxy keeps the batch and
-retries). The pipe is private to the proxy that started the keeper. The keeper ignores
+a time: a block as :meth:`confiance.proxy.traces.Block.framed` writes it (a fixed header:
+body length, trace count, first and last timestamp; then the body, already encoded as it
+is stored and hashed); the answer is ``ok`` after the commit, or ``err <reason>`` (the
+proxy keeps the batch and retries). The pipe is private to the proxy that started the keeper. The keeper ignores
 SIGINT/SIGTERM sent to the proxy's process group and exits at end of input, so a stopping
 proxy can still hand it its last batch.
 """
@@ -12,11 +13,10 @@ proxy can still hand it its last batch.
 from __future__ import annotations
 
 import logging
-import pickle
 import signal
 import sys
 
-from .traces import TraceStore
+from .traces import Block, TraceStore
 
 log = logging.getLogger("confiance.proxy.tracekeeper")
 
@@ -28,12 +28,15 @@ def serve(url: str) -> int:
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     try:
         while True:
-            head = inp.read(8)
-            if len(head) < 8:
+            head = inp.read(Block.HEADER.size)
+            if len(head) < Block.HEADER.size:
                 return 0
-            data = inp.read(int.from_bytes(head, "big"))
+            size, count, ts_min, ts_max = Block.HEADER.unpack(head)
+            body = inp.read(size)
+            if len(body) < size:
+                return 0  # the proxy stopped mid-batch: it keeps the batch and retries
             try:
-                store.append(pickle.loads(data))  # noqa: S301 - a private pipe from our parent
+                store.append_block(Block(body, count, ts_min, ts_max))
             except Exception as exc:  # the database: reported, the proxy retries the batch
                 log.warning("lot de traces non écrit : %s", exc)
                 out.write(

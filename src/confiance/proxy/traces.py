@@ -24,15 +24,16 @@ import asyncio
 import contextlib
 import json
 import logging
-import pickle
+import struct
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
-from confiance.core.hashchain import GENESIS, ChainCheck, canonical, link_bytes
+from confiance.core.hashchain import GENESIS, ChainCheck, link_bytes
 from confiance.core.storage import make_engine
 
 from .domain import send_record
@@ -48,7 +49,7 @@ blocks_table = sa.Table(
     sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("ts_min", sa.Float, nullable=False, index=True),
     sa.Column("ts_max", sa.Float, nullable=False, index=True),
-    sa.Column("body", sa.Text, nullable=False),  # canonical JSON: [[ts, record or SEND fields], …]
+    sa.Column("body", sa.Text, nullable=False),  # JSON, sorted keys: [[ts, record or SEND fields], …] (Block)
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
 )
@@ -63,6 +64,38 @@ head_table = sa.Table(
 
 class TraceQueueFull(RuntimeError):
     """Too many traces waiting for the database: refuse work rather than lose its trace."""
+
+
+class Block:
+    """One batch of traces as it is stored and hashed: ``[[ts, record or SEND fields], …]``
+    as compact JSON with sorted keys, and what the chain's tables need beside it.
+
+    A SEND trace is stored as its compact field list and expanded to its ANS record when
+    read (:meth:`TraceStore.query`): most traces are SENDs, and their records cost several
+    times more to build and encode than the fields. The chain hashes the stored bytes
+    themselves (:meth:`TraceStore.verify`), so the encoder only has to be deterministic
+    for the process that writes. orjson: ≈ 0.1 µs per SEND trace where ``json`` took
+    ≈ 2 µs, which was most of the trace keeper's CPU at saturation (docs/benchmarks/proxy.md).
+    The proxy encodes a batch once and hands the bytes to its keeper (no pickling, no
+    second encoding there).
+    """
+
+    HEADER = struct.Struct(">QIdd")  # body length, trace count, ts_min, ts_max
+
+    __slots__ = ("body", "count", "ts_max", "ts_min")
+
+    def __init__(self, body: bytes, count: int, ts_min: float, ts_max: float) -> None:
+        self.body, self.count, self.ts_min, self.ts_max = body, count, ts_min, ts_max
+
+    @classmethod
+    def of(cls, items: list[tuple[float, TraceItem]]) -> Block:
+        stamps = [ts for ts, _ in items]
+        body = orjson.dumps([[ts, rec] for ts, rec in items], option=orjson.OPT_SORT_KEYS, default=str)
+        return cls(body, len(items), min(stamps), max(stamps))
+
+    def framed(self) -> bytes:
+        """The block as the keeper reads it from its input (tracekeeper.py)."""
+        return self.HEADER.pack(len(self.body), self.count, self.ts_min, self.ts_max) + self.body
 
 
 class TraceStore:
@@ -99,21 +132,25 @@ class TraceStore:
                     c.execute(head_table.insert().values(id=1, hash=GENESIS, n=0))
 
     def append(self, items: list[tuple[float, TraceItem]]) -> None:
-        if not items:
-            return
-        # Encoded outside the lock. A SEND trace is stored as its compact field list and
-        # expanded to its ANS record when read (query): most traces are SENDs, and their
-        # records cost several times more to build and encode than the fields.
-        body = canonical([[ts, rec] for ts, rec in items]).decode()
-        stamps = [ts for ts, _ in items]
+        if items:
+            self.append_block(Block.of(items))
+
+    def append_block(self, block: Block) -> None:
+        """Commit one encoded batch as the chain's next block."""
         with self.engine.begin() as c:
             prev_hash, n = c.execute(self._TAKE_HEAD).one()
-            digest = link_bytes(prev_hash, body.encode())
+            digest = link_bytes(prev_hash, block.body)
             c.execute(
                 self._ADD_BLOCK,
-                {"ts_min": min(stamps), "ts_max": max(stamps), "body": body, "prev_hash": prev_hash, "hash": digest},
+                {
+                    "ts_min": block.ts_min,
+                    "ts_max": block.ts_max,
+                    "body": block.body.decode(),
+                    "prev_hash": prev_hash,
+                    "hash": digest,
+                },
             )
-            c.execute(self._SET_HEAD, {"new_hash": digest, "new_n": n + len(items)})
+            c.execute(self._SET_HEAD, {"new_hash": digest, "new_n": n + block.count})
 
     def query(self, start: float, end: float | None, limit: int = 10_000) -> list[dict[str, Any]]:
         q = sa.select(blocks_table.c.body).where(blocks_table.c.ts_max >= start)
@@ -166,7 +203,7 @@ class KeeperAppender:
     process held its GIL long enough per batch that the event loop waited behind it
     (measured: a third of the relay's throughput; docs/benchmarks/proxy.md). The keeper is
     ``python -m confiance.proxy.tracekeeper URL``: the proxy writes each batch to its stdin
-    (length-prefixed pickle of compact tuples, see ``domain.send_trace_fields``) and reads
+    (:meth:`Block.framed`: the batch already encoded as it will be stored) and reads
     one line per batch, sent after the commit. Only the event loop thread of the proxy
     touches the pipes. If the keeper dies, the batch stays queued, the next attempt starts
     a new keeper and the batch is written again; a database error is reported back and
@@ -199,9 +236,9 @@ class KeeperAppender:
     async def __call__(self, items: list[tuple[float, TraceItem]]) -> None:
         proc = await self._running()
         assert proc.stdin is not None and proc.stdout is not None
-        data = pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
+        data = Block.of(items).framed()
         try:
-            proc.stdin.write(len(data).to_bytes(8, "big") + data)
+            proc.stdin.write(data)
             await proc.stdin.drain()
             answer = await proc.stdout.readline()
         except (BrokenPipeError, ConnectionResetError):
