@@ -170,6 +170,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sessions", type=int, default=10_000)
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--skip-saturation", action="store_true", help="no wrk rounds: only the latency probes and memory")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument(
         "--only",
@@ -310,7 +311,7 @@ def main() -> int:
             wrk(url, 2, args.connections, args.threads, headers)  # warm-up (pools, TLS sessions)
         # Interleaved rounds: the machine is shared, so each round measures every target
         # back to back and the ratios are taken per round (then the median).
-        for r in range(args.rounds):
+        for r in range(0 if args.skip_saturation else args.rounds):
             rnd = {
                 name: wrk(url, args.duration, args.connections, args.threads, h, groups[name])
                 for name, (url, h) in targets.items()
@@ -321,7 +322,7 @@ def main() -> int:
                 {k: (v["rps"], f"{v['cpu_us_per_request']} µs CPU/req") for k, v in rnd.items()},
                 flush=True,
             )
-        for name in targets:
+        for name in targets if results["rounds"] else ():
             results["saturation"][name] = {
                 "rps_median": statistics.median(x[name]["rps"] for x in results["rounds"]),
                 "cpu_us_per_request_median": statistics.median(
@@ -356,7 +357,7 @@ def main() -> int:
         rounds = results["rounds"]
 
         def ratio(a: str, b: str) -> float | None:
-            if a not in targets or b not in targets:
+            if a not in targets or b not in targets or not rounds:
                 return None
             return round(statistics.median(x[a]["rps"] / x[b]["rps"] for x in rounds), 3)
 
