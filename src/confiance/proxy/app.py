@@ -122,8 +122,7 @@ class _Relay:
         else:
             log.error("échec inattendu du relais /send", exc_info=exc)
             answer = error_answer(internal_error())
-        t1 = time.perf_counter()
-        app.core.metrics.send_done(t1 - self.t0, t1 - self.t0 - self.waited, answer[0])  # as _observe
+        app._observe(self.t0, self, answer[0])
         respond(answer)
 
 
@@ -422,10 +421,7 @@ class ProxyApp:
         assert r.session is not None and r.hot is not None
         if status >= 500:
             self.core.metrics.upstream_errors.labels(r.hot.service, "status_5xx").inc()
-        if self.core.trusted:
-            ip, port = self._addr(r.client, r.headers)
-        else:  # X-Forwarded-For is never read: the TCP peer is the caller
-            ip, port = r.client if r.client is not None else (None, None)
+        ip, port = self._addr(r.client, r.headers)
         rec = send_trace_fields(r.now, r.session, ip, port, (r.target.service, r.method, r.target.path or "/"))
         # force: the request was relayed, its trace is kept even past the queue bound.
         fut = self.core.traces.submit(rec, r.now, wait=self._commit_sends, force=True)

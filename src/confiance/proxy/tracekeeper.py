@@ -5,9 +5,9 @@ Run by :class:`confiance.proxy.traces.KeeperAppender` as
 a time: a block as :meth:`confiance.proxy.traces.Block.framed` writes it (a fixed header:
 body length, trace count, first and last timestamp; then the body, already encoded as it
 is stored and hashed); the answer is ``ok`` after the commit, or ``err <reason>`` (the
-proxy keeps the batch and retries). The pipe is private to the proxy that started the keeper. The keeper ignores
-SIGINT/SIGTERM sent to the proxy's process group and exits at end of input, so a stopping
-proxy can still hand it its last batch.
+proxy keeps the batch and retries). The pipe is private to the proxy that started the
+keeper. The keeper ignores SIGINT/SIGTERM sent to the proxy's process group and exits at
+end of input, so a stopping proxy can still hand it its last batch.
 """
 
 from __future__ import annotations

@@ -128,7 +128,7 @@ class _Conn(asyncio.Protocol):
         if not self.active or self._outcome is not None:
             return
         if self._close_delimited:
-            self._settle(self._result(), None)
+            self._settle(self._result(self._parser.get_status_code()), None)
         elif not self._got_bytes and self.used:
             self._settle(None, _Stale())
         else:
@@ -173,8 +173,7 @@ class _Conn(asyncio.Protocol):
         self._close_delimited = False
         if self.active and self._outcome is None:  # not failed meanwhile (oversized body)
             # Always inside feed_data: data_received delivers it once the parser returns.
-            body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-            self._outcome = ((status, self._headers, body), None)
+            self._outcome = (self._result(status), None)
 
     # -- one request
     def begin(self, method: str, head: bytes, body: bytes, limit_s: float, on_done: OnDone) -> None:
@@ -212,9 +211,9 @@ class _Conn(asyncio.Protocol):
         self.on_done = None
         _discard(self)
 
-    def _result(self) -> Result:
+    def _result(self, status: int) -> Result:
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        return self._parser.get_status_code(), self._headers, body
+        return status, self._headers, body
 
     def _fail(self, exc: BaseException) -> None:
         self._settle(None, exc)
@@ -355,9 +354,7 @@ class Pool:
             self._idle.append(conn)
         else:
             _discard(conn)
-        self._busy -= 1
-        if self._waiters:
-            self._wake_one()
+        self._done()
         if on_done is None:
             return
         if isinstance(exc, _Stale):
@@ -370,9 +367,6 @@ class Pool:
 
     def _done(self) -> None:
         self._busy -= 1
-        self._wake_one()
-
-    def _wake_one(self) -> None:
         while self._waiters:
             w = self._waiters.popleft()
             if not w.done():
