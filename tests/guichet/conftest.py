@@ -65,7 +65,9 @@ def open_guichet(service: GuichetService, url: str, pki: Pki, conformity_keys: K
     for who, role in (("verificateur", AnsRole.VERIFIER), ("college", AnsRole.COLLEGE), ("admin", AnsRole.ADMIN)):
         service.bootstrap_account(f"{who}@ans.example", who, "mot-de-passe-solide", [role])
         staff[who] = Client(http, service.issue_token_for(f"{who}@ans.example").access_token)
-    return Guichet(http, staff["verificateur"], staff["college"], staff["admin"], conformity_keys)
+    return Guichet(
+        http, staff["verificateur"], staff["college"], staff["admin"], conformity_keys, clock=lambda: service.clock()
+    )
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +39,11 @@ def pentest_payload(
     age_days: int = 30,
     provider: str = "Audit Sécurité Démo",
     result: str | None = None,
+    today: dt.date | None = None,
 ) -> dict[str, Any]:
+    """A typed pentest report dated ``age_days`` before ``today`` (the service's clock
+    when the caller has one; the real date only for tests that never move it)."""
+    today = today or dt.datetime.now(dt.UTC).date()
     criteria = [{"id": f"M{i}", "severity": "moyenne", "result": "KO"} for i in range(medium_ko)]
     criteria += [{"id": f"H{i}", "severity": "haute", "result": "KO"} for i in range(high_ko)]
     criteria += [
@@ -49,7 +54,7 @@ def pentest_payload(
     return {
         "provider": provider,
         "auditor": "Camille Martin",
-        "report_date": (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=age_days)).isoformat(),
+        "report_date": (today - dt.timedelta(days=age_days)).isoformat(),
         "application_name": name,
         "application_version": version,
         "application_type": "application_web",
@@ -64,7 +69,11 @@ def pentest_payload(
     }
 
 
-def conformity_report(keys: KeyStore, version: str, *, failed: int = 0, age_days: int = 1) -> str:
+def conformity_report(
+    keys: KeyStore, version: str, *, failed: int = 0, age_days: int = 1, now: dt.datetime | None = None
+) -> str:
+    """A signed conformity report dated ``age_days`` before ``now`` (see ``pentest_payload``)."""
+    now = now or dt.datetime.now(dt.UTC)
     checks = [
         {"id": f"C{i}", "name": f"contrôle {i}", "requirement": "TOK-02", "passed": i >= failed, "evidence": "ok"}
         for i in range(5)
@@ -72,7 +81,7 @@ def conformity_report(keys: KeyStore, version: str, *, failed: int = 0, age_days
     payload = {
         "tool": {"name": "confiance-conformite", "version": "1.0"},
         "proxy": {"url": "https://127.0.0.1:8443", "version": version},
-        "date": (dt.datetime.now(dt.UTC) - dt.timedelta(days=age_days)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date": (now - dt.timedelta(days=age_days)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "checks": checks,
         "summary": {"passed": 5 - failed, "failed": failed},
     }
@@ -115,6 +124,8 @@ class Guichet:
     college: Client
     admin: Client
     conformity_keys: KeyStore
+    clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
+    """The service's clock: evidence is dated from it, so a test that moves it stays coherent."""
     orgs: dict[str, Client] = field(default_factory=dict)
 
     def company(self, name: str) -> Client:
@@ -200,13 +211,18 @@ class Guichet:
                         body["description"] = f"preuve pour {rid}"
                     elif kind == "test_intrusion":
                         body["pentest"] = pentest or pentest_payload(
-                            detail["software_name"], detail["software_version"]
+                            detail["software_name"], detail["software_version"], today=self.clock().date()
                         )
                         body["file_sha256"] = pdf["sha256"]
                     elif kind == "rapport_conformite":
-                        body["conformity_report"] = conformity_report(self.conformity_keys, detail["software_version"])
+                        body["conformity_report"] = conformity_report(
+                            self.conformity_keys, detail["software_version"], now=self.clock()
+                        )
                     elif kind == "attestation_cnda":
-                        body["cnda"] = {"number": "CNDA-2025-001", "issued_on": "2025-06-01"}
+                        body["cnda"] = {
+                            "number": "CNDA-2025-001",
+                            "issued_on": (self.clock().date() - dt.timedelta(days=180)).isoformat(),
+                        }
                         body["file_sha256"] = pdf["sha256"]
                     else:
                         continue  # certificates: issued above
