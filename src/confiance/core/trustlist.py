@@ -30,6 +30,8 @@ import httpx
 from pydantic import Field
 
 from confiance.core.config import StrictModel
+from confiance.core.encoding import b64url_decode
+from confiance.core.files import write_atomic
 from confiance.core.jose import TokenError, verify_jwt
 
 log = logging.getLogger("confiance.trustlist")
@@ -240,15 +242,11 @@ class TrustListClient:
             self._claims, self._fetched_at = claims, self.clock()
             self.last_error = None
         if self.cfg.cache_path is not None:
-            tmp = self.cfg.cache_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"claims": claims, "fetched_at": self._fetched_at}))
-            tmp.replace(self.cfg.cache_path)
+            write_atomic(self.cfg.cache_path, json.dumps({"claims": claims, "fetched_at": self._fetched_at}))
 
     def _kid_known(self, token: str) -> bool:
-        import base64
-
         try:
-            header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+            header = json.loads(b64url_decode(token.split(".")[0]))
         except ValueError:
             return False
         return any(k.get("kid") == header.get("kid") for k in (self._jwks or {}).get("keys", []))
