@@ -14,9 +14,8 @@ from confiance.core import logs
 from confiance.core.config import ConfigError
 
 from .audit import AccessLog
-from .config import SERVICE_NAMES, ApiClient, ApiConfig
+from .config import SERVICE_NAMES, ApiClient, ApiConfig, clients_file, merge_clients
 from .domain import generate_secret
-from .service import load_clients_file, merge_clients, save_clients_file
 
 app = typer.Typer(
     help="API Pro Santé Connectée : serveur d'autorisation (échange de jetons) et services.", no_args_is_help=True
@@ -49,6 +48,14 @@ def serve(config: Path = ConfigOpt, log_level: str = typer.Option("info", "--log
     run(cfg)
 
 
+def _read_clients(path: Path) -> list[ApiClient]:
+    try:
+        return clients_file(path).load()
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
 def _clients_file(cfg: ApiConfig) -> Path:
     path = cfg.authorization_server.clients_file
     if path is None:
@@ -61,7 +68,8 @@ def _clients_file(cfg: ApiConfig) -> Path:
 def clients_list(config: Path = ConfigOpt) -> None:
     """Liste les clients enregistrés (configuration + fichier de clients)."""
     cfg = _load(config)
-    extra = load_clients_file(cfg.authorization_server.clients_file) if cfg.authorization_server.clients_file else []
+    path = cfg.authorization_server.clients_file
+    extra = _read_clients(path) if path else []
     table = Table("client_id", "DN", "scopes", "niveau", "origine")
     registered = {c.client_id for c in extra}
     for c in merge_clients(cfg.clients, extra):
@@ -107,8 +115,8 @@ def clients_add(
     except ValueError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    clients = [c for c in load_clients_file(path) if c.client_id != client_id]
-    save_clients_file(path, [*clients, client])
+    clients = [c for c in _read_clients(path) if c.client_id != client_id]
+    clients_file(path).save([*clients, client])
     console.print(f"Client [bold]{client_id}[/bold] enregistré ({client.dn}; scopes : {' '.join(client.scopes)}).")
     if secret:
         console.print(f"Secret client (affiché une seule fois) : [bold]{secret}[/bold]")
@@ -119,12 +127,12 @@ def clients_remove(client_id: str = typer.Argument(...), config: Path = ConfigOp
     """Retire un client du fichier de clients."""
     cfg = _load(config)
     path = _clients_file(cfg)
-    clients = load_clients_file(path)
+    clients = _read_clients(path)
     kept = [c for c in clients if c.client_id != client_id]
     if len(kept) == len(clients):
         console.print(f"[red]client inconnu dans {path} : {client_id}[/red]")
         raise typer.Exit(1)
-    save_clients_file(path, kept)
+    clients_file(path).save(kept)
     console.print(f"Client [bold]{client_id}[/bold] retiré.")
 
 
