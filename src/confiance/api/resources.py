@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from confiance.core.health import Health
 from confiance.core.jose import TokenError, verify_jwt
 
 from . import demo_data
@@ -87,9 +88,10 @@ class ResourceServerApp:
         self._signatures: dict[bytes, tuple[str, str]] = {}
         self._answers: OrderedDict[tuple[str, bytes], tuple[str, bytes, str]] = OrderedDict()
         rt.pruners.append(self.verified.prune)
+        self.health = Health("api-rs", rt.readiness_checks("rs"))
         self.app = Starlette(
             routes=[
-                Route("/health", self.health),
+                *self.health.routes(aliases=("/health",)),
                 Route("/hello", self.hello),
                 Route("/.well-known/jwks.json", self.jwks),
                 Route("/admin/access-log", self.access_log, methods=["GET"]),
@@ -224,9 +226,6 @@ class ResourceServerApp:
         return jws
 
     # ------------------------------------------------------------------ routes
-    async def health(self, _request: Request) -> Response:
-        return JSONResponse({"status": "ok", "component": "api-rs"})
-
     async def hello(self, request: Request) -> Response:
         """Bare endpoint (certificate required, nothing else): the benchmark's ceiling."""
         if self.rt.caller_cert(request.scope) is None:

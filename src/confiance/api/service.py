@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 
 from confiance.core.clientcert import CertificateVerifier, IPNetwork, client_certificate, parse_networks
 from confiance.core.clients_file import ClientsFile
+from confiance.core.health import CheckResult, ReadinessCheck
 from confiance.core.http import ClientFactory
 from confiance.core.jose import KeyStore
 from confiance.core.server import ServiceConfig, bind_socket, make_server
@@ -137,6 +138,36 @@ class ApiRuntime:
         extra = self.clients.poll()
         if extra is not None:
             self.registry.replace(merge_clients(self.cfg.clients, extra))
+
+    def readiness_checks(self, side: str) -> dict[str, ReadinessCheck]:
+        """What ``/readyz`` checks on the AS (``side="as"``) or the resource services (``"rs"``)."""
+        keys, alg = (
+            (self.as_keys, self.cfg.authorization_server.token_alg)
+            if side == "as"
+            else (self.rs_keys, self.cfg.resource_server.signing_alg)
+        )
+
+        def signing_key() -> CheckResult:
+            return CheckResult(True, f"{alg} kid={keys.signing_key(alg).kid}")
+
+        checks: dict[str, ReadinessCheck] = {"signing_key": signing_key}
+        if side == "rs":
+            checks["as_keys"] = lambda: CheckResult(bool(self.as_keys.jwks().get("keys")), "clés publiques de l'AS")
+            return checks
+        clients = self.clients
+        if clients is not None:
+            checks["clients_file"] = lambda: CheckResult(
+                clients.last_error is None, clients.last_error or str(clients.path)
+            )
+        trust = self.trust
+        if trust is not None:
+
+            def trust_list() -> CheckResult:
+                tl = trust.trust_list()  # raises TrustListUnavailable with the reason
+                return CheckResult(True, f"{len(tl.habilitations)} habilitation(s) ({trust.cfg.url})")
+
+            checks["trust_list"] = trust_list
+        return checks
 
     def housekeeping(self) -> None:
         now = time.time()
