@@ -10,7 +10,7 @@ import base64
 import binascii
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote
 
 from starlette.applications import Starlette
@@ -32,6 +32,7 @@ from confiance.core.oauth_errors import (
     UnsupportedTokenTypeError,
 )
 
+from .config import ApiClient
 from .domain import (
     GRANT_REFRESH,
     GRANT_TOKEN_EXCHANGE,
@@ -47,10 +48,7 @@ from .domain import (
     resolve_targets,
     split_scope,
 )
-
-if TYPE_CHECKING:
-    from .config import ApiClient
-    from .service import ApiRuntime
+from .runtime import ApiRuntime
 
 log = logging.getLogger("confiance.api.as")
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}

@@ -15,7 +15,7 @@ import logging
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -28,9 +28,7 @@ from confiance.core.jose import TokenError, verify_jwt
 from . import demo_data
 from .config import TOKEN_ALGS
 from .domain import AccessDenied, Service, check_access, check_session_data, parse_session_data
-
-if TYPE_CHECKING:
-    from .service import ApiRuntime, CallerCert
+from .runtime import ApiRuntime, CallerCert
 
 log = logging.getLogger("confiance.api.rs")
 FHIR_JSON = "application/fhir+json"
