@@ -163,3 +163,18 @@ def test_concurrent_writers_never_share_a_temporary_file(tmp_path: Path) -> None
     assert errors == []
     assert target.read_text() in payloads
     assert os.listdir(tmp_path) == ["state.json"]
+
+
+def test_bind_socket_names_the_busy_address() -> None:
+    from confiance.core.server import BindError, bind_socket
+
+    first = bind_socket("127.0.0.1", 0)
+    try:
+        port = first.getsockname()[1]
+        with pytest.raises(BindError) as exc:
+            bind_socket("127.0.0.1", port)
+        assert str(exc.value) == f"impossible d'écouter sur 127.0.0.1:{port} : déjà utilisé"
+        assert isinstance(exc.value, OSError) and isinstance(exc.value, ConfianceError)
+        assert exc.value.code == "bind_failed"
+    finally:
+        first.close()

@@ -14,6 +14,7 @@ from rich.table import Table
 from confiance.core import logs
 from confiance.core.cli_config import EXIT_FAILURE, fail, load_cli_config
 from confiance.core.config import ConfigError, format_validation_error
+from confiance.core.server import BindError
 
 from .audit import AccessLog
 from .config import SERVICE_NAMES, ApiClient, ApiConfig, clients_file, merge_clients
@@ -43,7 +44,10 @@ def serve(config: Path = ConfigOpt, log_level: str = typer.Option("info", "--log
     cfg = _load(config)
     logs.setup(log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per PSC call is noise
-    run(cfg)
+    try:
+        run(cfg)
+    except BindError as exc:
+        fail(str(exc), EXIT_FAILURE)
 
 
 def _read_clients(path: Path) -> list[ApiClient]:
