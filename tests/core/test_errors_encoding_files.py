@@ -178,3 +178,11 @@ def test_bind_socket_names_the_busy_address() -> None:
         assert exc.value.code == "bind_failed"
     finally:
         first.close()
+
+
+def test_endpoints_json_is_owner_only(tmp_path: Path) -> None:
+    from confiance.core import endpoints
+
+    path = endpoints.write(tmp_path, {"services": {"psc": {"admin_token": "secret"}}})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert endpoints.read(tmp_path)["services"]["psc"]["admin_token"] == "secret"

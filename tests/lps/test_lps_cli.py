@@ -120,3 +120,14 @@ def test_bad_ca_url_and_session_file(pki, tmp_path: Path) -> None:
     args = ["--state-dir", str(tmp_path), "--proxy", f"https://127.0.0.1:{port}", "--ca", str(pki.ca_bundle)]
     r = runner.invoke(cli_app, ["lps", "disconnect", *args])
     assert r.exit_code == 2 and "fichier de session illisible" in _one_screen(r)
+
+
+def test_session_file_is_owner_only(tmp_path: Path) -> None:
+    import stat
+
+    from confiance.lps.client import LpsClient
+
+    with LpsClient("https://127.0.0.1:1", None, tmp_path / "lps-session.json") as lps:
+        lps._save({"proxy_session_id": "s"})
+        assert stat.S_IMODE((tmp_path / "lps-session.json").stat().st_mode) == 0o600
+        assert lps.saved_session() == {"proxy_session_id": "s"}
