@@ -257,3 +257,29 @@ def test_version_flag_and_unexpected_errors_in_one_line(
     monkeypatch.setenv("CONFIANCE_DEBUG", "1")
     with pytest.raises(KeyError):
         cli.main()
+
+
+def test_a_service_that_dies_at_start_is_quoted(tmp_path: Path, pki, server_cert) -> None:
+    from confiance.core.launch import LaunchContext, ServiceLaunch
+    from confiance.up import Supervisor
+
+    ctx = LaunchContext(state_dir=tmp_path, pki=pki, server_cert=server_cert, ports={})
+    dying = ServiceLaunch(
+        name="api",
+        argv=[
+            sys.executable,
+            "-c",
+            "import sys; print('démarrage'); print(\"impossible d'écouter sur 127.0.0.1:9444 : déjà utilisé\"); sys.exit(1)",
+        ],
+        url="https://127.0.0.1:1",
+        health_url="https://127.0.0.1:1/health",
+    )
+    sup = Supervisor(ctx, [dying])
+    try:
+        with pytest.raises(RuntimeError) as exc:
+            sup.start(timeout=120)
+    finally:
+        sup.stop()
+    msg = str(exc.value)
+    assert "le service api s'est arrêté (code 1) : impossible d'écouter sur 127.0.0.1:9444 : déjà utilisé" in msg
+    assert str(tmp_path / "logs" / "api.log") in msg

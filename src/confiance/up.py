@@ -193,6 +193,17 @@ def prepare(state_dir: Path, config: UpConfig) -> tuple[LaunchContext, list[Serv
     return ctx, launches
 
 
+def _last_line(log: Path) -> str:
+    """The last line a dead child wrote (its one-line refusal, usually), to quote it."""
+    try:
+        with log.open("rb") as fh:
+            fh.seek(max(0, log.stat().st_size - 4096))
+            lines = [ln for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return f" : {lines[-1].strip()[:300]}" if lines else ""
+
+
 class Supervisor:
     """Owns the child processes; every exit path terminates all of them."""
 
@@ -221,9 +232,10 @@ class Supervisor:
                 while True:
                     proc = self.procs[launch.name]
                     if proc.poll() is not None:
+                        log_path = logs / f"{launch.name}.log"
                         raise RuntimeError(
-                            f"le service {launch.name} s'est arrêté (code {proc.returncode}); "
-                            f"voir {logs / (launch.name + '.log')}"
+                            f"le service {launch.name} s'est arrêté (code {proc.returncode}){_last_line(log_path)}; "
+                            f"voir {log_path}"
                         )
                     try:
                         if client.get(launch.health_url).status_code < 500:
