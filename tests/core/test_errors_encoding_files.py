@@ -186,3 +186,14 @@ def test_endpoints_json_is_owner_only(tmp_path: Path) -> None:
     path = endpoints.write(tmp_path, {"services": {"psc": {"admin_token": "secret"}}})
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert endpoints.read(tmp_path)["services"]["psc"]["admin_token"] == "secret"
+
+
+@pytest.mark.parametrize("content", ["{pas du json", '{"keys": [{"jwk": {"kty": "EC"}}]}', '{"clés": []}'])
+def test_unreadable_keys_file_is_a_config_error_and_is_not_overwritten(tmp_path: Path, content: str) -> None:
+    from confiance.core.jose import KeyStore
+
+    path = tmp_path / "keys.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match="fichier de clés illisible"):
+        KeyStore(path, algs=("ES256",))
+    assert path.read_text() == content
