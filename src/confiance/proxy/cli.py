@@ -38,7 +38,7 @@ def serve(config: Path = ConfigOpt) -> None:
     from confiance.core.server import bind_socket
 
     cfg = _load(config)
-    logs.setup("INFO" if cfg.server.log_level == "debug" else "WARNING")
+    logs.setup(cfg.server.log_level, cfg.server.log_format)
     sock = bind_socket(cfg.server.host, cfg.server.port)
     if cfg.server.workers == 1:
         _serve_one(cfg, sock)

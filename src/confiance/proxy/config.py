@@ -36,10 +36,19 @@ class ServerSection(StrictModel):
     request_read_timeout: float = Field(30.0, gt=0, le=3600)  # a request must have arrived within
     graceful_timeout: float = Field(30.0, ge=0, le=3600)  # on stop, wait this long for requests in flight
     trusted_proxies: list[str] = Field(default_factory=list)
-    log_level: str = "warning"
+    # Operator logs (core/logs.py): "info" shows the start-up line and one access line per
+    # request; log_format unset means JSON lines unless stderr is a terminal.
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] | None = None
+    access_log: bool = True
     # Processes sharing the listening socket. Above 1, sessions must live in a shared store
     # (sqlite or redis): refresh locks, the sweeper and traces are already process-safe.
     workers: int = Field(1, ge=1, le=64)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, v: object) -> object:
+        return v.lower() if isinstance(v, str) else v
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -1,0 +1,149 @@
+"""Operator logs: JSON lines (parsed here as JSON), the text form, access lines that never
+carry a session id, and dependency incidents logged once with their recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from confiance.core import logs
+from confiance.proxy.access_log import AccessLog, session_hash
+
+SID = "0f8fad5b-d9cb-469f-a165-70867728950e"
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def _json_lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_by_default_when_not_a_tty_and_one_line_per_exception(restore_logging: None) -> None:
+    out = io.StringIO()  # not a terminal
+    assert logs.setup("INFO", stream=out) == "json"
+    log = logging.getLogger("confiance.test")
+    log.info("started", extra={"listen": ["127.0.0.1:8443"]})
+    try:
+        raise ValueError("bad\nthing")
+    except ValueError:
+        log.exception("failed")
+    text = out.getvalue()
+    assert text.count("\n") == 2  # the traceback stays on its line
+    first, second = _json_lines(out)
+    assert first["message"] == "started" and first["level"] == "INFO" and first["logger"] == "confiance.test"
+    assert first["listen"] == ["127.0.0.1:8443"]
+    assert str(first["time"]).endswith("Z")
+    assert second["level"] == "ERROR"
+    assert "ValueError: bad\nthing" in str(second["exception"])
+    assert "Traceback" in str(second["exception"])
+
+
+def test_text_on_a_terminal_and_on_request(restore_logging: None) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Tty()
+    assert logs.setup("INFO", stream=out) == "text"
+    logging.getLogger("confiance.test").warning("hello", extra={"k": 1})
+    line = out.getvalue().strip()
+    assert " WARNING confiance.test hello k=1" in line
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(line)
+    forced = io.StringIO()
+    assert logs.setup("INFO", fmt="text", stream=forced) == "text"
+
+
+def test_level_filters(restore_logging: None) -> None:
+    out = io.StringIO()
+    logs.setup("WARNING", fmt="json", stream=out)
+    logging.getLogger("confiance.test").info("hidden")
+    assert out.getvalue() == ""
+
+
+def _access_logger(out: io.StringIO) -> logging.Logger:
+    log = logging.getLogger(f"confiance.proxy.access.test{id(out)}")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logs.JsonFormatter())
+    log.handlers[:] = [handler]
+    return log
+
+
+def test_access_line_fields_and_no_session_id() -> None:
+    out = io.StringIO()
+    access = AccessLog(logger=_access_logger(out))
+    access.line("POST", "send", 200, 0.0123, service="dmp", client_id="lps-1", sid=SID, peer=("127.0.0.1", 5555))
+    access.line("GET", "healthz", 200, 0.0001)
+    first, second = _json_lines(out)
+    assert first["message"] == "access"
+    assert first["method"] == "POST" and first["route"] == "send" and first["service"] == "dmp"
+    assert first["status"] == 200 and first["duration_ms"] == 12.3
+    assert first["client_id"] == "lps-1" and first["peer"] == "127.0.0.1"
+    assert first["session"] == session_hash(SID) and len(str(first["session"])) == 16
+    assert SID not in out.getvalue() and SID.replace("-", "") not in out.getvalue()
+    assert "service" not in second and "session" not in second and second["route"] == "healthz"
+
+
+def test_access_lines_are_batched_on_the_loop_and_flushed() -> None:
+    out = io.StringIO()
+    access = AccessLog(logger=_access_logger(out), interval=3600, batch_max=3)
+
+    async def scenario() -> None:
+        access.line("GET", "send", 200, 0.001, sid=SID)
+        access.line("GET", "send", 404, 0.001)
+        assert out.getvalue() == ""  # waiting for the timer
+        access.line("GET", "send", 502, 0.001)  # the batch is full: written now
+        assert [x["status"] for x in _json_lines(out)] == [200, 404, 502]
+        access.line("GET", "connect", 200, 0.5)
+        access.flush()  # stop: what is left is written
+
+    asyncio.run(scenario())
+    assert [x["route"] for x in _json_lines(out)][-1] == "connect"
+
+
+def test_access_log_disabled_below_info() -> None:
+    out = io.StringIO()
+    log = _access_logger(out)
+    log.setLevel(logging.WARNING)
+    access = AccessLog(logger=log)
+    access.line("GET", "send", 200, 0.001)
+    access.flush()
+    assert not access.enabled and out.getvalue() == ""
+
+
+def test_incident_logged_once_and_recovery_logged() -> None:
+    out = io.StringIO()
+    log = _access_logger(out)
+    now = [100.0]
+    inc = logs.Incident("redis", "redis://127.0.0.1:1/0", log, clock=lambda: now[0])
+    inc.ok()
+    for _ in range(5):
+        inc.failed(ConnectionRefusedError("refused"))
+    now[0] = 112.5
+    inc.ok()
+    inc.ok()
+    lines = _json_lines(out)
+    assert [x["level"] for x in lines] == ["ERROR", "WARNING"]
+    assert lines[0]["dependency"] == "redis" and lines[0]["target"] == "redis://127.0.0.1:1/0"
+    assert "ConnectionRefusedError" in str(lines[0]["error"])
+    assert lines[1]["outage_seconds"] == 12.5 and lines[1]["failures"] == 5
+
+
+def test_redact_url_drops_credentials() -> None:
+    assert logs.redact_url("redis://user:pw@10.0.0.1:6380/2") == "redis://10.0.0.1:6380/2"
+    assert logs.redact_url("postgresql+psycopg://u:p@db/traces") == "postgresql+psycopg://db/traces"
+    assert logs.redact_url("sqlite:////var/lib/x.db") == "sqlite:////var/lib/x.db"
