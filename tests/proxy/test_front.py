@@ -281,7 +281,10 @@ def test_graceful_stop_finishes_requests_in_flight(pki: Pki, server_cert: Issued
     thread = ServerThread(app, ServiceConfig(port=0), server=server).start()
     s = _conn(pki, thread.port)
     s.sendall(b"GET /send/a/slow HTTP/1.1\r\nHost: h\r\n\r\n")
-    time.sleep(0.1)  # the request is in flight
+    deadline = time.monotonic() + 30
+    while not app.sends:  # the request is in flight (polled on state, not a fixed delay)
+        assert time.monotonic() < deadline, "the request never reached the app"
+        time.sleep(0.01)
     stopper = threading.Thread(target=thread.stop)
     stopper.start()
     data = _read_all(s)

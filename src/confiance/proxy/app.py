@@ -246,7 +246,7 @@ class ProxyApp:
         a connection to open or a free slot in the pool)."""
         core = self.core
         try:
-            r.now = now = time.time()
+            r.now = now = self.core.clock()
             session = self._get_now(r.sid) if self._get_now is not None else None
             if session is None or session.expired(now) is not None:
                 session = await core.lookup(r.sid, now)
@@ -314,7 +314,7 @@ class ProxyApp:
             self._observe(t0, None, answer[0])
             respond(answer)
             return None
-        r.now = now = time.time()
+        r.now = now = self.core.clock()
         session = self._get_now(r.sid)
         if session is None or session.expired(now) is not None or self.core.traces.full():
             return self._relay(r, read_body)
@@ -388,7 +388,7 @@ class ProxyApp:
     async def _after_refusal(self, r: _Relay) -> Result:
         """The AS may have revoked the token early: exchange once more and retry once."""
         assert r.session is not None and r.hot is not None
-        hot = await self.core.hot_entry(r.session, r.target.service, time.time(), refused=r.hot.token)
+        hot = await self.core.hot_entry(r.session, r.target.service, self.core.clock(), refused=r.hot.token)
         self._prepare_upstream(r, hot)
         try:
             return await hot.pool.request(r.method, r.head, r.body, hot.timeout)
@@ -577,7 +577,7 @@ class ProxyApp:
         if pending is None:
             return _page(400, "Connexion expirée", "Cette tentative de connexion est inconnue ou expirée.")
         client = self.core.clients[pending["client_id"]]
-        now = time.time()
+        now = self.core.clock()
         failure = None
         tokens: dict[str, Any] = {}
         national_id = None
@@ -624,7 +624,7 @@ class ProxyApp:
             client_id=client.client_id,
             national_id=national_id,
             tokens=tokens,
-            now=time.time(),
+            now=self.core.clock(),
             absolute_ttl=self.cfg.sessions.absolute_ttl,
             idle_ttl=self.cfg.sessions.idle_ttl,
             dn=self.core.dns.get(client.client_id),

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -110,8 +110,14 @@ def client_dn(client: LpsClient) -> str | None:
 
 
 class ProxyCore:
-    def __init__(self, cfg: ProxyConfig, store: SessionStore | None = None) -> None:
+    def __init__(
+        self, cfg: ProxyConfig, store: SessionStore | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        """``clock``: epoch seconds for every session and token decision (expiry, idle time,
+        renewal, the LPS-clients file's re-read interval). Tests move it instead of sleeping,
+        so no rule depends on how fast a loaded machine runs."""
         self.cfg = cfg
+        self.clock = clock
         self.instance = secrets.token_hex(8)
         self.trusted = parse_networks(cfg.server.trusted_proxies)
         self.store = store or make_store(
@@ -158,7 +164,7 @@ class ProxyCore:
         win over the onboarded ones (an operator cannot be overridden by a dropped file).
         """
         path = self.cfg.lps_clients_file
-        now = time.monotonic()
+        now = self.clock()
         if path is None or now - self._clients_checked < 1.0:
             return
         self._clients_checked = now
@@ -222,7 +228,7 @@ class ProxyCore:
     # ------------------------------------------------------------------ connect
     async def connect(self, req: ConnectRequest, ip: str | None, port: int | None) -> tuple[int, Session | None]:
         """200 + new session, or 304 + existing one; ProxyError otherwise."""
-        now = time.time()
+        now = self.clock()
         meta = {"nationalId": req.national_id, "clientId": req.client_id}
         self.refresh_clients()
         client = self.clients.get(req.client_id)
@@ -231,7 +237,7 @@ class ProxyCore:
             await self.trace_now(
                 trace(
                     TraceType.CONNECT_FAILURE,
-                    now=time.time(),
+                    now=self.clock(),
                     national_id=req.national_id,
                     ip=ip,
                     port=port,
@@ -239,7 +245,7 @@ class ProxyCore:
                     dn=self.dns.get(req.client_id),
                     reason=reason,
                 ),
-                time.time(),
+                self.clock(),
             )
             return ProxyError(status, code, message, metadata=meta)
 
@@ -271,7 +277,7 @@ class ProxyCore:
         except OAuthFailure as exc:
             status, code, message = _connect_error(exc)
             raise await fail(status, code, message, exc.error) from exc
-        done = time.time()
+        done = self.clock()
         session = new_session(
             client_id=client.client_id,
             national_id=req.national_id,
@@ -289,7 +295,7 @@ class ProxyCore:
         except StoreUnavailable as exc:
             self.spawn(self._end_remote(session, "store_unavailable"))
             raise ProxyError(503, "SESSION_STORE_UNAVAILABLE", "stockage des sessions indisponible") from exc
-        now = time.time()
+        now = self.clock()
         if other is not None:
             # A concurrent connect for the same user+LPS won: keep one PSC session only.
             self.spawn(self._end_remote(session, "duplicate"))
@@ -311,7 +317,7 @@ class ProxyCore:
         # and a short idle_ttl must not be half spent before the first /send. Best effort:
         # the session is stored and traced; a store hiccup here must not undo the connect.
         with contextlib.suppress(StoreUnavailable):
-            await self.store.touch(session, time.time())
+            await self.store.touch(session, self.clock())
         return 200, session
 
     # ------------------------------------------------------------------ sessions
@@ -336,7 +342,7 @@ class ProxyCore:
             raise ProxyError(503, "SESSION_STORE_UNAVAILABLE", "stockage des sessions indisponible") from exc
         if s is None:
             raise ProxyError(401, "SESSION_NOT_FOUND", "session inconnue")
-        now = time.time()
+        now = self.clock()
         await self.trace_now(
             trace(TraceType.DISCONNECT, now=now, national_id=s.national_id, ip=ip, port=port, session=s), now
         )
@@ -385,7 +391,7 @@ class ProxyCore:
 
     async def sweep(self) -> int:
         """End every expired session (one sweeper at a time across instances)."""
-        now = time.time()
+        now = self.clock()
         # Relay contexts whose API token is due are rebuilt on next use anyway: dropping them
         # bounds the cache even for sessions another instance ended.
         for key in [k for k, h in self.hot.items() if h.renew_at < now]:
@@ -394,9 +400,9 @@ class ProxyCore:
             return 0
         n = 0
         try:
-            for sid in await self.store.expired(time.time(), 200):
+            for sid in await self.store.expired(self.clock(), 200):
                 s = await self.store.get(sid)
-                if s is None or s.expired(time.time()):
+                if s is None or s.expired(self.clock()):
                     await self.end_session(sid, "expired")
                     n += 1
         finally:
@@ -481,7 +487,7 @@ class ProxyCore:
         self, sid: str, service: str, svc: ServiceSection, now: float, refused: str | None = None
     ) -> ApiToken:
         async with self.refresh_lock(sid):
-            now = time.time()
+            now = self.clock()
             try:
                 fresh = await self.store.get(sid)
             except StoreUnavailable as exc:
@@ -498,17 +504,17 @@ class ProxyCore:
                 version = await self._refresh_psc(work, client, version, now)
             try:
                 try:
-                    tok = await self.exchanger.exchange(client, service, svc, work.psc_access_token, time.time())
+                    tok = await self.exchanger.exchange(client, service, svc, work.psc_access_token, self.clock())
                 except OAuthFailure as exc:
                     # The AS found the PSC token inactive (expired in flight, or PSC ended it
                     # early): refresh once and exchange again before giving up.
                     # RFC 8693 §2.2.2 answers invalid_request for a bad subject_token.
                     if exc.error not in ("invalid_grant", "invalid_request") or not work.psc_refresh_usable(
-                        time.time()
+                        self.clock()
                     ):
                         raise
-                    version = await self._refresh_psc(work, client, version, time.time())
-                    tok = await self.exchanger.exchange(client, service, svc, work.psc_access_token, time.time())
+                    version = await self._refresh_psc(work, client, version, self.clock())
+                    tok = await self.exchanger.exchange(client, service, svc, work.psc_access_token, self.clock())
             except Unavailable as exc:
                 self.metrics.refreshes.labels("api_exchange", "unavailable").inc()
                 raise ProxyError(
@@ -542,7 +548,7 @@ class ProxyCore:
             self.metrics.refreshes.labels("psc", "refused").inc()
             self.spawn(self.end_session(work.id, "refresh_refused"))
             raise ProxyError(401, "SESSION_EXPIRED", "session PSC terminée, reconnectez-vous") from exc
-        apply_psc_refresh(work, tokens, time.time())
+        apply_psc_refresh(work, tokens, self.clock())
         self.metrics.refreshes.labels("psc", "ok").inc()
         # Persist the rotated refresh token at once: the old one is now dead at PSC.
         await self._save(work, version)

@@ -501,7 +501,7 @@ class ProxyServer:
         return status, headers, body
 
 
-def build_server(cfg: ProxyConfig, store: Any = None) -> ProxyServer:
+def build_server(cfg: ProxyConfig, store: Any = None, clock: Callable[[], float] | None = None) -> ProxyServer:
     """The proxy app and its server, from a validated configuration."""
     from confiance.core.tls import ClientAuth, ServerTLS, server_context
 
@@ -509,7 +509,8 @@ def build_server(cfg: ProxyConfig, store: Any = None) -> ProxyServer:
 
     s = cfg.server
     tls = ServerTLS(cert=s.cert, key=s.key, ca_bundle=s.ca_bundle, crl=s.crl, client_auth=ClientAuth(s.client_auth))
-    return ProxyServer(ProxyApp(ProxyCore(cfg, store=store)), server_context(tls), s)
+    core = ProxyCore(cfg, store=store) if clock is None else ProxyCore(cfg, store=store, clock=clock)
+    return ProxyServer(ProxyApp(core), server_context(tls), s)
 
 
 GC_GEN0_THRESHOLD = 10_000
