@@ -17,7 +17,7 @@ from confiance.pki import IssuedCertificate, Pki
 from confiance.proxy.app import ProxyApp
 from confiance.proxy.config import ProxyConfig
 from confiance.proxy.core import ProxyCore
-from confiance.proxy.front import build_server
+from confiance.proxy.serve import build_server
 from tests.fixtures_api import ApiHandle
 from tests.fixtures_psc import PscHandle
 
@@ -127,7 +127,7 @@ class ManualClock:
 
 
 def start_proxy(cfg: ProxyConfig, pki: Pki, store: Any = None, clock: ManualClock | None = None) -> RunningProxy:
-    # The proxy's own server (confiance.proxy.front), exactly as `confiance proxy serve` runs it.
+    # The proxy's own server (confiance.proxy.serve), exactly as `confiance proxy serve` runs it.
     front = build_server(cfg, store=store, clock=clock)
     tls = ServerTLS(cert=cfg.server.cert, key=cfg.server.key)
     server = ServerThread(front.app, ServiceConfig(port=0, tls=tls), server=front)

@@ -1,4 +1,4 @@
-"""The proxy's behaviour, between the ASGI edge and the outside world.
+"""The proxy's behaviour, between its HTTP routes and the outside world.
 
 Owns the session store, the trace writer, the PSC and AS clients and the per-session hot
 cache. Rules that decide (validation, expiry, trace shape, path safety) live in ``domain``
@@ -33,58 +33,14 @@ from .domain import (
     new_session,
     trace,
 )
+from .http1.client import Pool
+from .http1.outbox import Outbox
 from .metrics import Metrics
 from .oauth import OAuthFailure, PscClient, TokenExchanger, Unavailable, identity_of
-from .outbox import Outbox
 from .sessions import SessionStore, StoreUnavailable, make_store
 from .traces import KeeperAppender, TraceQueueFull, TraceStore, TraceWriter
-from .upstream import Pool
 
 log = logging.getLogger("confiance.proxy")
-
-# Request headers never forwarded upstream: hop-by-hop (RFC 9110 §7.6.1), our own
-# credentials, and anything a caller could use to impersonate a hop or an identity.
-DROP_REQUEST_HEADERS = frozenset(
-    {
-        b"host",
-        b"cookie",
-        b"authorization",
-        b"connection",
-        b"keep-alive",
-        b"proxy-authorization",
-        b"proxy-authenticate",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-        b"forwarded",
-        b"x-forwarded-for",
-        b"x-forwarded-host",
-        b"x-forwarded-proto",
-        b"x-real-ip",
-        b"client-cert",
-        b"client-cert-chain",
-        b"expect",
-    }
-)
-DROP_RESPONSE_HEADERS = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-        b"set-cookie",
-        b"server",
-        b"date",
-    }
-)
 
 
 @dataclass(slots=True)
@@ -287,9 +243,9 @@ class ProxyCore:
             idle_ttl=self.cfg.sessions.idle_ttl,
             dn=self.dns.get(client.client_id),
         )
-        return await self._store_new(session, ip, port)
+        return await self.store_new(session, ip, port)
 
-    async def _store_new(self, session: Session, ip: str | None, port: int | None) -> tuple[int, Session | None]:
+    async def store_new(self, session: Session, ip: str | None, port: int | None) -> tuple[int, Session | None]:
         try:
             other = await self.store.create(session)
         except StoreUnavailable as exc:
@@ -446,7 +402,7 @@ class ProxyCore:
         tok = session.api_tokens.get(service)
         if tok is None or not tok.usable(now, margin) or tok.access_token == refused:
             tok = await self._renew_api_token(session.id, service, svc, now, refused)
-        return self._make_hot(session, service, svc, tok)
+        return self.make_hot(session, service, svc, tok)
 
     def pool_for(self, client: LpsClient, base_url: str) -> Pool:
         """One keep-alive pool per (origin, outbound certificate): the certificate of the
@@ -468,7 +424,7 @@ class ProxyCore:
             )
         return pool
 
-    def _make_hot(self, session: Session, service: str, svc: ServiceSection, tok: ApiToken) -> Hot:
+    def make_hot(self, session: Session, service: str, svc: ServiceSection, tok: ApiToken) -> Hot:
         client = self.clients[session.client_id]
         u = urlsplit(svc.base_url)
         hot = Hot(
