@@ -111,7 +111,8 @@ class ProxyApp:
                 ) from None
             req = parse_connect(body)
             ip, port = scope_address(request.scope, self.core.trusted)
-            status, session = await self.core.connect(req, ip, port)
+            sid = cookie_from_headers(request.scope["headers"])
+            status, session = await self.core.connect(req, ip, port, sid if valid_session_id(sid) else None)
             if status == 304 or session is None:
                 return Response(status_code=304)
             resp = JSONResponse(

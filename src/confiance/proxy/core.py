@@ -182,8 +182,11 @@ class ProxyCore:
             raise ProxyError(503, "TRACES_UNAVAILABLE", "journal des traces saturé, réessayez") from exc
 
     # ------------------------------------------------------------------ connect
-    async def connect(self, req: ConnectRequest, ip: str | None, port: int | None) -> tuple[int, Session | None]:
-        """200 + new session, or 304 + existing one; ProxyError otherwise."""
+    async def connect(
+        self, req: ConnectRequest, ip: str | None, port: int | None, sid: str | None = None
+    ) -> tuple[int, Session | None]:
+        """200 + a new session, or 304 when ``sid`` (the caller's cookie) is a live session
+        of this professional with this LPS; ProxyError otherwise."""
         now = self.clock()
         meta = {"nationalId": req.national_id, "clientId": req.client_id}
         self.refresh_clients()
@@ -207,20 +210,33 @@ class ProxyCore:
 
         if client is None:
             raise await fail(404, "CLIENT_NOT_FOUND", "clientId inconnu de ce proxy", "unknown_client")
-        try:
-            existing = await self.store.find(req.national_id, req.client_id)
-        except StoreUnavailable as exc:
-            raise ProxyError(503, "SESSION_STORE_UNAVAILABLE", "stockage des sessions indisponible") from exc
-        if existing is not None and existing.expired(now) is None:
-            await self.trace_now(
-                trace(
-                    TraceType.CONNECT_REPLAY, now=now, national_id=req.national_id, ip=ip, port=port, session=existing
-                ),
-                now,
-            )
-            return 304, None
-        if existing is not None:
-            await self.end_session(existing.id, "expired")
+        if sid is not None:
+            # The 304 rule (ANS's SessionController.connect: a started web session →
+            # Reconnect): only the caller holding the cookie of a live session is told it is
+            # already connected. Without it (another workstation, a lost cookie) this is a
+            # new login. A live session of another professional or LPS is no replay either:
+            # answering 304 would leave this caller acting under someone else's session.
+            try:
+                existing = await self.store.get(sid)
+            except StoreUnavailable as exc:
+                raise ProxyError(503, "SESSION_STORE_UNAVAILABLE", "stockage des sessions indisponible") from exc
+            if existing is not None:
+                why = existing.expired(now)
+                if why is not None:
+                    await self.end_session(existing.id, why)
+                elif existing.national_id == req.national_id and existing.client_id == req.client_id:
+                    await self.trace_now(
+                        trace(
+                            TraceType.CONNECT_REPLAY,
+                            now=now,
+                            national_id=req.national_id,
+                            ip=ip,
+                            port=port,
+                            session=existing,
+                        ),
+                        now,
+                    )
+                    return 304, None
         try:
             tokens = await self.psc.ciba(client, req.national_id, req.binding_message, req.channel)
             if self.cfg.psc.verify_id_token and tokens.get("id_token"):
@@ -245,23 +261,14 @@ class ProxyCore:
         )
         return await self.store_new(session, ip, port)
 
-    async def store_new(self, session: Session, ip: str | None, port: int | None) -> tuple[int, Session | None]:
+    async def store_new(self, session: Session, ip: str | None, port: int | None) -> tuple[int, Session]:
+        """Store and trace a session PSC just opened (CIBA or web login)."""
         try:
-            other = await self.store.create(session)
+            await self.store.create(session)
         except StoreUnavailable as exc:
             self.spawn(self._end_remote(session, "store_unavailable"))
             raise ProxyError(503, "SESSION_STORE_UNAVAILABLE", "stockage des sessions indisponible") from exc
         now = self.clock()
-        if other is not None:
-            # A concurrent connect for the same user+LPS won: keep one PSC session only.
-            self.spawn(self._end_remote(session, "duplicate"))
-            await self.trace_now(
-                trace(
-                    TraceType.CONNECT_REPLAY, now=now, national_id=session.national_id, ip=ip, port=port, session=other
-                ),
-                now,
-            )
-            return 304, None
         await self.trace_now(
             trace(
                 TraceType.CONNECT_SUCCESS, now=now, national_id=session.national_id, ip=ip, port=port, session=session

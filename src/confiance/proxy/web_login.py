@@ -129,12 +129,7 @@ class WebLogin:
             )
             return page(400, "Connexion refusée", f"Pro Santé Connect a refusé la connexion ({failure}).")
         assert national_id is not None
-        try:
-            old = await self.core.store.find(national_id, client.client_id)
-        except StoreUnavailable:
-            return page(503, "Service indisponible", "Stockage des sessions indisponible.")
-        if old is not None:
-            await self.core.end_session(old.id, "replaced")
+        # A professional may hold several sessions: another browser's is left alone.
         session = new_session(
             client_id=client.client_id,
             national_id=national_id,
@@ -149,8 +144,6 @@ class WebLogin:
             _status, created = await self.core.store_new(session, ip, port)
         except ProxyError as exc:
             return page(exc.status, "Connexion impossible", exc.message)
-        if created is None:
-            return page(409, "Connexion concurrente", "Une autre connexion vient d'aboutir ; réessayez.")
         assert client.web_redirect_url is not None
         resp = RedirectResponse(client.web_redirect_url, status_code=302)
         resp.headers.append("set-cookie", session_cookie(created.id, self.core.cfg.sessions.cookie_samesite))

@@ -27,12 +27,9 @@ class SessionStore(ABC):
     async def get(self, sid: str) -> Session | None: ...
 
     @abstractmethod
-    async def find(self, national_id: str, client_id: str) -> Session | None:
-        """The session of this professional with this LPS, if any."""
-
-    @abstractmethod
-    async def create(self, session: Session) -> Session | None:
-        """Insert; if that user+LPS already has a session, keep it and return it instead."""
+    async def create(self, session: Session) -> None:
+        """Insert a new session. A professional may hold several sessions with one LPS (one
+        per workstation, or after losing a cookie): nothing is keyed by user."""
 
     @abstractmethod
     async def save(self, session: Session, expected_version: int) -> bool:
@@ -72,7 +69,3 @@ class SessionStore(ABC):
 
 def copy_session(s: Session) -> Session:
     return Session.from_dict(s.to_dict())
-
-
-def user_key(national_id: str, client_id: str) -> str:
-    return f"{client_id}\x1f{national_id}"

@@ -15,7 +15,6 @@ class MemoryStore(SessionStore):
 
     def __init__(self) -> None:
         self._by_id: dict[str, Session] = {}
-        self._by_user: dict[tuple[str, str], str] = {}
         self._locks: dict[str, tuple[str, float]] = {}
         self._pending: dict[str, tuple[float, dict[str, Any]]] = {}
 
@@ -26,18 +25,8 @@ class MemoryStore(SessionStore):
         """Synchronous lookup for the hot path (no await, no task switch)."""
         return self._by_id.get(sid)
 
-    async def find(self, national_id: str, client_id: str) -> Session | None:
-        sid = self._by_user.get((national_id, client_id))
-        return self._by_id.get(sid) if sid else None
-
-    async def create(self, session: Session) -> Session | None:
-        key = (session.national_id, session.client_id)
-        existing = self._by_user.get(key)
-        if existing and existing in self._by_id:
-            return self._by_id[existing]
+    async def create(self, session: Session) -> None:
         self._by_id[session.id] = session
-        self._by_user[key] = session.id
-        return None
 
     async def save(self, session: Session, expected_version: int) -> bool:
         cur = self._by_id.get(session.id)
@@ -55,12 +44,7 @@ class MemoryStore(SessionStore):
         session.last_used_at = now
 
     async def delete(self, sid: str) -> Session | None:
-        s = self._by_id.pop(sid, None)
-        if s is not None:
-            key = (s.national_id, s.client_id)
-            if self._by_user.get(key) == sid:
-                del self._by_user[key]
-        return s
+        return self._by_id.pop(sid, None)
 
     async def expired(self, now: float, limit: int = 100) -> list[str]:
         out = []

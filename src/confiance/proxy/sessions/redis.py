@@ -6,11 +6,11 @@ import json
 from typing import Any
 
 from ..domain import Session
-from .base import SessionStore, StoreUnavailable, copy_session, user_key
+from .base import SessionStore, StoreUnavailable, copy_session
 from .codec import SessionCodec
 
 # Redis layout (prefix p): {p}s:{sid} hash {v: version, t: last_used_at, d: JSON};
-# {p}u:{client}\x1f{nid} -> sid; {p}exp zset sid -> expiry; {p}l:{name} lease; {p}p:{key} pending.
+# {p}exp zset sid -> expiry; {p}l:{name} lease; {p}p:{key} pending.
 _SAVE_LUA = """
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
@@ -19,13 +19,10 @@ redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
 return 1
 """
 _CREATE_LUA = """
-local existing = redis.call('GET', KEYS[2])
-if existing and redis.call('EXISTS', ARGV[6] .. existing) == 1 then return existing end
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 't', ARGV[2], 'd', ARGV[3])
 redis.call('PEXPIREAT', KEYS[1], ARGV[4])
-redis.call('SET', KEYS[2], ARGV[7], 'PXAT', ARGV[4])
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[7])
-return false
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
+return 1
 """
 _DELETE_LUA = """
 local d = redis.call('HGET', KEYS[1], 'd')
@@ -114,35 +111,23 @@ class RedisStore(SessionStore):
             s.last_used_at = max(s.last_used_at, float(t))
         return s
 
-    async def find(self, national_id: str, client_id: str) -> Session | None:
-        sid = await self._call(self.r.get(f"{self.p}u:{user_key(national_id, client_id)}"))
-        return await self.get(sid.decode()) if sid else None
-
     def _pxat(self, s: Session) -> int:
         return int((s.absolute_expires_at + self.grace) * 1000)
 
-    async def create(self, session: Session) -> Session | None:
-        existing = await self._call(
+    async def create(self, session: Session) -> None:
+        await self._call(
             self._create(
-                keys=[
-                    self._k(session.id),
-                    f"{self.p}u:{user_key(session.national_id, session.client_id)}",
-                    f"{self.p}exp",
-                ],
+                keys=[self._k(session.id), f"{self.p}exp"],
                 args=[
                     session.version,
                     session.last_used_at,
                     self.codec.dump(session),
                     self._pxat(session),
                     session.expires_at(),
-                    f"{self.p}s:",
                     session.id,
                 ],
             )
         )
-        if existing:
-            return await self.get(existing.decode())
-        return None
 
     async def save(self, session: Session, expected_version: int) -> bool:
         new = copy_session(session)
@@ -180,7 +165,6 @@ class RedisStore(SessionStore):
         s = self.codec.load(res[0], sid)
         if res[1] is not None:
             s.last_used_at = max(s.last_used_at, float(res[1]))
-        await self._call(self.r.delete(f"{self.p}u:{user_key(s.national_id, s.client_id)}"))
         return s
 
     async def expired(self, now: float, limit: int = 100) -> list[str]:

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from confiance.core.storage import make_engine
 
 from ..domain import Session
-from .base import SessionStore, StoreUnavailable, copy_session, user_key
+from .base import SessionStore, StoreUnavailable, copy_session
 from .codec import SessionCodec
 
 _meta = sa.MetaData()
@@ -20,7 +20,8 @@ _sessions = sa.Table(
     "proxy_sessions",
     _meta,
     sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("user_key", sa.String(300), nullable=False, unique=True),
+    # client id + national id: who the session is for (several sessions may share it)
+    sa.Column("user_key", sa.String(300), nullable=False, index=True),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("last_used_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False, index=True),
@@ -51,6 +52,7 @@ class SqliteStore(SessionStore):
     def __init__(self, url: str, touch_interval: float = 5.0, codec: SessionCodec | None = None) -> None:
         self.codec = codec or SessionCodec()
         self.engine = make_engine(url)
+        _upgrade_one_session_per_user(self.engine)
         _meta.create_all(self.engine)
         self.touch_interval = touch_interval
 
@@ -75,36 +77,21 @@ class SqliteStore(SessionStore):
         result: Session | None = await self._run(self._get, sid)
         return result
 
-    def _find(self, key: str) -> Session | None:
-        with self.engine.connect() as c:
-            row = c.execute(sa.select(_sessions).where(_sessions.c.user_key == key)).first()
-        return self._load(row) if row else None
-
-    async def find(self, national_id: str, client_id: str) -> Session | None:
-        result: Session | None = await self._run(self._find, user_key(national_id, client_id))
-        return result
-
-    def _create(self, s: Session) -> Session | None:
-        key = user_key(s.national_id, s.client_id)
+    def _create(self, s: Session) -> None:
         with self.engine.begin() as c:
-            row = c.execute(sa.select(_sessions).where(_sessions.c.user_key == key)).first()
-            if row is not None:
-                return self._load(row)
             c.execute(
                 _sessions.insert().values(
                     id=s.id,
-                    user_key=key,
+                    user_key=f"{s.client_id}\x1f{s.national_id}",
                     version=s.version,
                     last_used_at=s.last_used_at,
                     expires_at=s.expires_at(),
                     data=self.codec.dump(s),
                 )
             )
-        return None
 
-    async def create(self, session: Session) -> Session | None:
-        result: Session | None = await self._run(self._create, session)
-        return result
+    async def create(self, session: Session) -> None:
+        await self._run(self._create, session)
 
     def _save(self, s: Session, expected: int) -> bool:
         new = copy_session(s)
@@ -221,3 +208,29 @@ class SqliteStore(SessionStore):
 
     async def close(self) -> None:
         self.engine.dispose()
+
+
+def _upgrade_one_session_per_user(engine: sa.Engine) -> None:
+    """Tables made before a user could hold several sessions had ``user_key`` UNIQUE:
+    rebuild such a table without the constraint, keeping its sessions."""
+    insp = sa.inspect(engine)
+    if not insp.has_table("proxy_sessions"):
+        return
+    indexes = insp.get_indexes("proxy_sessions")
+    unique = any(u["column_names"] == ["user_key"] for u in insp.get_unique_constraints("proxy_sessions")) or any(
+        i["column_names"] == ["user_key"] and i["unique"] for i in indexes
+    )
+    if not unique:
+        return
+    with engine.begin() as c:
+        c.execute(sa.text("ALTER TABLE proxy_sessions RENAME TO proxy_sessions_old"))
+        for old in indexes:
+            c.execute(sa.text(f'DROP INDEX IF EXISTS "{old["name"]}"'))
+        _sessions.create(c)  # with its indexes
+        c.execute(
+            sa.text(
+                "INSERT INTO proxy_sessions (id, user_key, version, last_used_at, expires_at, data) "
+                "SELECT id, user_key, version, last_used_at, expires_at, data FROM proxy_sessions_old"
+            )
+        )
+        c.execute(sa.text("DROP TABLE proxy_sessions_old"))
