@@ -112,3 +112,60 @@ class AccessLog:
                 self._hashes.clear()
             h = self._hashes[sid] = session_hash(sid)
         return h
+
+
+class ObservedApp:
+    """The ASGI app of the cold routes (everything but /send), measured: per request one
+    access line and the route's metrics (count by status code, duration histogram).
+
+    Why here rather than in each handler: every route gets the same treatment, including
+    the ones nobody thought of (health, metrics, 404s), and the handlers stay about ANS.
+    Unknown paths are reported as route ``other``: a path is the caller's to choose, and
+    neither the logs nor the metrics' label set should grow with what callers try.
+    """
+
+    ROUTES = frozenset({"connect", "disconnect", "traces", "authorize", "callback", "healthz", "readyz", "metrics"})
+
+    def __init__(self, app: Any, access: AccessLog, metrics: Any) -> None:
+        self.app = app
+        self.access = access
+        self.metrics = metrics
+
+    def __getattr__(self, name: str) -> Any:
+        # The wrapped app's attributes (``core``…) read through: callers holding the
+        # server's app see the proxy's app.
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def observed_send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            seconds = time.perf_counter() - t0
+            name = scope["path"].strip("/").split("/", 1)[0]
+            route = name if name in self.ROUTES else "other"
+            self.metrics.request(route, status, seconds)
+            self.access.line(
+                scope["method"], route, status, seconds, sid=_cookie_sid(scope["headers"]), peer=scope.get("client")
+            )
+
+
+def _cookie_sid(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for k, v in headers:
+        if k == b"cookie":
+            for part in v.split(b";"):
+                n, _, val = part.strip().partition(b"=")
+                if n == b"proxy_session_id" and val:
+                    return val.decode("latin-1")
+    return None

@@ -22,6 +22,7 @@ from confiance.core.config import ConfigError
 from confiance.core.http import ClientFactory, Timeouts
 from confiance.pki.thumbprint import subject_dn
 
+from .access_log import AccessLog
 from .config import LpsClient, ProxyConfig, ServiceSection, load_clients_file
 from .domain import (
     ApiToken,
@@ -99,6 +100,7 @@ class ProxyCore:
         self.psc = PscClient(cfg.psc, self.factory, cfg.outbound.psc_timeout)
         self.exchanger = TokenExchanger(self.factory, cfg.outbound.psc_timeout)
         self.metrics = Metrics()
+        self.access = AccessLog(enabled=cfg.server.access_log)  # access_log.py (ops)
         self.clients = {c.client_id: c for c in cfg.lps_clients}
         self.dns = {c.client_id: client_dn(c) for c in cfg.lps_clients}
         self._clients_mtime: int | None = None
@@ -151,6 +153,7 @@ class ProxyCore:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self.traces.start()
+        self.metrics.start()  # shares this worker's metrics when several serve one socket
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop(), name="session-sweeper")
         self.started = True
 
@@ -167,6 +170,8 @@ class ProxyCore:
         await self.factory.aclose()
         await self.store.close()
         self.trace_store.close()
+        self.access.flush()
+        await self.metrics.stop()
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .access_log import ObservedApp
 from .app import ProxyApp
 from .core import ProxyCore
 from .edge import http_error_answer
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 def make_server(core: ProxyCore, tls: ssl.SSLContext | None) -> Http1Server:
     """The proxy's HTTP server over an existing core."""
     relay = Relay(core)
-    app = ProxyApp(core, relay)
+    app = ObservedApp(ProxyApp(core, relay), core.access, core.metrics)  # access lines + route metrics
     return Http1Server(
         app,
         tls,
