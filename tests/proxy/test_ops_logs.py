@@ -147,3 +147,44 @@ def test_redact_url_drops_credentials() -> None:
     assert logs.redact_url("redis://user:pw@10.0.0.1:6380/2") == "redis://10.0.0.1:6380/2"
     assert logs.redact_url("postgresql+psycopg://u:p@db/traces") == "postgresql+psycopg://db/traces"
     assert logs.redact_url("sqlite:////var/lib/x.db") == "sqlite:////var/lib/x.db"
+
+
+@pytest.mark.redis
+def test_redis_on_a_wrong_port_logged_once_then_recovery(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Today's symptom: a Redis on a wrong port was silent even at debug."""
+    from urllib.parse import urlparse
+
+    from confiance.proxy.sessions import RedisStore, StoreUnavailable
+    from tests.proxy.test_stores import TcpRelay
+
+    relay = TcpRelay(urlparse(redis_url).port or 6379)  # nothing listens on relay.port yet
+    store = RedisStore(f"redis://127.0.0.1:{relay.port}/0", prefix="t:ops:")
+    caplog.set_level(logging.INFO, logger="confiance.proxy.sessions")
+
+    async def attempt() -> bool:
+        try:
+            await store.get(SID)
+        except StoreUnavailable:
+            return False
+        return True
+
+    async def scenario() -> None:
+        try:
+            assert [await attempt() for _ in range(4)] == [False] * 4
+            relay.start()
+            ok = False
+            for _ in range(50):  # the client reconnects on its next call
+                if ok := await attempt():
+                    break
+                await asyncio.sleep(0.1)
+            assert ok
+            assert await attempt()
+        finally:
+            await store.close()
+            relay.cut()
+
+    asyncio.run(scenario())
+    records = [r for r in caplog.records if r.name == "confiance.proxy.sessions"]
+    assert [r.levelname for r in records] == ["ERROR", "WARNING"]
+    assert records[0].__dict__["target"] == f"redis://127.0.0.1:{relay.port}/0"
+    assert records[1].__dict__["failures"] >= 4
