@@ -256,8 +256,11 @@ def save_clients_file(path: Path, clients: list[LpsClient]) -> None:
     tmp.replace(path)  # atomic: a running proxy never reads half a file
 
 
-def load(path: Path | str) -> ProxyConfig:
-    """Load and validate; relative file paths are resolved against the config file's folder."""
+def load(path: Path | str, check: bool = True) -> ProxyConfig:
+    """Load and validate; relative file paths are resolved against the config file's folder.
+
+    ``check=False``: do not stop at missing files (``check-config`` reports them with the
+    rest, in one pass)."""
     cfg = load_config(path, ProxyConfig)
     base = Path(path).resolve().parent
 
@@ -273,7 +276,8 @@ def load(path: Path | str) -> ProxyConfig:
         c.cert = fix(c.cert)
         c.key = fix(c.key)
     cfg.lps_clients_file = fix(cfg.lps_clients_file)
-    check_files(cfg, str(path))
+    if check:
+        check_files(cfg, str(path))
     return cfg
 
 

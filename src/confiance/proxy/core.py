@@ -150,6 +150,21 @@ class ProxyCore:
             clients[c.client_id] = c
         self.clients, self.dns, self._clients_mtime = clients, dns, mtime
 
+    async def reload_clients(self, lps_clients: list[LpsClient]) -> None:
+        """SIGHUP (reload.py): the configuration's clients replaced, the onboarded file
+        re-read, and every outbound connection and TLS context dropped, so rotated LPS
+        certificates are read again on the next request (those in flight finish)."""
+        self.cfg.lps_clients = lps_clients
+        self.clients = {c.client_id: c for c in lps_clients}
+        self.dns = {c.client_id: client_dn(c) for c in lps_clients}
+        self._clients_mtime, self._clients_checked = -1, float("-inf")
+        self.refresh_clients()
+        pools, self.pools = self.pools, {}
+        self.hot.clear()
+        for pool in pools.values():
+            pool.close()
+        await self.factory.reload()
+
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self.traces.start()

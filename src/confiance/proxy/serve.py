@@ -75,10 +75,16 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
-def run(server: Http1Server, sockets: list[socket.socket]) -> None:
-    """Serve in the foreground on uvloop until SIGINT/SIGTERM."""
+def run(server: Http1Server, sockets: list[socket.socket], on_started: Callable[[], None] | None = None) -> None:
+    """Serve in the foreground on uvloop until SIGINT/SIGTERM (``on_started``: e.g. the
+    SIGHUP handler of reload.py, installed once listening)."""
     import uvloop
 
-    server.on_started = tune_gc  # once the app has started (stores, trace writer, keeper)
+    def started() -> None:
+        tune_gc()  # once the app has started (stores, trace writer, keeper)
+        if on_started is not None:
+            on_started()
+
+    server.on_started = started
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(server.serve(sockets))
