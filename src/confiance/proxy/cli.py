@@ -45,11 +45,15 @@ def serve(config: Path = ConfigOpt) -> None:
     Vérifie d'abord tout ce que `check-config` vérifie : une erreur arrête le démarrage
     (un écran, sans trace d'appel), un avertissement est journalisé."""
     import logging
+    import os
 
     from confiance.core import logs
 
     from . import checkconfig, startup
 
+    # Whatever the proxy creates (trace and session databases with national ids, metrics
+    # snapshots) is readable by its own user only.
+    os.umask(0o077)
     cfg = _load(config, check=False)
     logs.setup(cfg.server.log_level, cfg.server.log_format)
     problems = checkconfig.check(cfg)
