@@ -83,9 +83,7 @@ def nginx(tmp_path: Path, certs: dict[str, Any]) -> Iterator[Any]:
         port = _free_port()
         (tmp_path / "site.conf").write_text(_site(certs, port, upstream))
         user = "user root;" if os.geteuid() == 0 else ""
-        temp = "\n".join(
-            f"{k}_temp_path {tmp_path}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        )
+        temp = "\n".join(f"{k}_temp_path {tmp_path}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         (tmp_path / "nginx.conf").write_text(
             f"load_module {NJS};\n{user}\ndaemon off;\nworker_processes 1;\npid {tmp_path}/nginx.pid;\n"
             f"error_log {tmp_path}/error.log warn;\nevents {{}}\n"
@@ -157,9 +155,8 @@ def ssl_with_cert(ca: Path, cert: Any) -> ssl.SSLContext:
 
 def test_proxy_behind_nginx(nginx: Any, certs: dict[str, Any], tmp_path: Path) -> None:
     """The real proxy behind the real nginx: routes, ANS errors, access line with nginx's peer."""
-    from tests.proxy.harness import start_proxy
-
     from confiance.proxy.config import ProxyConfig
+    from tests.proxy.harness import start_proxy
 
     pki, proxy_cert, lps = certs["pki"], certs["proxy"], certs["lps"]
     cfg = ProxyConfig.model_validate(
