@@ -16,7 +16,7 @@ import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -110,7 +110,7 @@ def nginx(tmp_path: Path, certs: dict[str, Any]) -> Iterator[Any]:
 
 
 class _Echo(http.server.BaseHTTPRequestHandler):
-    seen: list[dict[str, str]] = []
+    seen: ClassVar[list[dict[str, str]]] = []
 
     def do_GET(self) -> None:
         _Echo.seen.append({k.lower(): v for k, v in self.headers.items()})
