@@ -188,3 +188,38 @@ def test_redis_on_a_wrong_port_logged_once_then_recovery(redis_url: str, caplog:
     assert [r.levelname for r in records] == ["ERROR", "WARNING"]
     assert records[0].__dict__["target"] == f"redis://127.0.0.1:{relay.port}/0"
     assert records[1].__dict__["failures"] >= 4
+
+
+def test_batched_json_lines_equal_the_formatters(restore_logging: None) -> None:
+    """The access log's fast path writes exactly what the JSON formatter would."""
+    out = io.StringIO()
+    logs.setup("INFO", fmt="json", stream=out)
+    log = logging.getLogger("confiance.proxy.access")
+    assert logs.batch_handler(log) is not None
+    fields = {"method": "GET", "route": "send", "status": 200, "duration_ms": 1.5, "session": "ab", "peer": "::1"}
+    record = log.makeRecord(log.name, logging.INFO, __file__, 0, "access", (), None, extra=fields)
+    expected = logging.getLogger().handlers[0].format(record)
+    assert logs.json_line(record.created, "INFO", log.name, "access", fields) == expected
+    access = AccessLog()
+    access.line("GET", "send", 200, 0.0015, service="dmp", client_id="lps", sid=SID, peer=("::1", 1))
+    line = json.loads(out.getvalue())
+    assert line["logger"] == "confiance.proxy.access" and line["session"] == session_hash(SID)
+    assert line["service"] == "dmp" and line["duration_ms"] == 1.5 and str(line["time"]).endswith("Z")
+
+
+def test_batch_path_not_taken_when_other_handlers_listen(restore_logging: None) -> None:
+    logs.setup("INFO", fmt="json", stream=io.StringIO())
+    log = logging.getLogger("confiance.proxy.access")
+    extra = logging.StreamHandler(io.StringIO())
+    logging.getLogger().addHandler(extra)
+    assert logs.batch_handler(log) is None  # two handlers: records, so both see the lines
+    logs.setup("INFO", fmt="text", stream=io.StringIO())
+    assert logs.batch_handler(log) is None
+
+
+def test_utc_timestamps() -> None:
+    from confiance.core.logs import _utc_iso
+
+    assert _utc_iso(0.0) == "1970-01-01T00:00:00.000Z"
+    assert _utc_iso(1_800_000_000.9996) == "2027-01-15T08:00:00.999Z"
+    assert _utc_iso(1_800_000_001.25) == "2027-01-15T08:00:01.250Z"
