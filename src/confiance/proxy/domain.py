@@ -24,11 +24,16 @@ SESSION_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f
 class ProxyError(Exception):
     """A refusal with an HTTP status, an error code and a French message for the LPS."""
 
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: tuple[tuple[bytes, bytes], ...] = (), **extra: Any
+    ) -> None:
+        """``headers``: response headers the refusal needs (``Allow`` on a 405); ``extra``:
+        more fields of the JSON body."""
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
         self.extra = extra
 
     def body(self) -> dict[str, Any]:

@@ -50,7 +50,7 @@ def cookie_from_headers(headers: list[tuple[bytes, bytes]], name: bytes = COOKIE
 def error_answer(exc: ProxyError) -> Answer:
     """A refusal as a complete response (ANS JSON body, Content-Length)."""
     body = json_bytes(exc.body())
-    return exc.status, [*JSON_HEADERS, (b"content-length", b"%d" % len(body))], body
+    return exc.status, [*JSON_HEADERS, *exc.headers, (b"content-length", b"%d" % len(body))], body
 
 
 def http_error_answer(exc: HttpError) -> Answer:

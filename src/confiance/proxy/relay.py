@@ -39,6 +39,7 @@ log = logging.getLogger("confiance.proxy")
 
 SEND_PREFIX = b"/send/"
 SEND_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+ALLOW = ((b"allow", b"GET, POST, PUT, PATCH, DELETE"),)  # RFC 9110 §15.5.6: every 405 names them
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 # Request headers never forwarded upstream: hop-by-hop (RFC 9110 §7.6.1), our own
@@ -191,6 +192,39 @@ class Relay:
         session.last_used_at = now
         return None
 
+    def admit(
+        self, method: str, target: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> Answer | Awaitable[Answer | None] | None:
+        """Judge a /send that announces a body from its head alone: the HTTP server calls
+        this before reading the body, so an unknown caller never gets to upload one (nor a
+        ``100 Continue``). None admits; an answer refuses (the connection then closes);
+        with a shared session store the verdict is awaited. :meth:`handle` checks again."""
+        raw_path, _, query = target.partition(b"?")
+        try:
+            r = self._begin(method, raw_path, query, headers, None, 0.0)
+            if self._get_now is None:
+                return self._admit_shared(r.sid)
+            session = self._get_now(r.sid)
+            if session is None:
+                raise ProxyError(401, "SESSION_NOT_FOUND", "session inconnue ou expirée")
+            if session.expired(self._clock()) is not None:
+                raise ProxyError(401, "SESSION_EXPIRED", "session expirée, reconnectez-vous")
+        except ProxyError as exc:
+            return self._refusal(exc)
+        return None
+
+    async def _admit_shared(self, sid: str) -> Answer | None:
+        try:
+            await self.core.lookup(sid, self._clock())
+        except ProxyError as exc:
+            return self._refusal(exc)
+        return None
+
+    def _refusal(self, exc: ProxyError) -> Answer:
+        answer = error_answer(exc)
+        self.observe(time.perf_counter(), None, answer[0])
+        return answer
+
     async def _relay(self, r: _Send) -> Answer:
         """The awaited path, from a parsed request to its answer: the steps :meth:`handle`
         does without waiting, with the awaits they may need (session store, token renewal,
@@ -243,7 +277,7 @@ class Relay:
         t0: float,
     ) -> _Send:
         if method not in SEND_METHODS:
-            raise ProxyError(405, "METHOD_NOT_ALLOWED", "méthode non autorisée")
+            raise ProxyError(405, "METHOD_NOT_ALLOWED", "méthode non autorisée", headers=ALLOW)
         sid = cookie_from_headers(headers)
         if not valid_session_id(sid):
             raise ProxyError(401, "SESSION_NOT_FOUND", "cookie proxy_session_id absent ou invalide")
