@@ -69,7 +69,7 @@ class Request:
 
 
 # Header names the parser callbacks look at (RFC 9112 rules below); others pass untouched.
-_WATCHED = frozenset({b"host", b"expect", b"transfer-encoding"})
+_WATCHED = frozenset({b"host", b"expect", b"transfer-encoding", b"upgrade"})
 
 
 class DateHeader:
@@ -136,6 +136,7 @@ class Connection(asyncio.Protocol):
         self._head_size = 0
         self._hosts = 0
         self._chunked = False
+        self._upgrade = False
         self._current: Request | None = None
         self._body: list[bytes] = []
         self._body_size = 0
@@ -222,7 +223,9 @@ class Connection(asyncio.Protocol):
         self._headers.append((name, value))
 
     def _watch(self, name: bytes, value: bytes) -> None:
-        if name == b"expect":
+        if name == b"upgrade":
+            self._upgrade = True
+        elif name == b"expect":
             if value.strip().lower() != b"100-continue" or self._expect_continue:
                 raise HttpError(417, "EXPECTATION_FAILED", "seule l'attente 100-continue est prise en charge")
             self._expect_continue = True
@@ -239,10 +242,12 @@ class Connection(asyncio.Protocol):
             raise _UNSUPPORTED_VERSION
         if self._hosts != 1 and version == "1.1":
             raise _invalid("en-tête Host manquant")
-        if p.should_upgrade():  # Upgrade or CONNECT: refused before the request is queued
+        method = p.get_method().decode("ascii")
+        if (self._upgrade and p.should_upgrade()) or method == "CONNECT":
+            # A protocol switch or a tunnel: refused before the request is queued.
             raise _invalid("mise à niveau de protocole non prise en charge")
         keep_alive = bool(p.should_keep_alive()) and version == "1.1"
-        req = Request(p.get_method().decode("ascii"), self._url, self._headers, keep_alive, version)
+        req = Request(method, self._url, self._headers, keep_alive, version)
         self._current = req
         announced = self._chunked
         for k, v in self._headers:
@@ -318,7 +323,17 @@ class Connection(asyncio.Protocol):
         self._current = None
         if self._body:
             req.body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        self._reset_parse()
+            self._body = []
+        # _reset_parse() inlined: one call less per request on the hot path.
+        self._url = b""
+        self._headers = []
+        self._head_size = 0
+        self._body_size = 0
+        self._hosts = 0
+        self._chunked = False
+        self._upgrade = False
+        self._expect_continue = False
+        self.request_started = None
         self.queue.append(req)
         if len(self.queue) >= PIPELINE_MAX:
             self.update_reading()
@@ -334,6 +349,7 @@ class Connection(asyncio.Protocol):
         self._body_size = 0
         self._hosts = 0
         self._chunked = False
+        self._upgrade = False
         self._expect_continue = False
         self.request_started = None
 
