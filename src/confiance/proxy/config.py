@@ -116,6 +116,21 @@ class ServiceSection(StrictModel):
     ] = "urn:ietf:params:oauth:token-type:access_token"
     send_subject_issuer: bool = True  # ANS's example sends subject_issuer=psc
     timeout: float | None = Field(None, gt=0, le=600)
+    # Request headers forwarded to this service besides the default end-to-end set
+    # (proxy/forwarding.py); never hop-by-hop, identity, address or rewrite headers.
+    forward_headers: list[str] = Field(default_factory=list)
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _forwardable(cls, v: list[str]) -> list[str]:
+        from .forwarding import refusal
+
+        names = [n.strip().lower() for n in v]
+        for n in names:
+            why = refusal(n)
+            if why is not None:
+                raise ValueError(why)
+        return names
 
     @field_validator("base_url", "token_endpoint", "revocation_endpoint")
     @classmethod

@@ -75,7 +75,8 @@ def parse_connect(body: Any) -> ConnectRequest:
         value = body.get(name)
         if value is None:
             raise ProxyError(400, "MISSING_FIELD", f"champ {name} manquant", field=name, metadata=meta())
-        if not isinstance(value, str) or not rx.match(value):
+        # fullmatch: with match, "$" also accepts a final "\n" ("42\n" would reach PSC)
+        if not isinstance(value, str) or not rx.fullmatch(value):
             raise ProxyError(
                 400, "INVALID_FIELD", f"champ {name} invalide: attendu {expected}", field=name, metadata=meta()
             )
@@ -100,7 +101,7 @@ def new_session_id() -> str:
 
 
 def valid_session_id(value: str | None) -> bool:
-    return value is not None and len(value) == 36 and SESSION_ID_RE.match(value) is not None
+    return value is not None and len(value) == 36 and SESSION_ID_RE.fullmatch(value) is not None
 
 
 @dataclass(slots=True)
