@@ -115,6 +115,7 @@ class Connection(asyncio.Protocol):
         self._max_head = server.limits.max_header_bytes
         self._conn_budget = server.limits.max_buffered_bytes_per_connection
         self.loop = server.loop
+        self._now = server.clock or server.loop.time
         self.outbox = server.outbox
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -125,7 +126,7 @@ class Connection(asyncio.Protocol):
         self.closing = False
         self.read_paused = False
         self.write_paused = False
-        self.last_active = self.loop.time()
+        self.last_active = self._now()
         self.request_started: float | None = None  # first byte of a request not yet complete
         self.held = 0  # body bytes received and not yet answered (memory bound)
         self._final: Answer | None = None  # the refusal that ends this connection, once earlier answers are out
@@ -168,7 +169,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._final is not None or self.closing:
             return  # nothing after a refusal is read
-        self.last_active = self.loop.time()
+        self.last_active = self._now()
         if self.request_started is None:
             self.request_started = self.last_active
         try:
@@ -397,7 +398,7 @@ class Connection(asyncio.Protocol):
         status, headers, body = answer
         keep_alive = req.keep_alive and not close and not self.server.stopping
         self._write(status, headers, body if req.method != "HEAD" else b"", keep_alive)
-        self.last_active = self.loop.time()
+        self.last_active = self._now()
         self._handling = None
         if req.body:
             self._release(len(req.body))
