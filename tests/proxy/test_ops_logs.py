@@ -223,3 +223,31 @@ def test_utc_timestamps() -> None:
     assert _utc_iso(0.0) == "1970-01-01T00:00:00.000Z"
     assert _utc_iso(1_800_000_000.9996) == "2027-01-15T08:00:00.999Z"
     assert _utc_iso(1_800_000_001.25) == "2027-01-15T08:00:01.250Z"
+
+
+def test_trace_database_outage_logged_once_then_recovery(tmp_path, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    """A database that refuses batches: one ERROR however many retries, one recovery line."""
+    from confiance.proxy.traces import TraceStore, TraceWriter
+
+    store = TraceStore(f"sqlite:///{tmp_path}/t.db")
+    calls = {"n": 0}
+
+    async def flaky(items: list[object]) -> None:
+        calls["n"] += 1
+        if calls["n"] <= 3:
+            raise OSError("database is down")
+        await asyncio.to_thread(store.append, items)
+
+    caplog.set_level(logging.INFO, logger="confiance.proxy")
+
+    async def scenario() -> None:
+        writer = TraceWriter(store, 0.01, 100, 1000, appender=flaky)
+        writer.start()
+        await writer.write({"type": "CONNECT", "x": 1}, 1.0)
+        await writer.close()
+
+    asyncio.run(scenario())
+    store.close()
+    mine = [r for r in caplog.records if "dependency" in r.getMessage()]
+    assert [r.levelname for r in mine] == ["ERROR", "WARNING"]
+    assert mine[0].__dict__["target"].startswith("sqlite:///") and mine[1].__dict__["failures"] == 3
