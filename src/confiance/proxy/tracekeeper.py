@@ -12,13 +12,10 @@ end of input, so a stopping proxy can still hand it its last batch.
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 
 from .traces import Block, TraceStore
-
-log = logging.getLogger("confiance.proxy.tracekeeper")
 
 
 def serve(url: str) -> int:
@@ -37,8 +34,9 @@ def serve(url: str) -> int:
                 return 0  # the proxy stopped mid-batch: it keeps the batch and retries
             try:
                 store.append_block(Block(body, count, ts_min, ts_max))
-            except Exception as exc:  # the database: reported, the proxy retries the batch
-                log.warning("lot de traces non écrit : %s", exc)
+            except Exception as exc:  # the database: reported to the proxy, which logs the
+                # outage once (core.logs.Incident) and retries the batch; a line here per
+                # retry would repeat it ten times a second, unformatted
                 out.write(
                     b"err " + f"{type(exc).__name__}: {exc}".encode("utf-8", "replace").replace(b"\n", b" ") + b"\n"
                 )
