@@ -6,7 +6,7 @@ a time: a block as :meth:`confiance.proxy.traces.Block.framed` writes it (a fixe
 body length, trace count, first and last timestamp; then the body, already encoded as it
 is stored and hashed); the answer is ``ok`` after the commit, or ``err <reason>`` (the
 proxy keeps the batch and retries). The pipe is private to the proxy that started the
-keeper. The keeper ignores SIGINT/SIGTERM sent to the proxy's process group and exits at
+keeper. The keeper ignores SIGINT/SIGTERM/SIGHUP sent to the proxy's process group and exits at
 end of input, so a stopping proxy can still hand it its last batch.
 """
 
@@ -21,6 +21,7 @@ from .traces import Block, TraceStore
 def serve(url: str) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload is the proxy's, not the keeper's
     store = TraceStore(url)
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     try:
