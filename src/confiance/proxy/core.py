@@ -138,7 +138,7 @@ class ProxyCore:
         try:
             extra = load_clients_file(path)
         except ConfigError as exc:
-            log.warning("clients LPS non rechargés : %s", exc)
+            log.warning("LPS clients not reloaded: %s", exc)
             return
         clients = {c.client_id: c for c in self.cfg.lps_clients}
         dns = {cid: self.dns.get(cid) for cid in clients}
@@ -148,7 +148,7 @@ class ProxyCore:
             try:
                 dns[c.client_id] = client_dn(c)
             except (OSError, ValueError) as exc:
-                log.warning("client LPS %s ignoré : certificat illisible (%s)", c.client_id, exc)
+                log.warning("LPS client %s ignored: unreadable certificate (%s)", c.client_id, exc)
                 continue
             clients[c.client_id] = c
         self.clients, self.dns, self._clients_mtime = clients, dns, mtime

@@ -100,7 +100,7 @@ class _Send:
             assert self.hot is not None
             answer = error_answer(relay.upstream_failed(self.hot, exc))
         else:
-            log.error("échec inattendu du relais /send", exc_info=exc)
+            log.error("unexpected /send relay failure", exc_info=exc)
             answer = error_answer(internal_error())
         relay.observe(self.t0, self, answer[0])
         respond(answer)
@@ -109,7 +109,7 @@ class _Send:
 def _task_answer(task: asyncio.Task[Answer]) -> Answer:
     if not task.cancelled() and task.exception() is None:
         return task.result()
-    log.error("échec inattendu du relais /send", exc_info=None if task.cancelled() else task.exception())
+    log.error("unexpected /send relay failure", exc_info=None if task.cancelled() else task.exception())
     return error_answer(internal_error())
 
 
