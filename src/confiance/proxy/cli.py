@@ -21,14 +21,12 @@ console = Console()
 ConfigOpt = typer.Option(..., "--config", "-c", help="Fichier TOML du proxy.")
 
 
-def _load(path: Path):  # type: ignore[no-untyped-def]
+def _load(path: Path) -> Any:
+    from confiance.core.cli_config import load_cli_config
+
     from .config import load
 
-    try:
-        return load(path)
-    except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+    return load_cli_config(path, load)
 
 
 @app.command()
@@ -157,9 +155,9 @@ def clients_add(
     config: Path = ConfigOpt,
 ) -> None:
     """Confie au proxy les identifiants d'un nouveau LPS ; le proxy en cours le prend en compte."""
-    from confiance.core.config import ConfigError
+    from confiance.core.clients_file import save_clients
 
-    from .config import LpsClient, load_clients_file, save_clients_file
+    from .config import LpsClient, load_lps_clients
 
     path = _clients_file(config)
     try:
@@ -174,24 +172,24 @@ def clients_add(
         for p in (client.cert, client.key):
             if p is not None and not p.is_file():
                 raise ValueError(f"fichier introuvable : {p}")
-        existing = load_clients_file(path)
+        existing = load_lps_clients(path)
     except (ValueError, ConfigError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     if client_id in {c.client_id for c in existing} | {c.client_id for c in _load(config).lps_clients}:
         console.print(f"[red]clientId déjà connu du proxy : {client_id}[/red]")
         raise typer.Exit(2)
-    save_clients_file(path, [*existing, client])
+    save_clients(path, [*existing, client])
     console.print(f"client LPS [bold]{client_id}[/bold] ajouté ({client.auth}) dans {path}")
 
 
 @clients_app.command("list")
 def clients_list(config: Path = ConfigOpt) -> None:
     """Liste les clients LPS (configuration puis ajoutés)."""
-    from .config import load_clients_file
+    from .config import load_lps_clients
 
     cfg = _load(config)
-    extra = load_clients_file(cfg.lps_clients_file) if cfg.lps_clients_file else []
+    extra = load_lps_clients(cfg.lps_clients_file) if cfg.lps_clients_file else []
     for c in cfg.lps_clients:
         console.print(f"{c.client_id}\t{c.auth}\tconfiguration")
     for c in extra:
@@ -201,13 +199,15 @@ def clients_list(config: Path = ConfigOpt) -> None:
 @clients_app.command("remove")
 def clients_remove(client_id: str = typer.Option(..., "--client-id"), config: Path = ConfigOpt) -> None:
     """Retire un client LPS ajouté (les sessions existantes expirent normalement)."""
-    from .config import load_clients_file, save_clients_file
+    from confiance.core.clients_file import save_clients
+
+    from .config import load_lps_clients
 
     path = _clients_file(config)
-    existing = load_clients_file(path)
+    existing = load_lps_clients(path)
     kept = [c for c in existing if c.client_id != client_id]
     if len(kept) == len(existing):
         console.print(f"[red]client LPS ajouté inconnu : {client_id}[/red]")
         raise typer.Exit(2)
-    save_clients_file(path, kept)
+    save_clients(path, kept)
     console.print(f"client LPS {client_id} retiré")
