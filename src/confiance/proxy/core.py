@@ -22,6 +22,7 @@ from confiance.core.clients_file import ClientsFile
 from confiance.core.http import ClientFactory, Timeouts
 from confiance.pki.thumbprint import subject_dn
 
+from .access_log import AccessLog
 from .config import LpsClient, ProxyConfig, ServiceSection
 from .domain import (
     ApiToken,
@@ -101,6 +102,7 @@ class ProxyCore:
         self.psc = PscClient(cfg.psc, self.factory, cfg.outbound.psc_timeout)
         self.exchanger = TokenExchanger(self.factory, cfg.outbound.psc_timeout)
         self.metrics = Metrics()
+        self.access = AccessLog(enabled=cfg.server.access_log)  # access_log.py (ops)
         self.clients = {c.client_id: c for c in cfg.lps_clients}
         self.dns = {c.client_id: client_dn(c) for c in cfg.lps_clients}
         path = cfg.lps_clients_file
@@ -135,14 +137,31 @@ class ProxyCore:
             try:
                 dns[c.client_id] = client_dn(c)
             except (OSError, ValueError) as exc:
-                log.warning("client LPS %s ignoré : certificat illisible (%s)", c.client_id, exc)
+                log.warning("LPS client %s ignored: unreadable certificate (%s)", c.client_id, exc)
                 continue
             clients[c.client_id] = c
         self.clients, self.dns = clients, dns
 
+    async def reload_clients(self, lps_clients: list[LpsClient]) -> None:
+        """SIGHUP (reload.py): the configuration's clients replaced, the onboarded file
+        re-read, and every outbound connection and TLS context dropped, so rotated LPS
+        certificates are read again on the next request (those in flight finish)."""
+        self.cfg.lps_clients = lps_clients
+        self.clients = {c.client_id: c for c in lps_clients}
+        self.dns = {c.client_id: client_dn(c) for c in lps_clients}
+        if self._clients_file is not None:  # a fresh watcher reads the file at once
+            self._clients_file = ClientsFile(self._clients_file.path, LpsClient, clock=self.clock)
+        self.refresh_clients()
+        pools, self.pools = self.pools, {}
+        self.hot.clear()
+        for pool in pools.values():
+            pool.close()
+        await self.factory.reload()
+
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self.traces.start()
+        self.metrics.start()  # shares this worker's metrics when several serve one socket
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop(), name="session-sweeper")
         self.started = True
 
@@ -159,6 +178,8 @@ class ProxyCore:
         await self.factory.aclose()
         await self.store.close()
         self.trace_store.close()
+        self.access.flush()
+        await self.metrics.stop()
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
