@@ -112,6 +112,18 @@ def test_send_body_of_unknown_caller_refused_from_the_head(proxy: RunningProxy, 
     assert len(SEEN) == before
 
 
+def test_refusal_survives_a_body_sent_at_once(proxy: RunningProxy, pki: Pki) -> None:
+    """A client that sends its whole body without waiting still reads the 401 before the
+    close (a close on unread input can reset the connection and lose the refusal; the TLS
+    shutdown reads the rest of the input, so the answer arrives)."""
+    body = b"z" * 900_000
+    for _ in range(3):
+        with closing(_raw(pki, _port(proxy))) as s:
+            s.sendall(b"POST /send/echo/x HTTP/1.1\r\nHost: p\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            data = _read(s)
+        assert data.startswith(b"HTTP/1.1 401"), data[:100]
+
+
 def test_expect_continue_with_a_session(proxy: RunningProxy, psc_sandbox: PscHandle, pki: Pki) -> None:
     sid = _session(proxy, psc_sandbox, 10).encode()
     with closing(_raw(pki, _port(proxy))) as s:
