@@ -27,15 +27,12 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _load(path: Path, check: bool = True):  # type: ignore[no-untyped-def]
+def _load(path: Path, check: bool = True) -> Any:
+    from confiance.core.cli_config import load_cli_config
+
     from .config import load
 
-    try:
-        return load(path, check=check)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
-    except OSError as exc:
-        raise _fail(f"configuration illisible {path} : {exc.strerror}") from None
+    return load_cli_config(path, lambda p: load(p, check=check))
 
 
 @app.command()
@@ -236,9 +233,9 @@ def clients_add(
     config: Path = ConfigOpt,
 ) -> None:
     """Confie au proxy les identifiants d'un nouveau LPS ; le proxy en cours le prend en compte."""
-    from confiance.core.config import ConfigError
+    from confiance.core.clients_file import save_clients
 
-    from .config import LpsClient, load_clients_file, save_clients_file
+    from .config import LpsClient, load_clients_file
 
     path = _clients_file(config)
     try:
@@ -274,7 +271,7 @@ def clients_add(
         raise _fail(f"client LPS {client_id} refusé :\n" + checkconfig.report(problems))
     if problems:
         typer.echo(checkconfig.report(problems), err=True)
-    save_clients_file(path, [*existing, client])
+    save_clients(path, [*existing, client])
     console.print(f"client LPS [bold]{client_id}[/bold] ajouté ({client.auth}) dans {path}")
 
 
@@ -294,7 +291,9 @@ def clients_list(config: Path = ConfigOpt) -> None:
 @clients_app.command("remove")
 def clients_remove(client_id: str = typer.Option(..., "--client-id"), config: Path = ConfigOpt) -> None:
     """Retire un client LPS ajouté (les sessions existantes expirent normalement)."""
-    from .config import load_clients_file, save_clients_file
+    from confiance.core.clients_file import save_clients
+
+    from .config import load_clients_file
 
     path = _clients_file(config)
     existing = load_clients_file(path)
@@ -302,5 +301,5 @@ def clients_remove(client_id: str = typer.Option(..., "--client-id"), config: Pa
     if len(kept) == len(existing):
         console.print(f"[red]client LPS ajouté inconnu : {client_id}[/red]")
         raise typer.Exit(2)
-    save_clients_file(path, kept)
+    save_clients(path, kept)
     console.print(f"client LPS {client_id} retiré")

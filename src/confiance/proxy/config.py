@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from confiance.core.clients_file import load_clients
 from confiance.core.config import ConfigError, StrictModel, load_config
 
 SERVICE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -244,35 +245,9 @@ class ProxyConfig(StrictModel):
         return None
 
 
-class LpsClientsFile(StrictModel):
-    """``{"clients": [...]}``: LPS clients added at run time, merged after the config's own."""
-
-    clients: list[LpsClient] = Field(default_factory=list)
-
-
 def load_clients_file(path: Path) -> list[LpsClient]:
-    """The onboarded clients; a missing file means none. Raises ConfigError on a bad file."""
-    import json
-
-    from confiance.core.config import parse_config
-
-    if not path.exists():
-        return []
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as exc:
-        raise ConfigError(f"fichier de clients LPS illisible {path}: {exc}") from None
-    return parse_config(data, LpsClientsFile, str(path)).clients
-
-
-def save_clients_file(path: Path, clients: list[LpsClient]) -> None:
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"clients": [c.model_dump(mode="json", exclude_none=True) for c in clients]}, indent=2))
-    tmp.chmod(0o600)
-    tmp.replace(path)  # atomic: a running proxy never reads half a file
+    """The LPS clients onboarded at run time (core/clients_file.py); none when the file is missing."""
+    return load_clients(path, LpsClient)
 
 
 def load(path: Path | str, check: bool = True) -> ProxyConfig:

@@ -18,12 +18,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from confiance.core.clientcert import parse_networks
-from confiance.core.config import ConfigError
+from confiance.core.clients_file import ClientsFile
 from confiance.core.http import ClientFactory, Timeouts
 from confiance.pki.thumbprint import subject_dn
 
 from .access_log import AccessLog
-from .config import LpsClient, ProxyConfig, ServiceSection, load_clients_file
+from .config import LpsClient, ProxyConfig, ServiceSection
 from .domain import (
     ApiToken,
     ConnectRequest,
@@ -105,8 +105,8 @@ class ProxyCore:
         self.access = AccessLog(enabled=cfg.server.access_log)  # access_log.py (ops)
         self.clients = {c.client_id: c for c in cfg.lps_clients}
         self.dns = {c.client_id: client_dn(c) for c in cfg.lps_clients}
-        self._clients_mtime: int | None = None
-        self._clients_checked = -1.0
+        path = cfg.lps_clients_file
+        self._clients_file = ClientsFile(path, LpsClient, clock=self.clock) if path is not None else None
         self.refresh_clients()
         self.forward = {name: forwarded(svc.forward_headers) for name, svc in cfg.services.items()}
         self.hot: dict[tuple[str, str], Hot] = {}
@@ -124,21 +124,10 @@ class ProxyCore:
         a bad file is logged and the previous clients are kept. Clients of the config file
         win over the onboarded ones (an operator cannot be overridden by a dropped file).
         """
-        path = self.cfg.lps_clients_file
-        now = self.clock()
-        if path is None or now - self._clients_checked < 1.0:
+        if self._clients_file is None:
             return
-        self._clients_checked = now
-        try:
-            mtime: int | None = path.stat().st_mtime_ns
-        except FileNotFoundError:
-            mtime = None
-        if mtime == self._clients_mtime:
-            return
-        try:
-            extra = load_clients_file(path)
-        except ConfigError as exc:
-            log.warning("LPS clients not reloaded: %s", exc)
+        extra = self._clients_file.poll()  # None: not looked at, unchanged, or unreadable (logged)
+        if extra is None:
             return
         clients = {c.client_id: c for c in self.cfg.lps_clients}
         dns = {cid: self.dns.get(cid) for cid in clients}
@@ -151,7 +140,7 @@ class ProxyCore:
                 log.warning("LPS client %s ignored: unreadable certificate (%s)", c.client_id, exc)
                 continue
             clients[c.client_id] = c
-        self.clients, self.dns, self._clients_mtime = clients, dns, mtime
+        self.clients, self.dns = clients, dns
 
     async def reload_clients(self, lps_clients: list[LpsClient]) -> None:
         """SIGHUP (reload.py): the configuration's clients replaced, the onboarded file
@@ -160,7 +149,8 @@ class ProxyCore:
         self.cfg.lps_clients = lps_clients
         self.clients = {c.client_id: c for c in lps_clients}
         self.dns = {c.client_id: client_dn(c) for c in lps_clients}
-        self._clients_mtime, self._clients_checked = -1, float("-inf")
+        if self._clients_file is not None:  # a fresh watcher reads the file at once
+            self._clients_file = ClientsFile(self._clients_file.path, LpsClient, clock=self.clock)
         self.refresh_clients()
         pools, self.pools = self.pools, {}
         self.hot.clear()
