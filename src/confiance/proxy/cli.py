@@ -11,9 +11,10 @@ from rich.console import Console
 
 from confiance.core.config import ConfigError
 
+from . import cli_traces as traces_cli
+
 app = typer.Typer(help="Proxy e-Santé : connexion PSC, relais vers les API, traces.", no_args_is_help=True)
-traces_app = typer.Typer(help="Traces chaînées du proxy.", no_args_is_help=True)
-app.add_typer(traces_app, name="traces")
+app.add_typer(traces_cli.app, name="traces")  # verify, export, public-key: cli_traces.py
 clients_app = typer.Typer(help="Clients LPS confiés au proxy pendant qu'il tourne.", no_args_is_help=True)
 app.add_typer(clients_app, name="clients")
 console = Console()
@@ -59,11 +60,14 @@ def _supervise(cfg: Any, sock: Any) -> int:
     import os
     import signal
 
+    from .checkpoint import ensure_key, settings_for
+
     # Create the schemas once, before forking: workers racing on CREATE TABLE would fail.
     from .sessions import SqliteStore
     from .traces import TraceStore
 
     TraceStore(cfg.traces.url).close()
+    ensure_key(settings_for(cfg.traces))  # one checkpoint key, not one per worker
     if cfg.sessions.store == "sqlite":
         SqliteStore(cfg.sessions.url).engine.dispose()
     children: list[int] = []
@@ -112,31 +116,6 @@ def check_config(config: Path = ConfigOpt) -> None:
     console.print(
         f"configuration valide : {len(cfg.lps_clients)} client(s) LPS, services : {', '.join(cfg.services) or 'aucun'}"
     )
-
-
-@traces_app.command("verify")
-def verify(
-    config: Path | None = typer.Option(None, "--config", "-c", help="Fichier TOML du proxy."),
-    url: str | None = typer.Option(None, "--url", help="URL de la base des traces (sinon celle du fichier)."),
-) -> None:
-    """Vérifie la chaîne d'empreintes des traces (aucune ligne modifiée, insérée ou supprimée)."""
-    from .traces import TraceStore
-
-    if url is None:
-        if config is None:
-            console.print("[red]--config ou --url requis[/red]")
-            raise typer.Exit(2)
-        url = _load(config).traces.url
-    store = TraceStore(url)
-    try:
-        check = store.verify()
-    finally:
-        store.close()
-    if check.ok:
-        console.print(f"[green]chaîne intègre[/green] : {check.checked} trace(s) vérifiée(s)")
-        return
-    console.print(f"[red]chaîne rompue[/red] à la trace n°{check.first_bad} : {check.reason}")
-    raise typer.Exit(1)
 
 
 def _clients_file(config: Path) -> Path:
