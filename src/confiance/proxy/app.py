@@ -24,7 +24,7 @@ from starlette.routing import Route
 from confiance import __version__
 
 from .core import ProxyCore
-from .domain import ProxyError, parse_connect, parse_iso, valid_session_id
+from .domain import ProxyError, parse_connect, valid_session_id
 from .edge import (
     Answer,
     cookie_from_headers,
@@ -37,6 +37,7 @@ from .edge import (
 )
 from .relay import Relay
 from .sessions import StoreUnavailable
+from .traces_http import traces_response
 from .web_login import WebLogin
 
 
@@ -165,24 +166,11 @@ class ProxyApp:
         if denied is not None:
             self.core.metrics.request("traces", denied.status)
             return JSONResponse(denied.body(), status_code=denied.status, headers={"WWW-Authenticate": "Bearer"})
-        start_raw = request.query_params.get("start")
-        end_raw = request.query_params.get("end")
-        if not start_raw:
-            return JSONResponse({"code": "MISSING_FIELD", "message": "paramètre start manquant", "field": "start"}, 400)
-        try:
-            start = parse_iso(start_raw)
-            end = parse_iso(end_raw) if end_raw else None
-        except ValueError:
-            return JSONResponse({"code": "INVALID_FIELD", "message": "date ISO 8601 invalide"}, 400)
-        # Every request this instance has answered is in what we return (batched SEND traces
-        # wait up to flush_interval); if the database is down the query below says so.
-        await self.core.traces.flush(timeout=5.0)
-        try:
-            rows = await asyncio.to_thread(self.core.trace_store.query, start, end)
-        except Exception:
-            return JSONResponse({"code": "TRACES_UNAVAILABLE", "message": "base des traces indisponible"}, 503)
-        self.core.metrics.request("traces", 200)
-        return JSONResponse(rows, headers={"Cache-Control": "no-store"})
+        status, response = await traces_response(
+            request, self.core.trace_store, self.core.traces, self.cfg.traces.db_timeout
+        )
+        self.core.metrics.request("traces", status)
+        return response
 
     # ------------------------------------------------------------------ operations
     async def healthz(self, _request: Request) -> Response:

@@ -72,6 +72,21 @@ class TraceStoreMissing(RuntimeError):
     """The trace database or its tables do not exist (``verify`` never creates them)."""
 
 
+Cursor = tuple[int, int]  # (block seq, index of the trace in the block)
+
+
+def format_cursor(cursor: Cursor) -> str:
+    """Opaque to clients: ``<block seq>.<index>`` of the last trace returned."""
+    return f"{cursor[0]}.{cursor[1]}"
+
+
+def parse_cursor(text: str) -> Cursor:
+    seq, dot, idx = text.partition(".")
+    if not dot or not seq.isdigit() or not idx.isdigit() or not seq.isascii() or not idx.isascii():
+        raise ValueError("curseur invalide")
+    return int(seq), int(idx)
+
+
 class ChainHead(NamedTuple):
     """The chain's state after a block: what a checkpoint signs."""
 
@@ -217,7 +232,12 @@ class TraceStore:
         return ChainHead(0, GENESIS, 0) if row is None else ChainHead(int(row.seq), row.hash, int(row.n))
 
     def blocks(
-        self, after: int = 0, upto: int | None = None, start: float | None = None, end: float | None = None
+        self,
+        after: int = 0,
+        upto: int | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        page: int = PAGE,
     ) -> Iterator[sa.Row[Any]]:
         """Blocks with ``after < seq ≤ upto`` overlapping ``[start, end]``, in chain order,
         read a page at a time (bounded memory however large the store)."""
@@ -230,9 +250,9 @@ class TraceStore:
             if end is not None:
                 q = q.where(blocks_table.c.ts_min <= end)
             with self.engine.connect() as c:
-                rows = c.execute(q.order_by(blocks_table.c.seq).limit(self.PAGE)).all()
+                rows = c.execute(q.order_by(blocks_table.c.seq).limit(page)).all()
             yield from rows
-            if len(rows) < self.PAGE:
+            if len(rows) < page:
                 return
             after = rows[-1].seq
 
@@ -243,12 +263,28 @@ class TraceStore:
         its cursor (block seq, index in the block). Nothing is skipped or capped here:
         paging is the caller's choice (``GET /traces?limit=…&cursor=…``)."""
         first_seq, first_idx = after if after is not None else (0, -1)
-        for row in self.blocks(after=first_seq - 1 if after is not None else 0, start=start, end=end):
+        # Few blocks per read: a block holds up to batch_max traces, and a page of /traces
+        # stops early.
+        for row in self.blocks(after=first_seq - 1 if after is not None else 0, start=start, end=end, page=4):
             for idx, (ts, rec) in enumerate(orjson.loads(row.body)):
                 if row.seq == first_seq and idx <= first_idx:
                     continue
                 if ts >= start and (end is None or ts <= end):
                     yield (row.seq, idx), (rec if isinstance(rec, dict) else send_record(rec))
+
+    def page(
+        self, start: float, end: float | None, after: Cursor | None, limit: int
+    ) -> tuple[list[dict[str, Any]], Cursor | None]:
+        """Up to ``limit`` traces after ``after``, and the cursor to continue from when more
+        remain (None: this page ends the window)."""
+        out: list[dict[str, Any]] = []
+        last: Cursor | None = None
+        for cursor, rec in self.traces(start, end, after):
+            if len(out) == limit:
+                return out, last
+            out.append(rec)
+            last = cursor
+        return out, None
 
     def query(self, start: float, end: float | None, limit: int | None = None) -> list[dict[str, Any]]:
         """The traces in the window as a list (tests and small windows; see :meth:`traces`)."""
@@ -290,9 +326,6 @@ class TraceStore:
 
     def close(self) -> None:
         self.engine.dispose()
-
-
-Cursor = tuple[int, int]  # (block seq, index of the trace in the block)
 
 
 def _block_problem(row: Any, seq: int, prev_hash: str) -> str | None:

@@ -24,7 +24,7 @@ import httptools
 from confiance.core.server import tls_extension
 
 from .answers import INTERNAL_ERROR, Answer, HttpError
-from .asgi_bridge import asgi_exchange
+from .asgi_bridge import Streamed, asgi_exchange
 
 if TYPE_CHECKING:
     from .server import Http1Server
@@ -112,6 +112,7 @@ class Connection(asyncio.Protocol):
         self._expect_continue = False
         self._handling: Request | None = None  # the request being answered (one at a time)
         self._respond_bound = self._respond  # bound once: the /send fast path's callback
+        self._writable: asyncio.Event | None = None  # a streamed answer waits on it (made then)
 
     @property
     def busy(self) -> bool:
@@ -130,6 +131,8 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        if self._writable is not None:
+            self._writable.set()
         self.server.connections.discard(self)
         self.queue.clear()
 
@@ -153,6 +156,8 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self._writable is not None:
+            self._writable.set()
         if len(self.queue) < PIPELINE_MAX:
             self._resume_reading()
 
@@ -251,7 +256,49 @@ class Connection(asyncio.Protocol):
         self._respond(answer)
 
     async def _asgi(self, req: Request) -> None:
-        self._respond(await asgi_exchange(self.server.app, self, req, self.server.scheme, self.server.render_error))
+        answer = await asgi_exchange(self.server.app, self, req, self.server.scheme, self.server.render_error)
+        if isinstance(answer, Streamed):
+            await self._stream(req, answer)
+        else:
+            self._respond(answer)
+
+    async def _stream(self, req: Request, s: Streamed) -> None:
+        """Send a response as the app produces it (chunked; HTTP/1.0: until close), waiting
+        while the client does not read. An app failure mid-body closes the connection
+        without the terminator: the client sees a truncated response, not a complete one."""
+        chunked = req.version != "1.0"
+        keep_alive = req.keep_alive and chunked and not self.server.stopping
+        try:
+            if self.transport is None or self.closing:
+                return
+            head = [STATUS_LINES.get(s.status) or _status_line(s.status), self.server.date.value]
+            for k, v in s.headers:
+                head += (k, b": ", v, b"\r\n")
+            if chunked:
+                head.append(b"transfer-encoding: chunked\r\n")
+            if not keep_alive:
+                head.append(b"connection: close\r\n")
+            head.append(b"\r\n")
+            self._writable = asyncio.Event()
+            self.outbox.write(self.transport, b"".join(head))
+            async for chunk in s:
+                if self._gone():
+                    return
+                if chunk:
+                    self.outbox.write(self.transport, b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                    self.last_active = self.loop.time()
+                if self.write_paused:  # the client reads slowly: produce no further meanwhile
+                    self._writable.clear()
+                    if self.write_paused:
+                        await self._writable.wait()
+            if s.failed or self._gone():
+                self.close()
+                return
+            if chunked:
+                self.outbox.write(self.transport, b"0\r\n\r\n")
+        finally:
+            s.aborted.set()
+        self._respond_done(keep_alive)
 
     def _respond(self, answer: Answer) -> None:
         """Answer the request being handled, then go on with the connection."""
@@ -261,6 +308,13 @@ class Connection(asyncio.Protocol):
         status, headers, body = answer
         keep_alive = req.keep_alive and not self.server.stopping
         self._write(status, headers, body if req.method != "HEAD" else b"", keep_alive)
+        self._respond_done(keep_alive)
+
+    def _gone(self) -> bool:
+        return self.transport is None or self.closing
+
+    def _respond_done(self, keep_alive: bool) -> None:
+        """The answer is written: close, or go on with the next request."""
         self.last_active = self.loop.time()
         self._handling = None
         if not keep_alive:
