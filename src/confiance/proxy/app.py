@@ -184,9 +184,11 @@ class ProxyApp:
         except StoreUnavailable:
             problems.append("sessions")
         try:
-            await asyncio.to_thread(self.core.trace_store.ping)
+            await asyncio.wait_for(asyncio.to_thread(self.core.trace_store.ping), self.cfg.traces.db_timeout)
         except Exception:
             problems.append("traces")
+        if self.core.traces.stalled():  # keeper silent (stopped, stuck) or batches failing
+            problems.append("trace_keeper")
         if self.core.traces.pending() >= self.cfg.traces.queue_max * 0.9:
             problems.append("trace_queue")
         if problems:

@@ -198,6 +198,7 @@ class TraceWriter:
         self._closing = False
         self._withdrawn = False
         self.busy_since: float | None = None  # an append or heartbeat is outstanding since
+        self.answered = False  # the committer answered at least once (the keeper is up)
         self._last_beat = clock()
         self.failures = 0
         self.written = 0
@@ -213,9 +214,12 @@ class TraceWriter:
 
     def stalled(self) -> bool:
         """The committer has not answered for longer than ``commit_timeout`` (keeper stopped,
-        database hanging), or the last batch failed: new traces would not be committed."""
+        database hanging), the last batch failed, or it never answered yet (a keeper still
+        starting): new traces would not be committed in time."""
         since = self.busy_since
-        return self.failures > 0 or (since is not None and self.clock() - since > self.commit_timeout)
+        return (
+            not self.answered or self.failures > 0 or (since is not None and self.clock() - since > self.commit_timeout)
+        )
 
     def submit(
         self, rec: TraceItem, ts: float | None = None, wait: bool = False, force: bool = False
@@ -281,6 +285,7 @@ class TraceWriter:
         self.busy_since = self.clock()
         try:
             await work
+            self.answered = True
         finally:
             self.busy_since = None
 
@@ -304,6 +309,10 @@ class TraceWriter:
                 await start()
             except Exception as exc:  # the first batch will try again
                 log.warning("trace keeper not started yet (%s)", type(exc).__name__)
+        beat = getattr(self._append, "heartbeat", None)
+        if beat is not None:  # up once it answers (a keeper takes a while to import)
+            with contextlib.suppress(Exception):
+                await self._call(beat())
         while True:
             self._purge()
             if not self._queue:
