@@ -60,7 +60,7 @@ def test_stopped_keeper(pki, server_cert, psc_sandbox: PscHandle, tmp_path: Path
     keeper = p.core.traces._append
     try:
         nid = psc_sandbox.identities[3]["national_id"]
-        _until(lambda: _ready(p)[0] == 200, "prêt")
+        _until(lambda: p.core.traces.answered, "keeper démarré")
         with p.client() as c:
             r = c.post("/connect", json=connect_body(psc_sandbox, nid))
             assert r.status_code == 200, r.text
@@ -111,7 +111,7 @@ def test_unreachable_postgres(
     p = start_proxy(cfg, pki)
     try:
         nid = psc_sandbox.identities[4]["national_id"]
-        _until(lambda: _ready(p)[0] == 200, "prêt")
+        _until(lambda: p.core.traces.answered, "keeper démarré")
         with p.client() as c:
             r = c.post("/connect", json=connect_body(psc_sandbox, nid))
             assert r.status_code == 200, r.text

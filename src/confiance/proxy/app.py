@@ -57,11 +57,21 @@ class ProxyApp:
                 Route("/traces", self.traces, methods=["GET"]),
                 *WebLogin(core).routes(),
                 Route("/healthz", self.healthz, methods=["GET"]),
-                Route("/readyz", self.readyz, methods=["GET"]),
-                Route("/metrics", self.metrics, methods=["GET"]),
+                *([] if core.cfg.server.admin_listen else self._ops_routes(core.cfg.server.admin_token)),
             ],
             lifespan=self.lifespan,
         )
+        # The admin listener (server.admin_listen) serves operations only.
+        self.admin_router = Starlette(
+            routes=[Route("/healthz", self.healthz, methods=["GET"]), *self._ops_routes(None)]
+        )
+
+    def _ops_routes(self, token: str | None) -> list[Route]:
+        """/readyz and /metrics, behind ``Authorization: Bearer <token>`` when given."""
+        readyz, metrics = self.readyz, self.metrics
+        if token is not None:
+            readyz, metrics = _bearer(token, readyz), _bearer(token, metrics)
+        return [Route("/readyz", readyz, methods=["GET"]), Route("/metrics", metrics, methods=["GET"])]
 
     @asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -72,7 +82,9 @@ class ProxyApp:
             await self.core.stop()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/send/"):
+        if scope.get("confiance.listener") == "admin":
+            await self.admin_router(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"].startswith("/send/"):
             await self.send_route(scope, receive, send)
         else:
             await self.router(scope, receive, send)
@@ -202,3 +214,20 @@ class ProxyApp:
             active = -1
         body = self.core.metrics.render(self.core.traces.pending(), active)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _bearer(token: str, endpoint: Any) -> Any:
+    """``endpoint`` answering 401 without ``Authorization: Bearer <token>``."""
+
+    async def guarded(request: Request) -> Response:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(value.strip().encode(), token.encode()):
+            return JSONResponse(
+                {"code": "UNAUTHORIZED", "message": "jeton d'administration requis (Authorization: Bearer …)"},
+                401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        response: Response = await endpoint(request)
+        return response
+
+    return guarded

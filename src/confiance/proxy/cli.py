@@ -41,20 +41,22 @@ def serve(config: Path = ConfigOpt) -> None:
     cfg = _load(config)
     logs.setup("INFO" if cfg.server.log_level == "debug" else "WARNING")
     sock = bind_socket(cfg.server.host, cfg.server.port)
+    admin = cfg.server.admin_address()  # /readyz, /metrics apart from the LPS port
+    admin_socks = [bind_socket(*admin)] if admin else []
     if cfg.server.workers == 1:
-        _serve_one(cfg, sock)
+        _serve_one(cfg, sock, admin_socks)
         return
-    raise typer.Exit(_supervise(cfg, sock))
+    raise typer.Exit(_supervise(cfg, sock, admin_socks))
 
 
-def _serve_one(cfg: Any, sock: Any) -> None:
+def _serve_one(cfg: Any, sock: Any, admin_socks: list[Any]) -> None:
     """One process: build the app *here* (after any fork) so no loop, thread or DB handle is shared."""
     from .serve import build_server, run
 
-    run(build_server(cfg), [sock])
+    run(build_server(cfg), [sock], admin_socks)
 
 
-def _supervise(cfg: Any, sock: Any) -> int:
+def _supervise(cfg: Any, sock: Any, admin_socks: list[Any]) -> int:
     """N forked workers on one listening socket; SIGTERM/SIGINT are forwarded; if a worker
     dies the others are stopped and the exit code says so (the caller restarts the service)."""
     import os
@@ -76,7 +78,7 @@ def _supervise(cfg: Any, sock: Any) -> int:
         if pid == 0:  # pragma: no cover - runs in the child
             code = 0
             try:
-                _serve_one(cfg, sock)
+                _serve_one(cfg, sock, admin_socks)
             except BaseException:
                 code = 1
             os._exit(code)

@@ -40,6 +40,26 @@ class ServerSection(StrictModel):
     # Processes sharing the listening socket. Above 1, sessions must live in a shared store
     # (sqlite or redis): refresh locks, the sweeper and traces are already process-safe.
     workers: int = Field(1, ge=1, le=64)
+    # Where /readyz and /metrics are served ("127.0.0.1:9443", same TLS certificate); the
+    # LPS-facing port then serves only ANS's contract (+ /healthz, web login). Unset: they
+    # stay on the main port, behind ``admin_token`` when it is set (docs/proxy.md).
+    admin_listen: str | None = None
+    admin_token: str | None = Field(None, min_length=16)
+
+    @field_validator("admin_listen")
+    @classmethod
+    def _hostport(cls, v: str | None) -> str | None:
+        if v is not None:
+            host, sep, port = v.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ValueError("attendu hôte:port, par exemple 127.0.0.1:9443")
+        return v
+
+    def admin_address(self) -> tuple[str, int] | None:
+        if self.admin_listen is None:
+            return None
+        host, _, port = self.admin_listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
     @field_validator("trusted_proxies")
     @classmethod

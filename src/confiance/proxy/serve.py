@@ -74,9 +74,12 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
-def run(server: Http1Server, sockets: list[socket.socket]) -> None:
-    """Serve in the foreground on uvloop until SIGINT/SIGTERM."""
+def run(server: Http1Server, sockets: list[socket.socket], admin_sockets: list[socket.socket] | None = None) -> None:
+    """Serve in the foreground on uvloop until SIGINT/SIGTERM (``admin_sockets``: the
+    ``server.admin_listen`` listener, for /readyz and /metrics)."""
     import uvloop
+
+    server.admin_sockets = admin_sockets or []
 
     server.on_started = tune_gc  # once the app has started (stores, trace writer, keeper)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

@@ -214,12 +214,10 @@ class TraceWriter:
 
     def stalled(self) -> bool:
         """The committer has not answered for longer than ``commit_timeout`` (keeper stopped,
-        database hanging), the last batch failed, or it never answered yet (a keeper still
-        starting): new traces would not be committed in time."""
+        database hanging; a keeper slow to start counts from its first heartbeat, sent at
+        start), or the last batch failed: new traces would not be committed in time."""
         since = self.busy_since
-        return (
-            not self.answered or self.failures > 0 or (since is not None and self.clock() - since > self.commit_timeout)
-        )
+        return self.failures > 0 or (since is not None and self.clock() - since > self.commit_timeout)
 
     def submit(
         self, rec: TraceItem, ts: float | None = None, wait: bool = False, force: bool = False

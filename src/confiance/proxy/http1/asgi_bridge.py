@@ -4,9 +4,9 @@ The routes behind it (connect, disconnect, traces, web login, health, metrics) a
 cold; a minimal buffered exchange is all they need. Response headers are checked here
 (names and values), since the app's bytes go to the client as they are.
 
-One exception: a response whose first body message says ``more_body`` and that declares no
-length (``GET /traces``: every trace of a window, however many) is handed over as a
-:class:`Streamed` answer. Its chunks pass through a small bounded queue, so the app waits
+One exception: a response that declares no length and whose body, sent in several parts,
+grows past ``STREAM_AFTER`` (``GET /traces``: every trace of a window, however many) is
+handed over as a :class:`Streamed` answer from there on. Its chunks pass through a small bounded queue, so the app waits
 while the client reads and memory stays bounded.
 """
 
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from .connection import Connection, Request
 
 log = logging.getLogger("confiance.proxy.http1")
+
+STREAM_AFTER = 256 * 1024  # bytes buffered before a multi-part body is streamed instead
 
 _HEADER_NAME = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9a-zA-Z]+$")
 _HEADER_VALUE = re.compile(rb"^[\t\x20-\x7e\x80-\xff]*$")
@@ -84,6 +86,7 @@ async def asgi_exchange(
         "query_string": query,
         "headers": req.headers,
         "state": {},
+        "confiance.listener": "admin" if conn.admin else "public",
     }
     if conn.tls_ext is not None:
         scope["extensions"] = {"tls": conn.tls_ext}
@@ -94,6 +97,7 @@ async def asgi_exchange(
     chunks: list[bytes] = []
     started = False
     stream: Streamed | None = None
+    buffered = 0
     streaming: asyncio.Future[Streamed] = asyncio.get_running_loop().create_future()
 
     async def receive() -> dict[str, Any]:
@@ -115,7 +119,7 @@ async def asgi_exchange(
                 (bytes(k).lower(), bytes(v)) for k, v in message.get("headers", []) if bytes(k).lower() not in drop
             ]
         elif message["type"] == "http.response.body":
-            nonlocal stream
+            nonlocal stream, buffered
             more = bool(message.get("more_body", False))
             chunk = bytes(message.get("body", b""))
             if stream is not None:
@@ -126,7 +130,7 @@ async def asgi_exchange(
                 return
             if (
                 more
-                and not chunks
+                and buffered + len(chunk) > STREAM_AFTER
                 and req.method != "HEAD"
                 and status not in (204, 304)
                 and all(k != b"content-length" for k, _ in headers)
@@ -134,9 +138,11 @@ async def asgi_exchange(
             ):
                 stream = Streamed(status, headers)
                 streaming.set_result(stream)
-                await stream.put(chunk)
+                await stream.put(b"".join([*chunks, chunk]))
+                chunks.clear()
                 return
             chunks.append(chunk)
+            buffered += len(chunk)
             if not more:
                 done.set()
 

@@ -83,10 +83,11 @@ class DateHeader:
 class Connection(asyncio.Protocol):
     """One client connection: parser callbacks build requests, one handled at a time."""
 
-    def __init__(self, server: Http1Server) -> None:
+    def __init__(self, server: Http1Server, admin: bool = False) -> None:
         self.server = server
+        self.admin = admin  # accepted on an admin listener: no fast route, the app is told
         self.fast_prefix = server.fast_prefix
-        self.fast = server.fast
+        self.fast = None if admin else server.fast
         self.limits = server.limits
         self._max_head = server.limits.max_header_bytes
         self.loop = server.loop
