@@ -273,6 +273,18 @@ class TraceWriter:
                 self._withdrawn = True
                 raise TraceCommitTimeout("trace non enregistrée dans le délai") from None
 
+    async def committed(self, fut: asyncio.Future[None]) -> bool:
+        """Wait for a SEND trace's commit (``send_durability = "commit"``), at most
+        ``commit_timeout``. The request was relayed: its trace stays queued whatever
+        happens, and its answer goes back (a 503 would tell the LPS a call that happened
+        did not); a timeout is logged and shows in /readyz."""
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), self.commit_timeout)
+        except TimeoutError:
+            log.warning("SEND trace not committed within %.1f s; answered anyway, still queued", self.commit_timeout)
+            return False
+        return True
+
     def _purge(self) -> None:
         """Drop withdrawn traces (futures cancelled by :meth:`write`) before a batch forms."""
         if self._withdrawn:
