@@ -45,7 +45,14 @@ class Streamed:
         self.status, self.headers = status, headers
         self.failed = False
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(self.QUEUE)
-        self.aborted = asyncio.Event()  # the client went away: the app stops producing
+        self.aborted = asyncio.Event()  # the response is over for the client
+        self.producer: asyncio.Future[None] | None = None  # the app, still producing
+
+    def stop(self) -> None:
+        """The client went away mid-body: stop the app rather than let it read on."""
+        self.aborted.set()
+        if self.producer is not None and not self.producer.done():
+            self.producer.cancel()
 
     async def put(self, chunk: bytes | None) -> None:
         if not self.aborted.is_set():
@@ -165,6 +172,7 @@ async def asgi_exchange(
         conn.server.tasks.add(task)  # the app goes on producing while the client reads
         task.add_done_callback(conn.server.tasks.discard)
         task.add_done_callback(_retrieve)
+        streaming.result().producer = task
         return streaming.result()
     streaming.cancel()
     if task.exception() is not None:

@@ -269,6 +269,7 @@ class Connection(asyncio.Protocol):
         without the terminator: the client sees a truncated response, not a complete one."""
         chunked = req.version != "1.0"
         keep_alive = req.keep_alive and chunked and not self.server.stopping
+        complete = False
         try:
             if self.transport is None or self.closing:
                 return
@@ -297,8 +298,10 @@ class Connection(asyncio.Protocol):
                 return
             if chunked:
                 self.outbox.write(self.transport, b"0\r\n\r\n")
+            complete = True
         finally:
-            s.aborted.set()
+            if not complete:  # the client went away (or we stop): the app stops producing
+                s.stop()
         self._respond_done(keep_alive)
 
     def _respond(self, answer: Answer) -> None:
