@@ -128,3 +128,44 @@ def test_unreachable_postgres(
     finally:
         p.stop()
         relay.cut()
+
+
+def test_commit_durability_send_never_hangs(
+    pki, server_cert, psc_sandbox: PscHandle, api_services, tmp_path: Path
+) -> None:
+    """send_durability = "commit": a relayed request whose trace cannot be committed is
+    answered after commit_timeout (it happened: its answer goes back), and its trace,
+    kept queued, is committed once the keeper runs again."""
+    cfg = proxy_config(
+        pki,
+        server_cert,
+        psc_sandbox,
+        api_services,
+        tmp_path,
+        traces={"writer": "process", "send_durability": "commit", "commit_timeout": 2.0, "keeper_timeout": 600},
+    )
+    p = start_proxy(cfg, pki)
+    keeper = p.core.traces._append
+    try:
+        nid = psc_sandbox.identities[5]["national_id"]
+        with p.client() as c:
+            r = c.post("/connect", json=connect_body(psc_sandbox, nid))
+            assert r.status_code == 200, r.text
+            data = {
+                "nationalId": nid,
+                "clientID": psc_sandbox.mtls_client_id,
+                "proxy_session_id": r.json()["proxy_session_id"],
+                "session_state": r.json()["session_state"],
+            }
+            pid = keeper.pid  # type: ignore[attr-defined]
+            assert pid is not None
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                s = c.post("/send/signsessiondata/signsessiondata", json=data)
+                assert s.status_code == 200, s.text
+            finally:
+                os.kill(pid, signal.SIGCONT)
+        sends = [t for t in p.traces() if t["IdRPPS"] == nid and t["type"] == "SEND"]
+        assert len(sends) == 1
+    finally:
+        p.stop()

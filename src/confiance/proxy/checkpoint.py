@@ -26,14 +26,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from confiance.core.jose import KeyStore, TokenError, verify_jws
 
-from .config import TraceSection
 from .traces import ChainHead, sqlite_path
+
+if TYPE_CHECKING:  # pydantic's import is half the keeper's start-up time
+    from .config import TraceSection
 
 log = logging.getLogger("confiance.proxy.checkpoint")
 

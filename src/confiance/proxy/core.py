@@ -146,6 +146,11 @@ class ProxyCore:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self.traces.start()
+        if not await self.traces.ready(self.cfg.traces.keeper_timeout):
+            log.error(
+                "trace keeper not answering after %.0f s; serving anyway (/readyz says so)",
+                self.cfg.traces.keeper_timeout,
+            )
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop(), name="session-sweeper")
         self.started = True
 

@@ -30,11 +30,13 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .checkpoint import Checkpointer, CheckpointSettings
-from .config import TraceSection
 from .traces import Block, TraceItem, TraceQueueFull, TraceStore
+
+if TYPE_CHECKING:
+    from .config import TraceSection
 
 log = logging.getLogger("confiance.proxy.traces")
 
@@ -199,6 +201,7 @@ class TraceWriter:
         self._withdrawn = False
         self.busy_since: float | None = None  # an append or heartbeat is outstanding since
         self.answered = False  # the committer answered at least once (the keeper is up)
+        self._answered = asyncio.Event()
         self._last_beat = clock()
         self.failures = 0
         self.written = 0
@@ -291,11 +294,21 @@ class TraceWriter:
             self._withdrawn = False
             self._queue = [e for e in self._queue if e[2] is None or not e[2].cancelled()]
 
+    async def ready(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait (at most ``timeout``) until the committer has answered once. The server
+        listens only then: a keeper takes a second or more to start, and the first
+        CONNECT must not spend its ``commit_timeout`` waiting for Python to import."""
+        if not self.answered:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._answered.wait(), timeout)
+        return self.answered
+
     async def _call(self, work: Awaitable[None]) -> None:
         self.busy_since = self.clock()
         try:
             await work
             self.answered = True
+            self._answered.set()
         finally:
             self.busy_since = None
 
@@ -323,6 +336,9 @@ class TraceWriter:
         if beat is not None:  # up once it answers (a keeper takes a while to import)
             with contextlib.suppress(Exception):
                 await self._call(beat())
+        else:  # nothing to ask: taken as up
+            self.answered = True
+            self._answered.set()
         while True:
             self._purge()
             if not self._queue:
