@@ -76,7 +76,7 @@ def _fault_services(api: ApiHandle, upstream_url: str) -> dict[str, Any]:
     down = f"https://127.0.0.1:{_closed_port()}"
     return {
         **services_from(api),
-        "up": {**dmp, "base_url": upstream_url, "timeout": 0.5},
+        "up": {**dmp, "base_url": upstream_url, "timeout": 0.5, "forward_headers": ["x-custom"]},
         "down": {**dmp, "base_url": down},
         "asdown": {**dmp, "base_url": upstream_url, "token_endpoint": f"{down}/token"},
     }

@@ -9,7 +9,6 @@ reaches :meth:`ProxyApp.send_route`, which reads the body and hands it to the sa
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -30,8 +29,10 @@ from .edge import (
     cookie_from_headers,
     erased_cookie,
     error_answer,
+    parse_json,
     read_body,
     read_request_body,
+    require_json,
     scope_address,
     session_cookie,
 )
@@ -115,13 +116,8 @@ class ProxyApp:
         t0 = time.perf_counter()
         status = 500
         try:
-            raw = await read_request_body(request, self.max_body)
-            try:
-                body = json.loads(raw) if raw else None
-            except ValueError:
-                raise ProxyError(
-                    400, "INVALID_REQUEST", "corps JSON invalide", metadata={"nationalId": None, "clientId": None}
-                ) from None
+            require_json(request.scope["headers"])  # before reading the body
+            body = parse_json(await read_request_body(request, self.max_body))
             req = parse_connect(body)
             ip, port = scope_address(request.scope, self.core.trusted)
             sid = cookie_from_headers(request.scope["headers"])

@@ -35,6 +35,10 @@ class ServerSection(StrictModel):
     keep_alive_timeout: float = Field(30.0, gt=0, le=3600)  # idle keep-alive connection closed after
     request_read_timeout: float = Field(30.0, gt=0, le=3600)  # a request must have arrived within
     graceful_timeout: float = Field(30.0, ge=0, le=3600)  # on stop, wait this long for requests in flight
+    # Request bodies held for unanswered (queued, pipelined) requests: past these bounds a
+    # connection is not read until answers free memory.
+    max_buffered_bytes_per_connection: int = Field(4 * 1_048_576, ge=1024, le=1024 * 1_048_576)
+    max_buffered_bytes: int = Field(64 * 1_048_576, ge=1024, le=16 * 1024 * 1_048_576)
     trusted_proxies: list[str] = Field(default_factory=list)
     log_level: str = "warning"
     # Processes sharing the listening socket. Above 1, sessions must live in a shared store
@@ -132,6 +136,21 @@ class ServiceSection(StrictModel):
     ] = "urn:ietf:params:oauth:token-type:access_token"
     send_subject_issuer: bool = True  # ANS's example sends subject_issuer=psc
     timeout: float | None = Field(None, gt=0, le=600)
+    # Request headers forwarded to this service besides the default end-to-end set
+    # (proxy/forwarding.py); never hop-by-hop, identity, address or rewrite headers.
+    forward_headers: list[str] = Field(default_factory=list)
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _forwardable(cls, v: list[str]) -> list[str]:
+        from .forwarding import refusal
+
+        names = [n.strip().lower() for n in v]
+        for n in names:
+            why = refusal(n)
+            if why is not None:
+                raise ValueError(why)
+        return names
 
     @field_validator("base_url", "token_endpoint", "revocation_endpoint")
     @classmethod

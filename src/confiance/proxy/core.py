@@ -33,6 +33,7 @@ from .domain import (
     new_session,
     trace,
 )
+from .forwarding import forwarded
 from .http1.client import Pool
 from .http1.outbox import Outbox
 from .metrics import Metrics
@@ -56,6 +57,7 @@ class Hot:
     pool: Pool
     timeout: float
     service: str
+    forward: frozenset[bytes]  # request headers this service receives (forwarding.py)
 
 
 def client_dn(client: LpsClient) -> str | None:
@@ -99,6 +101,7 @@ class ProxyCore:
         self._clients_mtime: int | None = None
         self._clients_checked = -1.0
         self.refresh_clients()
+        self.forward = {name: forwarded(svc.forward_headers) for name, svc in cfg.services.items()}
         self.hot: dict[tuple[str, str], Hot] = {}
         self.pools: dict[tuple[str, int, str], Pool] = {}
         self.outbox = Outbox()  # requests to the services, written at the end of each loop pass
@@ -379,7 +382,9 @@ class ProxyCore:
                 log.warning("revocation at %s failed for a session (%s): %s", name, reason, exc)
         try:
             await self.psc.end_session(client, s.id_token, s.psc_refresh_token)
-        except (Unavailable, OAuthFailure) as exc:
+        except OAuthFailure as exc:
+            log.warning("PSC end-session refused (%s): HTTP %d, %s", reason, exc.status, exc)
+        except Unavailable as exc:
             log.warning("PSC end-session failed (%s): %s", reason, exc)
 
     async def _sweep_loop(self) -> None:
@@ -478,6 +483,7 @@ class ProxyCore:
             pool=self.pool_for(client, svc.base_url),
             timeout=svc.timeout or self.cfg.outbound.upstream_timeout,
             service=service,
+            forward=self.forward[service],
         )
         self.hot[(session.id, service)] = hot
         return hot

@@ -1,7 +1,8 @@
 """Wires the proxy: its core, the relay, the ASGI app, and the HTTP/1.1 server.
 
 The server (``http1/``) knows nothing of the proxy; here it gets ``/send/`` as its fast
-route (:meth:`Relay.handle`), the ASGI app for everything else, ANS's error shape for its
+route (:meth:`Relay.handle`, and :meth:`Relay.admit` to judge a caller from the head
+before reading a body), the ASGI app for everything else, ANS's error shape for its
 own refusals, the core's start and drain, and the core's outbox (one per process, shared
 with the upstream pools: ``http1/outbox.py``).
 """
@@ -36,6 +37,7 @@ def make_server(core: ProxyCore, tls: ssl.SSLContext | None) -> Http1Server:
         outbox=core.outbox,
         fast_prefix=SEND_PREFIX,
         fast=relay.handle,
+        admit=relay.admit,
         render_error=http_error_answer,
         on_start=core.start,
         on_stop=core.stop,
