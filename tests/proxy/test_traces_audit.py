@@ -292,3 +292,25 @@ def test_checkpoint_interval_and_last_checkpoint_on_flush(tmp_path: Path) -> Non
     assert signer.signed == 3 and signer.last is not None and signer.last.seq == 6
     assert os.stat(tmp_path / "w.jsonl").st_mode & 0o077 == 0
     store.close()
+
+
+def test_verify_while_the_proxy_appends(tmp_path: Path) -> None:
+    """Blocks committed after verify read the head are not taken for a broken tail."""
+    store = TraceStore(f"sqlite:///{tmp_path}/live.db")
+    for i in range(3):
+        store.append([(float(i + 1), {"type": "SEND"})])
+    real_head = store.head
+    late = TraceStore(f"sqlite:///{tmp_path}/live.db")
+
+    def head_then_append() -> object:
+        h = real_head()
+        late.append([(9.0, {"type": "SEND"})])  # another process commits meanwhile
+        return h
+
+    store.head = head_then_append  # type: ignore[method-assign]
+    check, reached = store.walk()
+    assert check.ok and reached.seq == 3
+    store.head = real_head  # type: ignore[method-assign]
+    assert store.verify().ok and store.head().seq == 4
+    late.close()
+    store.close()

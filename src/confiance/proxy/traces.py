@@ -304,8 +304,11 @@ class TraceStore:
         (a verified checkpoint: block seq → head then) on the way, then that the head row
         names the last block. Returns the check and the head the blocks lead to."""
         anchors = anchors or {}
+        # The head first, then the blocks up to it: a proxy still appending while this
+        # runs adds blocks past the head read, which must not look like a broken tail.
+        head = self.head()
         expected_prev, count, seq = GENESIS, 0, 0
-        for row in self.blocks():
+        for row in self.blocks(upto=head.seq):
             bad = _block_problem(row, seq + 1, expected_prev)
             if bad is not None:
                 return ChainCheck(False, count, count, bad), ChainHead(seq, expected_prev, count)
@@ -315,7 +318,6 @@ class TraceStore:
                 reason = f"bloc {seq} différent de celui signé au point de contrôle (traces réécrites)"
                 return ChainCheck(False, count, count, reason), ChainHead(seq, expected_prev, count)
         reached = ChainHead(seq, expected_prev, count)
-        head = self.head()
         if head != reached:
             return ChainCheck(False, count, count, "dernières traces supprimées (tête de chaîne incohérente)"), reached
         return ChainCheck(True, count), reached
