@@ -314,3 +314,54 @@ def test_verify_while_the_proxy_appends(tmp_path: Path) -> None:
     assert store.verify().ok and store.head().seq == 4
     late.close()
     store.close()
+
+
+def test_witness_failure_keeps_the_checkpoint_pending(tmp_path: Path) -> None:
+    """A witness that cannot be written loses nothing: the next tick signs again."""
+    clock = Clock()
+    blocked = tmp_path / "witness-dir"
+    blocked.mkdir()  # a directory: appending to it fails
+    settings = CheckpointSettings(str(tmp_path / "k.json"), str(blocked), None, 60.0)
+    signer = settings.checkpointer(clock)
+    store = TraceStore(f"sqlite:///{tmp_path}/t.db")
+    head = store.append([(1.0, {"type": "SEND"})])
+    assert head is not None
+    signer.committed(head)
+    assert signer.signed == 0
+    blocked.rmdir()
+    signer.tick()
+    assert signer.signed == 1 and len(blocked.read_text().splitlines()) == 1
+    store.close()
+
+
+def test_witness_command_gets_every_checkpoint(tmp_path: Path) -> None:
+    remote = tmp_path / "remote.jsonl"
+    settings = CheckpointSettings(
+        str(tmp_path / "k.json"), str(tmp_path / "local.jsonl"), ["sh", "-c", f"cat >> '{remote}'"], 0.0
+    )
+    signer = settings.checkpointer(Clock())
+    store = TraceStore(f"sqlite:///{tmp_path}/t.db")
+    for i in range(2):
+        head = store.append([(float(i + 1), {"type": "SEND"})])
+        assert head is not None
+        signer.committed(head)
+    assert remote.read_text() == (tmp_path / "local.jsonl").read_text() and len(remote.read_text().splitlines()) == 2
+    store.close()
+
+
+def test_export_signs_a_covering_checkpoint_when_none_is_recent(chain: Chain, tmp_path: Path) -> None:
+    from confiance.proxy.checkpoint import FileWitness, load_jwks, read_witness
+    from confiance.proxy.traceaudit import export
+
+    head = chain.store.append([(2000.0, {"type": "SEND", "IdRPPS": "late"})])
+    assert head is not None
+    chain.signer.committed(head)  # within the interval: not signed yet
+    assert chain.signer.last is not None and chain.signer.last.seq == 4
+    jwks = load_jwks(Path(chain.settings.key))
+    cps = read_witness(FileWitness(Path(chain.settings.witness or "")).lines(), jwks)
+    out = tmp_path / "late.jsonl"
+    assert not export(chain.store, cps, 1999.0, 2001.0, out).ok  # no covering checkpoint, no signer
+    audit = export(chain.store, cps, 1999.0, 2001.0, out, chain.signer)
+    assert audit.ok and audit.checkpoint is not None and audit.checkpoint.seq == 5
+    assert _verify_export(chain, out)[0] == 0
+    assert chain.cli("verify")[0] == 0  # the new checkpoint is in the witness too
