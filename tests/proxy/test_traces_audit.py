@@ -365,3 +365,41 @@ def test_export_signs_a_covering_checkpoint_when_none_is_recent(chain: Chain, tm
     assert audit.ok and audit.checkpoint is not None and audit.checkpoint.seq == 5
     assert _verify_export(chain, out)[0] == 0
     assert chain.cli("verify")[0] == 0  # the new checkpoint is in the witness too
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_previous_format_is_set_aside_not_changed(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    url = f"sqlite:///{tmp_path}/old.db" if backend == "sqlite" else request.getfixturevalue("postgres_schema_url")
+    eng = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    old = sa.MetaData()
+    sa.Table(
+        "proxy_trace_blocks",
+        old,
+        sa.Column("seq", sa.Integer, primary_key=True),
+        sa.Column("ts_min", sa.Float, index=True),
+        sa.Column("ts_max", sa.Float, index=True),
+        sa.Column("body", sa.Text),
+        sa.Column("prev_hash", sa.String(64)),
+        sa.Column("hash", sa.String(64)),
+    )
+    sa.Table(
+        "proxy_trace_chain",
+        old,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("hash", sa.String(64)),
+        sa.Column("n", sa.BigInteger),
+    )
+    old.create_all(eng)
+    with eng.begin() as c:
+        c.execute(sa.text("INSERT INTO proxy_trace_blocks VALUES (1, 1.0, 1.0, '[[1.0,{}]]', :g, 'x')"), {"g": GENESIS})
+    assert (
+        runner.invoke(cli_app, ["proxy", "traces", "verify", "--url", url, "--witness", "w", "--key", "k"]).exit_code
+        != 0
+    )
+    store = TraceStore(url)
+    store.append([(5.0, {"type": "SEND"})])
+    assert store.verify().ok and store.head().n == 1
+    with eng.connect() as c:  # the old rows are kept, unchanged
+        assert c.execute(sa.text("SELECT body FROM proxy_trace_blocks_v1")).scalar_one() == "[[1.0,{}]]"
+    store.close()
+    eng.dispose()

@@ -171,6 +171,7 @@ class TraceStore:
         if create:
             _create_private_sqlite(url)
             self.engine = make_engine(url, **_connect_args(url, connect_timeout))
+            self._set_aside_old_format()
             _meta.create_all(self.engine)
             self._check_layout()
             with self.engine.begin() as c:
@@ -187,6 +188,26 @@ class TraceStore:
             except TraceStoreMissing:
                 self.engine.dispose()
                 raise
+
+    OLD_SUFFIX = "_v1"
+
+    def _set_aside_old_format(self) -> None:
+        """A store from before every column was hashed (no ``n`` column) is renamed, not
+        changed: its tables become ``…_v1`` (still verifiable by the version that wrote
+        them; keep them as evidence) and a new chain starts beside them. Its indexes are
+        dropped first so the new tables can take their names."""
+        insp = sa.inspect(self.engine)
+        if not insp.has_table(blocks_table.name):
+            return
+        if "n" in {c["name"] for c in insp.get_columns(blocks_table.name)}:
+            return
+        log.warning("trace store in the previous format: kept as *%s tables, a new chain starts", self.OLD_SUFFIX)
+        with self.engine.begin() as c:
+            for ix in insp.get_indexes(blocks_table.name):
+                c.execute(sa.text(f'DROP INDEX "{ix["name"]}"'))
+            for table in (blocks_table, head_table):
+                if insp.has_table(table.name):
+                    c.execute(sa.text(f'ALTER TABLE "{table.name}" RENAME TO "{table.name}{self.OLD_SUFFIX}"'))
 
     def _check_layout(self) -> None:
         insp = sa.inspect(self.engine)
