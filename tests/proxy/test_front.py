@@ -22,6 +22,7 @@ from confiance.pki import IssuedCertificate, Pki
 from confiance.proxy.config import ServerSection
 from confiance.proxy.http1.outbox import Outbox
 from confiance.proxy.http1.server import Http1Server
+from tests.proxy.harness import ManualClock
 
 
 class _Core:
@@ -102,7 +103,7 @@ class StandIn:
         await send({"type": "http.response.body", "body": body[5:]})
 
 
-def _server(app: StandIn, tls: ssl.SSLContext | None, limits: ServerSection) -> Http1Server:
+def _server(app: StandIn, tls: ssl.SSLContext | None, limits: ServerSection, clock: Any = None) -> Http1Server:
     """The server as serve.py wires it, with the stand-in in the proxy's place."""
     return Http1Server(
         app,
@@ -114,6 +115,7 @@ def _server(app: StandIn, tls: ssl.SSLContext | None, limits: ServerSection) -> 
         admit=app.admit,
         on_start=app.core.start,
         on_stop=app.core.stop,
+        clock=clock,
     )
 
 
@@ -284,19 +286,53 @@ def test_app_errors_become_500_without_leaking(front: Any, pki: Pki) -> None:
         assert b"x-b" not in data
 
 
-def test_idle_and_slow_connections_are_closed(front: Any, pki: Pki) -> None:
-    _, thread, _ = front
-    idle = _conn(pki, thread.port)
-    idle.sendall(b"GET /send/a/b HTTP/1.1\r\nHost: h\r\n\r\n")
-    assert _read_all(idle, until_closed=False).startswith(b"HTTP/1.1 200")
-    slow = _conn(pki, thread.port)
-    slow.sendall(b"GET /send/a/b HTTP/1.1\r\nHost")  # never finishes its head
-    t0 = time.monotonic()
-    assert _read_all(idle, timeout=6) == b""  # closed by the server (keep-alive timeout 1 s)
-    assert _read_all(slow, timeout=6) == b""  # closed by the server (request read timeout 1 s)
-    assert time.monotonic() - t0 < 5
-    idle.close()
-    slow.close()
+def _open(s: ssl.SSLSocket) -> bool:
+    """The server has not closed this connection (nothing to read yet, no EOF)."""
+    s.setblocking(False)
+    try:
+        return s.recv(1) != b""
+    except (ssl.SSLWantReadError, BlockingIOError):
+        return True
+    finally:
+        s.setblocking(True)
+
+
+def _sweeps_after(server: Http1Server, n: int) -> None:
+    """Wait (polling state) until the server's sweeper has run ``n`` more times."""
+    target = server.sweeps + n
+    deadline = time.monotonic() + 60
+    while server.sweeps < target:
+        assert time.monotonic() < deadline, "the sweeper never ran"
+        time.sleep(0.05)
+
+
+def test_idle_and_slow_connections_are_closed(pki: Pki, server_cert: IssuedCertificate) -> None:
+    """Closed once the server's clock passes the keep-alive / request-read timeout, not
+    before: the clock is moved by the test (no real-time margin)."""
+    app = StandIn()
+    clock = ManualClock()
+    limits = ServerSection(
+        cert=server_cert.cert_path, key=server_cert.key_path, keep_alive_timeout=1.0, request_read_timeout=1.0
+    )
+    tls = server_context(ServerTLS(cert=server_cert.cert_path, key=server_cert.key_path))
+    server = _server(app, tls, limits, clock=clock)
+    thread = ServerThread(app, ServiceConfig(port=0), server=server).start()
+    try:
+        idle = _conn(pki, thread.port)
+        idle.sendall(b"GET /send/a/b HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert _read_all(idle, until_closed=False).startswith(b"HTTP/1.1 200")
+        slow = _conn(pki, thread.port)
+        slow.sendall(b"GET /send/a/b HTTP/1.1\r\nHost")  # never finishes its head
+        _sweeps_after(server, 2)
+        assert _open(idle) and _open(slow)  # the clock has not moved: within both timeouts
+        clock.advance(1.5)
+        _sweeps_after(server, 2)
+        assert _read_all(idle, timeout=30) == b""  # closed by the server (keep-alive timeout 1 s)
+        assert _read_all(slow, timeout=30) == b""  # closed by the server (request read timeout 1 s)
+        idle.close()
+        slow.close()
+    finally:
+        thread.stop()
 
 
 @pytest.mark.parametrize("fast", [False, True])

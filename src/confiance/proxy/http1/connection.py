@@ -116,6 +116,7 @@ class Connection(asyncio.Protocol):
         self._max_head = server.limits.max_header_bytes
         self._conn_budget = server.limits.max_buffered_bytes_per_connection
         self.loop = server.loop
+        self._now = server.clock or server.loop.time
         self.outbox = server.outbox
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -126,7 +127,7 @@ class Connection(asyncio.Protocol):
         self.closing = False
         self.read_paused = False
         self.write_paused = False
-        self.last_active = self.loop.time()
+        self.last_active = self._now()
         self.request_started: float | None = None  # first byte of a request not yet complete
         self.held = 0  # body bytes received and not yet answered (memory bound)
         self._final: Answer | None = None  # the refusal that ends this connection, once earlier answers are out
@@ -172,7 +173,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._final is not None or self.closing:
             return  # nothing after a refusal is read
-        self.last_active = self.loop.time()
+        self.last_active = self._now()
         if self.request_started is None:
             self.request_started = self.last_active
         try:
@@ -424,7 +425,7 @@ class Connection(asyncio.Protocol):
                     return
                 if chunk:
                     self.outbox.write(self.transport, b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
-                    self.last_active = self.loop.time()
+                    self.last_active = self._now()
                 if self.write_paused:  # the client reads slowly: produce no further meanwhile
                     self._writable.clear()
                     if self.write_paused:
@@ -455,7 +456,7 @@ class Connection(asyncio.Protocol):
 
     def _respond_done(self, req: Request, keep_alive: bool) -> None:
         """The answer to ``req`` is written: close, or go on with the next request."""
-        self.last_active = self.loop.time()
+        self.last_active = self._now()
         self._handling = None
         if req.body:
             self._release(len(req.body))

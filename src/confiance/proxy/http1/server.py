@@ -101,7 +101,10 @@ class Http1Server:
         render_error: Callable[[HttpError], Answer] = json_error,
         on_start: Callable[[], Awaitable[None]] | None = None,
         on_stop: Callable[[], Awaitable[None]] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        """``clock``: seconds for the idle and slow-request timeouts (the event loop's by
+        default; tests move their own past a timeout instead of waiting for it)."""
         self.app = app
         self.tls = tls
         self.scheme = "https" if tls is not None else "http"
@@ -115,6 +118,8 @@ class Http1Server:
         self.render_error = render_error
         self._on_start = on_start
         self._on_stop = on_stop
+        self.clock = clock
+        self.sweeps = 0  # sweeper passes so far (tests wait for one)
         self.connections: set[Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.date = DateHeader()
@@ -152,11 +157,13 @@ class Http1Server:
             while not self.should_exit:
                 await asyncio.sleep(0.1)
                 self.date.tick()
-                now = self.loop.time()
-                if now - last_sweep >= 1.0:
-                    last_sweep = now
+                tick = self.loop.time()
+                if tick - last_sweep >= 1.0:
+                    last_sweep = tick
+                    now = self.clock() if self.clock is not None else tick
                     for conn in [c for c in self.connections if c.expired(now)]:
                         conn.close()
+                    self.sweeps += 1
             await self._shutdown(servers)
         finally:
             for srv in servers:
