@@ -5,6 +5,7 @@ checkpoints in a witness outside the database, `traces verify` / `export` / `ver
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 from collections.abc import Iterator
@@ -316,8 +317,10 @@ def test_verify_while_the_proxy_appends(tmp_path: Path) -> None:
     store.close()
 
 
-def test_witness_failure_keeps_the_checkpoint_pending(tmp_path: Path) -> None:
-    """A witness that cannot be written loses nothing: the next tick signs again."""
+def test_witness_failure_keeps_the_checkpoint_pending(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A witness that cannot be written loses nothing: the next tick signs again. The
+    outage is logged once however many ticks retry, and its end once (core.logs.Incident)."""
+    caplog.set_level(logging.INFO, logger="confiance.proxy.checkpoint")
     clock = Clock()
     blocked = tmp_path / "witness-dir"
     blocked.mkdir()  # a directory: appending to it fails
@@ -327,10 +330,15 @@ def test_witness_failure_keeps_the_checkpoint_pending(tmp_path: Path) -> None:
     head = store.append([(1.0, {"type": "SEND"})])
     assert head is not None
     signer.committed(head)
+    for _ in range(3):
+        signer.tick()
     assert signer.signed == 0
     blocked.rmdir()
     signer.tick()
     assert signer.signed == 1 and len(blocked.read_text().splitlines()) == 1
+    mine = [r for r in caplog.records if "dependency" in r.getMessage()]
+    assert [r.levelname for r in mine] == ["ERROR", "WARNING"]
+    assert mine[0].__dict__["target"] == str(blocked) and mine[1].__dict__["failures"] == 4
     store.close()
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -113,8 +112,7 @@ class ProxyApp:
 
     # ------------------------------------------------------------------ ANS routes
     async def connect(self, request: Request) -> Response:
-        t0 = time.perf_counter()
-        status = 500
+        # Counted and timed, like every route but /send, by access_log.ObservedApp.
         try:
             require_json(request.scope["headers"])  # before reading the body
             body = parse_json(await read_request_body(request, self.max_body))
@@ -131,14 +129,9 @@ class ProxyApp:
             resp.headers["set-cookie"] = session_cookie(session.id, self.samesite)
             return resp
         except ProxyError as exc:
-            status = exc.status
             return JSONResponse(exc.body(), status_code=exc.status)
-        finally:
-            self.core.metrics.latency("connect").observe(time.perf_counter() - t0)
-            self.core.metrics.request("connect", status)
 
     async def disconnect(self, request: Request) -> Response:
-        status = 200
         try:
             sid = cookie_from_headers(request.scope["headers"])
             if not valid_session_id(sid):
@@ -150,10 +143,7 @@ class ProxyApp:
             resp.headers["set-cookie"] = erased_cookie(self.samesite)
             return resp
         except ProxyError as exc:
-            status = exc.status
             return JSONResponse(exc.body(), status_code=exc.status)
-        finally:
-            self.core.metrics.request("disconnect", status)
 
     def _traces_allowed(self, request: Request) -> ProxyError | None:
         tcfg = self.cfg.traces
@@ -172,12 +162,10 @@ class ProxyApp:
     async def traces(self, request: Request) -> Response:
         denied = self._traces_allowed(request)
         if denied is not None:
-            self.core.metrics.request("traces", denied.status)
             return JSONResponse(denied.body(), status_code=denied.status, headers={"WWW-Authenticate": "Bearer"})
-        status, response = await traces_response(
+        _status, response = await traces_response(
             request, self.core.trace_store, self.core.traces, self.cfg.traces.db_timeout
         )
-        self.core.metrics.request("traces", status)
         return response
 
     # ------------------------------------------------------------------ operations

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from confiance.core.jose import KeyStore, TokenError, verify_jws
+from confiance.core.logs import Incident
 
 from .traces import ChainHead, sqlite_path
 
@@ -126,6 +127,11 @@ class Witness:
     def __init__(self, witnesses: Iterable[FileWitness | CommandWitness]) -> None:
         self.witnesses = list(witnesses)
 
+    def describe(self) -> str:
+        """Where checkpoints go, for logs: file paths and command names (not their arguments,
+        which may name keys or hosts)."""
+        return ", ".join(str(w.path) if isinstance(w, FileWitness) else f"command {w.argv[0]}" for w in self.witnesses)
+
     def append(self, line: str) -> None:
         for w in self.witnesses:
             w.append(line)
@@ -187,6 +193,8 @@ class Checkpointer:
         self._last: float | None = None
         self.last: Checkpoint | None = None  # the last one written to the witness
         self.signed = 0
+        # A failing witness is retried at every tick: logged once, and its recovery.
+        self.incident = Incident("trace witness", witness.describe(), log)
 
     def committed(self, head: ChainHead) -> None:
         self._pending = head
@@ -208,8 +216,9 @@ class Checkpointer:
         try:
             self.witness.append(token)
         except (OSError, subprocess.SubprocessError) as exc:  # kept pending: the next tick retries
-            log.error("point de contrôle des traces non écrit dans le témoin : %s", exc)
+            self.incident.failed(exc)
             return
+        self.incident.ok()
         self._pending, self._last = None, now
         self.last = Checkpoint(head.seq, head.hash, head.n, now, token)
         self.signed += 1

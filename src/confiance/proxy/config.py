@@ -40,7 +40,11 @@ class ServerSection(StrictModel):
     max_buffered_bytes_per_connection: int = Field(4 * 1_048_576, ge=1024, le=1024 * 1_048_576)
     max_buffered_bytes: int = Field(64 * 1_048_576, ge=1024, le=16 * 1024 * 1_048_576)
     trusted_proxies: list[str] = Field(default_factory=list)
-    log_level: str = "warning"
+    # Operator logs (core/logs.py): "info" shows the start-up line and one access line per
+    # request; log_format unset means JSON lines unless stderr is a terminal.
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] | None = None
+    access_log: bool = True
     # Processes sharing the listening socket. Above 1, sessions must live in a shared store
     # (sqlite or redis): refresh locks, the sweeper and traces are already process-safe.
     workers: int = Field(1, ge=1, le=64)
@@ -64,6 +68,11 @@ class ServerSection(StrictModel):
             return None
         host, _, port = self.admin_listen.rpartition(":")
         return host.strip("[]"), int(port)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, v: object) -> object:
+        return v.lower() if isinstance(v, str) else v
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -304,8 +313,11 @@ def save_clients_file(path: Path, clients: list[LpsClient]) -> None:
     tmp.replace(path)  # atomic: a running proxy never reads half a file
 
 
-def load(path: Path | str) -> ProxyConfig:
-    """Load and validate; relative file paths are resolved against the config file's folder."""
+def load(path: Path | str, check: bool = True) -> ProxyConfig:
+    """Load and validate; relative file paths are resolved against the config file's folder.
+
+    ``check=False``: do not stop at missing files (``check-config`` reports them with the
+    rest, in one pass)."""
     cfg = load_config(path, ProxyConfig)
     base = Path(path).resolve().parent
 
@@ -323,7 +335,8 @@ def load(path: Path | str) -> ProxyConfig:
     cfg.lps_clients_file = fix(cfg.lps_clients_file)
     cfg.traces.checkpoint_key = fix(cfg.traces.checkpoint_key)
     cfg.traces.witness = fix(cfg.traces.witness)
-    check_files(cfg, str(path))
+    if check:
+        check_files(cfg, str(path))
     return cfg
 
 

@@ -22,6 +22,7 @@ from confiance.core.config import ConfigError
 from confiance.core.http import ClientFactory, Timeouts
 from confiance.pki.thumbprint import subject_dn
 
+from .access_log import AccessLog
 from .config import LpsClient, ProxyConfig, ServiceSection, load_clients_file
 from .domain import (
     ApiToken,
@@ -96,6 +97,7 @@ class ProxyCore:
         self.psc = PscClient(cfg.psc, self.factory, cfg.outbound.psc_timeout)
         self.exchanger = TokenExchanger(self.factory, cfg.outbound.psc_timeout)
         self.metrics = Metrics()
+        self.access = AccessLog(enabled=cfg.server.access_log)  # access_log.py (ops)
         self.clients = {c.client_id: c for c in cfg.lps_clients}
         self.dns = {c.client_id: client_dn(c) for c in cfg.lps_clients}
         self._clients_mtime: int | None = None
@@ -131,7 +133,7 @@ class ProxyCore:
         try:
             extra = load_clients_file(path)
         except ConfigError as exc:
-            log.warning("clients LPS non rechargés : %s", exc)
+            log.warning("LPS clients not reloaded: %s", exc)
             return
         clients = {c.client_id: c for c in self.cfg.lps_clients}
         dns = {cid: self.dns.get(cid) for cid in clients}
@@ -141,14 +143,30 @@ class ProxyCore:
             try:
                 dns[c.client_id] = client_dn(c)
             except (OSError, ValueError) as exc:
-                log.warning("client LPS %s ignoré : certificat illisible (%s)", c.client_id, exc)
+                log.warning("LPS client %s ignored: unreadable certificate (%s)", c.client_id, exc)
                 continue
             clients[c.client_id] = c
         self.clients, self.dns, self._clients_mtime = clients, dns, mtime
 
+    async def reload_clients(self, lps_clients: list[LpsClient]) -> None:
+        """SIGHUP (reload.py): the configuration's clients replaced, the onboarded file
+        re-read, and every outbound connection and TLS context dropped, so rotated LPS
+        certificates are read again on the next request (those in flight finish)."""
+        self.cfg.lps_clients = lps_clients
+        self.clients = {c.client_id: c for c in lps_clients}
+        self.dns = {c.client_id: client_dn(c) for c in lps_clients}
+        self._clients_mtime, self._clients_checked = -1, float("-inf")
+        self.refresh_clients()
+        pools, self.pools = self.pools, {}
+        self.hot.clear()
+        for pool in pools.values():
+            pool.close()
+        await self.factory.reload()
+
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self.traces.start()
+        self.metrics.start()  # shares this worker's metrics when several serve one socket
         if not await self.traces.ready(self.cfg.traces.keeper_timeout):
             log.error(
                 "trace keeper not answering after %.0f s; serving anyway (/readyz says so)",
@@ -170,6 +188,8 @@ class ProxyCore:
         await self.factory.aclose()
         await self.store.close()
         self.trace_store.close()
+        self.access.flush()
+        await self.metrics.stop()
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

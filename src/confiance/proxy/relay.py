@@ -100,7 +100,7 @@ class _Send:
             assert self.hot is not None
             answer = error_answer(relay.upstream_failed(self.hot, exc))
         else:
-            log.error("échec inattendu du relais /send", exc_info=exc)
+            log.error("unexpected /send relay failure", exc_info=exc)
             answer = error_answer(internal_error())
         relay.observe(self.t0, self, answer[0])
         respond(answer)
@@ -109,7 +109,7 @@ class _Send:
 def _task_answer(task: asyncio.Task[Answer]) -> Answer:
     if not task.cancelled() and task.exception() is None:
         return task.result()
-    log.error("échec inattendu du relais /send", exc_info=None if task.cancelled() else task.exception())
+    log.error("unexpected /send relay failure", exc_info=None if task.cancelled() else task.exception())
     return error_answer(internal_error())
 
 
@@ -146,7 +146,7 @@ class Relay:
             r = self._begin(method, raw_path, query, headers, client, t0)
         except ProxyError as exc:
             answer = error_answer(exc)
-            self.observe(t0, None, answer[0])
+            self.observe(t0, None, answer[0], method, client)
             respond(answer)
             return None
         r.body = body
@@ -352,9 +352,19 @@ class Relay:
         out.append((b"content-length", b"%d" % len(rbody)))
         return (status, out, rbody), fut
 
-    def observe(self, t0: float, r: _Send | None, status: int) -> None:
-        """Record a finished /send in the metrics."""
+    def observe(
+        self, t0: float, r: _Send | None, status: int, method: str = "", client: tuple[str, int] | None = None
+    ) -> None:
+        """Record a finished /send in the metrics and the access log (``method`` and
+        ``client``: of a request refused before it was parsed, when there is no ``r``)."""
         total = time.perf_counter() - t0
         # The overhead is what the proxy itself adds to a relayed request, measured inside
         # the process (total minus the upstream and token-renewal waits).
         self.core.metrics.send_done(total, total - r.waited if r is not None and r.waited else None, status)
+        if r is None:
+            self.core.access.line(method, "send", status, total, peer=client)
+        else:
+            s = r.session
+            self.core.access.line(
+                r.method, "send", status, total, r.target.service, s.client_id if s else None, r.sid, r.client
+            )

@@ -16,6 +16,7 @@ import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .access_log import ObservedApp
 from .app import ProxyApp
 from .core import ProxyCore
 from .edge import http_error_answer
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 def make_server(core: ProxyCore, tls: ssl.SSLContext | None) -> Http1Server:
     """The proxy's HTTP server over an existing core."""
     relay = Relay(core)
-    app = ProxyApp(core, relay)
+    app = ObservedApp(ProxyApp(core, relay), core.access, core.metrics)  # access lines + route metrics
     return Http1Server(
         app,
         tls,
@@ -76,13 +77,24 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
-def run(server: Http1Server, sockets: list[socket.socket], admin_sockets: list[socket.socket] | None = None) -> None:
+def run(
+    server: Http1Server,
+    sockets: list[socket.socket],
+    admin_sockets: list[socket.socket] | None = None,
+    on_started: Callable[[], None] | None = None,
+) -> None:
     """Serve in the foreground on uvloop until SIGINT/SIGTERM (``admin_sockets``: the
-    ``server.admin_listen`` listener, for /readyz and /metrics)."""
+    ``server.admin_listen`` listener, for /readyz and /metrics; ``on_started``: e.g. the
+    SIGHUP handler of reload.py, installed once listening)."""
     import uvloop
 
     server.admin_sockets = admin_sockets or []
 
-    server.on_started = tune_gc  # once the app has started (stores, trace writer, keeper)
+    def started() -> None:
+        tune_gc()  # once the app has started (stores, trace writer, keeper)
+        if on_started is not None:
+            on_started()
+
+    server.on_started = started
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(server.serve(sockets))

@@ -9,26 +9,24 @@ body, already encoded as it is stored and hashed); the answer is ``ok`` after th
 heartbeat: answered ``ok`` at once, after signing a checkpoint if one is due. The keeper
 signs the checkpoints (``checkpoint.py``) because it is what knows each new chain head
 without another query; at end of input it signs a last one covering every commit. The
-pipe is private to the proxy that started the keeper. The keeper ignores SIGINT/SIGTERM
+pipe is private to the proxy that started the keeper. The keeper ignores SIGINT/SIGTERM/SIGHUP
 sent to the proxy's process group and exits at end of input, so a stopping proxy can still
 hand it its last batch.
 """
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 
 from .checkpoint import Checkpointer, CheckpointSettings
 from .traces import Block, TraceStore
 
-log = logging.getLogger("confiance.proxy.tracekeeper")
-
 
 def serve(url: str, checkpointer: Checkpointer | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload is the proxy's, not the keeper's
     store = TraceStore(url)
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     try:
@@ -48,8 +46,9 @@ def serve(url: str, checkpointer: Checkpointer | None = None) -> int:
                 return 0  # the proxy stopped mid-batch: it keeps the batch and retries
             try:
                 chain = store.append_block(Block(body, count, ts_min, ts_max))
-            except Exception as exc:  # the database: reported, the proxy retries the batch
-                log.warning("lot de traces non écrit : %s", exc)
+            except Exception as exc:  # the database: reported to the proxy, which logs the
+                # outage once (core.logs.Incident) and retries the batch; a line here per
+                # retry would repeat it ten times a second, unformatted
                 out.write(
                     b"err " + f"{type(exc).__name__}: {exc}".encode("utf-8", "replace").replace(b"\n", b" ") + b"\n"
                 )
@@ -66,5 +65,10 @@ def serve(url: str, checkpointer: Checkpointer | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from confiance.core import logs
+
+    # What it logs (a witness that cannot be written: core.logs.Incident) goes to the
+    # proxy's stderr, shaped like the proxy's lines (JSON unless stderr is a terminal).
+    logs.setup("warning")
     settings = CheckpointSettings.from_json(sys.argv[2]) if len(sys.argv) > 2 else None
     sys.exit(serve(sys.argv[1], settings.checkpointer() if settings else None))

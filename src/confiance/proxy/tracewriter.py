@@ -32,6 +32,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from confiance.core.logs import Incident, redact_url
+
 from .checkpoint import Checkpointer, CheckpointSettings
 from .traces import Block, TraceItem, TraceQueueFull, TraceStore
 
@@ -132,12 +134,12 @@ class KeeperAppender:
             # Stopped or stuck: its answer may never come, and a late one would be read as
             # the next batch's. A new keeper writes the batch again.
             self._stop(proc)
-            raise KeeperDown("le processus d'écriture des traces ne répond plus") from None
+            raise KeeperDown("the trace keeper stopped answering") from None
         if answer == b"ok\n":
             return
         if not answer:
             self._stop(proc)
-            raise KeeperDown("le processus d'écriture des traces s'est arrêté")
+            raise KeeperDown("the trace keeper process exited")
         raise OSError(answer.decode("utf-8", "replace").removeprefix("err ").strip())
 
     @property
@@ -187,6 +189,10 @@ class TraceWriter:
     ):
         """``appender`` commits one batch; by default ``store.append`` in a worker thread."""
         self.store = store
+        # ops: a database outage is logged once, and its recovery (core/logs.py)
+        engine = getattr(store, "engine", None)
+        target = redact_url(str(engine.url.render_as_string(hide_password=True))) if engine is not None else "?"
+        self.incident = Incident("trace database", target, log)
         self._append: Appender = appender or StoreAppender(store)
         self.flush_interval = flush_interval
         self.batch_max = batch_max
@@ -351,10 +357,11 @@ class TraceWriter:
                 await self._call(self._append([(ts, rec) for ts, rec, _ in batch]))
             except Exception as exc:  # the database is down: keep the batch, retry
                 self.failures += 1
-                log.warning("trace batch of %d not written yet (%s); retrying", len(batch), type(exc).__name__)
+                self.incident.failed(exc)  # once per outage; the batch is kept and retried
                 await asyncio.sleep(min(1.0, 0.05 * self.failures))
                 continue
             self.failures = 0
+            self.incident.ok()
             self._last_beat = self.clock()
             # Read back from the queue, not from ``batch``: flush() may have given an entry
             # of this batch a future while it was being written.

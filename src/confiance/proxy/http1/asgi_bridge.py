@@ -157,7 +157,7 @@ async def asgi_exchange(
         try:
             await app(scope, receive, send)
         except Exception:
-            log.exception("erreur interne sur %s", path)
+            log.exception("internal error on %s", path)
             if stream is not None:
                 stream.failed = True
                 await stream.put(None)
@@ -194,7 +194,7 @@ async def asgi_exchange(
 def _valid(headers: list[tuple[bytes, bytes]], path: str) -> bool:
     for k, v in headers:
         if not _HEADER_NAME.match(k) or not _HEADER_VALUE.match(v):
-            log.error("en-tête de réponse invalide refusé sur %s", path)
+            log.error("invalid response header refused on %s", path)
             return False
     return True
 

@@ -290,7 +290,7 @@ class Connection(asyncio.Protocol):
         try:
             refusal = await verdict
         except Exception:
-            log.exception("erreur interne sur %s", self.fast_prefix.decode("latin-1"))
+            log.exception("internal error on %s", self.fast_prefix.decode("latin-1"))
             refusal = self.server.render_error(INTERNAL_ERROR)
         self._admitting = None
         if self.closing:
@@ -372,7 +372,7 @@ class Connection(asyncio.Protocol):
             try:
                 pending = fast(req.method, raw_path, query, req.headers, self.peer, req.body, self._respond_bound)
             except Exception:
-                log.exception("erreur interne sur %s", self.fast_prefix.decode("latin-1"))
+                log.exception("internal error on %s", self.fast_prefix.decode("latin-1"))
                 self._respond(self.server.render_error(INTERNAL_ERROR), close=True)
                 return
             if pending is None:
@@ -388,7 +388,7 @@ class Connection(asyncio.Protocol):
         try:
             answer = await pending
         except Exception:
-            log.exception("erreur interne sur %s", self.fast_prefix.decode("latin-1"))
+            log.exception("internal error on %s", self.fast_prefix.decode("latin-1"))
             self._respond(self.server.render_error(INTERNAL_ERROR), close=True)
             return
         self._respond(answer)
