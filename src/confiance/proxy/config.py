@@ -49,6 +49,26 @@ class ServerSection(StrictModel):
     # Processes sharing the listening socket. Above 1, sessions must live in a shared store
     # (sqlite or redis): refresh locks, the sweeper and traces are already process-safe.
     workers: int = Field(1, ge=1, le=64)
+    # Where /readyz and /metrics are served ("127.0.0.1:9443", same TLS certificate); the
+    # LPS-facing port then serves only ANS's contract (+ /healthz, web login). Unset: they
+    # stay on the main port, behind ``admin_token`` when it is set (docs/proxy.md).
+    admin_listen: str | None = None
+    admin_token: str | None = Field(None, min_length=16)
+
+    @field_validator("admin_listen")
+    @classmethod
+    def _hostport(cls, v: str | None) -> str | None:
+        if v is not None:
+            host, sep, port = v.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ValueError("attendu hôte:port, par exemple 127.0.0.1:9443")
+        return v
+
+    def admin_address(self) -> tuple[str, int] | None:
+        if self.admin_listen is None:
+            return None
+        host, _, port = self.admin_listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -197,6 +217,24 @@ class TraceSection(StrictModel):
     # "process": batches are encoded, hashed and committed by a child process, so the event
     # loop never waits for the GIL behind them; "thread": a worker thread of the proxy.
     writer: Literal["process", "thread"] = "process"
+    # Signed checkpoints of the chain (docs/proxy.md, "Checkpoint witness"). Unset paths
+    # default to files beside a SQLite store; with PostgreSQL they must be given.
+    checkpoint_key: Path | None = None  # ES256 key file (0600), created on first start
+    witness: Path | None = None  # append-only file of checkpoints: put it on another disk/host
+    witness_command: list[str] | None = None  # also fed each checkpoint line (e.g. ssh … 'cat >> …')
+    checkpoint_interval: float = Field(60.0, gt=0, le=86_400)
+    # Bounds on every wait for traces: a CONNECT/DISCONNECT commit (then 503
+    # TRACES_UNAVAILABLE), a database call of /traces and /readyz, a PostgreSQL connection.
+    commit_timeout: float = Field(5.0, gt=0, le=300)
+    db_timeout: float = Field(5.0, gt=0, le=300)
+    keeper_timeout: float = Field(30.0, gt=0, le=600)  # keeper silent this long: killed, restarted
+    heartbeat_interval: float = Field(1.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _witness_for_postgres(self) -> TraceSection:
+        if not self.url.startswith("sqlite") and (self.checkpoint_key is None or self.witness is None):
+            raise ValueError("traces.checkpoint_key et traces.witness sont requis avec PostgreSQL")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -270,6 +308,8 @@ def load(path: Path | str, check: bool = True) -> ProxyConfig:
         c.cert = fix(c.cert)
         c.key = fix(c.key)
     cfg.lps_clients_file = fix(cfg.lps_clients_file)
+    cfg.traces.checkpoint_key = fix(cfg.traces.checkpoint_key)
+    cfg.traces.witness = fix(cfg.traces.witness)
     if check:
         check_files(cfg, str(path))
     return cfg

@@ -40,7 +40,8 @@ from .http1.outbox import Outbox
 from .metrics import Metrics
 from .oauth import OAuthFailure, PscClient, TokenExchanger, Unavailable, identity_of
 from .sessions import SessionStore, StoreUnavailable, make_store
-from .traces import KeeperAppender, TraceQueueFull, TraceStore, TraceWriter
+from .traces import TraceQueueFull
+from .tracewriter import TraceCommitTimeout, build_writer
 
 log = logging.getLogger("confiance.proxy")
 
@@ -86,14 +87,8 @@ class ProxyCore:
             cfg.sessions.redis_prefix,
             cfg.sessions.encryption_key,
         )
-        self.trace_store = TraceStore(cfg.traces.url)
-        self.traces = TraceWriter(
-            self.trace_store,
-            cfg.traces.flush_interval,
-            cfg.traces.batch_max,
-            cfg.traces.queue_max,
-            appender=KeeperAppender(cfg.traces.url) if cfg.traces.writer == "process" else None,
-        )
+        self.traces = build_writer(cfg.traces)
+        self.trace_store = self.traces.store
         self.factory = ClientFactory(
             cfg.outbound.ca_bundle,
             Timeouts(connect=cfg.outbound.connect_timeout, total=cfg.outbound.upstream_timeout),
@@ -162,6 +157,11 @@ class ProxyCore:
     async def start(self) -> None:
         self.traces.start()
         self.metrics.start()  # shares this worker's metrics when several serve one socket
+        if not await self.traces.ready(self.cfg.traces.keeper_timeout):
+            log.error(
+                "trace keeper not answering after %.0f s; serving anyway (/readyz says so)",
+                self.cfg.traces.keeper_timeout,
+            )
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop(), name="session-sweeper")
         self.started = True
 
@@ -193,6 +193,8 @@ class ProxyCore:
             await self.traces.write(rec, now)
         except TraceQueueFull as exc:
             raise ProxyError(503, "TRACES_UNAVAILABLE", "journal des traces saturé, réessayez") from exc
+        except TraceCommitTimeout as exc:
+            raise ProxyError(503, "TRACES_UNAVAILABLE", "journal des traces indisponible, réessayez") from exc
 
     # ------------------------------------------------------------------ connect
     async def connect(
@@ -282,12 +284,21 @@ class ProxyCore:
             self.spawn(self._end_remote(session, "store_unavailable"))
             raise ProxyError(503, "SESSION_STORE_UNAVAILABLE", "stockage des sessions indisponible") from exc
         now = self.clock()
-        await self.trace_now(
-            trace(
-                TraceType.CONNECT_SUCCESS, now=now, national_id=session.national_id, ip=ip, port=port, session=session
-            ),
-            now,
-        )
+        try:
+            await self.trace_now(
+                trace(
+                    TraceType.CONNECT_SUCCESS,
+                    now=now,
+                    national_id=session.national_id,
+                    ip=ip,
+                    port=port,
+                    session=session,
+                ),
+                now,
+            )
+        except ProxyError:
+            await self._unmake(session, ip, port)
+            raise
         # The idle clock starts when the LPS gets its session, not when PSC answered: the
         # trace commit above can take a while (a loaded machine, the keeper's first batch),
         # and a short idle_ttl must not be half spent before the first /send. Best effort:
@@ -295,6 +306,26 @@ class ProxyCore:
         with contextlib.suppress(StoreUnavailable):
             await self.store.touch(session, self.clock())
         return 200, session
+
+    async def _unmake(self, session: Session, ip: str | None, port: int | None) -> None:
+        """A session whose CONNECT_SUCCESS was not committed does not exist: nobody has its
+        cookie yet, so it is removed and ended at PSC. Its trace was withdrawn from the
+        queue; in case a stopped keeper committed it anyway, a CONNECT_FAILURE follows it."""
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.delete(session.id)
+        self.spawn(self._end_remote(session, "traces_unavailable"))
+        now = self.clock()
+        rec = trace(
+            TraceType.CONNECT_FAILURE,
+            now=now,
+            national_id=session.national_id,
+            ip=ip,
+            port=port,
+            client_id=session.client_id,
+            dn=self.dns.get(session.client_id),
+            reason="traces_unavailable",
+        )
+        self.traces.submit(rec, now, force=True)
 
     # ------------------------------------------------------------------ sessions
     async def lookup(self, sid: str, now: float) -> Session:
@@ -319,9 +350,14 @@ class ProxyCore:
         if s is None:
             raise ProxyError(401, "SESSION_NOT_FOUND", "session inconnue")
         now = self.clock()
-        await self.trace_now(
-            trace(TraceType.DISCONNECT, now=now, national_id=s.national_id, ip=ip, port=port, session=s), now
-        )
+        try:
+            await self.trace_now(
+                trace(TraceType.DISCONNECT, now=now, national_id=s.national_id, ip=ip, port=port, session=s), now
+            )
+        except ProxyError:  # the session is gone already: end it everywhere, then say so
+            self._forget(sid)
+            self.spawn(self._end_remote(s, "disconnect"))
+            raise
         self._forget(sid)
         self.metrics.sessions_ended.labels("disconnect").inc()
         await self._end_remote(s, "disconnect")

@@ -24,7 +24,7 @@ import httptools
 from confiance.core.server import tls_extension
 
 from .answers import INTERNAL_ERROR, Answer, HttpError, Refused
-from .asgi_bridge import asgi_exchange
+from .asgi_bridge import Streamed, asgi_exchange
 
 if TYPE_CHECKING:
     from .server import Http1Server
@@ -109,11 +109,12 @@ class Connection(asyncio.Protocol):
       ``100-continue`` → 417.
     """
 
-    def __init__(self, server: Http1Server) -> None:
+    def __init__(self, server: Http1Server, admin: bool = False) -> None:
         self.server = server
+        self.admin = admin  # accepted on an admin listener: no fast route, the app is told
         self.fast_prefix = server.fast_prefix
-        self.fast = server.fast
-        self.admit = server.admit
+        self.fast = None if admin else server.fast
+        self.admit = None if admin else server.admit
         self.limits = server.limits
         self._max_head = server.limits.max_header_bytes
         self.loop = server.loop
@@ -148,6 +149,7 @@ class Connection(asyncio.Protocol):
         self._expect_continue = False
         self._handling: Request | None = None  # the request being answered (one at a time)
         self._respond_bound = self._respond  # bound once: the fast route's callback
+        self._writable: asyncio.Event | None = None  # a streamed answer waits on it (made then)
 
     @property
     def busy(self) -> bool:
@@ -166,6 +168,8 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        if self._writable is not None:
+            self._writable.set()
         self.server.connections.discard(self)
         self.queue.clear()
         self._free_all()
@@ -199,6 +203,8 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self._writable is not None:
+            self._writable.set()
         self.update_reading()
 
     # ------------------------------------------------------------------ httptools callbacks
@@ -399,7 +405,52 @@ class Connection(asyncio.Protocol):
         self._respond(answer)
 
     async def _asgi(self, req: Request) -> None:
-        self._respond(await asgi_exchange(self.server.app, self, req, self.server.scheme, self.server.render_error))
+        answer = await asgi_exchange(self.server.app, self, req, self.server.scheme, self.server.render_error)
+        if isinstance(answer, Streamed):
+            await self._stream(req, answer)
+        else:
+            self._respond(answer)
+
+    async def _stream(self, req: Request, s: Streamed) -> None:
+        """Send a response as the app produces it (chunked; HTTP/1.0: until close), waiting
+        while the client does not read. An app failure mid-body closes the connection
+        without the terminator: the client sees a truncated response, not a complete one."""
+        chunked = req.version != "1.0"
+        keep_alive = req.keep_alive and chunked and not self.server.stopping
+        complete = False
+        try:
+            if self.transport is None or self.closing:
+                return
+            head = [STATUS_LINES.get(s.status) or _status_line(s.status), self.server.date.value]
+            for k, v in s.headers:
+                head += (k, b": ", v, b"\r\n")
+            if chunked:
+                head.append(b"transfer-encoding: chunked\r\n")
+            if not keep_alive:
+                head.append(b"connection: close\r\n")
+            head.append(b"\r\n")
+            self._writable = asyncio.Event()
+            self.outbox.write(self.transport, b"".join(head))
+            async for chunk in s:
+                if self._gone():
+                    return
+                if chunk:
+                    self.outbox.write(self.transport, b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                    self.last_active = self._now()
+                if self.write_paused:  # the client reads slowly: produce no further meanwhile
+                    self._writable.clear()
+                    if self.write_paused:
+                        await self._writable.wait()
+            if s.failed or self._gone():
+                self.close()
+                return
+            if chunked:
+                self.outbox.write(self.transport, b"0\r\n\r\n")
+            complete = True
+        finally:
+            if not complete:  # the client went away (or we stop): the app stops producing
+                s.stop()
+        self._respond_done(req, keep_alive)
 
     def _respond(self, answer: Answer, close: bool = False) -> None:
         """Answer the request being handled, then go on with the connection."""
@@ -409,6 +460,13 @@ class Connection(asyncio.Protocol):
         status, headers, body = answer
         keep_alive = req.keep_alive and not close and not self.server.stopping
         self._write(status, headers, body if req.method != "HEAD" else b"", keep_alive)
+        self._respond_done(req, keep_alive)
+
+    def _gone(self) -> bool:
+        return self.transport is None or self.closing
+
+    def _respond_done(self, req: Request, keep_alive: bool) -> None:
+        """The answer to ``req`` is written: close, or go on with the next request."""
         self.last_active = self._now()
         self._handling = None
         if req.reserved or req.body:

@@ -132,6 +132,9 @@ class Http1Server:
         self.stopping = False
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.on_started: Callable[[], None] | None = None  # called once listening
+        # Listeners for operators only (/readyz, /metrics): no fast route there, and the app
+        # sees scope["confiance.listener"] == "admin" (set before serve()).
+        self.admin_sockets: list[socket.socket] = []
 
     async def serve(self, sockets: list[socket.socket]) -> None:
         self.loop = asyncio.get_running_loop()
@@ -141,6 +144,9 @@ class Http1Server:
         try:
             for sock in sockets:
                 srv = await self.loop.create_server(lambda: Connection(self), sock=sock, ssl=self.tls, backlog=2048)
+                servers.append(srv)
+            for sock in self.admin_sockets:
+                srv = await self.loop.create_server(lambda: Connection(self, admin=True), sock=sock, ssl=self.tls)
                 servers.append(srv)
             if threading.current_thread() is threading.main_thread():
                 for sig in (signal.SIGINT, signal.SIGTERM):
