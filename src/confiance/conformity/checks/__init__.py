@@ -1,0 +1,147 @@
+"""The registry of checks, run in this order against one proxy (one module per group)."""
+
+from __future__ import annotations
+
+from .beyond import check_auth_code, check_idle, check_refresh, check_tls_legacy
+from .campaign import Campaign, CheckDef, CheckFn, Session
+from .connect import (
+    check_connect,
+    check_denied,
+    check_malformed,
+    check_no_answer,
+    check_replay,
+    check_session_state,
+    check_unknown_client,
+)
+from .disconnect import check_disconnect, check_psc_session_ended
+from .send import check_cnf_binding, check_send_unauthenticated, check_signsessiondata
+from .traces import check_trace_api_request, check_trace_dn, check_trace_fields, check_trace_window
+
+__all__ = ["CHECKS", "Campaign", "CheckDef", "CheckFn", "Session"]
+
+CHECKS: tuple[CheckDef, ...] = (
+    CheckDef(
+        "connect.ciba",
+        "Connexion CIBA",
+        "POST /connect → 200, corps {proxy_session_id, session_state} et cookie proxy_session_id identique.",
+        check_connect,
+    ),
+    CheckDef(
+        "connect.replay",
+        "Rejeu de la connexion",
+        "Un second /connect du même utilisateur et du même LPS → 304 sans corps, sans nouvelle authentification PSC.",
+        check_replay,
+    ),
+    CheckDef(
+        "connect.unknown_client",
+        "clientId ou utilisateur inconnu",
+        "/connect avec un clientId inconnu, ou un nationalId inconnu de PSC → 404 et corps {code, message, metadata}.",
+        check_unknown_client,
+    ),
+    CheckDef(
+        "connect.malformed",
+        "Requêtes de connexion mal formées",
+        "Chaque champ absent ou mal formé (nationalId, bindingMessage à deux chiffres, clientId, channel CARD|MOBILE) → 400 avec corps.",
+        check_malformed,
+    ),
+    CheckDef(
+        "send.unauthenticated",
+        "/send sans session valide",
+        "/send sans cookie, avec un cookie forgé ou altéré → 401 {code, message}.",
+        check_send_unauthenticated,
+    ),
+    CheckDef(
+        "send.signsessiondata",
+        "signsessiondata : échange de jeton et correspondance des sessions",
+        "POST /send/{service}/signsessiondata → signature vérifiée avec le JWKS de l'API ; nationalId, clientID, "
+        "proxy_session_id et session_state exacts.",
+        check_signsessiondata,
+    ),
+    CheckDef(
+        "connect.session_state",
+        "session_state = session PSC",
+        "Le session_state renvoyé est celui de la session PSC créée par le bac à sable pour cet utilisateur et ce client.",
+        check_session_state,
+    ),
+    CheckDef(
+        "api.cnf_binding",
+        "Jeton API lié au certificat du clientId",
+        "Le jeton API utilisé par le proxy est lié (cnf x5t#S256) au certificat présenté, celui du clientId.",
+        check_cnf_binding,
+    ),
+    CheckDef(
+        "connect.denied",
+        "Refus sur l'e-CPS",
+        "L'utilisateur refuse sur l'e-CPS → statut d'échec, aucune session.",
+        check_denied,
+    ),
+    CheckDef(
+        "connect.no_answer",
+        "e-CPS sans réponse",
+        "L'utilisateur ne répond jamais → statut d'échec à l'expiration de la demande CIBA, aucune session.",
+        check_no_answer,
+        slow=True,
+    ),
+    CheckDef(
+        "disconnect",
+        "Déconnexion",
+        "DELETE /disconnect → 200 et cookie effacé ; /send ensuite → 401 ; seconde déconnexion → 401.",
+        check_disconnect,
+    ),
+    CheckDef(
+        "disconnect.psc_session",
+        "Fin de la session PSC",
+        "Après la déconnexion, la session PSC est terminée au bac à sable (end-session avec id_token_hint).",
+        check_psc_session_ended,
+    ),
+    CheckDef(
+        "traces.fields",
+        "Traces : présence et champs",
+        "CONNECT_SUCCESS, CONNECT_REPLAY, SEND, DISCONNECT et CONNECT_FAILURE existent avec les champs requis par leur type.",
+        check_trace_fields,
+    ),
+    CheckDef(
+        "traces.api_request",
+        "Traces : apiRequest",
+        "apiRequest {nomApiPsc, methode, path} présent sur SEND et absent de tout autre type.",
+        check_trace_api_request,
+    ),
+    CheckDef(
+        "traces.dn",
+        "Traces : DN du certificat",
+        "dn = DN du certificat du clientId sur les traces d'un client mTLS.",
+        check_trace_dn,
+    ),
+    CheckDef(
+        "traces.window",
+        "Traces : filtrage par fenêtre de temps",
+        "GET /traces?start=&end= ne renvoie que les traces de la fenêtre.",
+        check_trace_window,
+    ),
+    CheckDef(
+        "beyond.refresh",
+        "Au-delà d'ANS : rafraîchissement du jeton PSC",
+        "Le jeton d'accès PSC expiré en cours de session est rafraîchi : /send réussit avec la même session PSC.",
+        check_refresh,
+        slow=True,
+    ),
+    CheckDef(
+        "beyond.idle_expiry",
+        "Au-delà d'ANS : expiration par inactivité",
+        "Une session inactive au-delà du délai (PSC ou proxy) est terminée : /send → 401.",
+        check_idle,
+        slow=True,
+    ),
+    CheckDef(
+        "beyond.auth_code",
+        "Au-delà d'ANS : flux authorization code",
+        "Si proposé : redirection vers PSC avec PKCE S256, state et nonce ; callback au state forgé refusé.",
+        check_auth_code,
+    ),
+    CheckDef(
+        "tls.legacy_refused",
+        "TLS 1.0/1.1 refusés",
+        "Le proxy refuse TLS 1.0 et 1.1 (sonde capable de les parler) et accepte TLS 1.2.",
+        check_tls_legacy,
+    ),
+)

@@ -1,0 +1,197 @@
+"""/connect: CIBA login, replay (304), unknown client or user, malformed bodies, failures."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from ..http import session_cookie
+from ..model import CheckFailed, Evidence, Unverifiable, require
+from .campaign import Campaign, Session, error_body_problem, json_object
+
+CheckFn = Callable[["Campaign", Evidence], None]
+
+
+def check_connect(c: Campaign, ev: Evidence) -> None:
+    resp = c.connect(ev, c.cfg.national_id, label="POST /connect (CIBA)")
+    if resp.status_code == 304:
+        raise CheckFailed(
+            "304 : une session était déjà active pour cet utilisateur et ce LPS avant la campagne "
+            "(déconnectez-la puis relancez)"
+        )
+    require(resp.status_code == 200, f"HTTP {resp.status_code} au lieu de 200")
+    require("json" in resp.headers.get("content-type", ""), "réponse non JSON")
+    body = json_object(resp)
+    psid, ss = body.get("proxy_session_id"), body.get("session_state")
+    require(isinstance(psid, str) and bool(psid), "proxy_session_id absent du corps")
+    require(isinstance(ss, str) and bool(ss), "session_state absent du corps")
+    cookie = session_cookie(resp)
+    require(cookie is not None, "cookie proxy_session_id absent (Set-Cookie)")
+    require(cookie == psid, "le cookie proxy_session_id diffère du proxy_session_id du corps")
+    assert isinstance(psid, str) and isinstance(ss, str)
+    c.main = Session(psid, ss, c.cfg.national_id)
+    ev.note("corps {proxy_session_id, session_state} et cookie proxy_session_id conformes")
+
+
+def check_replay(c: Campaign, ev: Evidence) -> None:
+    c.need_main()
+    nid = c.cfg.national_id
+    with c.ecps(ev, nid, "manual"):
+        ev.note("e-CPS de l'utilisateur en mode manuel : toute nouvelle demande CIBA resterait en attente")
+        try:
+            resp = c.connect(ev, nid, label="POST /connect (rejeu)", timeout=8.0)
+        except httpx.TimeoutException:
+            resp = None
+        pending = [p for p in c.psc.pending_ciba(ev) if nid in json.dumps(p)]
+        for p in pending:
+            rid = p.get("auth_req_id") or p.get("id")
+            if isinstance(rid, str):
+                c.psc.decide_ciba(ev, rid, approve=False)
+    require(not pending, "le proxy a lancé une nouvelle authentification PSC (CIBA) au lieu de répondre 304")
+    require(resp is not None, "pas de réponse au rejeu dans les 8 s")
+    assert resp is not None
+    require(resp.status_code == 304, f"HTTP {resp.status_code} au lieu de 304")
+    require(not resp.content, "le 304 porte un corps")
+    new_cookie = session_cookie(resp)
+    require(new_cookie in (None, c.main.proxy_session_id if c.main else None), "le rejeu pose un nouveau cookie")
+    c.replayed = True
+    ev.note("304 sans corps ; aucune demande CIBA adressée au bac à sable")
+
+
+def check_unknown_client(c: Campaign, ev: Evidence) -> None:
+    body = {
+        "nationalId": c.cfg.national_id,
+        "bindingMessage": "42",
+        "clientId": c.cfg.unknown_client_id,
+        "channel": "CARD",
+    }
+    resp = c.proxy.request(ev, "POST", "/connect", json_body=body, label="POST /connect (clientId inconnu)")
+    if (cookie := session_cookie(resp)) is not None:
+        c.open_sessions.append(cookie)
+    require(resp.status_code == 404, f"HTTP {resp.status_code} au lieu de 404")
+    problem = error_body_problem(resp, metadata=True)
+    require(problem is None, f"404 : {problem}")
+    meta = json_object(resp).get("metadata", {})
+    require(meta.get("clientId") == c.cfg.unknown_client_id, "metadata.clientId ne reprend pas le clientId demandé")
+    unknown_user = {**body, "clientId": c.cfg.client_id, "nationalId": c.cfg.unknown_national_id}
+    resp = c.proxy.request(ev, "POST", "/connect", json_body=unknown_user, label="POST /connect (utilisateur inconnu)")
+    if (cookie := session_cookie(resp)) is not None:
+        c.open_sessions.append(cookie)
+    require(resp.status_code == 404, f"utilisateur inconnu : HTTP {resp.status_code} au lieu de 404")
+    problem = error_body_problem(resp, metadata=True)
+    require(problem is None, f"utilisateur inconnu : {problem}")
+
+
+def _malformed_cases(c: Campaign) -> list[tuple[str, Any]]:
+    base = {"nationalId": c.cfg.national_id, "bindingMessage": "17", "clientId": c.cfg.client_id, "channel": "CARD"}
+
+    def without(name: str) -> dict[str, Any]:
+        return {k: v for k, v in base.items() if k != name}
+
+    def with_(name: str, value: Any) -> dict[str, Any]:
+        return {**base, name: value}
+
+    return [
+        ("nationalId absent", without("nationalId")),
+        ("nationalId vide", with_("nationalId", "")),
+        ("nationalId non textuel", with_("nationalId", 12345678901)),
+        ("bindingMessage absent", without("bindingMessage")),
+        ("bindingMessage d'un chiffre", with_("bindingMessage", "7")),
+        ("bindingMessage de trois chiffres", with_("bindingMessage", "100")),
+        ("bindingMessage non numérique", with_("bindingMessage", "a1")),
+        ("clientId absent", without("clientId")),
+        ("clientId vide", with_("clientId", "")),
+        ("channel absent", without("channel")),
+        ("channel inconnu", with_("channel", "FAX")),
+        ("corps non JSON", b"{nationalId"),
+        ("corps JSON non objet", b"[]"),
+    ]
+
+
+def check_malformed(c: Campaign, ev: Evidence) -> None:
+    wrong: list[str] = []
+    for label, body in _malformed_cases(c):
+        kwargs: dict[str, Any] = (
+            {"content": body, "headers": {"Content-Type": "application/json"}}
+            if isinstance(body, bytes)
+            else {"json_body": body}
+        )
+        try:
+            resp = c.proxy.request(ev, "POST", "/connect", label=f"POST /connect ({label})", timeout=15.0, **kwargs)
+        except httpx.TimeoutException:
+            wrong.append(f"{label} : pas de réponse en 15 s")
+            continue
+        if (cookie := session_cookie(resp)) is not None:
+            c.open_sessions.append(cookie)
+        if resp.status_code != 400:
+            wrong.append(f"{label} : HTTP {resp.status_code}")
+        elif (problem := error_body_problem(resp)) is not None:
+            wrong.append(f"{label} : {problem}")
+    require(not wrong, "requêtes mal formées non refusées en 400 : " + " ; ".join(wrong))
+    ev.note(f"{len(_malformed_cases(c))} requêtes mal formées refusées en 400 avec {{code, message}}")
+
+
+def check_session_state(c: Campaign, ev: Evidence) -> None:
+    s = c.need_main()
+    try:
+        view = c.psc.session(ev, s.session_state)
+    except Unverifiable as exc:
+        if not c.signed_ok:
+            raise Unverifiable(f"{exc} ; et signsessiondata n'a pas abouti (pas de preuve indirecte)") from exc
+        ev.note(
+            "preuve via l'API : pour signer, le service a vérifié (introspection PSC du jeton échangé) que "
+            "nationalId, clientID et session_state sont ceux de la session PSC du jeton présenté par le proxy. "
+            f"Consultation directe du bac à sable indisponible : {exc}"
+        )
+        return
+    require(view is not None, "session_state inconnu du bac à sable PSC")
+    assert view is not None
+    nid = view.get("national_id") or view.get("nationalId")
+    require(nid in (None, s.national_id), f"la session PSC appartient à {nid}, pas à {s.national_id}")
+    clients = view.get("client_ids") or ([view["client_id"]] if view.get("client_id") else None)
+    if clients is not None:
+        require(c.cfg.client_id in clients, f"la session PSC n'a pas été ouverte pour {c.cfg.client_id}")
+    active = view.get("active", not view.get("ended", False))
+    require(bool(active), "la session PSC n'est pas active")
+
+
+def _probe_no_session(c: Campaign, ev: Evidence, national_id: str) -> None:
+    """A failed connect must leave no session: connecting again must not answer 304."""
+    with c.ecps(ev, national_id, "deny"):
+        again = c.connect(ev, national_id, label="POST /connect (sonde : pas de session)")
+    require(again.status_code != 304, "une session a été créée malgré l'échec (le rejeu répond 304)")
+    require(session_cookie(again) is None, "la sonde obtient un cookie de session")
+
+
+def check_denied(c: Campaign, ev: Evidence) -> None:
+    nid = c.cfg.deny_national_id
+    if not nid:
+        raise Unverifiable("pas de seconde identité de test (--deny-national-id ou endpoints.json)")
+    with c.ecps(ev, nid, "deny"):
+        resp = c.connect(ev, nid, label="POST /connect (refus e-CPS)")
+    c.failure_ids.append(nid)
+    require(resp.status_code >= 400, f"HTTP {resp.status_code} alors que l'utilisateur a refusé")
+    require(session_cookie(resp) is None, "cookie de session posé malgré le refus")
+    _probe_no_session(c, ev, nid)
+
+
+def check_no_answer(c: Campaign, ev: Evidence) -> None:
+    nid = c.cfg.never_national_id
+    if not nid:
+        raise Unverifiable("pas de troisième identité de test (--never-national-id ou endpoints.json)")
+    with c.lifetimes(ev, ciba_request=3.0), c.ecps(ev, nid, "never"):
+        ev.note("demande CIBA raccourcie à 3 s pour ce scénario")
+        started = time.monotonic()
+        try:
+            resp = c.connect(ev, nid, label="POST /connect (e-CPS sans réponse)", timeout=c.cfg.connect_timeout)
+        except httpx.TimeoutException as exc:
+            raise CheckFailed(f"le proxy n'a pas répondu en {c.cfg.connect_timeout:.0f} s") from exc
+        ev.note(f"réponse après {time.monotonic() - started:.1f} s")
+    c.failure_ids.append(nid)
+    require(resp.status_code >= 400, f"HTTP {resp.status_code} alors que l'utilisateur n'a pas répondu")
+    require(session_cookie(resp) is None, "cookie de session posé sans authentification")
+    _probe_no_session(c, ev, nid)

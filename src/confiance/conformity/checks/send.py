@@ -1,0 +1,95 @@
+"""/send: refused without a valid session; signsessiondata proves exchange, certificate and mapping."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Mapping
+
+import httpx
+
+from confiance.core.jose import ASYMMETRIC_ALGS, TokenError, verify_jws
+from confiance.pki import normalize_dn
+
+from ..model import CheckFailed, Evidence, Unverifiable, require
+from .campaign import Campaign, error_body_problem, json_object
+
+CheckFn = Callable[["Campaign", Evidence], None]
+
+
+def check_send_unauthenticated(c: Campaign, ev: Evidence) -> None:
+    data = {
+        "nationalId": c.cfg.national_id,
+        "clientID": c.cfg.client_id,
+        "proxy_session_id": "x",
+        "session_state": "x",
+    }
+    attempts: list[tuple[str, str | None]] = [("sans cookie", None), ("cookie forgé", str(uuid.uuid4()))]
+    if c.main is not None:
+        real = c.main.proxy_session_id
+        last = "0" if real[-1] != "0" else "1"
+        attempts.append(("cookie d'une session réelle altéré d'un caractère", real[:-1] + last))
+    wrong: list[str] = []
+    for label, cookie in attempts:
+        resp = c.proxy.request(ev, "POST", c.send_path(), json_body=data, cookie=cookie, label=f"POST /send ({label})")
+        if resp.status_code != 401:
+            wrong.append(f"{label} : HTTP {resp.status_code}")
+        elif (problem := error_body_problem(resp)) is not None:
+            wrong.append(f"{label} : {problem}")
+    require(not wrong, "accès sans session valide non refusé en 401 : " + " ; ".join(wrong))
+
+
+def verify_signed(c: Campaign, ev: Evidence, resp: httpx.Response, expected: Mapping[str, str]) -> None:
+    require(resp.status_code == 200, f"HTTP {resp.status_code} au lieu de 200")
+    body = json_object(resp)
+    for name, value in expected.items():
+        require(body.get(name) == value, f"« {name} » renvoyé {body.get(name)!r}, attendu {value!r}")
+    signature = body.get("signature")
+    require(isinstance(signature, str) and bool(signature), "« signature » absente")
+    assert isinstance(signature, str)
+    jwks = c.api.jwks(ev)
+    try:
+        payload = verify_jws(signature, jwks, algorithms=ASYMMETRIC_ALGS)
+    except TokenError as exc:
+        raise CheckFailed(f"la signature ne se vérifie pas avec le JWKS de l'API : {exc}") from exc
+    try:
+        signed = json.loads(payload)
+    except ValueError as exc:
+        raise CheckFailed("contenu signé illisible") from exc
+    require(signed == dict(expected), f"contenu signé inattendu : {signed!r}")
+    ev.data("contenu signé par l'API (vérifié avec son JWKS)", signed)
+
+
+def check_signsessiondata(c: Campaign, ev: Evidence) -> None:
+    s = c.need_main()
+    time.sleep(1.1)  # separates CONNECT and SEND timestamps for the time-window check
+    c.sent = True
+    resp = c.sign(ev, s, f"POST {c.send_path()}")
+    verify_signed(c, ev, resp, c.session_data(s))
+    c.signed_ok = True
+
+
+def check_cnf_binding(c: Campaign, ev: Evidence) -> None:
+    s = c.need_main()
+    if not c.signed_ok:
+        raise Unverifiable("prérequis non rempli : aucun appel signsessiondata réussi")
+    expected_dn = c.cfg.expected_dn
+    if expected_dn is None:
+        raise Unverifiable("certificat du clientId inconnu (--client-cert ou endpoints.json)")
+    records = [r for r in c.api.access_records(ev, s.proxy_session_id) if r.get("outcome", "ok") == "ok"]
+    require(bool(records), "l'API n'a journalisé aucun appel réussi pour cette session")
+    for rec in records:
+        dn = rec.get("dn")
+        require(
+            isinstance(dn, str) and normalize_dn(dn) == expected_dn,
+            f"certificat présenté à l'API {dn!r} ≠ certificat du clientId {expected_dn!r}",
+        )
+        cnf_obj = rec.get("cnf")
+        cnf = rec.get("cnf_x5t") or (cnf_obj.get("x5t#S256") if isinstance(cnf_obj, dict) else None)
+        presented = rec.get("x5t#S256") or rec.get("cert_x5t")
+        if cnf is not None and presented is not None:
+            require(cnf == presented, "cnf du jeton API ≠ empreinte du certificat présenté")
+        if presented is not None and c.cfg.expected_x5t is not None:
+            require(presented == c.cfg.expected_x5t, "empreinte du certificat présenté ≠ certificat du clientId")
+    ev.note("le service de ressources n'accepte un jeton que si son cnf x5t#S256 est le certificat TLS présenté")
