@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -11,16 +13,52 @@ from confiance.conformity.runner import run
 from confiance.core.server import ServerThread
 from confiance.core.tls import ClientAuth
 from confiance.pki import IssuedCertificate, Pki
-from tests.conformity.double import DoubleConfig, DoubleProxy
+from tests.conformity.double import TRACES_TOKEN, DoubleConfig, DoubleProxy
 from tests.fixtures_api import ApiHandle
 from tests.fixtures_psc import PscHandle
 from tests.support import start_https
 
-SLOW = {"connect.no_answer", "beyond.refresh", "beyond.idle_expiry"}
+SLOW = {
+    "connect.no_answer",
+    "beyond.refresh",
+    "beyond.idle_expiry",
+    "session.idle_timeout",
+    "session.absolute_timeout",
+}
+
+
+class ManualClock:
+    """The proxy's clock in tests: epoch seconds that move only when the tool waits.
+
+    The proxy under test reads it for every session decision, and the tool's ``wait`` moves
+    it: whether a session is alive at half its idle timeout cannot depend on how loaded the
+    machine is. The wait also sleeps for real, for the sandbox (its short lifetimes only
+    ever need *more* time to pass, which load cannot take away).
+    """
+
+    def __init__(self) -> None:
+        self._now = time.time()
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+
+    def wait(self, seconds: float) -> None:
+        self.advance(seconds)
+        time.sleep(seconds)
 
 
 def double_config(
-    psc: PscHandle, api: ApiHandle, defects: Iterable[str] = (), idle_ttl: float = 3600.0
+    psc: PscHandle,
+    api: ApiHandle,
+    defects: Iterable[str] = (),
+    idle_ttl: float = 3600.0,
+    absolute_ttl: float = 4 * 3600.0,
+    clock: ManualClock | None = None,
 ) -> DoubleConfig:
     sd = api.services["signsessiondata"]
     return DoubleConfig(
@@ -34,6 +72,8 @@ def double_config(
         services={"signsessiondata": {"url": sd["url"], "audience": sd["audience"], "scope": " ".join(sd["scopes"])}},
         defects=frozenset(defects),
         idle_ttl=idle_ttl,
+        absolute_ttl=absolute_ttl,
+        **({"clock": clock} if clock is not None else {}),
     )
 
 
@@ -57,6 +97,7 @@ def tool_config(proxy_url: str, psc: PscHandle, api: ApiHandle, **over: object) 
         "api_identity": psc.mtls_identity,
         "service": "signsessiondata",
         "connect_timeout": 30.0,
+        "traces_auth": f"Bearer {TRACES_TOKEN}",
         **over,
     }
     return RunConfig(**values)  # type: ignore[arg-type]

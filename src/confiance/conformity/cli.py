@@ -61,7 +61,15 @@ def run_cmd(
     api_jwks: str | None = typer.Option(None, "--api-jwks", help="URL du JWKS de signsessiondata."),
     service: str | None = typer.Option(None, "--service", help="Nom du service signsessiondata sur le proxy."),
     client_cert: Path | None = typer.Option(None, "--client-cert", help="Certificat (public) du clientId."),
-    idle_timeout: float | None = typer.Option(None, "--idle-timeout", help="Délai d'inactivité du proxy (s)."),
+    idle_timeout: float | None = typer.Option(
+        None, "--idle-timeout", help="Délai d'inactivité court configuré sur le proxy pour la campagne (s)."
+    ),
+    absolute_timeout: float | None = typer.Option(
+        None, "--absolute-timeout", help="Durée de vie absolue courte configurée sur le proxy pour la campagne (s)."
+    ),
+    traces_open: bool = typer.Option(
+        False, "--traces-open", help="Déclare /traces ouvert à tous pendant la campagne (mode conformité)."
+    ),
     only: list[str] | None = typer.Option(None, "--only", help="N'exécuter que ces vérifications (id)."),
     tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Certificat client présenté au proxy."),
     tls_key: Path | None = typer.Option(None, "--tls-key", help="Clé du certificat client présenté au proxy."),
@@ -84,6 +92,8 @@ def run_cmd(
             service=service,
             client_cert=client_cert,
             idle_timeout=idle_timeout,
+            absolute_timeout=absolute_timeout,
+            traces_open=traces_open or None,
             only=set(only) if only else None,
             proxy_identity=ClientIdentity(tls_cert, tls_key) if tls_cert else None,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,8 @@ class RunConfig:
     unknown_national_id: str = "899999999999"  # not a sandbox identity (fictitious range, never seeded)
     service: str = "signsessiondata"  # proxy's name for the signsessiondata service (/send/{service}/…)
     service_path: str = "signsessiondata"
+    get_path: str | None = "hello"  # a GET endpoint of the same service (the resource server's /hello)
+    get_body: str | None = "hello"  # what that endpoint answers
     traces_auth: str | None = None  # value of the Authorization header for /traces
     psc_url: str | None = None  # sandbox base URL (scheme://host:port)
     psc_admin_token: str | None = None
@@ -38,11 +42,19 @@ class RunConfig:
     api_access_log_url: str | None = None
     api_admin_token: str | None = None
     idle_timeout: float | None = None  # the proxy's configured idle timeout, if short enough to test
+    absolute_timeout: float | None = None  # the proxy's configured absolute session lifetime, if short
+    traces_open: bool = False  # the operator declares /traces open to anyone (conformity mode)
+    spoofed_ip: str = "203.0.113.77"  # X-Forwarded-For the tool sends; must never become ipAddress
+    id_sample: int = 8  # session ids sampled to judge their randomness
+    observe_timeout: float = 15.0  # how long the tool watches the sandbox for the proxy's CIBA request
     max_wait: float = 90.0  # longest the tool waits for an expiry
     connect_timeout: float = 60.0
     only: set[str] | None = None  # run only these check ids (tests, debugging)
     skip: set[str] = field(default_factory=set)
     extra: dict[str, Any] = field(default_factory=dict)
+    # The only way the tool lets time pass (expiry scenarios). Tests inject one that moves
+    # the proxy's clock, so a verdict never depends on how loaded the machine is.
+    wait: Callable[[float], None] = time.sleep
 
     @property
     def expected_dn(self) -> str | None:
@@ -106,6 +118,8 @@ def from_endpoints(endpoints: dict[str, Any], **overrides: Any) -> RunConfig:
         "traces_auth": _traces_auth(proxy),
         "service": proxy.get("signsessiondata_service") or "signsessiondata",
         "idle_timeout": proxy.get("idle_ttl"),
+        "absolute_timeout": proxy.get("absolute_ttl"),
+        "traces_open": bool(proxy.get("conformity_mode", False)),
     }
     for key, value in overrides.items():
         if value is not None:

@@ -13,7 +13,7 @@ from confiance.core.tls import client_context
 
 from .checks import CHECKS, Campaign, CheckDef
 from .config import RunConfig
-from .http import Recorder
+from .http import Recorder, no_cookie_jar
 from .model import CheckFailed, CheckResult, Evidence, NotApplicable, Status, Unverifiable
 from .services import ApiServices, PscSandbox
 
@@ -56,7 +56,7 @@ def run_check(defn: CheckDef, campaign: Campaign) -> CheckResult:
 
 def _client(cfg: RunConfig, identity: Any = None) -> httpx.Client:
     ctx = client_context(cfg.ca_bundle, identity)
-    return httpx.Client(verify=ctx, timeout=httpx.Timeout(30.0, connect=5.0))
+    return httpx.Client(verify=ctx, timeout=httpx.Timeout(30.0, connect=5.0), cookies=no_cookie_jar())
 
 
 def proxy_version(recorder: Recorder) -> str | None:
@@ -96,7 +96,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[list[CheckRes
     psc_http = _client(cfg) if cfg.psc_url else None
     api_http = _client(cfg, cfg.api_identity) if cfg.api_jwks_url or cfg.api_access_log_url else None
     try:
-        proxy = Recorder(proxy_http, cfg.proxy_url)
+        proxy = Recorder(proxy_http, cfg.proxy_url, keep=True)
         campaign = Campaign(
             cfg=cfg,
             proxy=proxy,
@@ -108,6 +108,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[list[CheckRes
                 cfg.api_admin_token,
                 cfg.api_jwks,
             ),
+            proxy_tls=client_context(cfg.ca_bundle, cfg.proxy_identity),
         )
         version = proxy_version(proxy)
         results: list[CheckResult] = []

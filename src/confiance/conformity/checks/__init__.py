@@ -5,6 +5,7 @@ from __future__ import annotations
 from .beyond import check_auth_code, check_idle, check_refresh, check_tls_legacy
 from .campaign import Campaign, CheckDef, CheckFn, Session
 from .connect import (
+    check_binding,
     check_connect,
     check_denied,
     check_malformed,
@@ -14,8 +15,17 @@ from .connect import (
     check_unknown_client,
 )
 from .disconnect import check_disconnect, check_psc_session_ended
-from .send import check_cnf_binding, check_send_unauthenticated, check_signsessiondata
-from .traces import check_trace_api_request, check_trace_dn, check_trace_fields, check_trace_window
+from .exposure import check_cookie_attributes, check_psc_tokens
+from .send import check_cnf_binding, check_methods, check_path_safety, check_send_unauthenticated, check_signsessiondata
+from .session import check_absolute_timeout, check_id_random, check_idle_timeout
+from .traces import (
+    check_trace_access,
+    check_trace_api_request,
+    check_trace_dn,
+    check_trace_fields,
+    check_trace_ip,
+    check_trace_window,
+)
 
 __all__ = ["CHECKS", "Campaign", "CheckDef", "CheckFn", "Session"]
 
@@ -27,9 +37,16 @@ CHECKS: tuple[CheckDef, ...] = (
         check_connect,
     ),
     CheckDef(
+        "connect.binding",
+        "Code et canal transmis à PSC",
+        "Le bindingMessage du LPS et son canal (CARD/MOBILE) parviennent à PSC tels quels.",
+        check_binding,
+    ),
+    CheckDef(
         "connect.replay",
         "Rejeu de la connexion",
-        "Un second /connect du même utilisateur et du même LPS → 304 sans corps, sans nouvelle authentification PSC.",
+        "/connect avec le cookie d'une session vivante → 304 sans corps ni nouvelle authentification PSC ; "
+        "même utilisateur et même LPS sans ce cookie → nouvelle connexion (200).",
         check_replay,
     ),
     CheckDef(
@@ -58,6 +75,18 @@ CHECKS: tuple[CheckDef, ...] = (
         check_signsessiondata,
     ),
     CheckDef(
+        "send.methods",
+        "/send relaie toutes les méthodes",
+        "GET /send/{service}/… est relayé au service (pas seulement POST).",
+        check_methods,
+    ),
+    CheckDef(
+        "send.path_safety",
+        "/send : chemins ambigus refusés",
+        "Segments « . »/« .. » (clairs ou encodés), barres obliques encodées, segments vides → 400, jamais relayés.",
+        check_path_safety,
+    ),
+    CheckDef(
         "connect.session_state",
         "session_state = session PSC",
         "Le session_state renvoyé est celui de la session PSC créée par le bac à sable pour cet utilisateur et ce client.",
@@ -68,6 +97,18 @@ CHECKS: tuple[CheckDef, ...] = (
         "Jeton API lié au certificat du clientId",
         "Le jeton API utilisé par le proxy est lié (cnf x5t#S256) au certificat présenté, celui du clientId.",
         check_cnf_binding,
+    ),
+    CheckDef(
+        "disconnect",
+        "Déconnexion",
+        "DELETE /disconnect → 200 et cookie effacé ; /send ensuite → 401 ; seconde déconnexion → 401.",
+        check_disconnect,
+    ),
+    CheckDef(
+        "disconnect.psc_session",
+        "Fin de la session PSC",
+        "Après la déconnexion, la session PSC est terminée au bac à sable (end-session avec id_token_hint).",
+        check_psc_session_ended,
     ),
     CheckDef(
         "connect.denied",
@@ -83,16 +124,10 @@ CHECKS: tuple[CheckDef, ...] = (
         slow=True,
     ),
     CheckDef(
-        "disconnect",
-        "Déconnexion",
-        "DELETE /disconnect → 200 et cookie effacé ; /send ensuite → 401 ; seconde déconnexion → 401.",
-        check_disconnect,
-    ),
-    CheckDef(
-        "disconnect.psc_session",
-        "Fin de la session PSC",
-        "Après la déconnexion, la session PSC est terminée au bac à sable (end-session avec id_token_hint).",
-        check_psc_session_ended,
+        "traces.access",
+        "Traces : accès protégé",
+        "GET /traces sans authentification → 401/403 (sauf mode conformité déclaré par l'opérateur).",
+        check_trace_access,
     ),
     CheckDef(
         "traces.fields",
@@ -113,10 +148,36 @@ CHECKS: tuple[CheckDef, ...] = (
         check_trace_dn,
     ),
     CheckDef(
+        "traces.ip_address",
+        "Traces : adresse IP non falsifiable",
+        "ipAddress ne reprend pas un X-Forwarded-For envoyé par un appelant qui n'est pas un relais de confiance.",
+        check_trace_ip,
+    ),
+    CheckDef(
         "traces.window",
         "Traces : filtrage par fenêtre de temps",
         "GET /traces?start=&end= ne renvoie que les traces de la fenêtre.",
         check_trace_window,
+    ),
+    CheckDef(
+        "session.id_random",
+        "Identifiants de session imprévisibles",
+        "Sur un échantillon, proxy_session_id porte ≥ 122 bits aléatoires : pas de bits figés, de voisins ni de suite.",
+        check_id_random,
+    ),
+    CheckDef(
+        "session.idle_timeout",
+        "Expiration par inactivité (délai du proxy)",
+        "Avec le délai court déclaré par l'opérateur : session vivante à mi-délai, /send → 401 après le délai.",
+        check_idle_timeout,
+        slow=True,
+    ),
+    CheckDef(
+        "session.absolute_timeout",
+        "Durée de vie absolue de la session",
+        "Avec la durée courte déclarée par l'opérateur : une session tenue active est close au-delà → 401.",
+        check_absolute_timeout,
+        slow=True,
     ),
     CheckDef(
         "beyond.refresh",
@@ -128,7 +189,7 @@ CHECKS: tuple[CheckDef, ...] = (
     CheckDef(
         "beyond.idle_expiry",
         "Au-delà d'ANS : expiration par inactivité",
-        "Une session inactive au-delà du délai (PSC ou proxy) est terminée : /send → 401.",
+        "La session PSC expirée par inactivité termine la session du proxy : /send → 401.",
         check_idle,
         slow=True,
     ),
@@ -143,5 +204,17 @@ CHECKS: tuple[CheckDef, ...] = (
         "TLS 1.0/1.1 refusés",
         "Le proxy refuse TLS 1.0 et 1.1 (sonde capable de les parler) et accepte TLS 1.2.",
         check_tls_legacy,
+    ),
+    CheckDef(
+        "exposure.cookies",
+        "Cookies de session Secure et HttpOnly",
+        "Chaque Set-Cookie proxy_session_id reçu pendant la campagne (CIBA, web, effacement) porte Secure et HttpOnly.",
+        check_cookie_attributes,
+    ),
+    CheckDef(
+        "exposure.psc_tokens",
+        "Aucun jeton PSC remis au LPS",
+        "Aucune réponse du proxy ne contient de jeton d'accès, d'ID ou de rafraîchissement PSC.",
+        check_psc_tokens,
     ),
 )

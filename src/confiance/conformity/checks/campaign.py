@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import ssl
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +47,15 @@ class Session:
     national_id: str
 
 
+@dataclass(frozen=True)
+class Observation:
+    """What the tool sent in a /connect and what the sandbox received from the proxy."""
+
+    binding: str
+    channel: str
+    seen: dict[str, Any] | None
+
+
 @dataclass
 class Campaign:
     """State shared by the checks of one run."""
@@ -60,23 +73,115 @@ class Campaign:
     disconnected: bool = False
     failure_ids: list[str] = field(default_factory=list)
     traces_shown: bool = False
+    # Precondition established by the first observed connect: True when the sandbox the tool
+    # drives received the proxy's CIBA request, False when the proxy logged the user in
+    # without it (its PSC is another provider), None when it could not be observed.
+    psc_is_sandbox: bool | None = None
+    psc_reason: str = "le premier /connect n'a pas pu être observé au bac à sable"
+    observed: Observation | None = None
+    session_ids: list[str] = field(default_factory=list)  # every proxy_session_id issued, in order
+    sends: list[tuple[str, str]] = field(default_factory=list)  # (method, service path) relayed for the main session
+    proxy_tls: ssl.SSLContext | None = None  # for raw request lines (path-safety probes)
     _traces: list[dict[str, Any]] | None = None
 
     # ----- helpers -----
-    def connect(self, ev: Evidence, national_id: str, *, label: str, timeout: float | None = None) -> httpx.Response:
+    def connect(
+        self,
+        ev: Evidence,
+        national_id: str,
+        *,
+        label: str,
+        timeout: float | None = None,
+        binding: str | None = None,
+        channel: str = "CARD",
+        cookie: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
         body = {
             "nationalId": national_id,
-            "bindingMessage": f"{secrets.randbelow(100):02d}",
+            "bindingMessage": binding or f"{secrets.randbelow(100):02d}",
             "clientId": self.cfg.client_id,
-            "channel": "CARD",
+            "channel": channel,
         }
         resp = self.proxy.request(
-            ev, "POST", "/connect", json_body=body, label=label, timeout=timeout or self.cfg.connect_timeout
+            ev,
+            "POST",
+            "/connect",
+            json_body=body,
+            label=label,
+            timeout=timeout or self.cfg.connect_timeout,
+            cookie=cookie,
+            headers=headers,
         )
-        cookie = session_cookie(resp)
-        if cookie:
-            self.open_sessions.append(cookie)
+        sid = session_cookie(resp)
+        if sid and sid not in self.session_ids:  # a replay may repeat an id: it is not a new one
+            self.open_sessions.append(sid)
+            self.session_ids.append(sid)
         return resp
+
+    def observed_connect(
+        self,
+        ev: Evidence,
+        national_id: str,
+        *,
+        label: str,
+        channel: str = "MOBILE",
+        headers: dict[str, str] | None = None,
+    ) -> tuple[httpx.Response, Observation | None]:
+        """A /connect whose CIBA request the tool watches arrive at the sandbox, then approves.
+
+        The user's e-CPS is put in manual mode, so the proxy's request waits at the sandbox
+        until the tool has read it (binding message, channel, client) and approved it. When
+        the sandbox cannot be driven the connect runs plainly and nothing is observed.
+        """
+        binding = f"{secrets.randbelow(100):02d}"
+        try:
+            ctx = self.ecps(ev, national_id, "manual")
+            ctx.__enter__()
+        except Unverifiable as exc:
+            ev.note(f"demande CIBA non observable : {exc}")
+            self.psc_reason = str(exc)
+            return self.connect(ev, national_id, label=label, binding=binding, channel=channel, headers=headers), None
+        seen: dict[str, Any] | None = None
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                fut = pool.submit(
+                    self.connect, ev, national_id, label=label, binding=binding, channel=channel, headers=headers
+                )
+                deadline = time.monotonic() + self.cfg.observe_timeout
+                while seen is None and not fut.done() and time.monotonic() < deadline:
+                    for p in self.psc.pending_ciba(None):
+                        if p.get("national_id") == national_id and p.get("client_id") in (None, self.cfg.client_id):
+                            seen = p
+                            break
+                    if seen is None:
+                        wait_futures([fut], timeout=0.05)
+                if seen is not None:
+                    ev.data("demande CIBA reçue par le bac à sable", seen)
+                    self.psc.decide_ciba(ev, str(seen.get("auth_req_id")), approve=True)
+                resp = fut.result()
+        finally:
+            ctx.__exit__(None, None, None)
+        obs = Observation(binding, channel, seen)
+        if seen is not None:
+            self.psc_is_sandbox = True
+        elif resp.status_code == 200 and self.psc_is_sandbox is None:
+            self.psc_is_sandbox = False
+            self.psc_reason = (
+                "le proxy a authentifié l'utilisateur sans que le bac à sable piloté par l'outil reçoive de demande "
+                "CIBA : son PSC est un autre fournisseur"
+            )
+        return resp, obs
+
+    def need_sandbox(self) -> None:
+        """Evidence that rests on what the sandbox saw or enforced needs the proxy to use it."""
+        if self.psc_is_sandbox is not True:
+            raise Unverifiable(f"PSC du proxy non établi comme le bac à sable de l'outil : {self.psc_reason}")
+
+    def wait(self, ev: Evidence | None, seconds: float, why: str) -> None:
+        if ev is not None and why:
+            ev.note(f"attente de {seconds:g} s : {why}")
+        self.cfg.wait(seconds)
 
     def send_path(self) -> str:
         return f"/send/{self.cfg.service}/{self.cfg.service_path}"
@@ -89,9 +194,15 @@ class Campaign:
             "session_state": s.session_state,
         }
 
-    def sign(self, ev: Evidence, s: Session, label: str) -> httpx.Response:
+    def sign(self, ev: Evidence, s: Session, label: str, headers: dict[str, str] | None = None) -> httpx.Response:
         return self.proxy.request(
-            ev, "POST", self.send_path(), json_body=self.session_data(s), cookie=s.proxy_session_id, label=label
+            ev,
+            "POST",
+            self.send_path(),
+            json_body=self.session_data(s),
+            cookie=s.proxy_session_id,
+            label=label,
+            headers=headers,
         )
 
     def new_session(self, ev: Evidence, national_id: str, label: str) -> Session:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -13,15 +12,16 @@ from ..http import session_cookie
 from ..model import CheckFailed, Evidence, Unverifiable, require
 from .campaign import Campaign, Session, error_body_problem, json_object
 
-CheckFn = Callable[["Campaign", Evidence], None]
-
 
 def check_connect(c: Campaign, ev: Evidence) -> None:
-    resp = c.connect(ev, c.cfg.national_id, label="POST /connect (CIBA)")
+    resp, obs = c.observed_connect(
+        ev, c.cfg.national_id, label="POST /connect (CIBA)", headers={"X-Forwarded-For": c.cfg.spoofed_ip}
+    )
+    c.observed = obs
     if resp.status_code == 304:
         raise CheckFailed(
-            "304 : une session était déjà active pour cet utilisateur et ce LPS avant la campagne "
-            "(déconnectez-la puis relancez)"
+            "304 : le proxy a répondu « session déjà ouverte » à un /connect sans cookie "
+            "(une session ouverte avant la campagne ne doit pas empêcher une nouvelle connexion)"
         )
     require(resp.status_code == 200, f"HTTP {resp.status_code} au lieu de 200")
     require("json" in resp.headers.get("content-type", ""), "réponse non JSON")
@@ -35,15 +35,37 @@ def check_connect(c: Campaign, ev: Evidence) -> None:
     assert isinstance(psid, str) and isinstance(ss, str)
     c.main = Session(psid, ss, c.cfg.national_id)
     ev.note("corps {proxy_session_id, session_state} et cookie proxy_session_id conformes")
+    if c.psc_is_sandbox:
+        ev.note("précondition établie : la demande CIBA du proxy est arrivée au bac à sable piloté par l'outil")
+    else:
+        ev.note(f"précondition non établie : {c.psc_reason}")
+
+
+def check_binding(c: Campaign, ev: Evidence) -> None:
+    """The user confirms on the right device the code their LPS shows: both reach PSC unchanged."""
+    c.need_main()
+    c.need_sandbox()
+    obs = c.observed
+    assert obs is not None and obs.seen is not None
+    got_bm, got_channel = obs.seen.get("binding_message"), obs.seen.get("channel")
+    ev.note(f"envoyé au proxy : bindingMessage {obs.binding!r}, channel {obs.channel!r}")
+    require(got_bm == obs.binding, f"le bac à sable a reçu le binding_message {got_bm!r} au lieu de {obs.binding!r}")
+    require(
+        str(got_channel).upper() == obs.channel,
+        f"le bac à sable a reçu le canal {got_channel!r} au lieu de {obs.channel!r}",
+    )
 
 
 def check_replay(c: Campaign, ev: Evidence) -> None:
-    c.need_main()
+    main = c.need_main()
+    c.need_sandbox()  # "no new PSC authentication" is read at the sandbox: it must be the proxy's PSC
     nid = c.cfg.national_id
     with c.ecps(ev, nid, "manual"):
         ev.note("e-CPS de l'utilisateur en mode manuel : toute nouvelle demande CIBA resterait en attente")
         try:
-            resp = c.connect(ev, nid, label="POST /connect (rejeu)", timeout=8.0)
+            resp = c.connect(
+                ev, nid, label="POST /connect (rejeu avec le cookie)", timeout=8.0, cookie=main.proxy_session_id
+            )
         except httpx.TimeoutException:
             resp = None
         pending = [p for p in c.psc.pending_ciba(ev) if nid in json.dumps(p)]
@@ -57,9 +79,23 @@ def check_replay(c: Campaign, ev: Evidence) -> None:
     require(resp.status_code == 304, f"HTTP {resp.status_code} au lieu de 304")
     require(not resp.content, "le 304 porte un corps")
     new_cookie = session_cookie(resp)
-    require(new_cookie in (None, c.main.proxy_session_id if c.main else None), "le rejeu pose un nouveau cookie")
+    require(new_cookie in (None, main.proxy_session_id), "le rejeu pose un nouveau cookie")
     c.replayed = True
-    ev.note("304 sans corps ; aucune demande CIBA adressée au bac à sable")
+    ev.note("avec le cookie d'une session vivante : 304 sans corps, aucune demande CIBA adressée au bac à sable")
+    # ANS's rule is per browser session (the cookie), not per user: without the cookie it is a
+    # new login (a second workstation, an LPS that lost its cookie).
+    again, obs = c.observed_connect(ev, nid, label="POST /connect (même utilisateur et LPS, sans cookie)")
+    require(
+        again.status_code == 200,
+        f"sans le cookie, HTTP {again.status_code} au lieu d'une nouvelle connexion (200)",
+    )
+    other = session_cookie(again)
+    require(other is not None and other != main.proxy_session_id, "sans le cookie : pas de nouvelle session")
+    assert other is not None
+    if obs is not None and obs.seen is None and c.psc_is_sandbox:
+        raise CheckFailed("sans le cookie : aucune nouvelle authentification PSC (CIBA) n'a eu lieu")
+    c.disconnect(ev, other, "DELETE /disconnect (seconde session)")
+    ev.note("sans le cookie : nouvelle authentification PSC et nouvelle session (200)")
 
 
 def check_unknown_client(c: Campaign, ev: Evidence) -> None:
@@ -103,6 +139,7 @@ def _malformed_cases(c: Campaign) -> list[tuple[str, Any]]:
         ("bindingMessage d'un chiffre", with_("bindingMessage", "7")),
         ("bindingMessage de trois chiffres", with_("bindingMessage", "100")),
         ("bindingMessage non numérique", with_("bindingMessage", "a1")),
+        ("bindingMessage nombre JSON", with_("bindingMessage", 42)),
         ("clientId absent", without("clientId")),
         ("clientId vide", with_("clientId", "")),
         ("channel absent", without("channel")),
@@ -168,6 +205,7 @@ def _probe_no_session(c: Campaign, ev: Evidence, national_id: str) -> None:
 
 
 def check_denied(c: Campaign, ev: Evidence) -> None:
+    c.need_sandbox()  # a refusal the sandbox did not issue proves nothing (e.g. 404 from another PSC)
     nid = c.cfg.deny_national_id
     if not nid:
         raise Unverifiable("pas de seconde identité de test (--deny-national-id ou endpoints.json)")
@@ -180,6 +218,7 @@ def check_denied(c: Campaign, ev: Evidence) -> None:
 
 
 def check_no_answer(c: Campaign, ev: Evidence) -> None:
+    c.need_sandbox()
     nid = c.cfg.never_national_id
     if not nid:
         raise Unverifiable("pas de troisième identité de test (--never-national-id ou endpoints.json)")

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from ..http import cookie_erased
 from ..model import Evidence, Unverifiable, require
 from .campaign import Campaign, error_body_problem
-
-CheckFn = Callable[["Campaign", Evidence], None]
 
 
 def check_disconnect(c: Campaign, ev: Evidence) -> None:
@@ -28,6 +25,7 @@ def check_disconnect(c: Campaign, ev: Evidence) -> None:
 
 def check_psc_session_ended(c: Campaign, ev: Evidence) -> None:
     s = c.need_main()
+    c.need_sandbox()  # the sandbox's 404 for a session it never issued would read as "ended"
     if not c.disconnected:
         raise Unverifiable("prérequis non rempli : pas de déconnexion")
     try:

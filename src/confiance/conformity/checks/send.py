@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import httpx
 
 from confiance.core.jose import ASYMMETRIC_ALGS, TokenError, verify_jws
 from confiance.pki import normalize_dn
 
+from ..http import raw_request
 from ..model import CheckFailed, Evidence, Unverifiable, require
 from .campaign import Campaign, error_body_problem, json_object
-
-CheckFn = Callable[["Campaign", Evidence], None]
 
 
 def check_send_unauthenticated(c: Campaign, ev: Evidence) -> None:
@@ -63,9 +61,10 @@ def verify_signed(c: Campaign, ev: Evidence, resp: httpx.Response, expected: Map
 
 def check_signsessiondata(c: Campaign, ev: Evidence) -> None:
     s = c.need_main()
-    time.sleep(1.1)  # separates CONNECT and SEND timestamps for the time-window check
+    c.wait(None, 1.1, "")  # separates CONNECT and SEND timestamps for the time-window check
     c.sent = True
-    resp = c.sign(ev, s, f"POST {c.send_path()}")
+    c.sends.append(("POST", c.cfg.service_path))
+    resp = c.sign(ev, s, f"POST {c.send_path()}", headers={"X-Forwarded-For": c.cfg.spoofed_ip})
     verify_signed(c, ev, resp, c.session_data(s))
     c.signed_ok = True
 
@@ -93,3 +92,49 @@ def check_cnf_binding(c: Campaign, ev: Evidence) -> None:
         if presented is not None and c.cfg.expected_x5t is not None:
             require(presented == c.cfg.expected_x5t, "empreinte du certificat présenté ≠ certificat du clientId")
     ev.note("le service de ressources n'accepte un jeton que si son cnf x5t#S256 est le certificat TLS présenté")
+
+
+def check_methods(c: Campaign, ev: Evidence) -> None:
+    """/send relays every method of the contract, not only POST."""
+    s = c.need_main()
+    if not c.cfg.get_path:
+        raise Unverifiable("aucun chemin GET connu sur le service (--get-path)")
+    path = f"/send/{c.cfg.service}/{c.cfg.get_path.lstrip('/')}"
+    resp = c.proxy.request(ev, "GET", path, cookie=s.proxy_session_id, label=f"GET {path}")
+    c.sends.append(("GET", c.cfg.get_path.lstrip("/")))
+    require(resp.status_code == 200, f"GET relayé : HTTP {resp.status_code} au lieu de la réponse du service (200)")
+    if c.cfg.get_body:
+        require(c.cfg.get_body in resp.text, "GET relayé : la réponse n'est pas celle du service")
+
+
+PATH_TRICKS = (
+    ("segment « .. »", "/../{svc}/{path}"),
+    ("segment « . »", "/./{path}"),
+    ("« .. » encodé", "/%2e%2e/{path}"),
+    ("barre oblique encodée", "/{path}%2F..%2F{path}"),
+    ("segment vide", "//{path}"),
+    ("antislash encodé", "/..%5C{path}"),
+)
+
+
+def check_path_safety(c: Campaign, ev: Evidence) -> None:
+    """A path that could leave the service's base URL once decoded or normalised is refused."""
+    s = c.need_main()
+    if c.proxy_tls is None:
+        raise Unverifiable("contexte TLS de l'outil indisponible")
+    wrong: list[str] = []
+    for label, shape in PATH_TRICKS:
+        target = f"/send/{c.cfg.service}" + shape.format(svc=c.cfg.service, path=c.cfg.service_path)
+        status = raw_request(
+            ev,
+            c.cfg.proxy_url,
+            c.proxy_tls,
+            "POST",
+            target,
+            cookie=s.proxy_session_id,
+            label=f"POST {target} ({label})",
+        )
+        if status != 400:
+            wrong.append(f"{label} ({target}) : HTTP {status}")
+    require(not wrong, "chemins ambigus non refusés en 400 : " + " ; ".join(wrong))
+    ev.note(f"{len(PATH_TRICKS)} chemins ambigus refusés en 400 avant tout relais")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from typing import Any
 
 from confiance.pki import normalize_dn
@@ -11,8 +10,6 @@ from confiance.pki import normalize_dn
 from .. import traces as tr
 from ..model import Evidence, NotApplicable, Unverifiable, require
 from .campaign import Campaign, Session
-
-CheckFn = Callable[["Campaign", Evidence], None]
 
 
 def _mine(c: Campaign, ev: Evidence) -> tuple[Session, list[dict[str, Any]], list[dict[str, Any]]]:
@@ -69,15 +66,22 @@ def check_trace_api_request(c: Campaign, ev: Evidence) -> None:
         problems += tr.api_request_problems(t)
     sends = [t for t in mine if t.get("type") == "SEND"]
     require(bool(sends), "aucune trace SEND pour la session")
+    sent = c.sends or [("POST", c.cfg.service_path)]
+    matched: set[tuple[str, str]] = set()
     for t in sends:
         api = t.get("apiRequest") or {}
         if isinstance(api, dict):
             if api.get("nomApiPsc") not in (None, c.cfg.service):
                 problems.append(f"SEND : nomApiPsc = {api.get('nomApiPsc')!r}, attendu {c.cfg.service!r}")
-            if str(api.get("methode", "POST")).upper() != "POST":
-                problems.append(f"SEND : methode = {api.get('methode')!r}, attendu POST")
-            if c.cfg.service_path not in str(api.get("path", c.cfg.service_path)):
-                problems.append(f"SEND : path = {api.get('path')!r} ne nomme pas {c.cfg.service_path!r}")
+            method, path = str(api.get("methode", "POST")).upper(), str(api.get("path", ""))
+            hit = next((m for m in sent if m[0] == method and m[1] in path), None)
+            if hit is None:
+                problems.append(f"SEND : {method} {path!r} ne correspond à aucun appel de l'outil {sent!r}")
+            else:
+                matched.add(hit)
+    for method, path in sent:
+        if (method, path) not in matched:
+            problems.append(f"aucune trace SEND pour {method} …/{path}")
     require(not problems, " ; ".join(problems))
 
 
@@ -125,3 +129,34 @@ def check_trace_window(c: Campaign, ev: Evidence) -> None:
     require("SEND" not in early, "« end » ignoré : SEND renvoyée après la fin de la fenêtre")
     future = types_in(dt.datetime.now(dt.UTC) + dt.timedelta(days=1), None, "fenêtre future")
     require(not future, "une fenêtre future renvoie des traces de la session")
+
+
+def check_trace_access(c: Campaign, ev: Evidence) -> None:
+    """Traces name professionals: an anonymous caller must not read them."""
+    if c.cfg.traces_open:
+        raise NotApplicable("l'opérateur déclare /traces ouvert pour la campagne (mode conformité)")
+    start = tr.iso(c.started - dt.timedelta(minutes=10))
+    resp = c.proxy.request(ev, "GET", "/traces", params={"start": start}, label="GET /traces (anonyme)")
+    require(resp.status_code in (401, 403), f"/traces répond HTTP {resp.status_code} à un appelant anonyme")
+    items = tr.as_list(_json_or_none(resp))
+    require(not items, "/traces renvoie des traces à un appelant anonyme")
+
+
+def _json_or_none(resp: Any) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        return None
+
+
+def check_trace_ip(c: Campaign, ev: Evidence) -> None:
+    """ipAddress is the caller's address, not what an untrusted X-Forwarded-For claims."""
+    _s, mine, _f = _mine(c, ev)
+    require(bool(mine), "aucune trace pour la session")
+    spoofed = [t.get("type") for t in mine if t.get("ipAddress") == c.cfg.spoofed_ip]
+    require(
+        not spoofed,
+        f"ipAddress = {c.cfg.spoofed_ip} (X-Forwarded-For envoyé par l'outil, qui n'est pas un relais de confiance) "
+        f"sur : {', '.join(map(str, spoofed))}",
+    )
+    ev.note(f"/connect et /send envoyés avec X-Forwarded-For: {c.cfg.spoofed_ip} ; aucune trace ne le reprend")
