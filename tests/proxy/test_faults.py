@@ -41,7 +41,7 @@ def _upstream_app() -> Starlette:
         )
 
     async def slow(_request: Request) -> Response:
-        await asyncio.sleep(3)
+        await asyncio.sleep(10)  # far past the proxy's 0.5 s: only the proxy's timer can answer first
         return PlainTextResponse("late")
 
     async def boom(_request: Request) -> Response:
@@ -137,11 +137,9 @@ def test_upstream_down_slow_failing(proxy: RunningProxy, psc_sandbox: PscHandle)
     with closing(c):
         r = c.get("/send/down/x")
         assert r.status_code == 503 and r.json()["code"] == "UPSTREAM_UNAVAILABLE"
-        t0 = time.monotonic()
         r = c.get("/send/up/slow")
-        elapsed = time.monotonic() - t0
+        # the configured 0.5 s, not the upstream's 10 s (which would have been a 200 "late")
         assert r.status_code == 504 and r.json()["code"] == "UPSTREAM_TIMEOUT"
-        assert elapsed < 2.0  # the configured 0.5 s, not the upstream's 3 s
         r = c.get("/send/up/boom")
         assert r.status_code == 500 and r.json() == {"error": "panne"}
         r = c.get("/send/asdown/echo/x")

@@ -1,4 +1,4 @@
-"""The proxy's own HTTP/1.1 server (confiance.proxy.front), over real TLS on 127.0.0.1.
+"""The proxy's own HTTP/1.1 server (confiance.proxy.http1), over real TLS on 127.0.0.1.
 
 A small app stands in for ProxyApp so each connection rule is tested alone: the full
 proxy runs on the same server in every other test of tests/proxy (see harness.py).
@@ -20,8 +20,8 @@ from confiance.core.server import ServerThread, ServiceConfig
 from confiance.core.tls import ServerTLS, client_context, server_context
 from confiance.pki import IssuedCertificate, Pki
 from confiance.proxy.config import ServerSection
-from confiance.proxy.front import ProxyServer
-from confiance.proxy.outbox import Outbox
+from confiance.proxy.http1.outbox import Outbox
+from confiance.proxy.http1.server import Http1Server
 
 
 class _Core:
@@ -90,8 +90,22 @@ class StandIn:
         await send({"type": "http.response.body", "body": body[5:]})
 
 
+def _server(app: StandIn, tls: ssl.SSLContext | None, limits: ServerSection) -> Http1Server:
+    """The server as serve.py wires it, with the stand-in in the proxy's place."""
+    return Http1Server(
+        app,
+        tls,
+        limits,
+        outbox=app.core.outbox,
+        fast_prefix=b"/send/",
+        fast=app.send_now,
+        on_start=app.core.start,
+        on_stop=app.core.stop,
+    )
+
+
 @pytest.fixture
-def front(pki: Pki, server_cert: IssuedCertificate) -> Iterator[tuple[ProxyServer, ServerThread, StandIn]]:
+def front(pki: Pki, server_cert: IssuedCertificate) -> Iterator[tuple[Http1Server, ServerThread, StandIn]]:
     app = StandIn()
     limits = ServerSection(
         cert=server_cert.cert_path,
@@ -103,7 +117,7 @@ def front(pki: Pki, server_cert: IssuedCertificate) -> Iterator[tuple[ProxyServe
         graceful_timeout=5,
     )
     tls = server_context(ServerTLS(cert=server_cert.cert_path, key=server_cert.key_path))
-    server = ProxyServer(app, tls, limits)  # type: ignore[arg-type]
+    server = _server(app, tls, limits)
     thread = ServerThread(app, ServiceConfig(port=0), server=server).start()
     try:
         yield server, thread, app
@@ -277,11 +291,14 @@ def test_graceful_stop_finishes_requests_in_flight(pki: Pki, server_cert: Issued
     app.send_delay = 0.5
     tls = server_context(ServerTLS(cert=server_cert.cert_path, key=server_cert.key_path))
     limits = ServerSection(cert=server_cert.cert_path, key=server_cert.key_path, graceful_timeout=5)
-    server = ProxyServer(app, tls, limits)  # type: ignore[arg-type]
+    server = _server(app, tls, limits)
     thread = ServerThread(app, ServiceConfig(port=0), server=server).start()
     s = _conn(pki, thread.port)
     s.sendall(b"GET /send/a/slow HTTP/1.1\r\nHost: h\r\n\r\n")
-    time.sleep(0.1)  # the request is in flight
+    deadline = time.monotonic() + 30
+    while not app.sends:  # the request is in flight (polled on state, not a fixed delay)
+        assert time.monotonic() < deadline, "the request never reached the app"
+        time.sleep(0.01)
     stopper = threading.Thread(target=thread.stop)
     stopper.start()
     data = _read_all(s)
@@ -298,7 +315,7 @@ def test_on_started_runs_once_listening(pki: Pki, server_cert: IssuedCertificate
     """`confiance proxy serve` tunes the GC from this hook: after start-up, not before."""
     app = StandIn()
     limits = ServerSection(cert=server_cert.cert_path, key=server_cert.key_path)
-    server = ProxyServer(app, None, limits)  # type: ignore[arg-type]
+    server = _server(app, None, limits)
     seen: list[bool] = []
     server.on_started = lambda: seen.append(app.core.started and not server.started)
     thread = ServerThread(app, ServiceConfig(port=0), server=server).start()
@@ -313,7 +330,7 @@ def test_tune_gc_freezes_start_up_and_spaces_young_collections() -> None:
     import sys
 
     code = (
-        "import gc; from confiance.proxy.front import tune_gc, GC_GEN0_THRESHOLD;"
+        "import gc; from confiance.proxy.serve import tune_gc, GC_GEN0_THRESHOLD;"
         "before = gc.get_threshold(); tune_gc();"
         "assert gc.get_freeze_count() > 1000, gc.get_freeze_count();"
         "assert gc.get_threshold() == (GC_GEN0_THRESHOLD, *before[1:]), gc.get_threshold();"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from confiance.proxy.upstream import Pool, UpstreamError
+from confiance.proxy.http1.client import Pool, UpstreamError
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 

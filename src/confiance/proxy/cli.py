@@ -48,7 +48,7 @@ def serve(config: Path = ConfigOpt) -> None:
 
 def _serve_one(cfg: Any, sock: Any) -> None:
     """One process: build the app *here* (after any fork) so no loop, thread or DB handle is shared."""
-    from .front import build_server, run
+    from .serve import build_server, run
 
     run(build_server(cfg), [sock])
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-log = logging.getLogger("confiance.proxy.outbox")
+log = logging.getLogger("confiance.proxy.http1.outbox")
 
 
 class Outbox:
