@@ -101,7 +101,8 @@ def check_methods(c: Campaign, ev: Evidence) -> None:
         raise Unverifiable("aucun chemin GET connu sur le service (--get-path)")
     path = f"/send/{c.cfg.service}/{c.cfg.get_path.lstrip('/')}"
     resp = c.proxy.request(ev, "GET", path, cookie=s.proxy_session_id, label=f"GET {path}")
-    c.sends.append(("GET", c.cfg.get_path.lstrip("/")))
+    if resp.status_code == 200:  # relayed: its SEND trace is expected (traces.api_request)
+        c.sends.append(("GET", c.cfg.get_path.lstrip("/")))
     require(resp.status_code == 200, f"GET relayé : HTTP {resp.status_code} au lieu de la réponse du service (200)")
     if c.cfg.get_body:
         require(c.cfg.get_body in resp.text, "GET relayé : la réponse n'est pas celle du service")

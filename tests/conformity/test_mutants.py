@@ -1,0 +1,178 @@
+"""The tool tests itself: copies of our own proxy with one defect each.
+
+Each mutant is the real proxy with one behaviour changed, either by configuration or by a
+pass-through front on the wire (``mutants.py``). The unmodified proxy, behind the same
+front, is the baseline: a mutant must fail exactly the checks that name its defect and
+leave every other verdict as in the baseline. Proxy names used: ``tests.proxy.harness``
+(``proxy_config``, ``start_proxy(clock=)``, ``ADMIN``) and the config keys
+``traces.conformity_mode``, ``server.trusted_proxies``, ``sessions.idle_ttl``,
+``sessions.absolute_ttl``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from confiance.core.tls import ClientAuth, client_context
+from confiance.pki import IssuedCertificate, Pki
+from tests.conformity.harness import SLOW, ManualClock, explain, run_against, statuses
+from tests.conformity.mutants import Front, front_mutations
+from tests.fixtures_api import ApiHandle
+from tests.fixtures_psc import PscHandle
+from tests.support import start_https
+
+proxy_harness = pytest.importorskip("tests.proxy.harness")
+
+
+def _campaign(url: str, psc: PscHandle, api: ApiHandle, **over: Any) -> dict[str, str]:
+    results = run_against(url, psc, api, traces_auth=f"Bearer {proxy_harness.ADMIN}", skip=SLOW, **over)
+    return {"statuses": statuses(results), "text": explain(results)}  # type: ignore[dict-item]
+
+
+@pytest.fixture(scope="module")
+def real_proxy(
+    tmp_path_factory: pytest.TempPathFactory,
+    pki: Pki,
+    server_cert: IssuedCertificate,
+    psc_sandbox: PscHandle,
+    api_services: ApiHandle,
+) -> Any:
+    cfg = proxy_harness.proxy_config(pki, server_cert, psc_sandbox, api_services, tmp_path_factory.mktemp("m"))
+    proxy = proxy_harness.start_proxy(cfg, pki)
+    yield proxy
+    proxy.stop()
+
+
+def _through_front(proxy: Any, pki: Pki, cert: IssuedCertificate, mutation: Any) -> Any:
+    return start_https(Front(proxy.url, client_context(pki.ca_bundle), mutation), pki, cert, ClientAuth.NONE)
+
+
+@pytest.fixture(scope="module")
+def baseline(
+    real_proxy: Any, pki: Pki, server_cert: IssuedCertificate, psc_sandbox: PscHandle, api_services: ApiHandle
+) -> Any:
+    front = _through_front(real_proxy, pki, server_cert, (None, None))
+    try:
+        return _campaign(front.url, psc_sandbox, api_services)
+    finally:
+        front.stop()
+
+
+def test_unmodified_proxy_behind_the_front_fails_nothing(baseline: Any) -> None:
+    st = baseline["statuses"]
+    assert not [k for k, v in st.items() if v == "fail"], baseline["text"]
+    # No API access log, no web client registered at the sandbox in this fixture.
+    assert {k for k, v in st.items() if v == "unverifiable"} <= {"api.cnf_binding", "beyond.auth_code"}, baseline[
+        "text"
+    ]
+
+
+def _assert_only(got: dict[str, Any], expected: set[str], baseline: Any) -> None:
+    st, text = got["statuses"], got["text"]
+    assert {k for k, v in st.items() if v == "fail"} == expected, text
+    for check, status in st.items():
+        if check not in expected:
+            assert status == baseline["statuses"][check], f"{check}\n{text}"
+
+
+FRONT = sorted(front_mutations("x"))
+
+
+@pytest.mark.parametrize("name", FRONT)
+def test_wire_mutant_fails_exactly_its_checks(
+    name: str,
+    real_proxy: Any,
+    baseline: Any,
+    pki: Pki,
+    server_cert: IssuedCertificate,
+    psc_sandbox: PscHandle,
+    api_services: ApiHandle,
+) -> None:
+    mutation, expected = front_mutations(psc_sandbox.issuer)[name]
+    front = _through_front(real_proxy, pki, server_cert, mutation)
+    try:
+        got = _campaign(front.url, psc_sandbox, api_services)
+    finally:
+        front.stop()
+    _assert_only(got, expected, baseline)
+
+
+CONFIG = [
+    ("traces_open_to_anyone", {"traces": {"conformity_mode": True}}, {"traces.access"}),
+    # Trusting X-Forwarded-For, our proxy also drops the source port from its traces (it no
+    # longer knows it): a second, real finding, so traces.fields fails too.
+    (
+        "x_forwarded_for_trusted_from_anyone",
+        {"server": {"trusted_proxies": ["0.0.0.0/0"]}},
+        {"traces.ip_address", "traces.fields"},
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "over", "expected"), CONFIG, ids=[c[0] for c in CONFIG])
+def test_config_mutant_fails_exactly_its_checks(
+    name: str,
+    over: dict[str, Any],
+    expected: set[str],
+    tmp_path: Path,
+    baseline: Any,
+    pki: Pki,
+    server_cert: IssuedCertificate,
+    psc_sandbox: PscHandle,
+    api_services: ApiHandle,
+) -> None:
+    cfg = proxy_harness.proxy_config(pki, server_cert, psc_sandbox, api_services, tmp_path, **over)
+    proxy = proxy_harness.start_proxy(cfg, pki)
+    front = _through_front(proxy, pki, server_cert, (None, None))
+    try:
+        got = _campaign(front.url, psc_sandbox, api_services)
+    finally:
+        front.stop()
+        proxy.stop()
+    _assert_only(got, expected, baseline)
+
+
+# Open (see the report): mutants "idle never enforced" (idle_ttl 3600 declared 5) and
+# "absolute never enforced" (absolute_ttl 3600 declared 12) are not yet caught against our
+# proxy's manual clock; they are caught on the double (test_beyond).
+TIMEOUTS = [
+    ("unmodified", {"idle_ttl": 5.0, "absolute_ttl": 12.0}, set()),
+]
+
+
+@pytest.mark.parametrize(("name", "sessions", "expected"), TIMEOUTS, ids=[t[0] for t in TIMEOUTS])
+def test_timeouts_are_measured_not_assumed(
+    name: str,
+    sessions: dict[str, float],
+    expected: set[str],
+    tmp_path: Path,
+    pki: Pki,
+    server_cert: IssuedCertificate,
+    psc_sandbox: PscHandle,
+    api_services: ApiHandle,
+) -> None:
+    """The operator declares 5 s idle and 12 s absolute; the mutant does not enforce one of them."""
+    cfg = proxy_harness.proxy_config(
+        pki, server_cert, psc_sandbox, api_services, tmp_path, sessions={**sessions, "sweep_interval": 0.2}
+    )
+    clock = ManualClock()
+    proxy = proxy_harness.start_proxy(cfg, pki, clock=clock)
+    try:
+        results = run_against(
+            proxy.url,
+            psc_sandbox,
+            api_services,
+            idle_timeout=5.0,
+            absolute_timeout=12.0,
+            wait=clock.advance,
+            only={"connect.ciba", "session.idle_timeout", "session.absolute_timeout", "disconnect"},
+        )
+    finally:
+        proxy.stop()
+    assert {k for k, v in statuses(results).items() if v == "fail"} == expected, explain(results)
+    for r in results:
+        if r.id not in expected:
+            assert r.status.value == "pass", explain(results)
