@@ -135,10 +135,9 @@ def test_config_mutant_fails_exactly_its_checks(
     _assert_only(got, expected, baseline)
 
 
-# Open (see the report): mutants "idle never enforced" (idle_ttl 3600 declared 5) and
-# "absolute never enforced" (absolute_ttl 3600 declared 12) are not yet caught against our
-# proxy's manual clock; they are caught on the double (test_beyond).
 TIMEOUTS = [
+    ("idle_longer_than_declared", {"idle_ttl": 12.0, "absolute_ttl": 12.0}, {"session.idle_timeout"}),
+    ("absolute_never_enforced", {"idle_ttl": 5.0, "absolute_ttl": 3600.0}, {"session.absolute_timeout"}),
     ("unmodified", {"idle_ttl": 5.0, "absolute_ttl": 12.0}, set()),
 ]
 

@@ -71,17 +71,22 @@ def check_idle_timeout(c: Campaign, ev: Evidence) -> None:
 def check_absolute_timeout(c: Campaign, ev: Evidence) -> None:
     absolute = _declared(c.cfg.absolute_timeout, "--absolute-timeout", c)
     idle = c.cfg.idle_timeout
-    step = min(absolute / 4, idle / 2 if idle else absolute / 4)
+    # Touch often enough that idleness never ends the session (a third of the idle timeout),
+    # and wait past the lifetime from the last touch by less than half the idle timeout.
+    step = min(absolute / 4, idle / 3 if idle else absolute / 4)
+    grace = min(1.0, step / 2)
     s = c.new_session(ev, c.cfg.national_id, "POST /connect (durée de vie absolue)")
     try:
         elapsed = 0.0
-        while elapsed + step < absolute:
+        while True:
             status = _touch(c, ev, s, f"POST /send à {elapsed:g} s")
             require(status == 200, f"session active close à {elapsed:g} s, avant sa durée de vie : HTTP {status}")
+            if elapsed + step >= absolute:
+                break
             c.wait(ev, step, "session tenue active")
             elapsed += step
-        c.wait(ev, absolute - elapsed + 1.0, "la durée de vie absolue déclarée, plus 1 s")
-        late = _touch(c, ev, s, f"POST /send après {absolute + 1:g} s de session active")
+        c.wait(ev, absolute + grace - elapsed, "jusqu'au-delà de la durée de vie absolue déclarée")
+        late = _touch(c, ev, s, f"POST /send après {absolute + grace:g} s de session active")
         require(late == 401, f"session active au-delà de sa durée de vie absolue : HTTP {late}")
     finally:
         if s.proxy_session_id in c.open_sessions:
