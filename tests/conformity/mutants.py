@@ -40,6 +40,7 @@ class Wire:
     resp_headers: Headers = field(default_factory=list)
     resp_body: bytes = b""
     answer: tuple[int, Headers, bytes] | None = None  # set by a request mutation: answer without relaying
+    memo: Any = None  # what a request mutation leaves for its response mutation
 
     @property
     def path(self) -> str:
@@ -224,7 +225,57 @@ def _tokens_in_body(issuer: str) -> Callable[[Wire, dict[str, Any]], None]:
     return on_response
 
 
-def front_mutations(psc_issuer: str) -> dict[str, tuple[Mutation, set[str]]]:
+def _normalise_send_path(w: Wire, _s: dict[str, Any]) -> None:
+    """A proxy without path safety: decodes and resolves the path, then relays what remains."""
+    if not w.target.startswith(b"/send/"):
+        return
+    path, _, query = w.target.partition(b"?")
+    text = path.decode("latin-1")
+    for enc, dec in (("%2e", "."), ("%2E", "."), ("%2f", "/"), ("%2F", "/"), ("%5c", "/"), ("%5C", "/")):
+        text = text.replace(enc, dec)
+    out: list[str] = []
+    for seg in text.split("/"):
+        if seg == "..":
+            if len(out) > 1:
+                out.pop()
+        elif seg not in (".", "") or not out:
+            out.append(seg)
+    w.target = "/".join(out).encode() + (b"?" + query if query else b"")
+
+
+def _sessions_by_user(clients: set[str]) -> Callable[[Wire, dict[str, Any]], None]:
+    return lambda w, s: _by_user(clients, w, s)
+
+
+def _by_user(clients: set[str], w: Wire, s: dict[str, Any]) -> None:
+    """Request side: a user with a live session at any LPS gets 304 (the session is keyed by user).
+
+    Like the proxy it stands for, it validates the clientId first (``clients``: those the
+    proxy is configured with), so unknown-client and malformed probes keep their answers.
+    """
+    live: dict[str, tuple[str, str]] = s.setdefault("live", {})  # proxy_session_id -> (nationalId, clientId)
+    if w.path == "/disconnect":
+        cookie = next((v for k, v in w.headers if k == b"cookie"), b"").decode()
+        live.pop(cookie.partition("proxy_session_id=")[2].split(";")[0], None)
+    elif w.path == "/connect":
+        data = w.json(w.body)
+        if (
+            isinstance(data, dict)
+            and data.get("clientId") in clients
+            and any(nid == data.get("nationalId") and cid != data.get("clientId") for nid, cid in live.values())
+        ):
+            w.answer = (304, [], b"")
+        w.memo = data
+
+
+def _remember_sessions(w: Wire, s: dict[str, Any]) -> None:
+    data = w.memo
+    if w.path == "/connect" and w.status == 200 and isinstance(data, dict):
+        body = json.loads(w.resp_body)
+        s.setdefault("live", {})[body["proxy_session_id"]] = (data.get("nationalId"), data.get("clientId"))
+
+
+def front_mutations(psc_issuer: str, clients: set[str]) -> dict[str, tuple[Mutation, set[str]]]:
     """Wire-level defects and the checks that must fail on each, and only those."""
     return {
         "cookie_insecure": ((None, _cookie_insecure), {"exposure.cookies"}),
@@ -237,4 +288,6 @@ def front_mutations(psc_issuer: str) -> dict[str, tuple[Mutation, set[str]]]:
         "api_request_everywhere": ((None, _edit_traces(_api_request_everywhere)), {"traces.api_request"}),
         "traces_no_window": ((_no_window, None), {"traces.window"}),
         "psc_token_to_lps": ((None, _tokens_in_body(psc_issuer)), {"exposure.psc_tokens"}),
+        "no_path_safety": ((_normalise_send_path, None), {"send.path_safety"}),
+        "sessions_keyed_by_user": ((_sessions_by_user(clients), _remember_sessions), {"connect.other_lps"}),
     }

@@ -11,6 +11,8 @@ leave every other verdict as in the baseline. Proxy names used: ``tests.proxy.ha
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +29,28 @@ from tests.support import start_https
 proxy_harness = pytest.importorskip("tests.proxy.harness")
 
 
+API_ADMIN = "api-admin-" + "y" * 16
+
+
 def _campaign(url: str, psc: PscHandle, api: ApiHandle, **over: Any) -> dict[str, str]:
-    results = run_against(url, psc, api, traces_auth=f"Bearer {proxy_harness.ADMIN}", skip=SLOW, **over)
+    results = run_against(
+        url,
+        psc,
+        api,
+        traces_auth=f"Bearer {proxy_harness.ADMIN}",
+        skip=SLOW,
+        other_client_id=psc.secret_client_id,
+        api_access_log_url=f"{api.rs_url}/admin/access-log",
+        api_admin_token=API_ADMIN,
+        **over,
+    )
     return {"statuses": statuses(results), "text": explain(results)}  # type: ignore[dict-item]
+
+
+@pytest.fixture(scope="module")
+def api(api_services_factory: Callable[..., ApiHandle]) -> ApiHandle:
+    """The API with its access log readable: what the service received becomes evidence."""
+    return api_services_factory(rs_admin_token=API_ADMIN)
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +59,9 @@ def real_proxy(
     pki: Pki,
     server_cert: IssuedCertificate,
     psc_sandbox: PscHandle,
-    api_services: ApiHandle,
+    api: ApiHandle,
 ) -> Any:
-    cfg = proxy_harness.proxy_config(pki, server_cert, psc_sandbox, api_services, tmp_path_factory.mktemp("m"))
+    cfg = proxy_harness.proxy_config(pki, server_cert, psc_sandbox, api, tmp_path_factory.mktemp("m"))
     proxy = proxy_harness.start_proxy(cfg, pki)
     yield proxy
     proxy.stop()
@@ -51,12 +72,10 @@ def _through_front(proxy: Any, pki: Pki, cert: IssuedCertificate, mutation: Any)
 
 
 @pytest.fixture(scope="module")
-def baseline(
-    real_proxy: Any, pki: Pki, server_cert: IssuedCertificate, psc_sandbox: PscHandle, api_services: ApiHandle
-) -> Any:
+def baseline(real_proxy: Any, pki: Pki, server_cert: IssuedCertificate, psc_sandbox: PscHandle, api: ApiHandle) -> Any:
     front = _through_front(real_proxy, pki, server_cert, (None, None))
     try:
-        return _campaign(front.url, psc_sandbox, api_services)
+        return _campaign(front.url, psc_sandbox, api)
     finally:
         front.stop()
 
@@ -78,7 +97,7 @@ def _assert_only(got: dict[str, Any], expected: set[str], baseline: Any) -> None
             assert status == baseline["statuses"][check], f"{check}\n{text}"
 
 
-FRONT = sorted(front_mutations("x"))
+FRONT = sorted(front_mutations("x", set()))
 
 
 @pytest.mark.parametrize("name", FRONT)
@@ -89,12 +108,13 @@ def test_wire_mutant_fails_exactly_its_checks(
     pki: Pki,
     server_cert: IssuedCertificate,
     psc_sandbox: PscHandle,
-    api_services: ApiHandle,
+    api: ApiHandle,
 ) -> None:
-    mutation, expected = front_mutations(psc_sandbox.issuer)[name]
+    clients = {psc_sandbox.mtls_client_id, psc_sandbox.secret_client_id}  # proxy_config's lps_clients
+    mutation, expected = front_mutations(psc_sandbox.issuer, clients)[name]
     front = _through_front(real_proxy, pki, server_cert, mutation)
     try:
-        got = _campaign(front.url, psc_sandbox, api_services)
+        got = _campaign(front.url, psc_sandbox, api)
     finally:
         front.stop()
     _assert_only(got, expected, baseline)
@@ -122,13 +142,77 @@ def test_config_mutant_fails_exactly_its_checks(
     pki: Pki,
     server_cert: IssuedCertificate,
     psc_sandbox: PscHandle,
-    api_services: ApiHandle,
+    api: ApiHandle,
 ) -> None:
-    cfg = proxy_harness.proxy_config(pki, server_cert, psc_sandbox, api_services, tmp_path, **over)
+    cfg = proxy_harness.proxy_config(pki, server_cert, psc_sandbox, api, tmp_path, **over)
     proxy = proxy_harness.start_proxy(cfg, pki)
     front = _through_front(proxy, pki, server_cert, (None, None))
     try:
-        got = _campaign(front.url, psc_sandbox, api_services)
+        got = _campaign(front.url, psc_sandbox, api)
+    finally:
+        front.stop()
+        proxy.stop()
+    _assert_only(got, expected, baseline)
+
+
+def _counter_ids() -> Callable[[], str]:
+    counter = itertools.count(1)
+    return lambda: f"00000000-0000-4000-8000-{next(counter):012d}"
+
+
+async def _no_end_session(*_a: Any, **_k: Any) -> None:
+    return None
+
+
+# Inside the proxy (names the integrator must keep, or update here): the session id
+# generator, PSC's end-session call, the headers the relay drops.
+INTERNAL: list[tuple[str, Callable[[pytest.MonkeyPatch], None], set[str]]] = [
+    (
+        "predictable_session_ids",
+        lambda mp: mp.setattr("confiance.proxy.domain.new_session_id", _counter_ids()),
+        {"session.id_random"},
+    ),
+    (
+        "psc_session_never_ended",
+        lambda mp: mp.setattr("confiance.proxy.oauth.PscClient.end_session", _no_end_session),
+        {"disconnect.psc_session"},
+    ),
+    (
+        "lps_cookie_relayed",
+        lambda mp: mp.setattr(
+            "confiance.proxy.relay.DROP_REQUEST_HEADERS",
+            relay_module().DROP_REQUEST_HEADERS - {b"cookie"},
+        ),
+        {"send.headers_isolated"},
+    ),
+]
+
+
+def relay_module() -> Any:
+    import confiance.proxy.relay as relay
+
+    return relay
+
+
+@pytest.mark.parametrize(("name", "patch", "expected"), INTERNAL, ids=[m[0] for m in INTERNAL])
+def test_internal_mutant_fails_exactly_its_checks(
+    name: str,
+    patch: Callable[[pytest.MonkeyPatch], None],
+    expected: set[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    baseline: Any,
+    pki: Pki,
+    server_cert: IssuedCertificate,
+    psc_sandbox: PscHandle,
+    api: ApiHandle,
+) -> None:
+    patch(monkeypatch)
+    cfg = proxy_harness.proxy_config(pki, server_cert, psc_sandbox, api, tmp_path)
+    proxy = proxy_harness.start_proxy(cfg, pki)
+    front = _through_front(proxy, pki, server_cert, (None, None))
+    try:
+        got = _campaign(front.url, psc_sandbox, api)
     finally:
         front.stop()
         proxy.stop()
@@ -151,11 +235,11 @@ def test_timeouts_are_measured_not_assumed(
     pki: Pki,
     server_cert: IssuedCertificate,
     psc_sandbox: PscHandle,
-    api_services: ApiHandle,
+    api: ApiHandle,
 ) -> None:
     """The operator declares 5 s idle and 12 s absolute; the mutant does not enforce one of them."""
     cfg = proxy_harness.proxy_config(
-        pki, server_cert, psc_sandbox, api_services, tmp_path, sessions={**sessions, "sweep_interval": 0.2}
+        pki, server_cert, psc_sandbox, api, tmp_path, sessions={**sessions, "sweep_interval": 0.2}
     )
     clock = ManualClock()
     proxy = proxy_harness.start_proxy(cfg, pki, clock=clock)
@@ -163,7 +247,7 @@ def test_timeouts_are_measured_not_assumed(
         results = run_against(
             proxy.url,
             psc_sandbox,
-            api_services,
+            api,
             idle_timeout=5.0,
             absolute_timeout=12.0,
             wait=clock.advance,

@@ -6,6 +6,7 @@ starting it, exactly as `confiance up` would.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -42,10 +43,18 @@ def _register_web_client(psc: PscHandle, redirect_uri: str) -> None:
         assert r.status_code in (201, 409), r.text
 
 
+API_ADMIN = "api-admin-" + "z" * 16
+
+
 @pytest.mark.slow
 def test_our_proxy_passes_every_check(
-    tmp_path: Path, pki: Pki, server_cert: IssuedCertificate, psc_sandbox: PscHandle, api_services: ApiHandle
+    tmp_path: Path,
+    pki: Pki,
+    server_cert: IssuedCertificate,
+    psc_sandbox: PscHandle,
+    api_services_factory: Callable[..., ApiHandle],
 ) -> None:
+    api_services = api_services_factory(rs_admin_token=API_ADMIN)  # its access log is evidence
     base = proxy_harness.proxy_config(pki, server_cert, psc_sandbox, api_services, tmp_path)
     web = {
         "client_id": WEB_CLIENT,
@@ -77,6 +86,9 @@ def test_our_proxy_passes_every_check(
             idle_timeout=IDLE,
             absolute_timeout=ABSOLUTE,
             web_client_id=WEB_CLIENT,
+            other_client_id=psc_sandbox.secret_client_id,
+            api_access_log_url=f"{api_services.rs_url}/admin/access-log",
+            api_admin_token=API_ADMIN,
             wait=clock.wait,
         )
     finally:
@@ -87,8 +99,9 @@ def test_our_proxy_passes_every_check(
     report = build_report(results, proxy_url=proxy.url, proxy_version="test")
     _payload, jws = sign_report(report, KeyStore(None, algs=("ES256",)))
     assert len(jws) < 128 * 1024
-    # Facts the harness cannot expose yet stay "unverifiable" (never "pass" by assumption).
-    assert {k for k, v in st.items() if v == "unverifiable"} <= {"api.cnf_binding"}, explain(results)
+    # Everything is observed: with the API's access log even the cnf binding is verifiable.
+    assert {k for k, v in st.items() if v == "unverifiable"} == set(), explain(results)
+    assert build_report(results, proxy_url=proxy.url, proxy_version="test")["conforme"] is True
     assert st["beyond.auth_code"] == "pass", explain(results)  # our proxy offers the code flow
 
 

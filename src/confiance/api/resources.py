@@ -190,6 +190,9 @@ class ResourceServerApp:
             cert_x5t=request.state.caller_x5t,
             cnf_x5t=(claims.get("cnf") or {}).get("x5t#S256"),
             jti=claims.get("jti"),
+            # what the conformity tool checks the proxy kept to itself: the LPS's cookie and credentials
+            received_cookie="cookie" in request.headers,
+            authorization_headers=len(request.headers.getlist("authorization")),
             **extra,
         )
 

@@ -26,6 +26,7 @@ class RunConfig:
     proxy_identity: ClientIdentity | None = None  # TLS identity the tool presents to the proxy
     client_cert: Path | None = None  # public certificate the proxy holds for client_id (mTLS)
     client_uses_secret: bool = False  # the LPS authenticates to PSC with a secret: traces carry no dn
+    other_client_id: str | None = None  # a second LPS the proxy serves (sessions are per user *and* LPS)
     web_client_id: str | None = None  # client used for the authorization-code flow (default client_id)
     unknown_client_id: str = "client-inconnu-conformite"
     unknown_national_id: str = "899999999999"  # not a sandbox identity (fictitious range, never seeded)
@@ -101,6 +102,7 @@ def from_endpoints(endpoints: dict[str, Any], **overrides: Any) -> RunConfig:
         "proxy_url": proxy.get("url"),
         "client_id": client_id,
         "national_id": national_id,
+        "other_client_id": next((c["client_id"] for c in clients if c.get("client_id") != client_id), None),
         "deny_national_id": others[0] if others else None,
         "never_national_id": others[1] if len(others) > 1 else None,
         "ca_bundle": Path(endpoints["ca_bundle"]) if endpoints.get("ca_bundle") else None,

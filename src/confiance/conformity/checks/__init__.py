@@ -10,13 +10,21 @@ from .connect import (
     check_denied,
     check_malformed,
     check_no_answer,
+    check_other_lps,
     check_replay,
     check_session_state,
     check_unknown_client,
 )
 from .disconnect import check_disconnect, check_psc_session_ended
 from .exposure import check_cookie_attributes, check_psc_tokens
-from .send import check_cnf_binding, check_methods, check_path_safety, check_send_unauthenticated, check_signsessiondata
+from .send import (
+    check_cnf_binding,
+    check_headers_isolated,
+    check_methods,
+    check_path_safety,
+    check_send_unauthenticated,
+    check_signsessiondata,
+)
 from .session import check_absolute_timeout, check_id_random, check_idle_timeout
 from .traces import (
     check_trace_access,
@@ -48,6 +56,12 @@ CHECKS: tuple[CheckDef, ...] = (
         "/connect avec le cookie d'une session vivante → 304 sans corps ni nouvelle authentification PSC ; "
         "même utilisateur et même LPS sans ce cookie → nouvelle connexion (200).",
         check_replay,
+    ),
+    CheckDef(
+        "connect.other_lps",
+        "Sessions distinctes par LPS",
+        "La session d'un utilisateur avec un LPS ne vaut pas pour un autre : /connect d'un second LPS → 200, jamais 304.",
+        check_other_lps,
     ),
     CheckDef(
         "connect.unknown_client",
@@ -85,6 +99,12 @@ CHECKS: tuple[CheckDef, ...] = (
         "/send : chemins ambigus refusés",
         "Segments « . »/« .. » (clairs ou encodés), barres obliques encodées, segments vides → 400, jamais relayés.",
         check_path_safety,
+    ),
+    CheckDef(
+        "send.headers_isolated",
+        "/send : en-têtes du LPS non relayés",
+        "Le service ne reçoit ni le Cookie ni l'Authorization du LPS, seulement le jeton échangé par le proxy.",
+        check_headers_isolated,
     ),
     CheckDef(
         "connect.session_state",

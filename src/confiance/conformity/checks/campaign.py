@@ -96,11 +96,12 @@ class Campaign:
         channel: str = "CARD",
         cookie: str | None = None,
         headers: dict[str, str] | None = None,
+        client_id: str | None = None,
     ) -> httpx.Response:
         body = {
             "nationalId": national_id,
             "bindingMessage": binding or f"{secrets.randbelow(100):02d}",
-            "clientId": self.cfg.client_id,
+            "clientId": client_id or self.cfg.client_id,
             "channel": channel,
         }
         resp = self.proxy.request(

@@ -98,6 +98,28 @@ def check_replay(c: Campaign, ev: Evidence) -> None:
     ev.note("sans le cookie : nouvelle authentification PSC et nouvelle session (200)")
 
 
+def check_other_lps(c: Campaign, ev: Evidence) -> None:
+    """A user's session with one LPS is not a session with another: no 304 across LPS."""
+    main = c.need_main()
+    other = c.cfg.other_client_id
+    if not other:
+        raise Unverifiable("pas de second LPS connu du proxy (endpoints.json : lps_clients)")
+    resp = c.connect(
+        ev,
+        c.cfg.national_id,
+        label=f"POST /connect (même utilisateur, LPS {other}, avec le cookie de la session principale)",
+        cookie=main.proxy_session_id,
+        client_id=other,
+    )
+    require(resp.status_code != 304, f"304 : la session de l'utilisateur avec {c.cfg.client_id} vaut pour {other}")
+    require(resp.status_code == 200, f"connexion au second LPS : HTTP {resp.status_code} au lieu de 200")
+    sid = session_cookie(resp)
+    require(sid is not None and sid != main.proxy_session_id, "connexion au second LPS sans nouvelle session")
+    assert sid is not None
+    c.disconnect(ev, sid, "DELETE /disconnect (session du second LPS)")
+    ev.note(f"une session avec {c.cfg.client_id} n'ouvre rien pour {other} : nouvelle connexion (200)")
+
+
 def check_unknown_client(c: Campaign, ev: Evidence) -> None:
     body = {
         "nationalId": c.cfg.national_id,

@@ -62,9 +62,10 @@ def verify_signed(c: Campaign, ev: Evidence, resp: httpx.Response, expected: Map
 def check_signsessiondata(c: Campaign, ev: Evidence) -> None:
     s = c.need_main()
     c.wait(None, 1.1, "")  # separates CONNECT and SEND timestamps for the time-window check
-    c.sent = True
-    c.sends.append(("POST", c.cfg.service_path))
     resp = c.sign(ev, s, f"POST {c.send_path()}", headers={"X-Forwarded-For": c.cfg.spoofed_ip})
+    if resp.status_code not in (502, 503, 504):  # reached the service: a SEND trace is expected
+        c.sent = True
+        c.sends.append(("POST", c.cfg.service_path))
     verify_signed(c, ev, resp, c.session_data(s))
     c.signed_ok = True
 
@@ -139,3 +140,36 @@ def check_path_safety(c: Campaign, ev: Evidence) -> None:
             wrong.append(f"{label} ({target}) : HTTP {status}")
     require(not wrong, "chemins ambigus non refusés en 400 : " + " ; ".join(wrong))
     ev.note(f"{len(PATH_TRICKS)} chemins ambigus refusés en 400 avant tout relais")
+
+
+LPS_MARKER_COOKIE = "lps_conformite=ne-pas-relayer"
+LPS_MARKER_AUTH = "Bearer jeton-du-lps-ne-pas-relayer"
+
+
+def check_headers_isolated(c: Campaign, ev: Evidence) -> None:
+    """The service never receives the LPS's cookie or Authorization: only the proxy's own token."""
+    s = c.need_main()
+    if not c.signed_ok:
+        raise Unverifiable("prérequis non rempli : aucun appel signsessiondata réussi")
+    resp = c.proxy.request(
+        ev,
+        "POST",
+        c.send_path(),
+        json_body=c.session_data(s),
+        headers={
+            "Cookie": f"proxy_session_id={s.proxy_session_id}; {LPS_MARKER_COOKIE}",
+            "Authorization": LPS_MARKER_AUTH,
+        },
+        label=f"POST {c.send_path()} (avec Cookie et Authorization du LPS)",
+    )
+    require(resp.status_code == 200, f"/send avec les en-têtes du LPS : HTTP {resp.status_code} au lieu de 200")
+    records = [r for r in c.api.access_records(ev, s.proxy_session_id) if r.get("outcome", "ok") == "ok"]
+    if not records or "received_cookie" not in records[-1]:
+        raise Unverifiable("le journal des accès de l'API ne dit pas quels en-têtes le service a reçus")
+    last = records[-1]
+    require(not last.get("received_cookie"), "le service a reçu l'en-tête Cookie du LPS")
+    require(
+        last.get("authorization_headers") == 1,
+        f"le service a reçu {last.get('authorization_headers')} en-têtes Authorization (celui du LPS relayé)",
+    )
+    ev.note("le service n'a reçu que le jeton du proxy : ni le cookie ni l'Authorization du LPS")
