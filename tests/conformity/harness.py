@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from confiance.conformity.config import RunConfig
 from confiance.conformity.model import CheckResult
@@ -114,3 +117,39 @@ def run_against(url: str, psc: PscHandle, api: ApiHandle, **over: object) -> lis
 
 def explain(results: list[CheckResult]) -> str:
     return "\n".join(f"{r.id}: {r.status.value} {r.reason}" for r in results)
+
+
+@dataclass
+class Faults:
+    """Three services of the proxy that fail on purpose, and what the tool must be told."""
+
+    proxy_services: dict[str, dict[str, Any]]
+    tool: dict[str, Any]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def faults(api: ApiHandle, cert: IssuedCertificate) -> Faults:
+    """Proxy config for the fault services (token exchange as signsessiondata's, 1 s timeout)."""
+    sd = api.services["signsessiondata"]
+    base = {
+        "token_endpoint": api.token_endpoint,
+        "scope": " ".join(sd["scopes"]),
+        "audience": sd["audience"],
+        "timeout": 1.0,
+    }
+    ports = {"down": _free_port(), "timeout": _free_port(), "broken": _free_port()}
+    names = {"down": "conformite-panne", "timeout": "conformite-lent", "broken": "conformite-erreur"}
+    return Faults(
+        proxy_services={names[k]: {**base, "base_url": f"https://127.0.0.1:{p}"} for k, p in ports.items()},
+        tool={
+            "fault_services": names,
+            "fault_ports": {k: ports[k] for k in ("timeout", "broken")},
+            "fault_tls": (Path(cert.cert_path), Path(cert.key_path)),
+        },
+    )

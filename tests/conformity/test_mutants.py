@@ -20,7 +20,7 @@ import pytest
 
 from confiance.core.tls import ClientAuth, client_context
 from confiance.pki import IssuedCertificate, Pki
-from tests.conformity.harness import SLOW, ManualClock, explain, run_against, statuses
+from tests.conformity.harness import SLOW, ManualClock, explain, faults, run_against, statuses
 from tests.conformity.mutants import Front, front_mutations
 from tests.fixtures_api import ApiHandle
 from tests.fixtures_psc import PscHandle
@@ -53,6 +53,16 @@ def api(api_services_factory: Callable[..., ApiHandle]) -> ApiHandle:
     return api_services_factory(rs_admin_token=API_ADMIN)
 
 
+def _config(
+    pki: Pki, cert: IssuedCertificate, psc: PscHandle, api: ApiHandle, tmp: Path, **over: Any
+) -> tuple[Any, dict[str, Any]]:
+    """Our proxy as a campaign needs it (its services plus three that fail on purpose), and
+    what the tool must be told about those three."""
+    broken = faults(api, cert)
+    services = {**proxy_harness.services_from(api), **broken.proxy_services}
+    return proxy_harness.proxy_config(pki, cert, psc, api, tmp, services=services, **over), broken.tool
+
+
 @pytest.fixture(scope="module")
 def real_proxy(
     tmp_path_factory: pytest.TempPathFactory,
@@ -61,8 +71,9 @@ def real_proxy(
     psc_sandbox: PscHandle,
     api: ApiHandle,
 ) -> Any:
-    cfg = proxy_harness.proxy_config(pki, server_cert, psc_sandbox, api, tmp_path_factory.mktemp("m"))
+    cfg, tool = _config(pki, server_cert, psc_sandbox, api, tmp_path_factory.mktemp("m"))
     proxy = proxy_harness.start_proxy(cfg, pki)
+    proxy.tool = tool  # what the tool is told about this proxy's fault services
     yield proxy
     proxy.stop()
 
@@ -75,7 +86,7 @@ def _through_front(proxy: Any, pki: Pki, cert: IssuedCertificate, mutation: Any)
 def baseline(real_proxy: Any, pki: Pki, server_cert: IssuedCertificate, psc_sandbox: PscHandle, api: ApiHandle) -> Any:
     front = _through_front(real_proxy, pki, server_cert, (None, None))
     try:
-        return _campaign(front.url, psc_sandbox, api)
+        return _campaign(front.url, psc_sandbox, api, **real_proxy.tool)
     finally:
         front.stop()
 
@@ -114,7 +125,7 @@ def test_wire_mutant_fails_exactly_its_checks(
     mutation, expected = front_mutations(psc_sandbox.issuer, clients)[name]
     front = _through_front(real_proxy, pki, server_cert, mutation)
     try:
-        got = _campaign(front.url, psc_sandbox, api)
+        got = _campaign(front.url, psc_sandbox, api, **real_proxy.tool)
     finally:
         front.stop()
     _assert_only(got, expected, baseline)
@@ -144,11 +155,11 @@ def test_config_mutant_fails_exactly_its_checks(
     psc_sandbox: PscHandle,
     api: ApiHandle,
 ) -> None:
-    cfg = proxy_harness.proxy_config(pki, server_cert, psc_sandbox, api, tmp_path, **over)
+    cfg, tool = _config(pki, server_cert, psc_sandbox, api, tmp_path, **over)
     proxy = proxy_harness.start_proxy(cfg, pki)
     front = _through_front(proxy, pki, server_cert, (None, None))
     try:
-        got = _campaign(front.url, psc_sandbox, api)
+        got = _campaign(front.url, psc_sandbox, api, **tool)
     finally:
         front.stop()
         proxy.stop()
@@ -208,11 +219,11 @@ def test_internal_mutant_fails_exactly_its_checks(
     api: ApiHandle,
 ) -> None:
     patch(monkeypatch)
-    cfg = proxy_harness.proxy_config(pki, server_cert, psc_sandbox, api, tmp_path)
+    cfg, tool = _config(pki, server_cert, psc_sandbox, api, tmp_path)
     proxy = proxy_harness.start_proxy(cfg, pki)
     front = _through_front(proxy, pki, server_cert, (None, None))
     try:
-        got = _campaign(front.url, psc_sandbox, api)
+        got = _campaign(front.url, psc_sandbox, api, **tool)
     finally:
         front.stop()
         proxy.stop()

@@ -16,7 +16,7 @@ from confiance.conformity.report import build_report, sign_report
 from confiance.core.jose import KeyStore
 from confiance.core.tls import client_context
 from confiance.pki import IssuedCertificate, Pki
-from tests.conformity.harness import ManualClock, explain, run_against, statuses
+from tests.conformity.harness import ManualClock, explain, faults, run_against, statuses
 from tests.fixtures_api import ApiHandle
 from tests.fixtures_psc import PscHandle
 
@@ -63,12 +63,14 @@ def test_our_proxy_passes_every_check(
         "key": psc_sandbox.mtls_cert.key_path,
         "web_redirect_url": "https://lps.example/accueil",
     }
+    broken = faults(api_services, server_cert)
     cfg = proxy_harness.proxy_config(
         pki,
         server_cert,
         psc_sandbox,
         api_services,
         tmp_path,
+        services={**proxy_harness.services_from(api_services), **broken.proxy_services},
         sessions={"idle_ttl": IDLE, "absolute_ttl": ABSOLUTE, "sweep_interval": 0.2},
         lps_clients=[*(c.model_dump(mode="json") for c in base.lps_clients), web],
     )
@@ -90,6 +92,7 @@ def test_our_proxy_passes_every_check(
             api_access_log_url=f"{api_services.rs_url}/admin/access-log",
             api_admin_token=API_ADMIN,
             wait=clock.wait,
+            **broken.tool,
         )
     finally:
         proxy.stop()

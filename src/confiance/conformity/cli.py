@@ -71,6 +71,17 @@ def run_cmd(
         False, "--traces-open", help="Déclare /traces ouvert à tous pendant la campagne (mode conformité)."
     ),
     only: list[str] | None = typer.Option(None, "--only", help="N'exécuter que ces vérifications (id)."),
+    other_client_id: str | None = typer.Option(
+        None, "--other-client-id", help="Second LPS servi par le proxy (sessions distinctes par LPS)."
+    ),
+    fault_service: list[str] | None = typer.Option(
+        None, "--fault-service", help="Service de panne du proxy : down=NOM, timeout=NOM ou broken=NOM (répétable)."
+    ),
+    fault_port: list[str] | None = typer.Option(
+        None, "--fault-port", help="Port d'écoute de l'outil pour timeout=PORT et broken=PORT (répétable)."
+    ),
+    fault_cert: Path | None = typer.Option(None, "--fault-cert", help="Certificat TLS des écouteurs de panne."),
+    fault_key: Path | None = typer.Option(None, "--fault-key", help="Clé du certificat des écouteurs de panne."),
     tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Certificat client présenté au proxy."),
     tls_key: Path | None = typer.Option(None, "--tls-key", help="Clé du certificat client présenté au proxy."),
     proxy_version: str | None = typer.Option(
@@ -95,6 +106,10 @@ def run_cmd(
             absolute_timeout=absolute_timeout,
             traces_open=traces_open or None,
             only=set(only) if only else None,
+            other_client_id=other_client_id,
+            fault_services=_pairs(fault_service, str) or None,
+            fault_ports=_pairs(fault_port, int) or None,
+            fault_tls=(fault_cert, fault_key) if fault_cert and fault_key else None,
             proxy_identity=ClientIdentity(tls_cert, tls_key) if tls_cert else None,
         )
     except (ValueError, OSError, KeyError) as exc:
@@ -110,6 +125,17 @@ def run_cmd(
     jws_path = report_path.with_name(report_path.name + ".jws")
     console.print(f"Rapport : {report_path} — signé : {jws_path}" + (f" — HTML : {html_path}" if html_path else ""))
     raise typer.Exit(0 if report["conforme"] else 1)
+
+
+def _pairs(values: list[str] | None, cast: type) -> dict[str, Any]:
+    """``["down=panne", "timeout=lent"]`` → ``{"down": "panne", "timeout": "lent"}``."""
+    out: dict[str, Any] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"attendu CLE=VALEUR : {item!r}")
+        out[key.strip()] = cast(value.strip())
+    return out
 
 
 def run_and_write(

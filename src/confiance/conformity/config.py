@@ -42,6 +42,11 @@ class RunConfig:
     api_identity: ClientIdentity | None = None  # the API servers require a client certificate
     api_access_log_url: str | None = None
     api_admin_token: str | None = None
+    # Fault services the operator configured on the proxy: kind ("down", "timeout", "broken")
+    # → service name; the tool listens on fault_ports for "timeout"/"broken" with fault_tls.
+    fault_services: dict[str, str] = field(default_factory=dict)
+    fault_ports: dict[str, int] = field(default_factory=dict)
+    fault_tls: tuple[Path, Path] | None = None
     idle_timeout: float | None = None  # the proxy's configured idle timeout, if short enough to test
     absolute_timeout: float | None = None  # the proxy's configured absolute session lifetime, if short
     traces_open: bool = False  # the operator declares /traces open to anyone (conformity mode)

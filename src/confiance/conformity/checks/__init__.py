@@ -24,6 +24,7 @@ from .send import (
     check_path_safety,
     check_send_unauthenticated,
     check_signsessiondata,
+    check_upstream_failures,
 )
 from .session import check_absolute_timeout, check_id_random, check_idle_timeout
 from .traces import (
@@ -105,6 +106,12 @@ CHECKS: tuple[CheckDef, ...] = (
         "/send : en-têtes du LPS non relayés",
         "Le service ne reçoit ni le Cookie ni l'Authorization du LPS, seulement le jeton échangé par le proxy.",
         check_headers_isolated,
+    ),
+    CheckDef(
+        "send.upstream_failures",
+        "/send : pannes du service signalées",
+        "Service arrêté → 503, sans réponse → 504, réponse non HTTP → 502, avec {code, message} (jamais 500).",
+        check_upstream_failures,
     ),
     CheckDef(
         "connect.session_state",

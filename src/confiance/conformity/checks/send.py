@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Mapping
@@ -11,6 +12,7 @@ import httpx
 from confiance.core.jose import ASYMMETRIC_ALGS, TokenError, verify_jws
 from confiance.pki import normalize_dn
 
+from .. import faults
 from ..http import raw_request
 from ..model import CheckFailed, Evidence, Unverifiable, require
 from .campaign import Campaign, error_body_problem, json_object
@@ -173,3 +175,32 @@ def check_headers_isolated(c: Campaign, ev: Evidence) -> None:
         f"le service a reçu {last.get('authorization_headers')} en-têtes Authorization (celui du LPS relayé)",
     )
     ev.note("le service n'a reçu que le jeton du proxy : ni le cookie ni l'Authorization du LPS")
+
+
+def check_upstream_failures(c: Campaign, ev: Evidence) -> None:
+    """A down, silent or broken service is answered 503, 504, 502 with {code, message}."""
+    s = c.need_main()
+    declared = {k: v for k, v in c.cfg.fault_services.items() if k in faults.EXPECTED}
+    if not declared:
+        raise Unverifiable(
+            "aucun service de panne déclaré : configurez sur le proxy les services « panne », « lent » et "
+            "« erreur » pointant vers l'outil, et déclarez-les (--fault-service)"
+        )
+    missing = [k for k in ("timeout", "broken") if k in declared and k not in c.cfg.fault_ports]
+    if missing or (c.cfg.fault_tls is None and any(k in declared for k in ("timeout", "broken"))):
+        raise Unverifiable("ports ou certificat des écouteurs de panne non déclarés (--fault-port, --fault-cert)")
+    wrong: list[str] = []
+    cert, key = c.cfg.fault_tls or (None, None)
+    with faults.listeners(c.cfg.fault_ports, cert, key) if cert and key else contextlib.nullcontext():
+        for kind, name in sorted(declared.items()):
+            path = f"/send/{name}/{c.cfg.service_path}"
+            resp = c.proxy.request(
+                ev, "POST", path, json_body=c.session_data(s), cookie=s.proxy_session_id, label=f"POST {path} ({kind})"
+            )
+            expected = faults.EXPECTED[kind]
+            if resp.status_code != expected:
+                wrong.append(f"{kind} : HTTP {resp.status_code} au lieu de {expected}")
+            elif (problem := error_body_problem(resp)) is not None:
+                wrong.append(f"{kind} : {problem}")
+    require(not wrong, "pannes du service mal signalées : " + " ; ".join(wrong))
+    ev.note("service arrêté → 503, muet → 504, réponse non HTTP → 502")
