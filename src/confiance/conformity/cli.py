@@ -11,6 +11,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from confiance.core import endpoints as endpoints_mod
+from confiance.core.files import write_atomic
 from confiance.core.tls import ClientIdentity
 
 from .checks import CheckDef
@@ -179,10 +180,11 @@ def run_and_write(
     for target in (report_path, html_path):
         if target is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_bytes(payload)
-    report_path.with_name(report_path.name + ".jws").write_text(jws)
+    # Atomic: a guichet or a person never reads half a report.
+    write_atomic(report_path, payload)
+    write_atomic(report_path.with_name(report_path.name + ".jws"), jws)
     if html_path is not None:
-        html_path.write_text(render_html(report))
+        write_atomic(html_path, render_html(report))
     return report
 
 

@@ -27,6 +27,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, RSAKey
 
 from confiance import __version__
+from confiance.core.errors import ConfianceError
+from confiance.core.files import write_atomic
 from confiance.core.jose import KeyStore
 
 from . import TOOL_NAME
@@ -37,8 +39,12 @@ REPORT_TYP = "confiance-conformity-report+jws"
 REQUIRED_KEYS = ("tool", "proxy", "date", "checks", "summary")
 
 
-class ReportError(ValueError):
-    """The report is not authentic or not well formed (message in French)."""
+class ReportError(ConfianceError, ValueError):
+    """The report is not authentic or not well formed (message in French).
+
+    Still a ``ValueError`` for callers that caught it as one before the common error family."""
+
+    code = "invalid_report"
 
 
 def summarize(checks: list[CheckResult]) -> dict[str, int]:
@@ -220,9 +226,7 @@ def load_keys(state_dir: Path) -> KeyStore:
 
 def publish_jwks(store: KeyStore, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(store.jwks(), indent=2) + "\n")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(store.jwks(), indent=2) + "\n")
 
 
 def read_jwks(path: Path) -> dict[str, Any]:
