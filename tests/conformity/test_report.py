@@ -160,6 +160,13 @@ def test_conforme_allows_not_applicable_but_never_unverifiable_or_failed() -> No
     assert not rep(Status.PASS, Status.UNVERIFIABLE)
     assert not rep(Status.PASS, Status.FAIL)
     assert not rep(Status.NOT_APPLICABLE)
+
+    def rep_optional(status: Status) -> bool:
+        checks = [CheckResult("m", "n", "r", Status.PASS), CheckResult("o", "n", "r", status, mandatory=False)]
+        return bool(build_report(checks, proxy_url="https://p", proxy_version=None)["conforme"])
+
+    assert rep_optional(Status.UNVERIFIABLE)  # an optional setup not provided does not block
+    assert not rep_optional(Status.FAIL)  # but what was observed and failed always does
     assert "Incomplet" in render_html(
         build_report([CheckResult("c", "n", "r", Status.UNVERIFIABLE)], proxy_url="https://p", proxy_version=None)
     )

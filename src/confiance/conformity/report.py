@@ -70,17 +70,19 @@ def build_report(
 ) -> dict[str, Any]:
     """The report document (pure).
 
-    ``conforme`` is true when no check failed and none is unverifiable: optional features
-    the proxy does not offer (``not_applicable``) do not make it non-conformant, but a fact
-    the tool could not establish never counts as established.
+    ``conforme`` is true when every mandatory check passed (or is not applicable: an
+    optional feature the proxy does not offer) and no check failed. An optional check the
+    operator did not set up (``unverifiable``) does not block it; a fact the tool could not
+    establish never counts as established.
     """
     summary = summarize(checks)
+    mandatory_ok = all(c.status in (Status.PASS, Status.NOT_APPLICABLE) for c in checks if c.mandatory)
     return {
         "tool": {"name": TOOL_NAME, "version": __version__},
         "proxy": {"url": proxy_url, "version": proxy_version},
         "date": (date or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds"),
         "context": dict(context or {}),
-        "conforme": summary["failed"] == 0 and summary["unverifiable"] == 0 and summary["passed"] > 0,
+        "conforme": summary["failed"] == 0 and mandatory_ok and summary["passed"] > 0,
         "checks": [c.as_dict() for c in checks],
         "summary": summary,
     }

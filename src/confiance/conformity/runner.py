@@ -51,6 +51,7 @@ def run_check(defn: CheckDef, campaign: Campaign) -> CheckResult:
         reason=reason,
         evidence=ev,
         duration_ms=int((time.monotonic() - started) * 1000),
+        mandatory=defn.mandatory,
     )
 
 

@@ -112,6 +112,7 @@ CHECKS: tuple[CheckDef, ...] = (
         "/send : pannes du service signalées",
         "Service arrêté → 503, sans réponse → 504, réponse non HTTP → 502, avec {code, message} (jamais 500).",
         check_upstream_failures,
+        mandatory=False,
     ),
     CheckDef(
         "connect.session_state",
@@ -198,6 +199,7 @@ CHECKS: tuple[CheckDef, ...] = (
         "Avec le délai court déclaré par l'opérateur : session vivante à mi-délai, /send → 401 après le délai.",
         check_idle_timeout,
         slow=True,
+        mandatory=False,
     ),
     CheckDef(
         "session.absolute_timeout",
@@ -205,6 +207,7 @@ CHECKS: tuple[CheckDef, ...] = (
         "Avec la durée courte déclarée par l'opérateur : une session tenue active est close au-delà → 401.",
         check_absolute_timeout,
         slow=True,
+        mandatory=False,
     ),
     CheckDef(
         "beyond.refresh",

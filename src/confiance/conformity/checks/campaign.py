@@ -38,6 +38,7 @@ class CheckDef:
     requirement: str
     fn: CheckFn
     slow: bool = False
+    mandatory: bool = True  # False: needs a campaign setup the operator may not provide
 
 
 @dataclass
