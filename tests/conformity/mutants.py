@@ -275,6 +275,11 @@ def _remember_sessions(w: Wire, s: dict[str, Any]) -> None:
         s.setdefault("live", {})[body["proxy_session_id"]] = (data.get("nationalId"), data.get("clientId"))
 
 
+def _drop_query(w: Wire, _s: dict[str, Any]) -> None:
+    if w.target.startswith(b"/send/"):
+        w.target = w.target.split(b"?")[0]
+
+
 def _upstream_errors_as_500(w: Wire, _s: dict[str, Any]) -> None:
     if w.path.startswith("/send/") and w.status in (502, 503, 504):
         w.status = 500
@@ -293,6 +298,7 @@ def front_mutations(psc_issuer: str, clients: set[str]) -> dict[str, tuple[Mutat
         "api_request_everywhere": ((None, _edit_traces(_api_request_everywhere)), {"traces.api_request"}),
         "traces_no_window": ((_no_window, None), {"traces.window"}),
         "psc_token_to_lps": ((None, _tokens_in_body(psc_issuer)), {"exposure.psc_tokens"}),
+        "query_dropped": ((_drop_query, None), {"send.query"}),
         "upstream_failures_as_500": ((None, _upstream_errors_as_500), {"send.upstream_failures"}),
         "no_path_safety": ((_normalise_send_path, None), {"send.path_safety"}),
         "sessions_keyed_by_user": ((_sessions_by_user(clients), _remember_sessions), {"connect.other_lps"}),

@@ -171,12 +171,12 @@ def _counter_ids() -> Callable[[], str]:
     return lambda: f"00000000-0000-4000-8000-{next(counter):012d}"
 
 
-async def _no_end_session(*_a: Any, **_k: Any) -> None:
+async def _no_end_session(*_a: Any, **_k: Any) -> None:  # also stands for "no revocation"
     return None
 
 
 # Inside the proxy (names the integrator must keep, or update here): the session id
-# generator, PSC's end-session call, the headers the relay drops.
+# generator, PSC's end-session call, the API token revocation, the headers the relay drops.
 INTERNAL: list[tuple[str, Callable[[pytest.MonkeyPatch], None], set[str]]] = [
     (
         "predictable_session_ids",
@@ -187,6 +187,11 @@ INTERNAL: list[tuple[str, Callable[[pytest.MonkeyPatch], None], set[str]]] = [
         "psc_session_never_ended",
         lambda mp: mp.setattr("confiance.proxy.oauth.PscClient.end_session", _no_end_session),
         {"disconnect.psc_session"},
+    ),
+    (
+        "api_tokens_never_revoked",
+        lambda mp: mp.setattr("confiance.proxy.oauth.TokenExchanger.revoke", _no_end_session),
+        {"disconnect.api_tokens_revoked"},
     ),
     (
         "lps_cookie_relayed",

@@ -15,13 +15,14 @@ from .connect import (
     check_session_state,
     check_unknown_client,
 )
-from .disconnect import check_disconnect, check_psc_session_ended
+from .disconnect import check_api_tokens_revoked, check_disconnect, check_psc_session_ended
 from .exposure import check_cookie_attributes, check_psc_tokens
 from .send import (
     check_cnf_binding,
     check_headers_isolated,
     check_methods,
     check_path_safety,
+    check_query,
     check_send_unauthenticated,
     check_signsessiondata,
     check_upstream_failures,
@@ -108,6 +109,12 @@ CHECKS: tuple[CheckDef, ...] = (
         check_headers_isolated,
     ),
     CheckDef(
+        "send.query",
+        "/send : chaîne de requête relayée",
+        "La chaîne de requête de /send parvient au service telle que le LPS l'a écrite.",
+        check_query,
+    ),
+    CheckDef(
         "send.upstream_failures",
         "/send : pannes du service signalées",
         "Service arrêté → 503, sans réponse → 504, réponse non HTTP → 502, avec {code, message} (jamais 500).",
@@ -137,6 +144,12 @@ CHECKS: tuple[CheckDef, ...] = (
         "Fin de la session PSC",
         "Après la déconnexion, la session PSC est terminée au bac à sable (end-session avec id_token_hint).",
         check_psc_session_ended,
+    ),
+    CheckDef(
+        "disconnect.api_tokens_revoked",
+        "Jetons API révoqués à la déconnexion",
+        "Après /disconnect, les jetons API obtenus pour la session sont révoqués auprès du serveur d'autorisation.",
+        check_api_tokens_revoked,
     ),
     CheckDef(
         "connect.denied",

@@ -88,7 +88,7 @@ class Campaign:
     # ----- helpers -----
     def connect(
         self,
-        ev: Evidence,
+        ev: Evidence | None,
         national_id: str,
         *,
         label: str,
@@ -196,7 +196,9 @@ class Campaign:
             "session_state": s.session_state,
         }
 
-    def sign(self, ev: Evidence, s: Session, label: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    def sign(
+        self, ev: Evidence | None, s: Session, label: str, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
         return self.proxy.request(
             ev,
             "POST",
@@ -207,7 +209,7 @@ class Campaign:
             headers=headers,
         )
 
-    def new_session(self, ev: Evidence, national_id: str, label: str) -> Session:
+    def new_session(self, ev: Evidence | None, national_id: str, label: str) -> Session:
         resp = self.connect(ev, national_id, label=label)
         if resp.status_code == 304 and self.open_sessions:
             # A session of this campaign is still open (e.g. the disconnect check was skipped).

@@ -37,3 +37,24 @@ def check_psc_session_ended(c: Campaign, ev: Evidence) -> None:
         ev.note("le bac à sable ne connaît plus de session active pour ce session_state")
         return
     require(view is None or not view.get("active", not view.get("ended", False)), "session PSC toujours active")
+
+
+def check_api_tokens_revoked(c: Campaign, ev: Evidence) -> None:
+    """At logout the proxy revokes the API tokens it obtained for the session."""
+    s = c.need_main()
+    if not c.disconnected or not c.signed_ok:
+        raise Unverifiable("prérequis non rempli : pas d'appel signsessiondata réussi puis de déconnexion")
+    deadline = time.monotonic() + c.cfg.observe_timeout  # revocation may follow the 200 in the background
+    while True:
+        records = [r for r in c.api.access_records(None, s.proxy_session_id) if r.get("outcome", "ok") == "ok"]
+        if not records or "revoked" not in records[0]:
+            raise Unverifiable("le journal des accès de l'API ne dit pas si les jetons sont révoqués")
+        alive = sorted({str(r.get("jti")) for r in records if not r.get("revoked")})
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    ev.data(
+        "jetons API de la session (jti) et révocation",
+        [{"jti": r.get("jti"), "revoked": r.get("revoked")} for r in records],
+    )
+    require(not alive, f"jetons API encore valides après la déconnexion : {', '.join(alive)}")

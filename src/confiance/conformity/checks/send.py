@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import uuid
 from collections.abc import Mapping
 
@@ -204,3 +205,26 @@ def check_upstream_failures(c: Campaign, ev: Evidence) -> None:
                 wrong.append(f"{kind} : {problem}")
     require(not wrong, "pannes du service mal signalées : " + " ; ".join(wrong))
     ev.note("service arrêté → 503, muet → 504, réponse non HTTP → 502")
+
+
+def check_query(c: Campaign, ev: Evidence) -> None:
+    """The query string reaches the service as the LPS wrote it."""
+    s = c.need_main()
+    if not c.signed_ok:
+        raise Unverifiable("prérequis non rempli : aucun appel signsessiondata réussi")
+    marker = f"conformite={secrets.token_hex(4)}&x=a%2Fb"
+    resp = c.proxy.request(
+        ev,
+        "POST",
+        f"{c.send_path()}?{marker}",
+        json_body=c.session_data(s),
+        cookie=s.proxy_session_id,
+        label=f"POST {c.send_path()}?{marker}",
+    )
+    require(resp.status_code == 200, f"/send avec chaîne de requête : HTTP {resp.status_code} au lieu de 200")
+    records = [r for r in c.api.access_records(ev, s.proxy_session_id) if r.get("outcome", "ok") == "ok"]
+    if not records or "query" not in records[-1]:
+        raise Unverifiable("le journal des accès de l'API ne dit pas quelle chaîne de requête le service a reçue")
+    got = records[-1].get("query")
+    require(got == marker, f"le service a reçu la chaîne de requête {got!r} au lieu de {marker!r}")
+    ev.note("chaîne de requête relayée telle quelle")
