@@ -252,7 +252,7 @@ def test_health_and_metrics(proxy: RunningProxy) -> None:
         m = c.get("/metrics").text
         for name in (
             "proxy_requests_total",
-            "proxy_request_seconds",
+            "proxy_request_duration_seconds",
             "proxy_upstream_errors_total",
             "proxy_active_sessions",
             "proxy_refreshes_total",

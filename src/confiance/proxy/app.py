@@ -9,9 +9,7 @@ reaches :meth:`ProxyApp.send_route`, which reads the body and hands it to the sa
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -30,8 +28,10 @@ from .edge import (
     cookie_from_headers,
     erased_cookie,
     error_answer,
+    parse_json,
     read_body,
     read_request_body,
+    require_json,
     scope_address,
     session_cookie,
 )
@@ -99,16 +99,10 @@ class ProxyApp:
 
     # ------------------------------------------------------------------ ANS routes
     async def connect(self, request: Request) -> Response:
-        t0 = time.perf_counter()
-        status = 500
+        # Counted and timed, like every route but /send, by access_log.ObservedApp.
         try:
-            raw = await read_request_body(request, self.max_body)
-            try:
-                body = json.loads(raw) if raw else None
-            except ValueError:
-                raise ProxyError(
-                    400, "INVALID_REQUEST", "corps JSON invalide", metadata={"nationalId": None, "clientId": None}
-                ) from None
+            require_json(request.scope["headers"])  # before reading the body
+            body = parse_json(await read_request_body(request, self.max_body))
             req = parse_connect(body)
             ip, port = scope_address(request.scope, self.core.trusted)
             sid = cookie_from_headers(request.scope["headers"])
@@ -122,14 +116,9 @@ class ProxyApp:
             resp.headers["set-cookie"] = session_cookie(session.id, self.samesite)
             return resp
         except ProxyError as exc:
-            status = exc.status
             return JSONResponse(exc.body(), status_code=exc.status)
-        finally:
-            self.core.metrics.latency("connect").observe(time.perf_counter() - t0)
-            self.core.metrics.request("connect", status)
 
     async def disconnect(self, request: Request) -> Response:
-        status = 200
         try:
             sid = cookie_from_headers(request.scope["headers"])
             if not valid_session_id(sid):
@@ -141,10 +130,7 @@ class ProxyApp:
             resp.headers["set-cookie"] = erased_cookie(self.samesite)
             return resp
         except ProxyError as exc:
-            status = exc.status
             return JSONResponse(exc.body(), status_code=exc.status)
-        finally:
-            self.core.metrics.request("disconnect", status)
 
     def _traces_allowed(self, request: Request) -> ProxyError | None:
         tcfg = self.cfg.traces
@@ -163,7 +149,6 @@ class ProxyApp:
     async def traces(self, request: Request) -> Response:
         denied = self._traces_allowed(request)
         if denied is not None:
-            self.core.metrics.request("traces", denied.status)
             return JSONResponse(denied.body(), status_code=denied.status, headers={"WWW-Authenticate": "Bearer"})
         start_raw = request.query_params.get("start")
         end_raw = request.query_params.get("end")
@@ -181,7 +166,6 @@ class ProxyApp:
             rows = await asyncio.to_thread(self.core.trace_store.query, start, end)
         except Exception:
             return JSONResponse({"code": "TRACES_UNAVAILABLE", "message": "base des traces indisponible"}, 503)
-        self.core.metrics.request("traces", 200)
         return JSONResponse(rows, headers={"Cache-Control": "no-store"})
 
     # ------------------------------------------------------------------ operations

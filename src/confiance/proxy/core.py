@@ -22,6 +22,7 @@ from confiance.core.config import ConfigError
 from confiance.core.http import ClientFactory, Timeouts
 from confiance.pki.thumbprint import subject_dn
 
+from .access_log import AccessLog
 from .config import LpsClient, ProxyConfig, ServiceSection, load_clients_file
 from .domain import (
     ApiToken,
@@ -33,6 +34,7 @@ from .domain import (
     new_session,
     trace,
 )
+from .forwarding import forwarded
 from .http1.client import Pool
 from .http1.outbox import Outbox
 from .metrics import Metrics
@@ -55,6 +57,7 @@ class Hot:
     pool: Pool
     timeout: float
     service: str
+    forward: frozenset[bytes]  # request headers this service receives (forwarding.py)
 
 
 def client_dn(client: LpsClient) -> str | None:
@@ -99,11 +102,13 @@ class ProxyCore:
         self.psc = PscClient(cfg.psc, self.factory, cfg.outbound.psc_timeout)
         self.exchanger = TokenExchanger(self.factory, cfg.outbound.psc_timeout)
         self.metrics = Metrics()
+        self.access = AccessLog(enabled=cfg.server.access_log)  # access_log.py (ops)
         self.clients = {c.client_id: c for c in cfg.lps_clients}
         self.dns = {c.client_id: client_dn(c) for c in cfg.lps_clients}
         self._clients_mtime: int | None = None
         self._clients_checked = -1.0
         self.refresh_clients()
+        self.forward = {name: forwarded(svc.forward_headers) for name, svc in cfg.services.items()}
         self.hot: dict[tuple[str, str], Hot] = {}
         self.pools: dict[tuple[str, int, str], Pool] = {}
         self.outbox = Outbox()  # requests to the services, written at the end of each loop pass
@@ -133,7 +138,7 @@ class ProxyCore:
         try:
             extra = load_clients_file(path)
         except ConfigError as exc:
-            log.warning("clients LPS non rechargés : %s", exc)
+            log.warning("LPS clients not reloaded: %s", exc)
             return
         clients = {c.client_id: c for c in self.cfg.lps_clients}
         dns = {cid: self.dns.get(cid) for cid in clients}
@@ -143,14 +148,30 @@ class ProxyCore:
             try:
                 dns[c.client_id] = client_dn(c)
             except (OSError, ValueError) as exc:
-                log.warning("client LPS %s ignoré : certificat illisible (%s)", c.client_id, exc)
+                log.warning("LPS client %s ignored: unreadable certificate (%s)", c.client_id, exc)
                 continue
             clients[c.client_id] = c
         self.clients, self.dns, self._clients_mtime = clients, dns, mtime
 
+    async def reload_clients(self, lps_clients: list[LpsClient]) -> None:
+        """SIGHUP (reload.py): the configuration's clients replaced, the onboarded file
+        re-read, and every outbound connection and TLS context dropped, so rotated LPS
+        certificates are read again on the next request (those in flight finish)."""
+        self.cfg.lps_clients = lps_clients
+        self.clients = {c.client_id: c for c in lps_clients}
+        self.dns = {c.client_id: client_dn(c) for c in lps_clients}
+        self._clients_mtime, self._clients_checked = -1, float("-inf")
+        self.refresh_clients()
+        pools, self.pools = self.pools, {}
+        self.hot.clear()
+        for pool in pools.values():
+            pool.close()
+        await self.factory.reload()
+
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self.traces.start()
+        self.metrics.start()  # shares this worker's metrics when several serve one socket
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop(), name="session-sweeper")
         self.started = True
 
@@ -167,6 +188,8 @@ class ProxyCore:
         await self.factory.aclose()
         await self.store.close()
         self.trace_store.close()
+        self.access.flush()
+        await self.metrics.stop()
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -343,7 +366,9 @@ class ProxyCore:
                 log.warning("revocation at %s failed for a session (%s): %s", name, reason, exc)
         try:
             await self.psc.end_session(client, s.id_token, s.psc_refresh_token)
-        except (Unavailable, OAuthFailure) as exc:
+        except OAuthFailure as exc:
+            log.warning("PSC end-session refused (%s): HTTP %d, %s", reason, exc.status, exc)
+        except Unavailable as exc:
             log.warning("PSC end-session failed (%s): %s", reason, exc)
 
     async def _sweep_loop(self) -> None:
@@ -442,6 +467,7 @@ class ProxyCore:
             pool=self.pool_for(client, svc.base_url),
             timeout=svc.timeout or self.cfg.outbound.upstream_timeout,
             service=service,
+            forward=self.forward[service],
         )
         self.hot[(session.id, service)] = hot
         return hot

@@ -50,7 +50,7 @@ def cookie_from_headers(headers: list[tuple[bytes, bytes]], name: bytes = COOKIE
 def error_answer(exc: ProxyError) -> Answer:
     """A refusal as a complete response (ANS JSON body, Content-Length)."""
     body = json_bytes(exc.body())
-    return exc.status, [*JSON_HEADERS, (b"content-length", b"%d" % len(body))], body
+    return exc.status, [*JSON_HEADERS, *exc.headers, (b"content-length", b"%d" % len(body))], body
 
 
 def http_error_answer(exc: HttpError) -> Answer:
@@ -100,6 +100,31 @@ async def read_body(scope: MutableMapping[str, Any], receive: Any, limit: int) -
         if not msg.get("more_body", False):
             break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+NO_META = {"nationalId": None, "clientId": None}
+
+
+def require_json(headers: list[tuple[bytes, bytes]]) -> None:
+    """415 unless the request says its body is JSON (``application/json`` or ``…+json``)."""
+    for k, v in headers:
+        if k == b"content-type":
+            media = v.split(b";", 1)[0].strip().lower()
+            if media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json")):
+                return
+            break
+    raise ProxyError(
+        415, "UNSUPPORTED_MEDIA_TYPE", "corps JSON attendu (Content-Type: application/json)", metadata=NO_META
+    )
+
+
+def parse_json(raw: bytes) -> Any:
+    """The JSON value of a request body; 400 when it is not JSON, or nested deeper than the
+    parser's recursion limit (which would otherwise surface as a 500)."""
+    try:
+        return json.loads(raw) if raw else None
+    except (ValueError, RecursionError):
+        raise ProxyError(400, "INVALID_REQUEST", "corps JSON invalide", metadata=NO_META) from None
 
 
 async def read_request_body(request: Request, limit: int) -> bytes:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from .core import Hot, ProxyCore
 from .domain import ProxyError, Session, internal_error, send_trace_fields, valid_session_id
 from .edge import Answer, caller_address, cookie_from_headers, error_answer
+from .forwarding import connection_tokens
 from .http1.client import Result, UpstreamError
 from .pathsafety import SendTarget, UnsafePath, split_send_target
 from .sessions import MemoryStore, StoreUnavailable
@@ -39,35 +40,11 @@ log = logging.getLogger("confiance.proxy")
 
 SEND_PREFIX = b"/send/"
 SEND_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+ALLOW = ((b"allow", b"GET, POST, PUT, PATCH, DELETE"),)  # RFC 9110 §15.5.6: every 405 names them
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
-# Request headers never forwarded upstream: hop-by-hop (RFC 9110 §7.6.1), our own
-# credentials, and anything a caller could use to impersonate a hop or an identity.
-DROP_REQUEST_HEADERS = frozenset(
-    {
-        b"host",
-        b"cookie",
-        b"authorization",
-        b"connection",
-        b"keep-alive",
-        b"proxy-authorization",
-        b"proxy-authenticate",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-        b"forwarded",
-        b"x-forwarded-for",
-        b"x-forwarded-host",
-        b"x-forwarded-proto",
-        b"x-real-ip",
-        b"client-cert",
-        b"client-cert-chain",
-        b"expect",
-    }
-)
+# Response headers the LPS never gets from a service: hop-by-hop, framing (ours), cookies
+# (they would land on the proxy's domain), and what names the service's software.
 DROP_RESPONSE_HEADERS = frozenset(
     {
         b"connection",
@@ -123,7 +100,7 @@ class _Send:
             assert self.hot is not None
             answer = error_answer(relay.upstream_failed(self.hot, exc))
         else:
-            log.error("échec inattendu du relais /send", exc_info=exc)
+            log.error("unexpected /send relay failure", exc_info=exc)
             answer = error_answer(internal_error())
         relay.observe(self.t0, self, answer[0])
         respond(answer)
@@ -132,7 +109,7 @@ class _Send:
 def _task_answer(task: asyncio.Task[Answer]) -> Answer:
     if not task.cancelled() and task.exception() is None:
         return task.result()
-    log.error("échec inattendu du relais /send", exc_info=None if task.cancelled() else task.exception())
+    log.error("unexpected /send relay failure", exc_info=None if task.cancelled() else task.exception())
     return error_answer(internal_error())
 
 
@@ -169,7 +146,7 @@ class Relay:
             r = self._begin(method, raw_path, query, headers, client, t0)
         except ProxyError as exc:
             answer = error_answer(exc)
-            self.observe(t0, None, answer[0])
+            self.observe(t0, None, answer[0], method, client)
             respond(answer)
             return None
         r.body = body
@@ -190,6 +167,39 @@ class Relay:
             return self._relay(r)
         session.last_used_at = now
         return None
+
+    def admit(
+        self, method: str, target: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> Answer | Awaitable[Answer | None] | None:
+        """Judge a /send that announces a body from its head alone: the HTTP server calls
+        this before reading the body, so an unknown caller never gets to upload one (nor a
+        ``100 Continue``). None admits; an answer refuses (the connection then closes);
+        with a shared session store the verdict is awaited. :meth:`handle` checks again."""
+        raw_path, _, query = target.partition(b"?")
+        try:
+            r = self._begin(method, raw_path, query, headers, None, 0.0)
+            if self._get_now is None:
+                return self._admit_shared(r.sid)
+            session = self._get_now(r.sid)
+            if session is None:
+                raise ProxyError(401, "SESSION_NOT_FOUND", "session inconnue ou expirée")
+            if session.expired(self._clock()) is not None:
+                raise ProxyError(401, "SESSION_EXPIRED", "session expirée, reconnectez-vous")
+        except ProxyError as exc:
+            return self._refusal(exc)
+        return None
+
+    async def _admit_shared(self, sid: str) -> Answer | None:
+        try:
+            await self.core.lookup(sid, self._clock())
+        except ProxyError as exc:
+            return self._refusal(exc)
+        return None
+
+    def _refusal(self, exc: ProxyError) -> Answer:
+        answer = error_answer(exc)
+        self.observe(time.perf_counter(), None, answer[0])
+        return answer
 
     async def _relay(self, r: _Send) -> Answer:
         """The awaited path, from a parsed request to its answer: the steps :meth:`handle`
@@ -243,7 +253,7 @@ class Relay:
         t0: float,
     ) -> _Send:
         if method not in SEND_METHODS:
-            raise ProxyError(405, "METHOD_NOT_ALLOWED", "méthode non autorisée")
+            raise ProxyError(405, "METHOD_NOT_ALLOWED", "méthode non autorisée", headers=ALLOW)
         sid = cookie_from_headers(headers)
         if not valid_session_id(sid):
             raise ProxyError(401, "SESSION_NOT_FOUND", "cookie proxy_session_id absent ou invalide")
@@ -277,11 +287,19 @@ class Relay:
         if target.query:
             target_path += "?" + target.query
         # Header names/values were validated by the HTTP parser and the path by pathsafety:
-        # nothing here can inject a line into the upstream request.
+        # nothing here can inject a line into the upstream request. Only the service's
+        # allow-list is forwarded (forwarding.py), minus what Connection names.
         parts = [f"{r.method} {target_path} HTTP/1.1\r\n".encode("latin-1")]
+        forward = hot.forward
+        hop: list[bytes] | None = None
         for k, v in r.headers:
-            if k not in DROP_REQUEST_HEADERS:
+            if k in forward:
                 parts.append(k + b": " + v + b"\r\n")
+            elif k == b"connection":
+                hop = [v] if hop is None else [*hop, v]
+        if hop is not None:
+            named = connection_tokens(hop)
+            parts = [parts[0], *(p for p in parts[1:] if p.split(b":", 1)[0] not in named)]
         if r.body or r.method in BODY_METHODS:
             parts.append(b"content-length: %d\r\n" % len(r.body))
         parts += (hot.head_suffix, b"\r\n")
@@ -334,9 +352,19 @@ class Relay:
         out.append((b"content-length", b"%d" % len(rbody)))
         return (status, out, rbody), fut
 
-    def observe(self, t0: float, r: _Send | None, status: int) -> None:
-        """Record a finished /send in the metrics."""
+    def observe(
+        self, t0: float, r: _Send | None, status: int, method: str = "", client: tuple[str, int] | None = None
+    ) -> None:
+        """Record a finished /send in the metrics and the access log (``method`` and
+        ``client``: of a request refused before it was parsed, when there is no ``r``)."""
         total = time.perf_counter() - t0
         # The overhead is what the proxy itself adds to a relayed request, measured inside
         # the process (total minus the upstream and token-renewal waits).
         self.core.metrics.send_done(total, total - r.waited if r is not None and r.waited else None, status)
+        if r is None:
+            self.core.access.line(method, "send", status, total, peer=client)
+        else:
+            s = r.session
+            self.core.access.line(
+                r.method, "send", status, total, r.target.service, s.client_id if s else None, r.sid, r.client
+            )

@@ -1,7 +1,8 @@
 """Wires the proxy: its core, the relay, the ASGI app, and the HTTP/1.1 server.
 
 The server (``http1/``) knows nothing of the proxy; here it gets ``/send/`` as its fast
-route (:meth:`Relay.handle`), the ASGI app for everything else, ANS's error shape for its
+route (:meth:`Relay.handle`, and :meth:`Relay.admit` to judge a caller from the head
+before reading a body), the ASGI app for everything else, ANS's error shape for its
 own refusals, the core's start and drain, and the core's outbox (one per process, shared
 with the upstream pools: ``http1/outbox.py``).
 """
@@ -15,6 +16,7 @@ import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .access_log import ObservedApp
 from .app import ProxyApp
 from .core import ProxyCore
 from .edge import http_error_answer
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 def make_server(core: ProxyCore, tls: ssl.SSLContext | None) -> Http1Server:
     """The proxy's HTTP server over an existing core."""
     relay = Relay(core)
-    app = ProxyApp(core, relay)
+    app = ObservedApp(ProxyApp(core, relay), core.access, core.metrics)  # access lines + route metrics
     return Http1Server(
         app,
         tls,
@@ -36,6 +38,7 @@ def make_server(core: ProxyCore, tls: ssl.SSLContext | None) -> Http1Server:
         outbox=core.outbox,
         fast_prefix=SEND_PREFIX,
         fast=relay.handle,
+        admit=relay.admit,
         render_error=http_error_answer,
         on_start=core.start,
         on_stop=core.stop,
@@ -74,10 +77,16 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
-def run(server: Http1Server, sockets: list[socket.socket]) -> None:
-    """Serve in the foreground on uvloop until SIGINT/SIGTERM."""
+def run(server: Http1Server, sockets: list[socket.socket], on_started: Callable[[], None] | None = None) -> None:
+    """Serve in the foreground on uvloop until SIGINT/SIGTERM (``on_started``: e.g. the
+    SIGHUP handler of reload.py, installed once listening)."""
     import uvloop
 
-    server.on_started = tune_gc  # once the app has started (stores, trace writer, keeper)
+    def started() -> None:
+        tune_gc()  # once the app has started (stores, trace writer, keeper)
+        if on_started is not None:
+            on_started()
+
+    server.on_started = started
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(server.serve(sockets))

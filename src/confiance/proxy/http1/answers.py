@@ -28,3 +28,12 @@ def json_error(exc: HttpError) -> Answer:
     """The default rendering of a refusal: ``{"code", "message"}`` as JSON."""
     body = json.dumps({"code": exc.code, "message": exc.message}, ensure_ascii=False).encode()
     return exc.status, [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))], body
+
+
+class Refused(Exception):
+    """Raised from a parser callback with the answer that refuses the request (an
+    application's verdict on a head, already rendered)."""
+
+    def __init__(self, answer: Answer) -> None:
+        super().__init__(answer[0])
+        self.answer = answer

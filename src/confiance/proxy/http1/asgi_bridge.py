@@ -81,7 +81,7 @@ async def asgi_exchange(
     try:
         await app(scope, receive, send)
     except Exception:
-        log.exception("erreur interne sur %s", path)
+        log.exception("internal error on %s", path)
         started = False
     finally:
         done.set()
@@ -89,7 +89,7 @@ async def asgi_exchange(
         return render_error(INTERNAL_ERROR)
     for k, v in headers:
         if not _HEADER_NAME.match(k) or not _HEADER_VALUE.match(v):
-            log.error("en-tête de réponse invalide refusé sur %s", path)
+            log.error("invalid response header refused on %s", path)
             return render_error(INTERNAL_ERROR)
     body = b"".join(chunks)
     if req.method == "HEAD":

@@ -49,6 +49,8 @@ class Limits(Protocol):
     request_read_timeout: float
     keep_alive_timeout: float
     graceful_timeout: float
+    max_buffered_bytes_per_connection: int  # bodies held for unanswered requests, per connection
+    max_buffered_bytes: int  # … and for the whole server
 
 
 class FastRoute(Protocol):
@@ -65,6 +67,15 @@ class FastRoute(Protocol):
         body: bytes,
         respond: Respond,
     ) -> Awaitable[Answer] | None: ...
+
+
+class Admit(Protocol):
+    """Judges a fast-route request from its head, before its body is read: None admits it,
+    an answer refuses it, an awaitable gives either later (reading waits meanwhile)."""
+
+    def __call__(
+        self, method: str, target: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> Answer | Awaitable[Answer | None] | None: ...
 
 
 class Http1Server:
@@ -86,19 +97,29 @@ class Http1Server:
         outbox: Outbox | None = None,
         fast_prefix: bytes = b"",
         fast: FastRoute | None = None,
+        admit: Admit | None = None,
         render_error: Callable[[HttpError], Answer] = json_error,
         on_start: Callable[[], Awaitable[None]] | None = None,
         on_stop: Callable[[], Awaitable[None]] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        """``clock``: seconds for the idle and slow-request timeouts (the event loop's by
+        default; tests move their own past a timeout instead of waiting for it)."""
         self.app = app
         self.tls = tls
         self.scheme = "https" if tls is not None else "http"
         self.limits = limits
         self.fast_prefix = fast_prefix
         self.fast = fast
+        self.admit = admit
+        self.held = 0  # body bytes held by all connections (Connection.held)
+        self.held_peak = 0
+        self.memory_paused: set[Connection] = set()  # not read until memory is freed
         self.render_error = render_error
         self._on_start = on_start
         self._on_stop = on_stop
+        self.clock = clock
+        self.sweeps = 0  # sweeper passes so far (tests wait for one)
         self.connections: set[Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.date = DateHeader()
@@ -130,17 +151,26 @@ class Http1Server:
             while not self.should_exit:
                 await asyncio.sleep(0.1)
                 self.date.tick()
-                now = self.loop.time()
-                if now - last_sweep >= 1.0:
-                    last_sweep = now
+                tick = self.loop.time()
+                if tick - last_sweep >= 1.0:
+                    last_sweep = tick
+                    now = self.clock() if self.clock is not None else tick
                     for conn in [c for c in self.connections if c.expired(now)]:
                         conn.close()
+                    self.sweeps += 1
             await self._shutdown(servers)
         finally:
             for srv in servers:
                 srv.close()
             if self._on_stop is not None:
                 await self._on_stop()
+
+    def release(self, n: int) -> None:
+        """``n`` body bytes were freed: connections paused for the server's bound may read again."""
+        self.held -= n
+        if self.memory_paused and self.held <= self.limits.max_buffered_bytes:
+            for conn in list(self.memory_paused):
+                conn.update_reading()
 
     def _request_exit(self) -> None:
         self.should_exit = True

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
+
+from confiance.core.logs import Incident, redact_url
 
 from ..domain import Session
 from .base import SessionStore, StoreUnavailable, copy_session
@@ -76,6 +79,8 @@ class RedisStore(SessionStore):
         self._delete = self.r.register_script(_DELETE_LUA)
         self._release = self.r.register_script(_RELEASE_LUA)
         self._touch = self.r.register_script(_TOUCH_LUA)
+        # ops: an unreachable Redis is logged once, and its recovery (core/logs.py)
+        self.incident = Incident("redis", redact_url(url), logging.getLogger("confiance.proxy.sessions"))
 
     def _k(self, sid: str) -> str:
         return f"{self.p}s:{sid}"
@@ -84,11 +89,14 @@ class RedisStore(SessionStore):
         import redis.exceptions as rex
 
         try:
-            return await coro
+            result = await coro
         except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
+            self.incident.failed(exc)
             raise StoreUnavailable(f"Redis injoignable: {type(exc).__name__}") from exc
         except rex.ResponseError as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
+        self.incident.ok()
+        return result
 
     async def get(self, sid: str) -> Session | None:
         v, t = await self._call(self.r.hmget(self._k(sid), ["v", "t"]))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Any
 
 import sqlalchemy as sa
 
+from confiance.core.logs import Incident, redact_url
 from confiance.core.storage import make_engine
 
 from ..domain import Session
@@ -55,12 +57,17 @@ class SqliteStore(SessionStore):
         _upgrade_one_session_per_user(self.engine)
         _meta.create_all(self.engine)
         self.touch_interval = touch_interval
+        # ops: a locked or unreachable database is logged once, and its recovery (core/logs.py)
+        self.incident = Incident("sqlite session store", redact_url(url), logging.getLogger("confiance.proxy.sessions"))
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         try:
-            return await asyncio.to_thread(fn, *args)
+            result = await asyncio.to_thread(fn, *args)
         except sa.exc.OperationalError as exc:
+            self.incident.failed(str(exc.orig))
             raise StoreUnavailable(str(exc.orig)) from exc
+        self.incident.ok()
+        return result
 
     def _load(self, row: Any) -> Session:
         s = self.codec.load(row.data, row.id)
