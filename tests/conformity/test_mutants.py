@@ -25,10 +25,8 @@ from tests.conformity.harness import SLOW, ManualClock, explain, faults, run_aga
 from tests.conformity.mutants import Front, front_mutations
 from tests.fixtures_api import ApiHandle
 from tests.fixtures_psc import PscHandle
+from tests.proxy import harness as proxy_harness
 from tests.support import start_https
-
-proxy_harness = pytest.importorskip("tests.proxy.harness")
-
 
 API_ADMIN = "api-admin-" + "y" * 16
 
@@ -175,7 +173,7 @@ async def _no_end_session(*_a: Any, **_k: Any) -> None:  # also stands for "no r
 
 
 # Inside the proxy (names the integrator must keep, or update here): the session id
-# generator, PSC's end-session call, the API token revocation, the headers the relay drops.
+# generator, PSC's end-session call, the API token revocation, the headers a service receives.
 INTERNAL: list[tuple[str, Callable[[pytest.MonkeyPatch], None], set[str]]] = [
     (
         "predictable_session_ids",
@@ -195,18 +193,18 @@ INTERNAL: list[tuple[str, Callable[[pytest.MonkeyPatch], None], set[str]]] = [
     (
         "lps_cookie_relayed",
         lambda mp: mp.setattr(
-            "confiance.proxy.relay.DROP_REQUEST_HEADERS",
-            relay_module().DROP_REQUEST_HEADERS - {b"cookie"},
+            "confiance.proxy.forwarding.DEFAULT_REQUEST_HEADERS",
+            forwarding_module().DEFAULT_REQUEST_HEADERS | {b"cookie"},
         ),
         {"send.headers_isolated"},
     ),
 ]
 
 
-def relay_module() -> Any:
-    import confiance.proxy.relay as relay
+def forwarding_module() -> Any:
+    import confiance.proxy.forwarding as forwarding
 
-    return relay
+    return forwarding
 
 
 @pytest.mark.parametrize(("name", "patch", "expected"), INTERNAL, ids=[m[0] for m in INTERNAL])

@@ -19,8 +19,7 @@ from confiance.pki import IssuedCertificate, Pki
 from tests.conformity.harness import ManualClock, explain, faults, run_against, statuses
 from tests.fixtures_api import ApiHandle
 from tests.fixtures_psc import PscHandle
-
-proxy_harness = pytest.importorskip("tests.proxy.harness")
+from tests.proxy import harness as proxy_harness
 
 IDLE = 5.0
 ABSOLUTE = 12.0

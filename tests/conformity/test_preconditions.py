@@ -10,15 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from confiance.conformity.report import build_report
 from confiance.pki import IssuedCertificate, Pki
 from tests.conformity.harness import explain, run_against, statuses
 from tests.fixtures_api import ApiHandle
 from tests.fixtures_psc import PscHandle
-
-proxy_harness = pytest.importorskip("tests.proxy.harness")
+from tests.proxy import harness as proxy_harness
 
 NEEDS_SANDBOX = {
     "connect.binding",
