@@ -111,8 +111,7 @@ def statuses(results: list[CheckResult]) -> dict[str, str]:
 
 
 def run_against(url: str, psc: PscHandle, api: ApiHandle, **over: object) -> list[CheckResult]:
-    results, _version = run(tool_config(url, psc, api, **over))
-    return results
+    return run(tool_config(url, psc, api, **over)).results
 
 
 def explain(results: list[CheckResult]) -> str:

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from confiance.conformity.report import build_report
+from confiance.conformity.runner import run
 from confiance.pki import IssuedCertificate, Pki
-from tests.conformity.harness import explain, run_against, statuses
+from tests.conformity.harness import explain, statuses, tool_config
 from tests.fixtures_api import ApiHandle
 from tests.fixtures_psc import PscHandle
 from tests.proxy import harness as proxy_harness
@@ -40,9 +41,12 @@ def test_proxy_wired_to_another_provider_is_not_certified(
     cfg = proxy_harness.proxy_config(pki, server_cert, foreign, api_services, tmp_path)
     proxy = proxy_harness.start_proxy(cfg, pki)
     try:
-        results = run_against(proxy.url, psc_sandbox, api_services, traces_auth=f"Bearer {proxy_harness.ADMIN}")
+        outcome = run(tool_config(proxy.url, psc_sandbox, api_services, traces_auth=f"Bearer {proxy_harness.ADMIN}"))
     finally:
         proxy.stop()
+    results = outcome.results
+    psc_fact = outcome.preconditions["psc_is_sandbox"]
+    assert psc_fact["established"] is False and "autre fournisseur" in psc_fact["detail"]
     st = statuses(results)
     text = explain(results)
     for check in NEEDS_SANDBOX:
@@ -50,5 +54,45 @@ def test_proxy_wired_to_another_provider_is_not_certified(
         reason = next(r.reason for r in results if r.id == check)
         assert "autre fournisseur" in reason, f"{check}: {reason}"
     assert st["connect.ciba"] == "pass", text  # observed directly: 200, body and cookie
-    report = build_report(results, proxy_url=proxy.url, proxy_version="test")
+    report = build_report(results, proxy_url=proxy.url, proxy_version="test", preconditions=outcome.preconditions)
     assert report["conforme"] is False
+    assert report["preconditions"]["psc_is_sandbox"]["established"] is False  # shown to the reader
+
+
+def test_what_the_tool_can_observe_is_established_first(
+    tmp_path: Path,
+    pki: Pki,
+    server_cert: IssuedCertificate,
+    psc_sandbox: PscHandle,
+    api_services_factory: Callable[..., ApiHandle],
+) -> None:
+    api = api_services_factory(rs_admin_token="api-admin-" + "p" * 16)
+    proxy = proxy_harness.start_proxy(proxy_harness.proxy_config(pki, server_cert, psc_sandbox, api, tmp_path), pki)
+    try:
+        seen = run(
+            tool_config(
+                proxy.url,
+                psc_sandbox,
+                api,
+                traces_auth=f"Bearer {proxy_harness.ADMIN}",
+                api_access_log_url=f"{api.rs_url}/admin/access-log",
+                api_admin_token="api-admin-" + "p" * 16,
+                only={"connect.ciba", "disconnect"},
+            )
+        ).preconditions
+        blind = run(
+            tool_config(proxy.url, psc_sandbox, api, psc_admin_token=None, only={"connect.ciba", "disconnect"})
+        ).preconditions
+    finally:
+        proxy.stop()
+    assert {k: v["established"] for k, v in seen.items()} == {
+        "proxy": True,
+        "traces": True,
+        "sandbox_admin": True,
+        "api_jwks": True,
+        "api_access_log": True,
+        "psc_is_sandbox": True,
+    }, seen
+    # A wrong /traces credential, no sandbox admin token, no access log: each said, none assumed.
+    assert blind["traces"]["established"] is False and blind["sandbox_admin"]["established"] is False, blind
+    assert blind["api_access_log"]["established"] is False and blind["psc_is_sandbox"]["established"] is None

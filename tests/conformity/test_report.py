@@ -127,6 +127,9 @@ def test_html_is_french_self_contained_and_escaped() -> None:
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "échoué" in html and "non vérifiable" in html and "réussi" in html
     assert "<link" not in html and "src=" not in html  # no external resource
+    facts = {"psc_is_sandbox": {"established": False, "detail": "autre <fournisseur>"}}
+    shown = render_html(build_report(_results(), proxy_url="https://p", proxy_version=None, preconditions=facts))
+    assert "non établi" in shown and "autre &lt;fournisseur&gt;" in shown
 
 
 def test_large_reports_verify_and_algorithm_confusion_is_refused(tmp_path: Path) -> None:

@@ -169,11 +169,12 @@ def run_and_write(
             progress.console.print(f"[{color}]{STATUS_LABELS_FR[result.status]:>15}[/{color}]  {defn.name}")
             progress.advance(task)
 
-        results, version = run(cfg, on_progress)
+        outcome = run(cfg, on_progress)
     report = build_report(
-        results,
+        outcome.results,
         proxy_url=cfg.proxy_url,
-        proxy_version=proxy_version or version,
+        proxy_version=proxy_version or outcome.version,
+        preconditions=outcome.preconditions,
         context={"clientId": cfg.client_id, "nationalId": cfg.national_id, "service": cfg.service},
     )
     payload, jws = sign_report(report, keys)

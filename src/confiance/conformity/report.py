@@ -67,6 +67,7 @@ def build_report(
     proxy_version: str | None,
     context: Mapping[str, Any] | None = None,
     date: dt.datetime | None = None,
+    preconditions: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report document (pure).
 
@@ -82,6 +83,7 @@ def build_report(
         "proxy": {"url": proxy_url, "version": proxy_version},
         "date": (date or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds"),
         "context": dict(context or {}),
+        "preconditions": dict(preconditions or {}),
         "conforme": summary["failed"] == 0 and mandatory_ok and summary["passed"] > 0,
         "checks": [c.as_dict() for c in checks],
         "summary": summary,

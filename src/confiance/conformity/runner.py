@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from confiance.core.tls import client_context
 
+from . import preconditions
 from .checks import CHECKS, Campaign, CheckDef
 from .config import RunConfig
 from .http import Recorder, no_cookie_jar
@@ -91,8 +93,17 @@ def _main_identity_approves(campaign: Campaign) -> dict[str, Any] | None:
         return None
 
 
-def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[list[CheckResult], str | None]:
-    """Run the selected checks against ``cfg.proxy_url``; return results and the proxy's version."""
+@dataclass
+class RunResult:
+    """A campaign's outcome: the verdicts, the proxy's declared version, what was observable."""
+
+    results: list[CheckResult]
+    version: str | None
+    preconditions: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def run(cfg: RunConfig, progress: Progress | None = None) -> RunResult:
+    """Run the selected checks against ``cfg.proxy_url``, after establishing what can be observed."""
     proxy_http = _client(cfg, cfg.proxy_identity)
     psc_http = _client(cfg) if cfg.psc_url else None
     api_http = _client(cfg, cfg.api_identity) if cfg.api_jwks_url or cfg.api_access_log_url else None
@@ -112,6 +123,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[list[CheckRes
             proxy_tls=client_context(cfg.ca_bundle, cfg.proxy_identity),
         )
         version = proxy_version(proxy)
+        facts = preconditions.observe(campaign)
         results: list[CheckResult] = []
         restore = _main_identity_approves(campaign)
         try:
@@ -129,7 +141,8 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[list[CheckRes
             if restore is not None:
                 with contextlib.suppress(Unverifiable, httpx.HTTPError):
                     campaign.psc.set_ecps(None, cfg.national_id, str(restore["mode"]), int(restore.get("delay_ms", 0)))
-        return results, version
+        facts["psc_is_sandbox"] = preconditions.psc_fact(campaign)
+        return RunResult(results, version, facts)
     finally:
         for client in (proxy_http, psc_http, api_http):
             if client is not None:
