@@ -190,6 +190,10 @@ class ResourceServerApp:
             cert_x5t=request.state.caller_x5t,
             cnf_x5t=(claims.get("cnf") or {}).get("x5t#S256"),
             jti=claims.get("jti"),
+            # what the conformity tool checks the proxy kept to itself: the LPS's cookie and credentials
+            received_cookie="cookie" in request.headers,
+            query=request.scope.get("query_string", b"").decode("latin-1"),
+            authorization_headers=len(request.headers.getlist("authorization")),
             **extra,
         )
 
@@ -301,7 +305,12 @@ class ResourceServerApp:
             for r in list(self.rt.audit.recent)
             if (psid is None or r.get("proxy_session_id") == psid) and (cid is None or r.get("client_id") == cid)
         ]
-        return JSONResponse({"records": records[-500:]})
+        # Whether each token is revoked *now*: a proxy must revoke its API tokens at logout.
+        out = [
+            {**r, "revoked": self.rt.revocations.is_revoked(str(r["jti"]))} if r.get("jti") else r
+            for r in records[-500:]
+        ]
+        return JSONResponse({"records": out})
 
     async def insi_search(self, request: Request) -> Response:
         """INSi-like: traits → INS. Codes as INSi: 00 found, 01 none, 02 several."""
