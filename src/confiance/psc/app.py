@@ -1,9 +1,8 @@
-"""HTTP edge of the PSC sandbox: Keycloak paths, form parsing, client credentials, pages.
+"""HTTP edge of the PSC sandbox: Keycloak paths, client credentials, pages, wiring.
 
 Handlers only extract values (form fields, Basic credentials, the verified TLS client
-certificate) and render what ``domain.Provider`` decides. Bodies are read with a hard size
-limit and parsed strictly (duplicate parameters refused, RFC 6749 §3.2), so hostile input
-ends as an OAuth error JSON with a 4xx status, never as a 500.
+certificate) and render what ``domain.Provider`` decides. Request reading lives in
+``http.py``, the published documents in ``discovery.py``, the admin API in ``admin.py``.
 """
 
 from __future__ import annotations
@@ -19,46 +18,36 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 from cryptography.hazmat.primitives import serialization
-from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from confiance.core.clientcert import CertificateVerifier, client_certificate, parse_networks
-from confiance.core.config import format_validation_error
 from confiance.core.errors import oauth_error
 from confiance.core.jose import KeyStore
 from confiance.core.trustlist import TrustListClient
 from confiance.pki import normalize_dn
 
 from . import pages
+from .admin import AdminApi
+from .clients import CIBA_GRANT, SUPPORTED_GRANTS, Client, Credentials, parse_basic
 from .config import REALM, SIGNING_ALGS, ClientConfig, EcpsPolicy, Lifetimes, PscConfig
-from .domain import (
-    CIBA_GRANT,
-    SUPPORTED_GRANTS,
-    SUPPORTED_SCOPES,
-    Client,
-    Credentials,
-    OAuthError,
-    Provider,
-    RedirectError,
-    parse_basic,
-)
+from .discovery import discovery, realm_document
+from .domain import Provider
+from .errors import OAuthError, RedirectError
+from .http import BodyTooLarge, json_response, query_params, read_form, with_query
 from .identities import Identity, load_identities_file, seeded_identities
 from .store import MemoryStore
+from .tokens import JwtSigner
 
 log = logging.getLogger("confiance.psc")
 REALM_PATH = f"/auth/realms/{REALM}"
 OIDC = f"{REALM_PATH}/protocol/openid-connect"
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 def client_from_config(c: ClientConfig) -> Client:
@@ -92,8 +81,6 @@ class PscSandbox:
     trust: TrustListClient | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        from .tokens import JwtSigner
-
         cfg = self.config
         self.keys = KeyStore(cfg.keys_path, algs=SIGNING_ALGS)
         self.base_url = cfg.issuer_base()
@@ -186,88 +173,12 @@ class PscSandbox:
         self._save_state("identities", ident.model_dump(mode="json", exclude_none=True))
         return ident
 
-    # ------------------------------------------------------------------ documents
     def discovery(self) -> dict[str, Any]:
-        iss = self.issuer
-        o = f"{iss}/protocol/openid-connect"
-        return {
-            "issuer": iss,
-            "authorization_endpoint": f"{o}/auth",
-            "token_endpoint": f"{o}/token",
-            "introspection_endpoint": f"{o}/token/introspect",
-            "userinfo_endpoint": f"{o}/userinfo",
-            "end_session_endpoint": f"{o}/logout",
-            "revocation_endpoint": f"{o}/revoke",
-            "jwks_uri": f"{o}/certs",
-            "backchannel_authentication_endpoint": f"{o}/ext/ciba/auth",
-            "grant_types_supported": [*SUPPORTED_GRANTS],
-            "response_types_supported": ["code"],
-            "response_modes_supported": ["query"],
-            "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": list(SIGNING_ALGS),
-            "userinfo_signing_alg_values_supported": list(SIGNING_ALGS),
-            "introspection_endpoint_auth_methods_supported": _AUTH_METHODS,
-            "revocation_endpoint_auth_methods_supported": _AUTH_METHODS,
-            "token_endpoint_auth_methods_supported": _AUTH_METHODS,
-            "backchannel_authentication_request_signing_alg_values_supported": list(SIGNING_ALGS),
-            "backchannel_token_delivery_modes_supported": ["poll"],
-            "backchannel_user_code_parameter_supported": False,
-            "tls_client_certificate_bound_access_tokens": False,
-            "code_challenge_methods_supported": ["S256"],
-            "scopes_supported": sorted(SUPPORTED_SCOPES),
-            "claims_supported": _CLAIMS,
-            "acr_values_supported": ["eidas1"],
-            "claims_parameter_supported": False,
-            "request_parameter_supported": False,
-            "request_uri_parameter_supported": False,
-            "frontchannel_logout_supported": False,
-            "backchannel_logout_supported": False,
-            "mtls_endpoint_aliases": {
-                "token_endpoint": f"{o}/token",
-                "introspection_endpoint": f"{o}/token/introspect",
-                "revocation_endpoint": f"{o}/revoke",
-                "userinfo_endpoint": f"{o}/userinfo",
-                "backchannel_authentication_endpoint": f"{o}/ext/ciba/auth",
-                "end_session_endpoint": f"{o}/logout",
-            },
-        }
+        return discovery(self.issuer)
 
     # ------------------------------------------------------------------ request helpers
-    async def _body(self, request: Request) -> bytes:
-        limit = self.config.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            try:
-                if int(declared) > limit:
-                    raise BodyTooLarge
-            except ValueError:
-                raise OAuthError("invalid_request", "Content-Length invalide") from None
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge
-            chunks.append(chunk)
-        return b"".join(chunks)
-
     async def _form(self, request: Request) -> dict[str, str]:
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        body = await self._body(request)
-        if ctype != "application/x-www-form-urlencoded":
-            raise OAuthError("invalid_request", "Content-Type application/x-www-form-urlencoded attendu")
-        try:
-            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=64)
-        except (UnicodeDecodeError, ValueError):
-            raise OAuthError("invalid_request", "corps de requête mal formé") from None
-        form: dict[str, str] = {}
-        for k, v in pairs:
-            if k in form:
-                raise OAuthError("invalid_request", f"paramètre répété : {k[:40]}")
-            if len(v) > 8192:
-                raise OAuthError("invalid_request", f"paramètre trop long : {k[:40]}")
-            form[k] = v
-        return form
+        return await read_form(request, self.config.max_body_bytes)
 
     def _credentials(self, request: Request, form: dict[str, str]) -> Credentials:
         basic, malformed = parse_basic(request.headers.get("authorization"))
@@ -314,15 +225,7 @@ class PscSandbox:
         """Keycloak's realm document (``GET /auth/realms/{realm}``), read by some adapters."""
         public = self.keys.signing_key("RS256").public_key
         der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        return _json(
-            {
-                "realm": REALM,
-                "public_key": base64.b64encode(der).decode(),
-                "token-service": f"{self.issuer}/protocol/openid-connect",
-                "account-service": f"{self.issuer}/account",
-                "tokens-not-before": 0,
-            }
-        )
+        return json_response(realm_document(self.issuer, base64.b64encode(der).decode()))
 
     async def certs(self, _request: Request) -> Response:
         return JSONResponse(self.keys.jwks(), headers={"Cache-Control": "no-cache"})
@@ -332,17 +235,19 @@ class PscSandbox:
         client = self._client(request, form, issuing=True)
         result = self.provider.ciba_start(client, form, self.clock())
         log.info("ciba request %s client=%s", result["auth_req_id"], client.client_id)
-        return _json(result)
+        return json_response(result)
 
     async def token(self, request: Request) -> Response:
         form = await self._form(request)
         client = self._client(request, form, issuing=True)
-        return _json(self.provider.token(client, form, self.clock()))
+        return json_response(self.provider.token(client, form, self.clock()))
 
     async def introspect(self, request: Request) -> Response:
         form = await self._form(request)
         client = self._client(request, form)
-        return _json(self.provider.introspect(client, form.get("token"), form.get("token_type_hint"), self.clock()))
+        return json_response(
+            self.provider.introspect(client, form.get("token"), form.get("token_type_hint"), self.clock())
+        )
 
     async def revoke(self, request: Request) -> Response:
         form = await self._form(request)
@@ -372,14 +277,14 @@ class PscSandbox:
             signed["iat"] = int(self.clock())
             jwt = self.provider.signer.sign(signed, alg or self.provider.signing_alg)
             return Response(jwt, media_type="application/jwt", headers={"Cache-Control": "no-store"})
-        return _json(claims)
+        return json_response(claims)
 
     async def logout(self, request: Request) -> Response:
         now = self.clock()
         if request.method == "POST":
             form = await self._form(request)
         else:
-            form = _query(request)
+            form = query_params(request)
         if request.method == "POST" and "refresh_token" in form and "id_token_hint" not in form:
             self.provider.logout_by_refresh(self._client(request, form), form.get("refresh_token"))
             return Response(status_code=204)
@@ -387,13 +292,13 @@ class PscSandbox:
         session = self.provider.logout(form.get("id_token_hint"), target, now)
         if target:
             params = {"state": form["state"]} if "state" in form else {}
-            return RedirectResponse(_with_query(target, params), status_code=302)
+            return RedirectResponse(with_query(target, params), status_code=302)
         return HTMLResponse(pages.logged_out(session is not None))
 
     async def authorize(self, request: Request) -> Response:
         now = self.clock()
         if request.method == "GET":
-            params = _query(request)
+            params = query_params(request)
             try:
                 client, tx = self.provider.authorize_request(params, now)
             except RedirectError as exc:
@@ -415,7 +320,7 @@ class PscSandbox:
             )
         except OAuthError as exc:
             return HTMLResponse(pages.error_page(exc.description), status_code=400)
-        return RedirectResponse(_with_query(uri, query), status_code=302)
+        return RedirectResponse(with_query(uri, query), status_code=302)
 
     def _form_token(self, value: str) -> str:
         return hmac.new(self._form_key, value.encode(), "sha256").hexdigest()
@@ -445,132 +350,8 @@ class PscSandbox:
         msg = "Demande approuvée" if approve else "Demande refusée"
         return RedirectResponse("/sandbox/ecps?" + urlencode({"msg": msg}), status_code=303)
 
-    # ------------------------------------------------------------------ admin API
-    def _admin(self, request: Request) -> None:
-        expected = self.config.admin_token
-        if not expected:
-            raise OAuthError("access_denied", "API d'administration désactivée (admin_token absent)", 403)
-        auth = request.headers.get("authorization", "")
-        given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise OAuthError("invalid_token", "jeton d'administration invalide", 401)
-
-    async def _json_body(self, request: Request) -> Any:
-        body = await self._body(request)
-        try:
-            return json.loads(body)
-        except (UnicodeDecodeError, ValueError):
-            raise OAuthError("invalid_request", "JSON invalide") from None
-
-    async def admin_identities(self, request: Request) -> Response:
-        self._admin(request)
-        if request.method == "GET":
-            return _json([i.summary() for i in self.provider.identities.values()])
-        data = await self._json_body(request)
-        try:
-            ident = Identity.model_validate(data)
-        except ValidationError as exc:
-            raise OAuthError("invalid_request", format_validation_error(exc, "identité")) from None
-        if ident.national_id in self.provider.identities:
-            raise OAuthError("invalid_request", "identifiant national déjà utilisé", 409)
-        self.register_identity(ident)
-        return _json(ident.summary(), 201)
-
-    async def admin_identity(self, request: Request) -> Response:
-        self._admin(request)
-        nid = request.path_params["national_id"]
-        ident = self.provider.identities.get(nid)
-        if ident is None:
-            raise OAuthError("invalid_request", "identité inconnue", 404)
-        return _json(
-            {**ident.model_dump(exclude_none=True), "ecps_effective": self.provider.policy_for(nid).model_dump()}
-        )
-
-    async def admin_ecps(self, request: Request) -> Response:
-        self._admin(request)
-        data = await self._json_body(request)
-        nid = request.path_params.get("national_id")
-        try:
-            policy = EcpsPolicy.model_validate(data)
-            self.set_ecps(policy.mode, policy.delay_ms, nid)
-        except ValidationError as exc:
-            raise OAuthError("invalid_request", format_validation_error(exc, "politique e-CPS")) from None
-        except KeyError:
-            raise OAuthError("invalid_request", "identité inconnue", 404) from None
-        return _json(policy.model_dump())
-
-    async def admin_clients(self, request: Request) -> Response:
-        self._admin(request)
-        if request.method == "GET":
-            return _json([c.describe() for c in self.provider.clients.values()])
-        data = await self._json_body(request)
-        try:
-            cfg = ClientConfig.model_validate(data)
-        except ValidationError as exc:
-            raise OAuthError("invalid_request", format_validation_error(exc, "client")) from None
-        if cfg.client_id in self.provider.clients:
-            raise OAuthError("invalid_request", "client_id déjà enregistré", 409)
-        return _json(self.register_client(cfg).describe(), 201)
-
-    async def admin_trust_list(self, request: Request) -> Response:
-        """The trust-space check as it stands: the guichet's list this sandbox enforces, which
-        clients it applies to, and (``?x5t=<x5t#S256>``) whether one certificate would be
-        admitted, with the reason a refusal gives. Why: when CIBA or a token is refused with
-        ``unauthorized_client``, the operator sees here what the sandbox knows."""
-        self._admin(request)
-        settings = self.config.trust_list
-        if self.trust is None or settings is None:
-            return _json({"enforced": False})
-        out: dict[str, Any] = {"enforced": True, "enforce": settings.enforce, **self.trust.status()}
-        out["clients"] = [
-            {"client_id": c.client_id, "checked": settings.applies_to(c.trust_list_required)}
-            for c in self.provider.clients.values()
-        ]
-        x5t = request.query_params.get("x5t")
-        if x5t is not None:
-            admission = self.trust.admit(x5t.strip())
-            out["certificate"] = {"x5t#S256": x5t.strip(), "admitted": admission.admitted, "reason": admission.reason}
-        return _json(out)
-
-    async def admin_ciba(self, request: Request) -> Response:
-        self._admin(request)
-        now = self.clock()
-        return _json(
-            [_ciba_view(r, self.provider.identities.get(r.national_id)) for r in self.provider.pending_ciba(now)]
-        )
-
-    async def admin_ciba_decide(self, request: Request) -> Response:
-        self._admin(request)
-        if request.path_params["action"] not in ("approve", "deny"):
-            raise OAuthError("invalid_request", "action inconnue (approve ou deny)", 404)
-        approve = request.path_params["action"] == "approve"
-        req = self.provider.ciba_decide(request.path_params["rid"], approve, self.clock())
-        return _json({"auth_req_id": req.id, "decision": req.decision})
-
-    async def admin_lifetimes(self, request: Request) -> Response:
-        self._admin(request)
-        if request.method == "GET":
-            return _json(self.provider.lifetimes.model_dump())
-        data = await self._json_body(request)
-        if not isinstance(data, dict):
-            raise OAuthError("invalid_request", "objet JSON attendu")
-        try:
-            return _json(self.set_lifetimes(**data).model_dump())
-        except ValidationError as exc:
-            raise OAuthError("invalid_request", format_validation_error(exc, "durées")) from None
-
-    async def admin_rotate(self, request: Request) -> Response:
-        self._admin(request)
-        self.rotate_keys()
-        return _json({"keys": [k["kid"] for k in self.keys.jwks()["keys"]]})
-
-    async def admin_end_session(self, request: Request) -> Response:
-        self._admin(request)
-        ended = self.provider.end_session(request.path_params["sid"])
-        return _json({"ended": ended}, 200 if ended else 404)
-
     async def health(self, _request: Request) -> Response:
-        return _json({"status": "ok", "issuer": self.issuer})
+        return json_response({"status": "ok", "issuer": self.issuer})
 
     # ------------------------------------------------------------------ wiring
     def _build_app(self) -> Starlette:
@@ -612,17 +393,7 @@ class PscSandbox:
             r(f"{OIDC}/auth", self.authorize, ["GET", "POST"]),
             r("/sandbox/ecps", self.ecps_page, ["GET"]),
             r("/sandbox/ecps/{rid}/{action:str}", self.ecps_decide, ["POST"]),
-            r("/sandbox/admin/identities", self.admin_identities, ["GET", "POST"]),
-            r("/sandbox/admin/identities/{national_id}", self.admin_identity, ["GET"]),
-            r("/sandbox/admin/identities/{national_id}/ecps", self.admin_ecps, ["PUT"]),
-            r("/sandbox/admin/ecps", self.admin_ecps, ["PUT"]),
-            r("/sandbox/admin/clients", self.admin_clients, ["GET", "POST"]),
-            r("/sandbox/admin/trust-list", self.admin_trust_list, ["GET"]),
-            r("/sandbox/admin/ciba", self.admin_ciba, ["GET"]),
-            r("/sandbox/admin/ciba/{rid}/{action:str}", self.admin_ciba_decide, ["POST"]),
-            r("/sandbox/admin/lifetimes", self.admin_lifetimes, ["GET", "PUT"]),
-            r("/sandbox/admin/keys/rotate", self.admin_rotate, ["POST"]),
-            r("/sandbox/admin/sessions/{sid}/end", self.admin_end_session, ["POST"]),
+            *(r(path, fn, methods) for path, fn, methods in AdminApi(self).routes()),
             r("/health", self.health, ["GET"]),
         ]
         app = Starlette(routes=routes, lifespan=self._lifespan)
@@ -640,80 +411,11 @@ class PscSandbox:
                 self.trust.stop()
 
 
-_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "tls_client_auth"]
-_CLAIMS = [
-    "sub",
-    "iss",
-    "aud",
-    "exp",
-    "iat",
-    "auth_time",
-    "acr",
-    "nonce",
-    "sid",
-    "session_state",
-    "SubjectNameID",
-    "preferred_username",
-    "given_name",
-    "family_name",
-    "email_verified",
-    "SubjectOrganization",
-    "SubjectOrganizationID",
-    "SubjectRole",
-    "Secteur_Activite",
-    "Mode_Acces_Raison",
-    "Acces_Regulation_Medicale",
-    "UITVersion",
-    "Palier_Authentification",
-    "PSI_Locale",
-    "otherIds",
-    "SubjectRefPro",
-]
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(
-        json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode(),
-        status_code=status,
-        media_type="application/json",
-        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
-    )
-
-
-def _query(request: Request) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in request.query_params.multi_items():
-        if k in out:
-            raise OAuthError("invalid_request", f"paramètre répété : {k[:40]}")
-        out[k] = v
-    return out
-
-
-def _with_query(uri: str, params: dict[str, str]) -> str:
-    parts = urlsplit(uri)
-    query = parts.query + ("&" if parts.query and params else "") + urlencode(params)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
-
-
 def _redirect_error(exc: RedirectError, issuer: str) -> Response:
     params = {"error": exc.error, "error_description": exc.description, "iss": issuer}
     if exc.state is not None:
         params["state"] = exc.state
-    return RedirectResponse(_with_query(exc.redirect_uri, params), status_code=302)
-
-
-def _ciba_view(r: Any, ident: Identity | None) -> dict[str, Any]:
-    return {
-        "auth_req_id": r.id,
-        "client_id": r.client_id,
-        "national_id": r.national_id,
-        "name": f"{ident.given_name} {ident.family_name}" if ident else None,
-        "binding_message": r.binding_message,
-        "channel": r.channel,
-        "scope": r.scope,
-        "expires_at": r.expires_at,
-        "mode": r.mode,
-    }
+    return RedirectResponse(with_query(exc.redirect_uri, params), status_code=302)
 
 
 def create_app(config: PscConfig, clock: Callable[[], float] = time.time) -> Starlette:

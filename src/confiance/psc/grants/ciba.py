@@ -1,0 +1,49 @@
+"""CIBA poll grant (``urn:openid:params:grant-type:ciba``, CIBA §10.1–§11).
+
+The e-CPS answer is computed lazily from the request's policy snapshot (``ciba_status``),
+so polling is all it takes for a decision to surface; ``slow_down`` when polled faster
+than ``interval``; the ``auth_req_id`` is single-use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..clients import Client
+from ..errors import OAuthError
+
+if TYPE_CHECKING:
+    from ..domain import Provider
+
+
+def exchange(p: Provider, client: Client, params: Mapping[str, str], now: float) -> dict[str, Any]:
+    rid = params.get("auth_req_id")
+    if not rid:
+        raise OAuthError("invalid_request", "auth_req_id obligatoire")
+    req = p.store.ciba(rid)
+    if req is None or req.client_id != client.client_id:
+        raise OAuthError("invalid_grant", "auth_req_id inconnu")
+    if req.consumed:
+        raise OAuthError("invalid_grant", "auth_req_id déjà utilisé")
+    status = p.ciba_status(req, now)
+    if status == "expired":
+        raise OAuthError("expired_token", "la demande d'authentification a expiré")
+    if status == "denied":
+        req.consumed = True
+        p.store.put_ciba(req)
+        raise OAuthError("access_denied", "authentification refusée par le professionnel")
+    if status == "pending":
+        too_fast = req.last_poll is not None and now - req.last_poll < req.interval
+        req.last_poll = now
+        p.store.put_ciba(req)
+        if too_fast:
+            raise OAuthError("slow_down", "interrogation trop fréquente : respecter l'intervalle")
+        raise OAuthError("authorization_pending", "authentification en attente de l'utilisateur")
+    req.consumed = True
+    p.store.put_ciba(req)
+    if req.national_id not in p.identities:
+        raise OAuthError("invalid_grant", "identité supprimée")
+    session = p.new_session(req.national_id, req.channel, now)
+    grant = p.new_grant(client, session, req.scope, None, now)
+    return p.issue(client, grant, session, now)
