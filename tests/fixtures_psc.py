@@ -171,7 +171,7 @@ class PscHandle:
     def reset(self) -> None:
         self.sandbox.set_lifetimes(**{**Lifetimes().model_dump(), **self.defaults})
         self.sandbox.set_ecps("approve", 0)
-        self.sandbox.provider.ecps_overrides.clear()
+        self.sandbox.clear_ecps_overrides()
 
     # ----- clients
     def client(self, kind: str = "mtls") -> httpx.Client:

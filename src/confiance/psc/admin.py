@@ -42,6 +42,7 @@ class AdminApi:
         given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise OAuthError("invalid_token", "jeton d'administration invalide", 401)
+        self.sb.shared.sync(force=True)  # show and change what every worker sees
 
     async def _json(self, request: Request) -> Any:
         return await read_json(request, self.sb.config.max_body_bytes)

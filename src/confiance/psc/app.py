@@ -34,37 +34,21 @@ from confiance.pki import normalize_dn
 
 from . import pages
 from .admin import AdminApi
-from .clients import CIBA_GRANT, SUPPORTED_GRANTS, Client, Credentials, parse_basic
+from .clients import CIBA_GRANT, Client, Credentials, parse_basic
 from .config import REALM, SIGNING_ALGS, ClientConfig, EcpsPolicy, Lifetimes, PscConfig
 from .discovery import discovery, realm_document
 from .domain import Provider
 from .errors import OAuthError, RedirectError
 from .http import BodyTooLarge, json_response, query_params, read_form, with_query
 from .identities import Identity, load_identities_file, seeded_identities
-from .store import MemoryStore
+from .sharing import SharedSettings, client_from_config
+from .store import StateStore, open_store
 from .tokens import JwtSigner
 
 log = logging.getLogger("confiance.psc")
 REALM_PATH = f"/auth/realms/{REALM}"
 OIDC = f"{REALM_PATH}/protocol/openid-connect"
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-def client_from_config(c: ClientConfig) -> Client:
-    return Client(
-        client_id=c.client_id,
-        secret=c.secret,
-        subject_dn=c.tls_client_auth_subject_dn,
-        espace_de_confiance=c.espace_de_confiance,
-        trust_list_required=c.trust_list_required,
-        redirect_uris=tuple(c.redirect_uris),
-        post_logout_redirect_uris=tuple(c.post_logout_redirect_uris),
-        grant_types=tuple(g for g in c.grant_types if g in SUPPORTED_GRANTS),
-        name=c.name,
-        id_token_alg=c.id_token_signed_response_alg,
-        access_token_alg=c.access_token_signed_response_alg,
-        userinfo_alg=c.userinfo_signed_response_alg,
-    )
 
 
 @dataclass
@@ -77,21 +61,27 @@ class PscSandbox:
     keys: KeyStore = field(init=False)
     app: Starlette = field(init=False)
     base_url: str = field(init=False)
-    _form_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    store: StateStore = field(init=False)
+    shared: SharedSettings = field(init=False)
+    _form_key: bytes = field(init=False)
     trust: TrustListClient | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         cfg = self.config
         self.keys = KeyStore(cfg.keys_path, algs=SIGNING_ALGS)
         self.base_url = cfg.issuer_base()
+        self.store = open_store(cfg.store_url(), cfg.store_prefix)
         self.provider = Provider(
             issuer=self.base_url + REALM_PATH,
-            store=MemoryStore(),
+            store=self.store,
             signer=JwtSigner(self.keys),
             lifetimes=cfg.lifetimes,
             ecps_default=cfg.ecps_default,
             signing_alg=cfg.signing_alg,
+            # shared by every worker and kept across restarts, so refresh tokens and e-CPS forms stay valid
+            refresh_key=self.store.secret("refresh_key", lambda: secrets.token_bytes(32)),
         )
+        self._form_key = self.store.secret("form_key", lambda: secrets.token_bytes(32))
         idents: list[Identity] = seeded_identities() if cfg.seed_identities else []
         if cfg.identities_file is not None:
             idents += load_identities_file(cfg.identities_file)
@@ -99,7 +89,9 @@ class PscSandbox:
             self.provider.add_identity(ident)
         for c in cfg.clients:
             self.provider.add_client(client_from_config(c))
-        self._load_state()
+        self._load_legacy_state()
+        self.shared = SharedSettings(self.store, self.provider, cfg, on_keys=self._reload_keys)
+        self.shared.sync(force=True)
         self._trusted = parse_networks(cfg.trusted_proxies)
         self._verifier = (
             CertificateVerifier(cfg.tls.ca_bundle, cfg.tls.crl)
@@ -122,26 +114,38 @@ class PscSandbox:
 
     def set_lifetimes(self, **values: float) -> Lifetimes:
         """Test hook: shorten (or restore) any lifetime on the live instance."""
-        self.provider.lifetimes = Lifetimes.model_validate({**self.provider.lifetimes.model_dump(), **values})
-        return self.provider.lifetimes
+        lifetimes = Lifetimes.model_validate({**self.provider.lifetimes.model_dump(), **values})
+        self.shared.set_lifetimes(lifetimes)
+        return lifetimes
 
     def set_ecps(self, mode: str, delay_ms: int = 0, national_id: str | None = None) -> EcpsPolicy:
         """Default e-CPS policy, or one identity's when ``national_id`` is given."""
         policy = EcpsPolicy.model_validate({"mode": mode, "delay_ms": delay_ms})
         if national_id is None:
-            self.provider.ecps_default = policy
+            self.shared.set_ecps_default(policy)
         else:
             if national_id not in self.provider.identities:
                 raise KeyError(national_id)
-            self.provider.ecps_overrides[national_id] = policy
+            self.shared.set_ecps_overrides({**self.provider.ecps_overrides, national_id: policy})
         return policy
+
+    def clear_ecps_overrides(self) -> None:
+        self.shared.set_ecps_overrides({})
 
     def rotate_keys(self) -> None:
         lt = self.provider.lifetimes
         self.provider.signer.rotate(keep_for_seconds=max(lt.access_token, lt.id_token) + 60)
+        self.shared.keys_rotated()
 
-    # ------------------------------------------------------------------ persistence of admin additions
-    def _load_state(self) -> None:
+    def _reload_keys(self) -> None:
+        """Another worker rotated the keys: read them again from ``keys_path``."""
+        if self.config.keys_path is not None:
+            self.keys = KeyStore(self.config.keys_path, algs=SIGNING_ALGS)
+            self.provider.signer = JwtSigner(self.keys)
+
+    # ------------------------------------------------------------------ admin additions
+    def _load_legacy_state(self) -> None:
+        """Clients and identities an older sandbox saved in ``state_file`` (now kept in the store)."""
         path = self.config.state_file
         if path is None or not path.exists():
             return
@@ -151,26 +155,11 @@ class PscSandbox:
         for i in data.get("identities", []):
             self.provider.add_identity(Identity.model_validate(i))
 
-    def _save_state(self, kind: str, item: dict[str, Any]) -> None:
-        path = self.config.state_file
-        if path is None:
-            return
-        data = json.loads(path.read_text()) if path.exists() else {"clients": [], "identities": []}
-        key = "client_id" if kind == "clients" else "national_id"
-        data[kind] = [x for x in data.get(kind, []) if x.get(key) != item[key]] + [item]
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1))
-        tmp.replace(path)
-
     def register_client(self, cfg: ClientConfig) -> Client:
-        client = client_from_config(cfg)
-        self.provider.add_client(client)
-        self._save_state("clients", cfg.model_dump(mode="json"))
-        return client
+        return self.shared.add_client(cfg)
 
     def register_identity(self, ident: Identity) -> Identity:
-        self.provider.add_identity(ident)
-        self._save_state("identities", ident.model_dump(mode="json", exclude_none=True))
+        self.shared.add_identity(ident)
         return ident
 
     def discovery(self) -> dict[str, Any]:
@@ -182,6 +171,9 @@ class PscSandbox:
 
     def _credentials(self, request: Request, form: dict[str, str]) -> Credentials:
         basic, malformed = parse_basic(request.headers.get("authorization"))
+        cid = basic[0] if basic else form.get("client_id")
+        if cid and cid not in self.provider.clients:
+            self.shared.sync(force=True)  # registered on another worker?
         cert = client_certificate(request.scope, self._trusted, self._verifier)
         return Credentials(
             client_id=form.get("client_id"),
@@ -231,6 +223,7 @@ class PscSandbox:
         return JSONResponse(self.keys.jwks(), headers={"Cache-Control": "no-cache"})
 
     async def ciba_auth(self, request: Request) -> Response:
+        self.shared.sync(force=True)  # the request snapshots e-CPS policy and lifetimes
         form = await self._form(request)
         client = self._client(request, form, issuing=True)
         result = self.provider.ciba_start(client, form, self.clock())
@@ -296,6 +289,7 @@ class PscSandbox:
         return HTMLResponse(pages.logged_out(session is not None))
 
     async def authorize(self, request: Request) -> Response:
+        self.shared.sync(force=True)
         now = self.clock()
         if request.method == "GET":
             params = query_params(request)
@@ -358,6 +352,7 @@ class PscSandbox:
         def wrap(fn: Handler) -> Handler:
             async def handler(request: Request) -> Response:
                 try:
+                    self.shared.sync()
                     return await fn(request)
                 except OAuthError as exc:
                     headers: dict[str, str] = {}

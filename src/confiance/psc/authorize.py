@@ -69,8 +69,8 @@ def login_answer(
     tx = p.store.login(tx_id)
     if tx is None or tx.used or now >= tx.expires_at:
         raise OAuthError("invalid_request", "demande de connexion inconnue, expirée ou déjà traitée")
-    tx.used = True
-    p.store.put_login(tx)
+    if not p.store.use_login(tx.id, tx.expires_at):
+        raise OAuthError("invalid_request", "demande de connexion inconnue, expirée ou déjà traitée")
     base: dict[str, str] = {"iss": p.issuer}
     if tx.state is not None:
         base["state"] = tx.state

@@ -118,13 +118,14 @@ class Provider:
             and now < s.last_seen + self.lifetimes.session_idle
         )
 
-    def new_session(self, national_id: str, channel: str, now: float) -> Session:
+    def new_session(self, national_id: str, channel: str, now: float, acr: str = "eidas1") -> Session:
         s = Session(
             id=_uuid_like(),
             national_id=national_id,
             auth_time=now,
             last_seen=now,
             drop_at=now + self.lifetimes.session_absolute,
+            acr=acr,
             channel=channel,
         )
         self.store.put_session(s)
@@ -134,9 +135,7 @@ class Provider:
         s = self.store.session(session_id)
         if s is None or s.ended:
             return False
-        s.ended = True
-        self.store.put_session(s)
-        return True
+        return self.store.end_session(s.id, s.drop_at)
 
     # ------------------------------------------------------------------ CIBA
     def ciba_start(self, client: Client, params: Mapping[str, str], now: float) -> dict[str, Any]:
@@ -180,8 +179,10 @@ class Provider:
         status = self.ciba_status(req, now)
         if status != "pending":
             raise OAuthError("invalid_request", f"demande CIBA déjà terminée ({status})", 409)
-        req.decision = "approved" if approve else "denied"
-        self.store.put_ciba(req)
+        decision = "approved" if approve else "denied"
+        if not self.store.decide_ciba(req.id, decision, req.expires_at):
+            raise OAuthError("invalid_request", "demande CIBA déjà terminée", 409)
+        req.decision = decision
         return req
 
     def pending_ciba(self, now: float) -> list[CibaRequest]:
@@ -205,6 +206,7 @@ class Provider:
         return grants.pick(client, params)(self, client, params, now)
 
     def new_grant(self, client: Client, session: Session, scope: str, nonce: str | None, now: float) -> Grant:
+        """A new token family; ``issue(..., fresh=True)`` saves it with its first refresh token."""
         g = Grant(
             id=_new_id(),
             client_id=client.client_id,
@@ -214,14 +216,12 @@ class Provider:
             drop_at=session.drop_at,
             nonce=nonce,
         )
-        self.store.put_grant(g)
         return g
 
     def revoke_grant(self, grant_id: str) -> None:
         g = self.store.grant(grant_id)
         if g is not None and not g.revoked:
-            g.revoked = True
-            self.store.put_grant(g)
+            self.store.revoke_grant(g.id, g.drop_at)
 
     def _refresh_mac(self, grant_id: str, gen: int) -> str:
         digest = hmac.new(self.refresh_key, f"{grant_id}.{gen}".encode(), hashlib.sha256).digest()
@@ -251,8 +251,13 @@ class Provider:
             return None
         return grant if self.session_active(self.store.session(grant.session_id), now) else None
 
-    def issue(self, client: Client, grant: Grant, session: Session, now: float) -> dict[str, Any]:
-        """Access token, rotated refresh token and (with ``openid``) ID token, Keycloak-shaped."""
+    def issue(self, client: Client, grant: Grant, session: Session, now: float, *, fresh: bool) -> dict[str, Any]:
+        """Access token, rotated refresh token and (with ``openid``) ID token, Keycloak-shaped.
+
+        ``fresh``: a new family, saved here. Otherwise a refresh: the generation moves on by
+        compare-and-set together with the session's ``last_seen``; losing the race means the
+        same refresh token was used twice at once, which is a replay like any other.
+        """
         lt = self.lifetimes
         iat = int(now)
         session_end = min(session.auth_time + lt.session_absolute, now + lt.session_idle)
@@ -278,10 +283,17 @@ class Provider:
         }
         access = self.signer.sign(access_claims, client.access_token_alg or self.signing_alg)
         # Rotation: bump the family's generation; the previous refresh token becomes a replay.
+        from_gen = grant.refresh_gen
         grant.refresh_gen += 1
         grant.refresh_issued_at = now
         grant.refresh_expires_at = refresh_exp
-        self.store.put_grant(grant)
+        if fresh:
+            self.store.put_grant(grant)
+        else:
+            session.last_seen = now
+            if not self.store.rotate_grant(grant, from_gen, session):
+                self.revoke_grant(grant.id)
+                raise OAuthError("invalid_grant", "jeton de rafraîchissement déjà utilisé : famille révoquée")
         refresh = f"{grant.id}.{grant.refresh_gen}.{self._refresh_mac(grant.id, grant.refresh_gen)}"
         out: dict[str, Any] = {
             "access_token": access,

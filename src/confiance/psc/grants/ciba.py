@@ -30,8 +30,8 @@ def exchange(p: Provider, client: Client, params: Mapping[str, str], now: float)
     if status == "expired":
         raise OAuthError("expired_token", "la demande d'authentification a expiré")
     if status == "denied":
-        req.consumed = True
-        p.store.put_ciba(req)
+        if not p.store.consume_ciba(req.id, req.expires_at):
+            raise OAuthError("invalid_grant", "auth_req_id déjà utilisé")
         raise OAuthError("access_denied", "authentification refusée par le professionnel")
     if status == "pending":
         too_fast = req.last_poll is not None and now - req.last_poll < req.interval
@@ -40,10 +40,10 @@ def exchange(p: Provider, client: Client, params: Mapping[str, str], now: float)
         if too_fast:
             raise OAuthError("slow_down", "interrogation trop fréquente : respecter l'intervalle")
         raise OAuthError("authorization_pending", "authentification en attente de l'utilisateur")
-    req.consumed = True
-    p.store.put_ciba(req)
+    if not p.store.consume_ciba(req.id, req.expires_at):
+        raise OAuthError("invalid_grant", "auth_req_id déjà utilisé")  # another poll won the race
     if req.national_id not in p.identities:
         raise OAuthError("invalid_grant", "identité supprimée")
-    session = p.new_session(req.national_id, req.channel, now)
+    session = p.new_session(req.national_id, req.channel, now, req.acr)
     grant = p.new_grant(client, session, req.scope, None, now)
-    return p.issue(client, grant, session, now)
+    return p.issue(client, grant, session, now, fresh=True)

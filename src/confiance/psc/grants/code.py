@@ -46,13 +46,13 @@ def exchange(p: Provider, client: Client, params: Mapping[str, str], now: float)
         raise OAuthError("invalid_grant", "code_verifier absent ou mal formé (PKCE)")
     if not hmac.compare_digest(pkce_s256(verifier), code.code_challenge):
         raise OAuthError("invalid_grant", "code_verifier incorrect (PKCE)")
-    code.used = True
+    if not p.store.use_code(code.code, code.expires_at):
+        raise OAuthError("invalid_grant", "code d'autorisation déjà utilisé")  # another request won the race
     session = p.store.session(code.session_id)
     if not p.session_active(session, now):
-        p.store.put_code(code)
         raise OAuthError("invalid_grant", "session PSC terminée")
     assert session is not None
     grant = p.new_grant(client, session, code.scope, code.nonce, now)
     code.grant_id = grant.id
     p.store.put_code(code)
-    return p.issue(client, grant, session, now)
+    return p.issue(client, grant, session, now, fresh=True)

@@ -42,6 +42,4 @@ def exchange(p: Provider, client: Client, params: Mapping[str, str], now: float)
         asked = parse_scopes(params["scope"])
         if not asked <= set(grant.scope.split()):
             raise OAuthError("invalid_scope", "scope plus large que celui accordé")
-    session.last_seen = now
-    p.store.put_session(session)
-    return p.issue(client, grant, session, now)
+    return p.issue(client, grant, session, now, fresh=False)
