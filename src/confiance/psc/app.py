@@ -13,6 +13,7 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -345,7 +346,8 @@ class PscSandbox:
         return RedirectResponse("/sandbox/ecps?" + urlencode({"msg": msg}), status_code=303)
 
     async def health(self, _request: Request) -> Response:
-        return json_response({"status": "ok", "issuer": self.issuer})
+        # ``worker``: which process answered (several share the socket with --workers N)
+        return json_response({"status": "ok", "issuer": self.issuer, "worker": os.getpid()})
 
     # ------------------------------------------------------------------ wiring
     def _build_app(self) -> Starlette:

@@ -35,33 +35,41 @@ def _load(config: Path) -> PscConfig:
 
 
 @app.command()
-def serve(config: Path = ConfigOpt) -> None:
+def serve(
+    config: Path = ConfigOpt,
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        "-w",
+        min=1,
+        max=64,
+        help="Processus workers (partagent le store ; défaut : workers du fichier).",
+    ),
+) -> None:
     """Démarre le bac à sable (HTTPS si la section tls est configurée)."""
     from confiance.core import logs
-    from confiance.core.server import ServiceConfig
-    from confiance.core.server import serve as run
-    from confiance.core.tls import ClientAuth, ServerTLS
 
-    from .app import PscSandbox
+    from .serve import serve as run
 
     cfg = _load(config)
     logs.setup()
     try:
-        sandbox = PscSandbox(cfg)
+        run(cfg, config, workers if workers is not None else cfg.workers)
     except ConfigError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    tls = None
-    if cfg.tls is not None:
-        tls = ServerTLS(
-            cert=cfg.tls.cert,
-            key=cfg.tls.key,
-            ca_bundle=cfg.tls.ca_bundle,
-            crl=cfg.tls.crl,
-            client_auth=ClientAuth.OPTIONAL if cfg.tls.ca_bundle else ClientAuth.NONE,
-        )
-    console.print(f"Bac à sable PSC : émetteur {sandbox.issuer}", highlight=False)
-    run(sandbox.app, ServiceConfig(host=cfg.host, port=cfg.port, tls=tls, limit_concurrency=4096))
+
+
+@app.command(hidden=True)
+def worker(config: Path = ConfigOpt, fd: int = typer.Option(..., "--fd")) -> None:
+    """Un worker de `serve --workers N` (socket d'écoute hérité du parent)."""
+    from confiance.core import logs
+
+    from .serve import run_worker, worker_socket
+
+    cfg = _load(config)
+    logs.setup()
+    run_worker(cfg, worker_socket(fd))
 
 
 class Admin:
