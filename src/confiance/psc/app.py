@@ -34,6 +34,7 @@ from confiance.core.trustlist import TrustListClient
 from confiance.pki import normalize_dn
 
 from . import pages
+from .acr import CHANNELS
 from .admin import AdminApi
 from .clients import CIBA_GRANT, Client, Credentials, parse_basic
 from .config import REALM, SIGNING_ALGS, ClientConfig, EcpsPolicy, Lifetimes, PscConfig
@@ -310,8 +311,11 @@ class PscSandbox:
         if not hmac.compare_digest(form.get("csrf", ""), self._form_token(tx_id)):
             return HTMLResponse(pages.error_page("formulaire invalide (jeton anti-rejeu)"), status_code=400)
         try:
+            channel = form.get("channel", "CARD")
+            if channel not in CHANNELS:
+                raise OAuthError("invalid_request", "moyen d'authentification inconnu")
             uri, query = self.provider.login_answer(
-                tx_id, form.get("national_id"), form.get("action") == "approve", now
+                tx_id, form.get("national_id"), form.get("action") == "approve", now, channel
             )
         except OAuthError as exc:
             return HTMLResponse(pages.error_page(exc.description), status_code=400)

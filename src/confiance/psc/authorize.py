@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from . import acr
 from .clients import Client
 from .errors import OAuthError, RedirectError
 from .scopes import parse_scopes
@@ -48,6 +49,10 @@ def authorize_request(p: Provider, params: Mapping[str, str], now: float) -> tup
         raise RedirectError(redirect_uri, state, "invalid_request", "PKCE S256 obligatoire (code_challenge)")
     if not PKCE_CHALLENGE_RE.fullmatch(challenge):
         raise RedirectError(redirect_uri, state, "invalid_request", "code_challenge mal formé")
+    try:
+        acr.requested(params.get("acr_values"))
+    except OAuthError as exc:
+        raise RedirectError(redirect_uri, state, exc.error, exc.description) from None
     tx = LoginTransaction(
         id=p.new_id(),
         client_id=client.client_id,
@@ -57,15 +62,19 @@ def authorize_request(p: Provider, params: Mapping[str, str], now: float) -> tup
         code_challenge=challenge,
         scope=" ".join(sorted(scopes)),
         expires_at=now + p.lifetimes.login_transaction,
+        acr_values=params.get("acr_values"),
     )
     p.store.put_login(tx)
     return client, tx
 
 
 def login_answer(
-    p: Provider, tx_id: str, national_id: str | None, approve: bool, now: float
+    p: Provider, tx_id: str, national_id: str | None, approve: bool, now: float, channel: str = "CARD"
 ) -> tuple[str, dict[str, str]]:
-    """The login page's answer: redirect URI and its query parameters."""
+    """The login page's answer: redirect URI and its query parameters.
+
+    ``channel``: the means chosen on the page (CPS card or e-CPS); with the identity it
+    decides the ``acr``, checked against the request's ``acr_values``."""
     tx = p.store.login(tx_id)
     if tx is None or tx.used or now >= tx.expires_at:
         raise OAuthError("invalid_request", "demande de connexion inconnue, expirée ou déjà traitée")
@@ -78,7 +87,11 @@ def login_answer(
         return tx.redirect_uri, {"error": "access_denied", "error_description": "connexion refusée", **base}
     if not national_id or national_id not in p.identities:
         return tx.redirect_uri, {"error": "access_denied", "error_description": "identité inconnue", **base}
-    session = p.new_session(national_id, "CARD", now)
+    try:
+        level = acr.satisfy(acr.requested(tx.acr_values), acr.reached(p.identities[national_id].auth_means, channel))
+    except OAuthError as exc:
+        return tx.redirect_uri, {"error": exc.error, "error_description": exc.description, **base}
+    session = p.new_session(national_id, channel, now, level)
     code = AuthCode(
         code=p.new_id() + "." + session.id,
         client_id=tx.client_id,

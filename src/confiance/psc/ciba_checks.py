@@ -13,13 +13,15 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from . import acr
+from .acr import CHANNELS
 from .clients import CIBA_GRANT, Client
 from .errors import OAuthError
+from .identities import Identity
 from .scopes import parse_scopes
 
 BINDING_RE = re.compile(r"^[0-9]{2}$")
-CHANNELS = ("CARD", "MOBILE")
-ACR = "eidas1"
+ACR = "eidas1"  # what PSC's documentation tells relying parties to request
 
 
 @dataclass
@@ -28,9 +30,11 @@ class BackchannelRequest:
 
     client: Client
     params: Mapping[str, str]
-    known_identities: Mapping[str, object]
+    known_identities: Mapping[str, Identity]
     default_expiry: float
     scopes: set[str] = field(default_factory=set)
+    acr_requested: tuple[str, ...] | None = None
+    acr: str = "eidas1"
     national_id: str = ""
     binding_message: str = ""
     channel: str = "CARD"
@@ -49,9 +53,7 @@ def check_scope(req: BackchannelRequest) -> None:
 
 
 def check_acr_values(req: BackchannelRequest) -> None:
-    acr = req.params.get("acr_values")
-    if acr is not None and ACR not in acr.split():
-        raise OAuthError("invalid_request", f"acr_values non supporté (attendu {ACR})")
+    req.acr_requested = acr.requested(req.params.get("acr_values"))
 
 
 def check_login_hint_only(req: BackchannelRequest) -> None:
@@ -89,6 +91,15 @@ def check_channel(req: BackchannelRequest) -> None:
     req.channel = channel
 
 
+def check_means_of_authentication(req: BackchannelRequest) -> None:
+    """The level comes from the identity's means on this channel (CPS card, e-CPS)."""
+    req.acr = acr.reached(req.known_identities[req.national_id].auth_means, req.channel)
+
+
+def check_acr_reachable(req: BackchannelRequest) -> None:
+    req.acr = acr.satisfy(req.acr_requested, req.acr)
+
+
 def check_requested_expiry(req: BackchannelRequest) -> None:
     """CIBA §7.1: a positive integer; the sandbox never grants longer than its own lifetime."""
     req.expiry = req.default_expiry
@@ -113,6 +124,8 @@ CIBA_CHECKS: tuple[CibaCheck, ...] = (
     check_login_hint,
     check_binding_message,
     check_channel,
+    check_means_of_authentication,
+    check_acr_reachable,
     check_requested_expiry,
 )
 

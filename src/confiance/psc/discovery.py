@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .acr import LEVELS
 from .clients import SUPPORTED_GRANTS
 from .config import REALM, SIGNING_ALGS
 from .scopes import SUPPORTED_SCOPES
@@ -21,6 +22,8 @@ CLAIMS = [
     "iat",
     "auth_time",
     "acr",
+    "authMode",
+    "auth_level",
     "nonce",
     "sid",
     "session_state",
@@ -71,7 +74,7 @@ def discovery(iss: str) -> dict[str, Any]:
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": sorted(SUPPORTED_SCOPES),
         "claims_supported": CLAIMS,
-        "acr_values_supported": ["eidas1"],
+        "acr_values_supported": list(LEVELS),
         "claims_parameter_supported": False,
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,

@@ -21,8 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import authorize, grants, introspection, revocation
-from .ciba_checks import ACR, BINDING_RE, CHANNELS, BackchannelRequest, run_checks
+from . import acr, authorize, grants, introspection, revocation
+from .acr import CHANNELS
+from .ciba_checks import ACR, BINDING_RE, BackchannelRequest, run_checks
 from .clients import CIBA_GRANT, SUPPORTED_GRANTS, Client, Credentials, authenticate, parse_basic
 from .config import EcpsPolicy, Lifetimes
 from .errors import OAuthError, RedirectError
@@ -155,6 +156,7 @@ class Provider:
             interval=self.lifetimes.ciba_interval,
             mode=policy.mode,
             delay=policy.delay_ms / 1000.0,
+            acr=checked.acr,
         )
         self.store.put_ciba(req)
         out: dict[str, Any] = {"auth_req_id": req.id, "expires_in": max(1, round(checked.expiry))}
@@ -196,9 +198,9 @@ class Provider:
         return authorize.authorize_request(self, params, now)
 
     def login_answer(
-        self, tx_id: str, national_id: str | None, approve: bool, now: float
+        self, tx_id: str, national_id: str | None, approve: bool, now: float, channel: str = "CARD"
     ) -> tuple[str, dict[str, str]]:
-        return authorize.login_answer(self, tx_id, national_id, approve, now)
+        return authorize.login_answer(self, tx_id, national_id, approve, now, channel)
 
     # ------------------------------------------------------------------ token endpoint
     def token(self, client: Client, params: Mapping[str, str], now: float) -> dict[str, Any]:
@@ -278,6 +280,7 @@ class Provider:
             "session_state": session.id,
             "sid": session.id,
             "acr": session.acr,
+            **acr.claims(session.channel),
             "scope": grant.scope,
             "preferred_username": grant.national_id,
         }
@@ -319,6 +322,7 @@ class Provider:
                 "session_state": session.id,
                 "sid": session.id,
                 "acr": session.acr,
+                **acr.claims(session.channel),
                 "at_hash": at_hash(access),
                 "preferred_username": grant.national_id,
                 "given_name": ident_claims["given_name"],

@@ -62,7 +62,8 @@ def _access(p: Provider, token: str, now: float) -> dict[str, Any] | None:
     if live is None:
         return None
     claims, grant, _session = live
-    out = {k: claims[k] for k in ("exp", "iat", "auth_time", "jti", "iss", "aud", "sub", "typ", "azp", "scope")}
+    keys = ("exp", "iat", "auth_time", "jti", "iss", "aud", "sub", "typ", "azp", "scope", "authMode", "auth_level")
+    out: dict[str, Any] = {k: claims[k] for k in keys if k in claims}
     out.update(
         {
             "active": True,

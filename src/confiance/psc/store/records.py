@@ -98,6 +98,7 @@ class LoginTransaction:
     scope: str
     expires_at: float
     used: bool = False  # flag
+    acr_values: str | None = None
 
 
 class Store(Protocol):
