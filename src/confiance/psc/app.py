@@ -26,6 +26,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import Scope
 
 from confiance.core.clientcert import CertificateVerifier, client_certificate, parse_networks
 from confiance.core.errors import oauth_error
@@ -41,6 +42,7 @@ from .config import REALM, SIGNING_ALGS, ClientConfig, EcpsPolicy, Lifetimes, Ps
 from .discovery import discovery, realm_document
 from .domain import Provider
 from .errors import OAuthError, RedirectError
+from .hotpath import HotPath
 from .http import BodyTooLarge, json_response, query_params, read_form, with_query
 from .identities import Identity, load_identities_file, seeded_identities
 from .sharing import SharedSettings, client_from_config
@@ -61,12 +63,13 @@ class PscSandbox:
     clock: Callable[[], float] = time.time
     provider: Provider = field(init=False)
     keys: KeyStore = field(init=False)
-    app: Starlette = field(init=False)
+    app: HotPath = field(init=False)
     base_url: str = field(init=False)
     store: StateStore = field(init=False)
     shared: SharedSettings = field(init=False)
     _form_key: bytes = field(init=False)
     trust: TrustListClient | None = field(init=False, default=None)
+    _dn_cache: dict[bytes, str] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -101,7 +104,7 @@ class PscSandbox:
             else None
         )
         self.trust = cfg.trust_list.client(cfg.tls.ca_bundle if cfg.tls else None) if cfg.trust_list else None
-        self.app = self._build_app()
+        self.app = HotPath(self, self._build_app(), OIDC)
         self.app.state.sandbox = self
 
     # ------------------------------------------------------------------ runtime knobs
@@ -171,28 +174,45 @@ class PscSandbox:
     async def _form(self, request: Request) -> dict[str, str]:
         return await read_form(request, self.config.max_body_bytes)
 
-    def _credentials(self, request: Request, form: dict[str, str]) -> Credentials:
-        basic, malformed = parse_basic(request.headers.get("authorization"))
+    def _cert_dn(self, scope: Scope) -> str | None:
+        """The normalised subject DN of the caller's verified certificate, parsed once per
+        certificate (a keep-alive connection presents the same one on every request)."""
+        cert = client_certificate(scope, self._trusted, self._verifier)
+        if cert is None:
+            return None
+        dn = self._dn_cache.get(cert.der)
+        if dn is None:
+            if len(self._dn_cache) >= 4096:
+                self._dn_cache.clear()
+            dn = self._dn_cache[cert.der] = normalize_dn(cert.subject_dn)
+        return dn
+
+    def _credentials(self, scope: Scope, authorization: str | None, form: dict[str, str]) -> Credentials:
+        basic, malformed = parse_basic(authorization)
         cid = basic[0] if basic else form.get("client_id")
         if cid and cid not in self.provider.clients:
             self.shared.sync(force=True)  # registered on another worker?
-        cert = client_certificate(request.scope, self._trusted, self._verifier)
         return Credentials(
             client_id=form.get("client_id"),
             basic=basic,
             basic_malformed=malformed,
             secret_post=form.get("client_secret"),
-            cert_dn=normalize_dn(cert.subject_dn) if cert is not None else None,
+            cert_dn=self._cert_dn(scope),
         )
 
-    def _client(self, request: Request, form: dict[str, str], issuing: bool = False) -> Client:
+    def authenticated(
+        self, scope: Scope, authorization: str | None, form: dict[str, str], issuing: bool = False
+    ) -> Client:
         """Authenticate the client; ``issuing`` calls (CIBA, token) also pass the trust-space check."""
-        client = self.provider.authenticate(self._credentials(request, form))
+        client = self.provider.authenticate(self._credentials(scope, authorization, form))
         if issuing:
-            self._admit(request, client)
+            self._admit(scope, client)
         return client
 
-    def _admit(self, request: Request, client: Client) -> None:
+    def _client(self, request: Request, form: dict[str, str], issuing: bool = False) -> Client:
+        return self.authenticated(request.scope, request.headers.get("authorization"), form, issuing)
+
+    def _admit(self, scope: Scope, client: Client) -> None:
         """Trust-space mode: the client's certificate must belong to a valid habilitation.
 
         Checked on every call that issues something (CIBA request, token, refresh), so a
@@ -202,7 +222,7 @@ class PscSandbox:
         settings = self.config.trust_list
         if self.trust is None or settings is None or not settings.applies_to(client.trust_list_required):
             return
-        cert = client_certificate(request.scope, self._trusted, self._verifier)
+        cert = client_certificate(scope, self._trusted, self._verifier)
         if cert is None:
             raise OAuthError(
                 "unauthorized_client", "Espace de Confiance : authentification mTLS par un certificat habilité requise"
@@ -224,18 +244,26 @@ class PscSandbox:
     async def certs(self, _request: Request) -> Response:
         return JSONResponse(self.keys.jwks(), headers={"Cache-Control": "no-cache"})
 
-    async def ciba_auth(self, request: Request) -> Response:
+    # The two endpoints relying parties call most; ``hotpath`` serves their POSTs without
+    # Starlette's request objects, these handlers anything else that reaches them.
+    def ciba_request(self, scope: Scope, authorization: str | None, form: dict[str, str]) -> dict[str, Any]:
         self.shared.sync(force=True)  # the request snapshots e-CPS policy and lifetimes
-        form = await self._form(request)
-        client = self._client(request, form, issuing=True)
+        client = self.authenticated(scope, authorization, form, issuing=True)
         result = self.provider.ciba_start(client, form, self.clock())
         log.info("ciba request %s client=%s", result["auth_req_id"], client.client_id)
-        return json_response(result)
+        return result
+
+    def token_request(self, scope: Scope, authorization: str | None, form: dict[str, str]) -> dict[str, Any]:
+        client = self.authenticated(scope, authorization, form, issuing=True)
+        return self.provider.token(client, form, self.clock())
+
+    async def ciba_auth(self, request: Request) -> Response:
+        form = await self._form(request)
+        return json_response(self.ciba_request(request.scope, request.headers.get("authorization"), form))
 
     async def token(self, request: Request) -> Response:
         form = await self._form(request)
-        client = self._client(request, form, issuing=True)
-        return json_response(self.provider.token(client, form, self.clock()))
+        return json_response(self.token_request(request.scope, request.headers.get("authorization"), form))
 
     async def introspect(self, request: Request) -> Response:
         form = await self._form(request)
@@ -361,14 +389,7 @@ class PscSandbox:
                     self.shared.sync()
                     return await fn(request)
                 except OAuthError as exc:
-                    headers: dict[str, str] = {}
-                    if exc.status == 401:
-                        path = request.url.path
-                        scheme = (
-                            "Bearer" if path.endswith("/userinfo") or path.startswith("/sandbox/admin") else "Basic"
-                        )
-                        headers["WWW-Authenticate"] = f'{scheme} realm="{REALM}", error="{exc.error}"'
-                    return oauth_error(exc.error, exc.description, exc.status, **headers)
+                    return oauth_error(exc.error, exc.description, exc.status, **error_headers(exc, request.url.path))
                 except BodyTooLarge:
                     return oauth_error("invalid_request", "corps de requête trop volumineux", 413)
                 except Exception:
@@ -412,6 +433,14 @@ class PscSandbox:
                 self.trust.stop()
 
 
+def error_headers(exc: OAuthError, path: str) -> dict[str, str]:
+    """RFC 6750 §3 / RFC 6749 §5.2: a 401 names the authentication scheme that failed."""
+    if exc.status != 401:
+        return {}
+    scheme = "Bearer" if path.endswith("/userinfo") or path.startswith("/sandbox/admin") else "Basic"
+    return {"WWW-Authenticate": f'{scheme} realm="{REALM}", error="{exc.error}"'}
+
+
 def _redirect_error(exc: RedirectError, issuer: str) -> Response:
     params = {"error": exc.error, "error_description": exc.description, "iss": issuer}
     if exc.state is not None:
@@ -419,7 +448,7 @@ def _redirect_error(exc: RedirectError, issuer: str) -> Response:
     return RedirectResponse(with_query(exc.redirect_uri, params), status_code=302)
 
 
-def create_app(config: PscConfig, clock: Callable[[], float] = time.time) -> Starlette:
+def create_app(config: PscConfig, clock: Callable[[], float] = time.time) -> HotPath:
     """The ASGI app; ``app.state.sandbox`` is the ``PscSandbox`` (runtime knobs for tests)."""
     return PscSandbox(config, clock).app
 

@@ -11,6 +11,7 @@ import json
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -75,7 +76,7 @@ async def read_json(request: Request, limit: int) -> Any:
 
 def json_response(data: Any, status: int = 200) -> Response:
     return Response(
-        json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode(),
+        orjson.dumps(data),
         status_code=status,
         media_type="application/json",
         headers={"Cache-Control": "no-store", "Pragma": "no-cache"},

@@ -62,6 +62,7 @@ class SqliteStore:
         self._db.execute("PRAGMA busy_timeout = 30000")
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
+        self._db.execute("PRAGMA mmap_size = 268435456")  # reads from the page cache, no read() calls
         with self._lock:
             self._db.executescript(_SCHEMA)
 
@@ -128,16 +129,18 @@ class SqliteStore:
         return got[0]
 
     def rotate_grant(self, g: Grant, from_gen: int, session: Session | None) -> bool:
-        with self._tx() as db:
-            cur = db.execute(
-                "UPDATE rec SET gen = ?, data = ? WHERE kind = 'grant' AND key = ? AND gen = ?",
-                (g.refresh_gen, dump(g), g.id, from_gen),
-            )
-            if cur.rowcount != 1:
-                return False
-            if session is not None:
-                db.execute(_PUT, ("session", session.id, 0, session.drop_at, dump(session)))
-            return True
+        """The compare-and-set is the one UPDATE; the session's ``last_seen`` follows in its
+        own statement (two statements, not a four-statement transaction: this is the hot
+        path, and a lost ``last_seen`` after a crash only shortens an idle session)."""
+        won = self._write(
+            "UPDATE rec SET gen = ?, data = ? WHERE kind = 'grant' AND key = ? AND gen = ?",
+            (g.refresh_gen, dump(g), g.id, from_gen),
+        )
+        if won != 1:
+            return False
+        if session is not None:
+            self._write("UPDATE rec SET data = ? WHERE kind = 'session' AND key = ?", (dump(session), session.id))
+        return True
 
     def revoke_grant(self, gid: str, drop_at: float) -> bool:
         return self._mark("revoked", gid, drop_at)
