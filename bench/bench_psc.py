@@ -6,7 +6,7 @@ process (bench/psc/loadgen.py, aiohttp keep-alive). Usage::
 
     .venv/bin/python bench/bench_psc.py [--alg RS256|ES256|PS256] [--auth secret|mtls]
         [--duration 10] [--concurrency 32] [--mode refresh,ciba] [--loadgens 1]
-        [--workers 2] [--store sqlite|redis://127.0.0.1:6379/0|memory]
+        [--workers 2] [--store sqlite|redis://127.0.0.1:6379/0|memory] [--client raw|aiohttp]
 
 Targets (issues #3, #20): ≥ 2,000 refresh grants/s and ≥ 500 complete CIBA
 authentications/s in RS256, with ``--workers`` sharing the store (SQLite by default, as a
@@ -66,6 +66,7 @@ def main() -> None:
     p.add_argument("--mode", default="refresh,ciba")
     p.add_argument("--loadgens", type=int, default=1, help="load-generator processes")
     p.add_argument("--workers", type=int, default=2, help="sandbox worker processes (share the store)")
+    p.add_argument("--client", default="raw", choices=["raw", "aiohttp"], help="load generator's HTTP client")
     p.add_argument("--store", default="sqlite", help="sqlite (file in the temp dir), memory, or a redis:// URL")
     a = p.parse_args()
 
@@ -133,6 +134,7 @@ def main() -> None:
                 "--national-id", nid,
                 "--concurrency", str(a.concurrency),
                 "--duration", str(a.duration),
+                "--client", a.client,
                 *auth,
             ]  # fmt: skip
             cpu_before = cpu_seconds(srv.pid)

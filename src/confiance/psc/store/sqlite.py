@@ -48,6 +48,10 @@ _PUT = (
     "ON CONFLICT (kind, key) DO UPDATE SET gen = excluded.gen, data = excluded.data"
 )
 _MARK = "INSERT OR IGNORE INTO flag (kind, key, value, drop_at) VALUES (?, ?, ?, ?)"
+_MARK_IF_RECORD = (
+    "INSERT OR IGNORE INTO flag (kind, key, value, drop_at) SELECT ?, ?, ?, ? "
+    "WHERE EXISTS (SELECT 1 FROM rec WHERE kind = ? AND key = ?)"
+)
 
 
 class SqliteStore:
@@ -94,9 +98,10 @@ class SqliteStore:
         return None if row is None else (load(cls, row[0]), row[1])
 
     def _mark(self, kind: str, key: str, drop_at: float, value: str = "1", rec_kind: str | None = None) -> bool:
-        if rec_kind is not None and self._one(_GET, (rec_kind, key)) is None:
-            return False
-        return self._write(_MARK, (kind, key, value, drop_at)) == 1
+        """Set a flag once (one statement: ``rec_kind`` requires the record to exist)."""
+        if rec_kind is None:
+            return self._write(_MARK, (kind, key, value, drop_at)) == 1
+        return self._write(_MARK_IF_RECORD, (kind, key, value, drop_at, rec_kind, key)) == 1
 
     # ----- sessions
     def put_session(self, s: Session) -> None:
