@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
-from .errors import OAuthError
+from .errors import AccessDeniedError, InvalidRequestError, UnmetAuthenticationRequirementsError
 
 AcrLevel = Literal["eidas1", "eidas2"]
 Channel = Literal["CARD", "MOBILE"]
@@ -37,7 +37,7 @@ def requested(acr_values: str | None) -> tuple[str, ...] | None:
         return None
     known = tuple(v for v in acr_values.split() if v in LEVELS)
     if not known:
-        raise OAuthError("invalid_request", f"acr_values non supporté (attendu : {' ou '.join(LEVELS)})")
+        raise InvalidRequestError(f"acr_values non supporté (attendu : {' ou '.join(LEVELS)})")
     return known
 
 
@@ -45,16 +45,15 @@ def reached(means: Mapping[Channel, AcrLevel], channel: str) -> str:
     """The level this identity reaches on this channel; refused if it has no such means."""
     level: str | None = next((lv for ch, lv in means.items() if ch == channel), None)
     if level is None:
-        raise OAuthError("access_denied", f"ce professionnel n'a pas de moyen d'authentification {channel}")
+        raise AccessDeniedError(f"ce professionnel n'a pas de moyen d'authentification {channel}")
     return level
 
 
 def satisfy(asked: tuple[str, ...] | None, level: str) -> str:
     """The ``acr`` to issue: ``level`` if it meets one of the requested levels, else refused."""
     if asked is not None and LEVELS.index(level) < min(LEVELS.index(a) for a in asked):
-        raise OAuthError(
-            "unmet_authentication_requirements",
-            f"niveau {' '.join(asked)} demandé : ce moyen d'authentification n'atteint que {level}",
+        raise UnmetAuthenticationRequirementsError(
+            f"niveau {' '.join(asked)} demandé : ce moyen d'authentification n'atteint que {level}"
         )
     return level
 

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from confiance.core.config import format_validation_error
 
 from .config import ClientConfig, EcpsPolicy
-from .errors import OAuthError
+from .errors import AccessDeniedError, InvalidRequestError, InvalidTokenError
 from .http import json_response, read_json
 from .identities import Identity
 from .store import CibaRequest
@@ -37,11 +37,11 @@ class AdminApi:
     def _check(self, request: Request) -> None:
         expected = self.sb.config.admin_token
         if not expected:
-            raise OAuthError("access_denied", "API d'administration désactivée (admin_token absent)", 403)
+            raise AccessDeniedError("API d'administration désactivée (admin_token absent)", 403)
         auth = request.headers.get("authorization", "")
         given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
         if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise OAuthError("invalid_token", "jeton d'administration invalide", 401)
+            raise InvalidTokenError("jeton d'administration invalide")
         self.sb.shared.sync(force=True)  # show and change what every worker sees
 
     async def _json(self, request: Request) -> Any:
@@ -56,9 +56,9 @@ class AdminApi:
         try:
             ident = Identity.model_validate(data)
         except ValidationError as exc:
-            raise OAuthError("invalid_request", format_validation_error(exc, "identité")) from None
+            raise InvalidRequestError(format_validation_error(exc, "identité")) from None
         if ident.national_id in provider.identities:
-            raise OAuthError("invalid_request", "identifiant national déjà utilisé", 409)
+            raise InvalidRequestError("identifiant national déjà utilisé", 409)
         self.sb.register_identity(ident)
         return json_response(ident.summary(), 201)
 
@@ -67,7 +67,7 @@ class AdminApi:
         nid = request.path_params["national_id"]
         ident = self.sb.provider.identities.get(nid)
         if ident is None:
-            raise OAuthError("invalid_request", "identité inconnue", 404)
+            raise InvalidRequestError("identité inconnue", 404)
         effective = self.sb.provider.policy_for(nid).model_dump()
         return json_response({**ident.model_dump(exclude_none=True), "ecps_effective": effective})
 
@@ -79,9 +79,9 @@ class AdminApi:
             policy = EcpsPolicy.model_validate(data)
             self.sb.set_ecps(policy.mode, policy.delay_ms, nid)
         except ValidationError as exc:
-            raise OAuthError("invalid_request", format_validation_error(exc, "politique e-CPS")) from None
+            raise InvalidRequestError(format_validation_error(exc, "politique e-CPS")) from None
         except KeyError:
-            raise OAuthError("invalid_request", "identité inconnue", 404) from None
+            raise InvalidRequestError("identité inconnue", 404) from None
         return json_response(policy.model_dump())
 
     async def clients(self, request: Request) -> Response:
@@ -92,9 +92,9 @@ class AdminApi:
         try:
             cfg = ClientConfig.model_validate(data)
         except ValidationError as exc:
-            raise OAuthError("invalid_request", format_validation_error(exc, "client")) from None
+            raise InvalidRequestError(format_validation_error(exc, "client")) from None
         if cfg.client_id in self.sb.provider.clients:
-            raise OAuthError("invalid_request", "client_id déjà enregistré", 409)
+            raise InvalidRequestError("client_id déjà enregistré", 409)
         return json_response(self.sb.register_client(cfg).describe(), 201)
 
     async def trust_list(self, request: Request) -> Response:
@@ -127,7 +127,7 @@ class AdminApi:
     async def ciba_decide(self, request: Request) -> Response:
         self._check(request)
         if request.path_params["action"] not in ("approve", "deny"):
-            raise OAuthError("invalid_request", "action inconnue (approve ou deny)", 404)
+            raise InvalidRequestError("action inconnue (approve ou deny)", 404)
         approve = request.path_params["action"] == "approve"
         req = self.sb.provider.ciba_decide(request.path_params["rid"], approve, self.sb.clock())
         return json_response({"auth_req_id": req.id, "decision": req.decision})
@@ -138,11 +138,11 @@ class AdminApi:
             return json_response(self.sb.provider.lifetimes.model_dump())
         data = await self._json(request)
         if not isinstance(data, dict):
-            raise OAuthError("invalid_request", "objet JSON attendu")
+            raise InvalidRequestError("objet JSON attendu")
         try:
             return json_response(self.sb.set_lifetimes(**data).model_dump())
         except ValidationError as exc:
-            raise OAuthError("invalid_request", format_validation_error(exc, "durées")) from None
+            raise InvalidRequestError(format_validation_error(exc, "durées")) from None
 
     async def rotate(self, request: Request) -> Response:
         self._check(request)

@@ -41,7 +41,7 @@ from .clients import CIBA_GRANT, Client, Credentials, parse_basic
 from .config import REALM, SIGNING_ALGS, ClientConfig, EcpsPolicy, Lifetimes, PscConfig
 from .discovery import discovery, realm_document
 from .domain import Provider
-from .errors import OAuthError, RedirectError
+from .errors import InvalidRequestError, OAuthError, RedirectError, UnauthorizedClientError, UnsupportedTokenTypeError
 from .hotpath import HotPath
 from .http import BodyTooLarge, json_response, query_params, read_form, with_query
 from .identities import Identity, load_identities_file, seeded_identities
@@ -224,12 +224,12 @@ class PscSandbox:
             return
         cert = client_certificate(scope, self._trusted, self._verifier)
         if cert is None:
-            raise OAuthError(
-                "unauthorized_client", "Espace de Confiance : authentification mTLS par un certificat habilité requise"
+            raise UnauthorizedClientError(
+                "Espace de Confiance : authentification mTLS par un certificat habilité requise"
             )
         admission = self.trust.admit(cert.x5t_s256)
         if not admission.admitted:
-            raise OAuthError("unauthorized_client", f"Espace de Confiance : {admission.reason}")
+            raise UnauthorizedClientError(f"Espace de Confiance : {admission.reason}")
 
     # ------------------------------------------------------------------ endpoints
     async def well_known(self, _request: Request) -> Response:
@@ -277,7 +277,7 @@ class PscSandbox:
         client = self._client(request, form)
         hint = form.get("token_type_hint")
         if hint is not None and hint not in ("access_token", "refresh_token"):
-            raise OAuthError("unsupported_token_type", "token_type_hint non supporté")
+            raise UnsupportedTokenTypeError("token_type_hint non supporté")
         self.provider.revoke(client, form.get("token"), self.clock())
         return Response(status_code=200, headers={"Cache-Control": "no-store"})
 
@@ -290,7 +290,7 @@ class PscSandbox:
             form = await self._form(request) if request.headers.get("content-type") else {}
             if "access_token" in form:
                 if token is not None:
-                    raise OAuthError("invalid_request", "jeton d'accès transmis deux fois")
+                    raise InvalidRequestError("jeton d'accès transmis deux fois")
                 token = form["access_token"]
         claims, client = self.provider.userinfo(token, self.clock())
         wants_jwt = "application/jwt" in request.headers.get("accept", "")
@@ -341,7 +341,7 @@ class PscSandbox:
         try:
             channel = form.get("channel", "CARD")
             if channel not in CHANNELS:
-                raise OAuthError("invalid_request", "moyen d'authentification inconnu")
+                raise InvalidRequestError("moyen d'authentification inconnu")
             uri, query = self.provider.login_answer(
                 tx_id, form.get("national_id"), form.get("action") == "approve", now, channel
             )

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from . import acr
 from .clients import Client
-from .errors import OAuthError, RedirectError
+from .errors import InvalidClientError, InvalidRequestError, OAuthError, RedirectError
 from .scopes import parse_scopes
 from .store import AuthCode, LoginTransaction
 
@@ -29,10 +29,10 @@ def authorize_request(p: Provider, params: Mapping[str, str], now: float) -> tup
     cid = params.get("client_id", "")
     client = p.clients.get(cid)
     if client is None:
-        raise OAuthError("invalid_client", "client inconnu")
+        raise InvalidClientError("client inconnu")
     redirect_uri = params.get("redirect_uri", "")
     if redirect_uri not in client.redirect_uris:
-        raise OAuthError("invalid_request", "redirect_uri non enregistrée pour ce client")
+        raise InvalidRequestError("redirect_uri non enregistrée pour ce client")
     state = params.get("state")
     if params.get("response_type") != "code":
         raise RedirectError(redirect_uri, state, "unsupported_response_type", "seul response_type=code est supporté")
@@ -77,9 +77,9 @@ def login_answer(
     decides the ``acr``, checked against the request's ``acr_values``."""
     tx = p.store.login(tx_id)
     if tx is None or tx.used or now >= tx.expires_at:
-        raise OAuthError("invalid_request", "demande de connexion inconnue, expirée ou déjà traitée")
+        raise InvalidRequestError("demande de connexion inconnue, expirée ou déjà traitée")
     if not p.store.use_login(tx.id, tx.expires_at):
-        raise OAuthError("invalid_request", "demande de connexion inconnue, expirée ou déjà traitée")
+        raise InvalidRequestError("demande de connexion inconnue, expirée ou déjà traitée")
     base: dict[str, str] = {"iss": p.issuer}
     if tx.state is not None:
         base["state"] = tx.state

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from . import acr
 from .acr import CHANNELS
 from .clients import CIBA_GRANT, Client
-from .errors import OAuthError
+from .errors import (
+    InvalidBindingMessageError,
+    InvalidRequestError,
+    InvalidScopeError,
+    UnauthorizedClientError,
+    UnknownUserIdError,
+)
 from .identities import Identity
 from .scopes import parse_scopes
 
@@ -43,13 +49,13 @@ class BackchannelRequest:
 
 def check_client_may_use_ciba(req: BackchannelRequest) -> None:
     if CIBA_GRANT not in req.client.grant_types:
-        raise OAuthError("unauthorized_client", "client non autorisé pour CIBA")
+        raise UnauthorizedClientError("client non autorisé pour CIBA")
 
 
 def check_scope(req: BackchannelRequest) -> None:
     req.scopes = parse_scopes(req.params.get("scope"))
     if "openid" not in req.scopes:
-        raise OAuthError("invalid_scope", "le scope doit contenir openid")
+        raise InvalidScopeError("le scope doit contenir openid")
 
 
 def check_acr_values(req: BackchannelRequest) -> None:
@@ -60,34 +66,34 @@ def check_login_hint_only(req: BackchannelRequest) -> None:
     """PSC identifies the professional by ``login_hint`` alone (CIBA §7.1 allows one hint)."""
     for unsupported in ("login_hint_token", "id_token_hint"):
         if unsupported in req.params:
-            raise OAuthError("invalid_request", f"{unsupported} non supporté : utiliser login_hint")
+            raise InvalidRequestError(f"{unsupported} non supporté : utiliser login_hint")
 
 
 def check_poll_mode(req: BackchannelRequest) -> None:
     if "client_notification_token" in req.params:
-        raise OAuthError("invalid_request", "seul le mode poll est supporté")
+        raise InvalidRequestError("seul le mode poll est supporté")
 
 
 def check_login_hint(req: BackchannelRequest) -> None:
     hint = req.params.get("login_hint")
     if not hint:
-        raise OAuthError("invalid_request", "login_hint (identifiant national) obligatoire")
+        raise InvalidRequestError("login_hint (identifiant national) obligatoire")
     if hint not in req.known_identities:
-        raise OAuthError("unknown_user_id", "identifiant national inconnu")
+        raise UnknownUserIdError("identifiant national inconnu")
     req.national_id = hint
 
 
 def check_binding_message(req: BackchannelRequest) -> None:
     binding = req.params.get("binding_message")
     if binding is None or not BINDING_RE.fullmatch(binding):
-        raise OAuthError("invalid_binding_message", "binding_message doit être composé de deux chiffres (00 à 99)")
+        raise InvalidBindingMessageError("binding_message doit être composé de deux chiffres (00 à 99)")
     req.binding_message = binding
 
 
 def check_channel(req: BackchannelRequest) -> None:
     channel = req.params.get("channel", "CARD")
     if channel not in CHANNELS:
-        raise OAuthError("invalid_request", "channel doit valoir CARD ou MOBILE")
+        raise InvalidRequestError("channel doit valoir CARD ou MOBILE")
     req.channel = channel
 
 
@@ -108,9 +114,9 @@ def check_requested_expiry(req: BackchannelRequest) -> None:
     try:
         asked = int(req.params["requested_expiry"])
     except ValueError:
-        raise OAuthError("invalid_request", "requested_expiry doit être un entier") from None
+        raise InvalidRequestError("requested_expiry doit être un entier") from None
     if asked <= 0:
-        raise OAuthError("invalid_request", "requested_expiry doit être positif")
+        raise InvalidRequestError("requested_expiry doit être positif")
     req.expiry = min(req.expiry, asked)
 
 

@@ -12,7 +12,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from confiance.core.config import ConfigError, load_config
+from confiance.core.cli_config import EXIT_FAILURE, fail, load_cli_config
+from confiance.core.config import ConfigError
 
 from .config import PscConfig
 
@@ -27,11 +28,7 @@ ConfigOpt = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="Fichier de conf
 
 
 def _load(config: Path) -> PscConfig:
-    try:
-        return load_config(config, PscConfig)
-    except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+    return load_cli_config(config, PscConfig)
 
 
 @app.command()
@@ -56,8 +53,7 @@ def serve(
     try:
         run(cfg, config, workers if workers is not None else cfg.workers)
     except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+        fail(str(exc))
 
 
 @app.command(hidden=True)
@@ -78,8 +74,7 @@ class Admin:
     def __init__(self, config: Path) -> None:
         cfg = _load(config)
         if not cfg.admin_token:
-            console.print("[red]admin_token absent de la configuration : API d'administration désactivée[/red]")
-            raise typer.Exit(2)
+            fail("admin_token absent de la configuration : API d'administration désactivée")
         self.base = cfg.issuer_base()
         from confiance.core.tls import client_context
 
@@ -90,13 +85,11 @@ class Admin:
         try:
             r = self.http.request(method, self.base + "/sandbox/admin" + path, json=body)
         except httpx.HTTPError as exc:
-            console.print(f"[red]bac à sable injoignable ({self.base}) : {exc}[/red]")
-            raise typer.Exit(1) from None
+            fail(f"bac à sable injoignable ({self.base}) : {exc}", EXIT_FAILURE)
         data = r.json() if r.content else None
         if r.status_code >= 400:
             msg = data.get("error_description", r.text) if isinstance(data, dict) else r.text
-            console.print(f"[red]erreur {r.status_code} : {msg}[/red]")
-            raise typer.Exit(1)
+            fail(f"erreur {r.status_code} : {msg}", EXIT_FAILURE)
         return data
 
 
@@ -122,8 +115,7 @@ def identities_create(
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        console.print(f"[red]lecture impossible de {file} : {exc}[/red]")
-        raise typer.Exit(2) from None
+        fail(f"lecture impossible de {file} : {exc}")
     admin = Admin(config)
     for item in data if isinstance(data, list) else [data]:
         created = admin.call("POST", "/identities", item)

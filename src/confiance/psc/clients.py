@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from .errors import OAuthError
+from .errors import InvalidClientError, InvalidRequestError
 
 CIBA_GRANT = "urn:openid:params:grant-type:ciba"
 SUPPORTED_GRANTS = (CIBA_GRANT, "authorization_code", "refresh_token")
@@ -81,34 +81,32 @@ def parse_basic(header: str | None) -> tuple[tuple[str, str] | None, bool]:
 def authenticate(clients: Mapping[str, Client], creds: Credentials) -> Client:
     """RFC 6749 §2.3 / RFC 8705 §2.1; every failure is ``invalid_client`` (401)."""
     if creds.basic_malformed:
-        raise OAuthError("invalid_client", "en-tête Authorization Basic mal formé", 401)
+        raise InvalidClientError("en-tête Authorization Basic mal formé")
     methods = sum(x is not None for x in (creds.basic, creds.secret_post))
     if methods > 1:
-        raise OAuthError("invalid_request", "plusieurs méthodes d'authentification du client", 400)
+        raise InvalidRequestError("plusieurs méthodes d'authentification du client")
     cid = creds.basic[0] if creds.basic else creds.client_id
     if creds.basic and creds.client_id and creds.client_id != creds.basic[0]:
-        raise OAuthError("invalid_client", "client_id incohérent", 401)
+        raise InvalidClientError("client_id incohérent")
     if not cid:
-        raise OAuthError("invalid_client", "authentification du client requise", 401)
+        raise InvalidClientError("authentification du client requise")
     client = clients.get(cid)
     if client is None:
-        raise OAuthError("invalid_client", "client inconnu", 401)
+        raise InvalidClientError("client inconnu")
     secret = creds.basic[1] if creds.basic else creds.secret_post
     if secret is not None:
         if client.espace_de_confiance:
-            raise OAuthError(
-                "invalid_client",
-                "client de l'Espace de Confiance : authentification mTLS (tls_client_auth) obligatoire",
-                401,
+            raise InvalidClientError(
+                "client de l'Espace de Confiance : authentification mTLS (tls_client_auth) obligatoire"
             )
         if client.secret is None or not hmac.compare_digest(secret.encode(), client.secret.encode()):
-            raise OAuthError("invalid_client", "secret du client invalide", 401)
+            raise InvalidClientError("secret du client invalide")
         return client
     # tls_client_auth: the certificate's subject DN must be the one registered.
     if client.subject_dn is None:
-        raise OAuthError("invalid_client", "authentification du client requise", 401)
+        raise InvalidClientError("authentification du client requise")
     if creds.cert_dn is None:
-        raise OAuthError("invalid_client", "certificat client (mTLS) absent", 401)
+        raise InvalidClientError("certificat client (mTLS) absent")
     if creds.cert_dn != client.subject_dn:
-        raise OAuthError("invalid_client", "le DN du certificat client ne correspond pas au client", 401)
+        raise InvalidClientError("le DN du certificat client ne correspond pas au client")
     return client

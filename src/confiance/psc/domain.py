@@ -13,7 +13,6 @@ authentication), ``ciba_checks`` (the backchannel request, one function per rule
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
@@ -21,12 +20,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from confiance.core.encoding import b64url
+
 from . import acr, authorize, grants, introspection, revocation
 from .acr import CHANNELS
 from .ciba_checks import ACR, BINDING_RE, BackchannelRequest, run_checks
 from .clients import CIBA_GRANT, SUPPORTED_GRANTS, Client, Credentials, authenticate, parse_basic
 from .config import EcpsPolicy, Lifetimes
-from .errors import OAuthError, RedirectError
+from .errors import InvalidGrantError, InvalidRequestError, OAuthError, RedirectError
 from .grants.code import pkce_s256
 from .identities import Identity
 from .scopes import SUPPORTED_SCOPES
@@ -177,13 +178,13 @@ class Provider:
         """A person answered on the e-CPS page or the CLI."""
         req = self.store.ciba(rid)
         if req is None or req.consumed:
-            raise OAuthError("invalid_request", "demande CIBA inconnue ou déjà utilisée", 404)
+            raise InvalidRequestError("demande CIBA inconnue ou déjà utilisée", 404)
         status = self.ciba_status(req, now)
         if status != "pending":
-            raise OAuthError("invalid_request", f"demande CIBA déjà terminée ({status})", 409)
+            raise InvalidRequestError(f"demande CIBA déjà terminée ({status})", 409)
         decision = "approved" if approve else "denied"
         if not self.store.decide_ciba(req.id, decision, req.expires_at):
-            raise OAuthError("invalid_request", "demande CIBA déjà terminée", 409)
+            raise InvalidRequestError("demande CIBA déjà terminée", 409)
         req.decision = decision
         return req
 
@@ -227,7 +228,7 @@ class Provider:
 
     def _refresh_mac(self, grant_id: str, gen: int) -> str:
         digest = hmac.new(self.refresh_key, f"{grant_id}.{gen}".encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest[:24]).decode()
+        return b64url(digest[:24])  # 24 bytes: no padding, same text as before
 
     def parse_refresh(self, token: str) -> tuple[Grant, int] | None:
         """The grant and generation of an authentic refresh token (any generation), else None."""
@@ -296,7 +297,7 @@ class Provider:
             session.last_seen = now
             if not self.store.rotate_grant(grant, from_gen, session):
                 self.revoke_grant(grant.id)
-                raise OAuthError("invalid_grant", "jeton de rafraîchissement déjà utilisé : famille révoquée")
+                raise InvalidGrantError("jeton de rafraîchissement déjà utilisé : famille révoquée")
         refresh = f"{grant.id}.{grant.refresh_gen}.{self._refresh_mac(grant.id, grant.refresh_gen)}"
         out: dict[str, Any] = {
             "access_token": access,

@@ -1,26 +1,64 @@
-"""The errors the sandbox answers with: OAuth/OIDC error codes, and redirected ones.
+"""The errors the sandbox answers with: core's OAuth errors (one class per RFC code), the
+one OpenID Connect code core does not register, and errors sent back to a redirect URI.
 
-Why one module: the domain raises them, the HTTP edge renders them, and the browser flow
-sends some back to the client's redirect URI instead of showing them.
+Why here: the domain raises them, the HTTP edge renders them, and the browser flow sends
+some back to the client's redirect URI instead of showing them.
 """
 
 from __future__ import annotations
 
+from confiance.core.oauth_errors import (
+    AccessDeniedError,
+    AuthorizationPendingError,
+    ExpiredTokenError,
+    InvalidBindingMessageError,
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+    InvalidTokenError,
+    OAuthError,
+    SlowDownError,
+    UnauthorizedClientError,
+    UnknownUserIdError,
+    UnsupportedGrantTypeError,
+    UnsupportedTokenTypeError,
+)
 
-class OAuthError(Exception):
-    """An OAuth/OIDC error answer: ``{"error", "error_description"}`` with ``status``."""
+__all__ = [
+    "AccessDeniedError",
+    "AuthorizationPendingError",
+    "ExpiredTokenError",
+    "InvalidBindingMessageError",
+    "InvalidClientError",
+    "InvalidGrantError",
+    "InvalidRequestError",
+    "InvalidScopeError",
+    "InvalidTokenError",
+    "OAuthError",
+    "RedirectError",
+    "SlowDownError",
+    "UnauthorizedClientError",
+    "UnknownUserIdError",
+    "UnmetAuthenticationRequirementsError",
+    "UnsupportedGrantTypeError",
+    "UnsupportedTokenTypeError",
+]
 
-    def __init__(self, error: str, description: str, status: int = 400) -> None:
-        super().__init__(description)
-        self.error = error
-        self.description = description
-        self.status = status
+
+class UnmetAuthenticationRequirementsError(OAuthError):
+    """OpenID Connect Core (errata set 2) §3.1.2.6: the requested ``acr`` cannot be met."""
+
+    error = "unmet_authentication_requirements"
 
 
 class RedirectError(OAuthError):
     """An authorization error sent back to the (already validated) redirect URI."""
 
+    default_status = 302
+
     def __init__(self, redirect_uri: str, state: str | None, error: str, description: str) -> None:
-        super().__init__(error, description, 302)
+        super().__init__(description)
+        self.error = self.code = error
         self.redirect_uri = redirect_uri
         self.state = state

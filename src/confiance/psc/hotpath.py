@@ -19,7 +19,7 @@ import orjson
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import OAuthError
+from .errors import InvalidRequestError, OAuthError
 from .http import BodyTooLarge, parse_form
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class HotPath:
                     authorization = value.decode("latin-1")
             body = await self._body(receive, length)
             if ctype != _FORM:
-                raise OAuthError("invalid_request", "Content-Type application/x-www-form-urlencoded attendu")
+                raise InvalidRequestError("Content-Type application/x-www-form-urlencoded attendu")
             result = endpoint(scope, authorization, parse_form(body))
             return 200, orjson.dumps(result), _JSON_HEADERS
         except OAuthError as exc:
@@ -97,13 +97,13 @@ class HotPath:
                 if int(declared) > self.limit:
                     raise BodyTooLarge
             except ValueError:
-                raise OAuthError("invalid_request", "Content-Length invalide") from None
+                raise InvalidRequestError("Content-Length invalide") from None
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise OAuthError("invalid_request", "connexion interrompue")
+                raise InvalidRequestError("connexion interrompue")
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:

@@ -15,7 +15,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .errors import OAuthError
+from .errors import InvalidRequestError
 
 MAX_FIELDS = 64
 MAX_VALUE = 8192
@@ -32,7 +32,7 @@ async def read_body(request: Request, limit: int) -> bytes:
             if int(declared) > limit:
                 raise BodyTooLarge
         except ValueError:
-            raise OAuthError("invalid_request", "Content-Length invalide") from None
+            raise InvalidRequestError("Content-Length invalide") from None
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -47,7 +47,7 @@ async def read_form(request: Request, limit: int) -> dict[str, str]:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await read_body(request, limit)
     if ctype != "application/x-www-form-urlencoded":
-        raise OAuthError("invalid_request", "Content-Type application/x-www-form-urlencoded attendu")
+        raise InvalidRequestError("Content-Type application/x-www-form-urlencoded attendu")
     return parse_form(body)
 
 
@@ -55,13 +55,13 @@ def parse_form(body: bytes) -> dict[str, str]:
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FIELDS)
     except (UnicodeDecodeError, ValueError):
-        raise OAuthError("invalid_request", "corps de requête mal formé") from None
+        raise InvalidRequestError("corps de requête mal formé") from None
     form: dict[str, str] = {}
     for k, v in pairs:
         if k in form:
-            raise OAuthError("invalid_request", f"paramètre répété : {k[:40]}")
+            raise InvalidRequestError(f"paramètre répété : {k[:40]}")
         if len(v) > MAX_VALUE:
-            raise OAuthError("invalid_request", f"paramètre trop long : {k[:40]}")
+            raise InvalidRequestError(f"paramètre trop long : {k[:40]}")
         form[k] = v
     return form
 
@@ -71,7 +71,7 @@ async def read_json(request: Request, limit: int) -> Any:
     try:
         return json.loads(body)
     except (UnicodeDecodeError, ValueError):
-        raise OAuthError("invalid_request", "JSON invalide") from None
+        raise InvalidRequestError("JSON invalide") from None
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -87,7 +87,7 @@ def query_params(request: Request) -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in request.query_params.multi_items():
         if k in out:
-            raise OAuthError("invalid_request", f"paramètre répété : {k[:40]}")
+            raise InvalidRequestError(f"paramètre répété : {k[:40]}")
         out[k] = v
     return out
 

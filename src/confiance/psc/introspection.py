@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .clients import Client
-from .errors import OAuthError
+from .errors import InvalidRequestError, InvalidTokenError
 from .store import Grant, Session
 from .tokens import TokenError
 
@@ -44,7 +44,7 @@ def active_access(p: Provider, token: str, now: float) -> tuple[dict[str, Any], 
 def introspect(p: Provider, client: Client, token: str | None, hint: str | None, now: float) -> dict[str, Any]:
     """RFC 7662 with PSC's fields; anything not live is just ``{"active": false}``."""
     if not token:
-        raise OAuthError("invalid_request", "paramètre token obligatoire")
+        raise InvalidRequestError("paramètre token obligatoire")
     if len(token) > MAX_PARAM:
         return {"active": False}
     order = ("refresh", "access") if hint == "refresh_token" else ("access", "refresh")
@@ -101,9 +101,9 @@ def _refresh(p: Provider, token: str, now: float) -> dict[str, Any] | None:
 
 def userinfo(p: Provider, token: str | None, now: float) -> tuple[dict[str, Any], Client | None]:
     if not token:
-        raise OAuthError("invalid_request", "jeton d'accès absent", 401)
+        raise InvalidRequestError("jeton d'accès absent", 401)
     live = active_access(p, token, now)
     if live is None:
-        raise OAuthError("invalid_token", "jeton d'accès invalide, expiré ou révoqué", 401)
+        raise InvalidTokenError("jeton d'accès invalide, expiré ou révoqué")
     _claims, grant, _session = live
     return dict(p.claims_of(grant.national_id)), p.clients.get(grant.client_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .clients import Client
-from .errors import OAuthError
+from .errors import InvalidGrantError, InvalidRequestError, UnauthorizedClientError
 from .introspection import MAX_PARAM
 from .store import Session
 from .tokens import TokenError
@@ -19,13 +19,13 @@ def revoke(p: Provider, client: Client, token: str | None, now: float) -> None:
     its whole grant (§2.1 allows it: a leaked refresh token is a leaked grant); revoking
     an access token ends that token only."""
     if not token:
-        raise OAuthError("invalid_request", "paramètre token obligatoire")
+        raise InvalidRequestError("paramètre token obligatoire")
     if len(token) > MAX_PARAM:
         return
     parsed = p.parse_refresh(token)
     if parsed is not None:
         if parsed[0].client_id != client.client_id:
-            raise OAuthError("unauthorized_client", "jeton émis pour un autre client")
+            raise UnauthorizedClientError("jeton émis pour un autre client")
         p.revoke_grant(parsed[0].id)
         return
     if token.count(".") == 2:
@@ -40,7 +40,7 @@ def revoke(p: Provider, client: Client, token: str | None, now: float) -> None:
         if grant is None:
             return
         if grant.client_id != client.client_id:
-            raise OAuthError("unauthorized_client", "jeton émis pour un autre client")
+            raise UnauthorizedClientError("jeton émis pour un autre client")
         p.store.revoke_jti(jti, float(claims.get("exp", now + p.lifetimes.access_token)))
 
 
@@ -50,17 +50,17 @@ def logout(p: Provider, id_token_hint: str | None, redirect_uri: str | None, now
     refused request ends nothing."""
     if not id_token_hint:
         if redirect_uri:
-            raise OAuthError("invalid_request", "id_token_hint obligatoire avec post_logout_redirect_uri")
+            raise InvalidRequestError("id_token_hint obligatoire avec post_logout_redirect_uri")
         return None
     try:
         claims = p.signer.verify_ignoring_expiry(id_token_hint, p.issuer)
     except TokenError:
-        raise OAuthError("invalid_request", "id_token_hint invalide") from None
+        raise InvalidRequestError("id_token_hint invalide") from None
     if claims.get("typ") != "ID":
-        raise OAuthError("invalid_request", "id_token_hint n'est pas un jeton d'identité")
+        raise InvalidRequestError("id_token_hint n'est pas un jeton d'identité")
     rp = p.clients.get(str(claims.get("azp")))
     if redirect_uri and (rp is None or redirect_uri not in rp.post_logout_redirect_uris):
-        raise OAuthError("invalid_request", "post_logout_redirect_uri non enregistrée pour ce client")
+        raise InvalidRequestError("post_logout_redirect_uri non enregistrée pour ce client")
     sid = claims.get("sid")
     session = p.store.session(sid) if isinstance(sid, str) else None
     if session is not None:
@@ -73,5 +73,5 @@ def logout_by_refresh(p: Provider, client: Client, refresh_token: str | None) ->
     parsed = p.parse_refresh(refresh_token or "")
     grant = parsed[0] if parsed else None
     if grant is None or grant.client_id != client.client_id:
-        raise OAuthError("invalid_grant", "jeton de rafraîchissement invalide")
+        raise InvalidGrantError("jeton de rafraîchissement invalide")
     p.end_session(grant.session_id)

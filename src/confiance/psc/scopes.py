@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from .errors import OAuthError
+from .errors import InvalidScopeError
 
 SUPPORTED_SCOPES = frozenset({"openid", "scope_all", "profile", "email", "offline_access"})
 
 
 def parse_scopes(raw: str | None) -> set[str]:
     if not raw:
-        raise OAuthError("invalid_scope", "scope obligatoire")
+        raise InvalidScopeError("scope obligatoire")
     scopes = set(raw.split())
     unknown = scopes - SUPPORTED_SCOPES
     if unknown:
-        raise OAuthError("invalid_scope", f"scope inconnu : {' '.join(sorted(unknown))[:100]}")
+        raise InvalidScopeError(f"scope inconnu : {' '.join(sorted(unknown))[:100]}")
     return scopes

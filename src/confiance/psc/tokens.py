@@ -9,7 +9,6 @@ time goes (RS256 ~1 ms, ES256 ~0.05 ms). Verification goes through the shared st
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from collections.abc import Mapping
@@ -19,15 +18,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from confiance.core.encoding import b64url
 from confiance.core.jose import KeyStore, TokenError, verify_jws, verify_jwt
 
 from .config import SIGNING_ALGS
 
 __all__ = ["JwtSigner", "TokenError", "at_hash", "b64url"]
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def at_hash(access_token: str) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..clients import CIBA_GRANT, Client
-from ..errors import OAuthError
+from ..errors import InvalidRequestError, UnauthorizedClientError, UnsupportedGrantTypeError
 from . import ciba, code, refresh
 
 if TYPE_CHECKING:
@@ -29,10 +29,10 @@ def pick(client: Client, params: Mapping[str, str]) -> Exchange:
     """The grant asked for, once the request and the client may use it (RFC 6749 §5.2)."""
     gt = params.get("grant_type")
     if not gt:
-        raise OAuthError("invalid_request", "grant_type obligatoire")
+        raise InvalidRequestError("grant_type obligatoire")
     grant = GRANTS.get(gt)
     if grant is None:
-        raise OAuthError("unsupported_grant_type", "grant_type non supporté")
+        raise UnsupportedGrantTypeError("grant_type non supporté")
     if gt not in client.grant_types:
-        raise OAuthError("unauthorized_client", "grant_type non autorisé pour ce client")
+        raise UnauthorizedClientError("grant_type non autorisé pour ce client")
     return grant

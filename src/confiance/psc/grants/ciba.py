@@ -11,7 +11,14 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..clients import Client
-from ..errors import OAuthError
+from ..errors import (
+    AccessDeniedError,
+    AuthorizationPendingError,
+    ExpiredTokenError,
+    InvalidGrantError,
+    InvalidRequestError,
+    SlowDownError,
+)
 
 if TYPE_CHECKING:
     from ..domain import Provider
@@ -20,30 +27,30 @@ if TYPE_CHECKING:
 def exchange(p: Provider, client: Client, params: Mapping[str, str], now: float) -> dict[str, Any]:
     rid = params.get("auth_req_id")
     if not rid:
-        raise OAuthError("invalid_request", "auth_req_id obligatoire")
+        raise InvalidRequestError("auth_req_id obligatoire")
     req = p.store.ciba(rid)
     if req is None or req.client_id != client.client_id:
-        raise OAuthError("invalid_grant", "auth_req_id inconnu")
+        raise InvalidGrantError("auth_req_id inconnu")
     if req.consumed:
-        raise OAuthError("invalid_grant", "auth_req_id déjà utilisé")
+        raise InvalidGrantError("auth_req_id déjà utilisé")
     status = p.ciba_status(req, now)
     if status == "expired":
-        raise OAuthError("expired_token", "la demande d'authentification a expiré")
+        raise ExpiredTokenError("la demande d'authentification a expiré")
     if status == "denied":
         if not p.store.consume_ciba(req.id, req.expires_at):
-            raise OAuthError("invalid_grant", "auth_req_id déjà utilisé")
-        raise OAuthError("access_denied", "authentification refusée par le professionnel")
+            raise InvalidGrantError("auth_req_id déjà utilisé")
+        raise AccessDeniedError("authentification refusée par le professionnel")
     if status == "pending":
         too_fast = req.last_poll is not None and now - req.last_poll < req.interval
         req.last_poll = now
         p.store.put_ciba(req)
         if too_fast:
-            raise OAuthError("slow_down", "interrogation trop fréquente : respecter l'intervalle")
-        raise OAuthError("authorization_pending", "authentification en attente de l'utilisateur")
+            raise SlowDownError("interrogation trop fréquente : respecter l'intervalle")
+        raise AuthorizationPendingError("authentification en attente de l'utilisateur")
     if not p.store.consume_ciba(req.id, req.expires_at):
-        raise OAuthError("invalid_grant", "auth_req_id déjà utilisé")  # another poll won the race
+        raise InvalidGrantError("auth_req_id déjà utilisé")  # another poll won the race
     if req.national_id not in p.identities:
-        raise OAuthError("invalid_grant", "identité supprimée")
+        raise InvalidGrantError("identité supprimée")
     session = p.new_session(req.national_id, req.channel, now, req.acr)
     grant = p.new_grant(client, session, req.scope, None, now)
     return p.issue(client, grant, session, now, fresh=True)

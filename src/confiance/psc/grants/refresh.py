@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..clients import Client
-from ..errors import OAuthError
+from ..errors import InvalidGrantError, InvalidRequestError, InvalidScopeError
 from ..scopes import parse_scopes
 
 if TYPE_CHECKING:
@@ -20,26 +20,26 @@ if TYPE_CHECKING:
 def exchange(p: Provider, client: Client, params: Mapping[str, str], now: float) -> dict[str, Any]:
     value = params.get("refresh_token")
     if not value:
-        raise OAuthError("invalid_request", "refresh_token obligatoire")
+        raise InvalidRequestError("refresh_token obligatoire")
     parsed = p.parse_refresh(value)
     if parsed is None or parsed[0].client_id != client.client_id:
-        raise OAuthError("invalid_grant", "jeton de rafraîchissement invalide")
+        raise InvalidGrantError("jeton de rafraîchissement invalide")
     grant, gen = parsed
     if gen < grant.refresh_gen:
         p.revoke_grant(grant.id)
-        raise OAuthError("invalid_grant", "jeton de rafraîchissement déjà utilisé : famille révoquée")
+        raise InvalidGrantError("jeton de rafraîchissement déjà utilisé : famille révoquée")
     if grant.revoked:
-        raise OAuthError("invalid_grant", "jeton de rafraîchissement révoqué")
+        raise InvalidGrantError("jeton de rafraîchissement révoqué")
     if gen != grant.refresh_gen:
-        raise OAuthError("invalid_grant", "jeton de rafraîchissement invalide")
+        raise InvalidGrantError("jeton de rafraîchissement invalide")
     if now >= grant.refresh_expires_at:
-        raise OAuthError("invalid_grant", "jeton de rafraîchissement expiré")
+        raise InvalidGrantError("jeton de rafraîchissement expiré")
     session = p.store.session(grant.session_id)
     if not p.session_active(session, now):
-        raise OAuthError("invalid_grant", "session PSC inactive")
+        raise InvalidGrantError("session PSC inactive")
     assert session is not None
     if "scope" in params:
         asked = parse_scopes(params["scope"])
         if not asked <= set(grant.scope.split()):
-            raise OAuthError("invalid_scope", "scope plus large que celui accordé")
+            raise InvalidScopeError("scope plus large que celui accordé")
     return p.issue(client, grant, session, now, fresh=False)
