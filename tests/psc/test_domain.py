@@ -359,3 +359,28 @@ def test_revoked_access_token_record_expires(provider: Provider, clock: Clock) -
     clock.advance(121 + store.grace)
     store.purge(clock())
     assert len(store._revoked_jti) == 0
+
+
+def test_refresh_loop_touches_the_session_at_most_once_a_second(provider: Provider, clock: Clock) -> None:
+    """Cheap store ops: a client refreshing in a loop writes last_seen at most once per
+    min(1 s, 1 % of session_idle), and refreshes alone still keep the session alive."""
+    provider.lifetimes = provider.lifetimes.model_copy(update={"session_idle": 10.0, "refresh_token": 10.0})
+    t = ciba_tokens(provider, clock)
+    sid = t["session_state"]
+    start = provider.store.session(sid)
+    assert start is not None
+    seen = [start.last_seen]
+    for _ in range(60):  # 60 refreshes, 0.05 s apart: 3 s, longer than 1 % of idle (0.1 s)
+        clock.advance(0.05)
+        t = provider.token(
+            client(provider), {"grant_type": "refresh_token", "refresh_token": t["refresh_token"]}, clock()
+        )
+        s = provider.store.session(sid)
+        assert s is not None
+        seen.append(s.last_seen)
+    assert 20 <= len(set(seen)) <= 31  # a write every 0.1 s, not 60
+    assert clock() - seen[-1] < 0.1 + 1e-9
+    clock.advance(9.8)  # idle end follows the last write, within the granularity
+    assert provider.session_active(provider.store.session(sid), clock())
+    clock.advance(0.3)
+    assert not provider.session_active(provider.store.session(sid), clock())

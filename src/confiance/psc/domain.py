@@ -294,8 +294,13 @@ class Provider:
         if fresh:
             self.store.put_grant(grant)
         else:
-            session.last_seen = now
-            if not self.store.rotate_grant(grant, from_gen, session):
+            # The session's last_seen is written at most once per 1 % of the idle timeout
+            # (≤ 1 s): a client refreshing in a loop costs one write per refresh, not two,
+            # and the idle end moves by at most that much.
+            touch = now - session.last_seen >= min(1.0, lt.session_idle / 100)
+            if touch:
+                session.last_seen = now
+            if not self.store.rotate_grant(grant, from_gen, session if touch else None):
                 self.revoke_grant(grant.id)
                 raise InvalidGrantError("jeton de rafraîchissement déjà utilisé : famille révoquée")
         refresh = f"{grant.id}.{grant.refresh_gen}.{self._refresh_mac(grant.id, grant.refresh_gen)}"
