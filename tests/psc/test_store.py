@@ -155,3 +155,32 @@ def test_shared_state(opener: Opener) -> None:
     assert b.entries("client") == {"lps": {"client_id": "lps"}}
     assert b.entries("identity") == {}
     b.ping()
+
+
+def test_sqlite_write_waits_for_another_writer(tmp_path: Path) -> None:
+    """A worker's write while another holds the file's write lock is retried, not failed."""
+    import sqlite3
+    import threading
+
+    store = open_store(f"sqlite:///{tmp_path / 's.sqlite3'}")
+    other = sqlite3.connect(str(tmp_path / "s.sqlite3"), isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another worker in the middle of a write
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            store.put_session(_session())
+        except BaseException as exc:  # reported below
+            failure.append(exc)
+        done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert not done.wait(0.2)  # still waiting for the lock (no error raised meanwhile)
+    other.execute("COMMIT")
+    writer.join(timeout=30)
+    assert done.is_set() and failure == []
+    assert store.session("s1") == _session()
+    other.close()
+    store.close()

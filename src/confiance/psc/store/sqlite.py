@@ -16,15 +16,18 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from .codec import R, dump, load
 from .records import AuthCode, CibaRequest, Grant, LoginTransaction, Session
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rec (kind TEXT NOT NULL, key TEXT NOT NULL, gen INTEGER NOT NULL DEFAULT 0,
@@ -69,12 +72,27 @@ class SqliteStore:
         self._db.execute("PRAGMA mmap_size = 268435456")  # reads from the page cache, no read() calls
         with self._lock:
             self._db.executescript(_SCHEMA)
+        # From here on a busy file is retried by ``_retry``: SQLite's own busy handler sleeps
+        # 1 ms at least, which on the hot path would stall the worker's event loop for a lock
+        # another worker holds for a few microseconds.
+        self._db.execute("PRAGMA busy_timeout = 0")
+
+    def _retry(self, call: Callable[[], T]) -> T:
+        delay, deadline = 0.00005, time.monotonic() + 30
+        while True:
+            try:
+                return call()
+            except sqlite3.OperationalError as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.005)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken at once (``IMMEDIATE``) so it cannot deadlock on upgrade."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._retry(lambda: self._db.execute("BEGIN IMMEDIATE"))
             try:
                 yield self._db
             except BaseException:
@@ -84,11 +102,11 @@ class SqliteStore:
 
     def _one(self, sql: str, args: tuple[Any, ...]) -> Any:
         with self._lock:
-            return self._db.execute(sql, args).fetchone()
+            return self._retry(lambda: self._db.execute(sql, args).fetchone())
 
     def _write(self, sql: str, args: tuple[Any, ...]) -> int:
         with self._lock:
-            return self._db.execute(sql, args).rowcount
+            return self._retry(lambda: self._db.execute(sql, args).rowcount)
 
     def _put(self, kind: str, key: str, drop_at: float, record: Any, gen: int = 0) -> None:
         self._write(_PUT, (kind, key, gen, drop_at, dump(record)))
@@ -116,7 +134,12 @@ class SqliteStore:
 
     def sessions(self) -> list[Session]:
         with self._lock:
-            keys = [k for (k,) in self._db.execute("SELECT key FROM rec WHERE kind = 'session'")]
+            keys = [
+                k
+                for (k,) in self._retry(
+                    lambda: self._db.execute("SELECT key FROM rec WHERE kind = 'session'").fetchall()
+                )
+            ]
         return [s for s in map(self.session, keys) if s is not None]
 
     def end_session(self, sid: str, drop_at: float) -> bool:
@@ -175,7 +198,10 @@ class SqliteStore:
 
     def ciba_requests(self) -> list[CibaRequest]:
         with self._lock:
-            keys = [k for (k,) in self._db.execute("SELECT key FROM rec WHERE kind = 'ciba'")]
+            keys = [
+                k
+                for (k,) in self._retry(lambda: self._db.execute("SELECT key FROM rec WHERE kind = 'ciba'").fetchall())
+            ]
         return [c for c in map(self.ciba, keys) if c is not None]
 
     def consume_ciba(self, rid: str, drop_at: float) -> bool:
@@ -236,7 +262,9 @@ class SqliteStore:
 
     def entries(self, kind: str) -> dict[str, dict[str, Any]]:
         with self._lock:
-            rows = self._db.execute("SELECT key, data FROM entry WHERE kind = ?", (kind,)).fetchall()
+            rows = self._retry(
+                lambda: self._db.execute("SELECT key, data FROM entry WHERE kind = ?", (kind,)).fetchall()
+            )
         return {k: orjson.loads(d) for k, d in rows}
 
     def version(self) -> int:
