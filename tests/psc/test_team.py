@@ -204,5 +204,13 @@ def test_two_workers_share_state(workers: Workers) -> None:
         data={"client_id": "new-lps", "client_secret": "s3cret-s3cret", "token": live},
     )
     assert other.status_code == 200 and other.json() == {"active": False}
+
+    # an e-CPS policy set through one worker applies to a request made on the other
+    assert a.put(f"{workers.url}/sandbox/admin/ecps", headers=admin, json={"mode": "deny"}).status_code == 200
+    denied = b.post(
+        f"{workers.oidc}/ext/ciba/auth",
+        data={**auth, "scope": "openid scope_all", "login_hint": national_id, "binding_message": "08"},
+    ).json()["auth_req_id"]
+    assert a.post(f"{workers.oidc}/token", data={**poll, "auth_req_id": denied}).json()["error"] == "access_denied"
     a.close()
     b.close()

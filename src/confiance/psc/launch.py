@@ -45,6 +45,8 @@ def prepare(ctx: LaunchContext) -> ServiceLaunch:
         "keys_path": str(state / "keys.json"),
         "state_file": str(state / "state.json"),
         "signing_alg": opts.get("signing_alg", "RS256"),
+        # SQLite store next to state.json (sessions survive a restart of `up`); more workers on request
+        "workers": int(opts.get("workers", 1)),
         "tls": {
             "cert": ctx.server_cert.cert_path,
             "key": ctx.server_cert.key_path,
