@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -59,7 +60,7 @@ class JwtSigner:
         if alg not in SIGNING_ALGS:
             raise ValueError(f"algorithme de signature non supporté: {alg}")
         _kid, h64, priv = self._prepared(alg, typ)
-        payload = b64url(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode())
+        payload = b64url(orjson.dumps(claims))  # compact UTF-8, like json.dumps(separators, ensure_ascii=False)
         signing_input = f"{h64}.{payload}".encode("ascii")
         if alg == "ES256":
             assert isinstance(priv, ec.EllipticCurvePrivateKey)
