@@ -166,7 +166,14 @@ def main() -> None:
             )
     finally:
         srv.terminate()
-        srv.wait(timeout=10)
+        srv.wait(timeout=20)
+        if store.startswith("redis"):  # leave the Redis as found
+            import redis
+
+            r = redis.Redis.from_url(store)
+            keys = list(r.scan_iter(f"{cfg['store_prefix']}*"))
+            if keys:
+                r.delete(*keys)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,18 @@ def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     yield open_
     for s in opened:
         s.close()
+    if kind == "redis":
+        _drop_prefix(request.getfixturevalue("redis_url"), prefix)
+
+
+def _drop_prefix(url: str, prefix: str) -> None:
+    import redis
+
+    r = redis.Redis.from_url(url)
+    keys = list(r.scan_iter(f"{prefix}*"))
+    if keys:
+        r.delete(*keys)
+    r.close()
 
 
 def _session(sid: str = "s1") -> Session:

@@ -26,6 +26,7 @@ from confiance.core.config import dump_toml
 from confiance.core.tls import ClientIdentity, client_context
 from confiance.pki import IssuedCertificate, Pki
 from tests.fixtures_psc import MTLS_STRUCT_ID, PscHandle, build_psc
+from tests.psc.test_store import _drop_prefix
 
 CIBA = "urn:openid:params:grant-type:ciba"
 
@@ -54,6 +55,7 @@ def test_restarted_sandbox_keeps_sessions_and_refresh_tokens(
         settings: dict[str, Any] = {"store": f"sqlite:///{tmp_path / 'psc.sqlite3'}"}
     else:
         settings = {"store": request.getfixturevalue("redis_url"), "store_prefix": f"t{uuid.uuid4().hex[:8]}:"}
+        request.addfinalizer(lambda: _drop_prefix(settings["store"], settings["store_prefix"]))
     settings["keys_path"] = tmp_path / "keys.json"
 
     first = build_psc(pki, server_cert, **settings)
