@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from confiance.core.config import ConfigError
@@ -80,7 +81,8 @@ def serve(cfg: PscConfig, config_path: Path, workers: int, announce: bool = True
     for name in ("refresh_key", "form_key"):
         store.secret(name, lambda: secrets.token_bytes(32))
     store.close()
-    Supervisor(config_path, sock, workers).run()
+    if Supervisor(config_path, sock, workers).run() != 0:
+        raise SystemExit(1)
 
 
 class Supervisor:
@@ -92,6 +94,8 @@ class Supervisor:
         self.n = workers
         self.stopping = threading.Event()
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.started: list[float] = []
+        self.quick_exits = 0
 
     def _start(self) -> subprocess.Popen[bytes]:
         fd = self.sock.fileno()
@@ -101,16 +105,26 @@ class Supervisor:
     def _stop(self, *_args: object) -> None:
         self.stopping.set()
 
-    def run(self) -> None:
+    def run(self) -> int:
+        """Until SIGTERM/SIGINT (0), or 1 when workers keep dying at start (a broken setup)."""
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         self.procs = [self._start() for _ in range(self.n)]
+        self.started = [time.monotonic()] * self.n
         try:
             while not self.stopping.wait(0.5):
                 for i, proc in enumerate(self.procs):
-                    if proc.poll() is not None:
-                        log.warning("worker %s exited with %s; starting it again", proc.pid, proc.returncode)
-                        self.procs[i] = self._start()
+                    if proc.poll() is None:
+                        continue
+                    quick = time.monotonic() - self.started[i] < 10
+                    self.quick_exits = self.quick_exits + 1 if quick else 0
+                    if self.quick_exits >= 3 * self.n:
+                        log.error("workers exit as soon as they start (last status %s): stopping", proc.returncode)
+                        return 1
+                    log.warning("worker %s exited with %s; starting it again", proc.pid, proc.returncode)
+                    self.procs[i] = self._start()
+                    self.started[i] = time.monotonic()
+            return 0
         finally:
             for proc in self.procs:
                 if proc.poll() is None:
