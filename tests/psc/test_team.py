@@ -216,3 +216,16 @@ def test_two_workers_share_state(workers: Workers) -> None:
     assert a.post(f"{workers.oidc}/token", data={**poll, "auth_req_id": denied}).json()["error"] == "access_denied"
     a.close()
     b.close()
+
+
+def test_several_workers_need_shared_state(tmp_path: Path) -> None:
+    from confiance.core.config import ConfigError
+    from confiance.psc.config import PscConfig
+    from confiance.psc.serve import check_workers
+
+    check_workers(PscConfig(), 1)  # one process: memory is fine
+    with pytest.raises(ConfigError, match="store"):
+        check_workers(PscConfig(), 2)
+    with pytest.raises(ConfigError, match="keys_path"):
+        check_workers(PscConfig(store=f"sqlite:///{tmp_path / 's.sqlite3'}"), 2)
+    check_workers(PscConfig(state_file=tmp_path / "state.json", keys_path=tmp_path / "keys.json"), 2)
