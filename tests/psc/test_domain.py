@@ -384,3 +384,33 @@ def test_refresh_loop_touches_the_session_at_most_once_a_second(provider: Provid
     assert provider.session_active(provider.store.session(sid), clock())
     clock.advance(0.3)
     assert not provider.session_active(provider.store.session(sid), clock())
+
+
+def test_single_use_holds_when_two_workers_read_before_either_consumes(provider: Provider, clock: Clock) -> None:
+    """Two workers read the same approved request (or the same refresh generation) before
+    either writes: the store's set-once flag / compare-and-set lets only one through."""
+    from confiance.psc.store import MemoryStore
+
+    class StaleReads(MemoryStore):
+        def ciba(self, rid: str) -> Any:
+            c = super().ciba(rid)
+            if c is not None:
+                c.consumed = False  # read before the other worker consumed it
+            return c
+
+    provider.store = StaleReads()
+    rid = provider.ciba_start(client(provider), ciba_params(provider), clock())["auth_req_id"]
+    poll = {"grant_type": CIBA, "auth_req_id": rid}
+    first = provider.token(client(provider), poll, clock())
+    with pytest.raises(OAuthError) as exc:
+        provider.token(client(provider), poll, clock())
+    assert exc.value.error == "invalid_grant"
+
+    # refresh: both requests saw generation n; the second compare-and-set fails and is a replay
+    refresh = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
+    grant_id = first["refresh_token"].split(".")[0]
+    stale = provider.store.grant(grant_id)
+    provider.token(client(provider), refresh, clock())
+    assert stale is not None
+    stale.refresh_gen += 1
+    assert provider.store.rotate_grant(stale, stale.refresh_gen - 1, None) is False
