@@ -414,3 +414,31 @@ def test_single_use_holds_when_two_workers_read_before_either_consumes(provider:
     assert stale is not None
     stale.refresh_gen += 1
     assert provider.store.rotate_grant(stale, stale.refresh_gen - 1, None) is False
+
+
+def test_same_refresh_token_on_two_workers_at_once_succeeds_once(provider: Provider, clock: Clock) -> None:
+    import copy
+
+    from confiance.psc.store import MemoryStore
+
+    class SnapshotReads(MemoryStore):
+        frozen: dict[str, Any] = {}  # noqa: RUF012
+
+        def grant(self, gid: str) -> Any:
+            if gid in self.frozen:
+                return copy.copy(self.frozen[gid])  # what both workers read before either wrote
+            return super().grant(gid)
+
+    store = SnapshotReads()
+    provider.store = store
+    t = ciba_tokens(provider, clock)
+    gid = t["refresh_token"].split(".")[0]
+    store.frozen[gid] = store.grant(gid)
+    refresh = {"grant_type": "refresh_token", "refresh_token": t["refresh_token"]}
+    won = provider.token(client(provider), refresh, clock())  # worker A
+    with pytest.raises(OAuthError) as exc:
+        provider.token(client(provider), refresh, clock())  # worker B, same token, same generation read
+    assert exc.value.error == "invalid_grant"
+    store.frozen.clear()
+    with pytest.raises(OAuthError):  # a double use is a replay: the family is revoked
+        provider.token(client(provider), {**refresh, "refresh_token": won["refresh_token"]}, clock())
