@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from confiance.core.jose import KeyStore, TokenError, verify_jwt
 from confiance.guichet.domain.model import AnsRole
-from confiance.guichet.service import GuichetService
+from confiance.guichet.services import GuichetService
 from confiance.pki import Pki
 
 from .helpers import PDF, Client, Guichet, conformity_report, pentest_payload
@@ -557,7 +557,7 @@ def test_login_throttling_is_shared_by_processes_and_ends_with_its_window(
 
     from confiance.guichet import schemas as sc
     from confiance.guichet.db import LoginFailure
-    from confiance.guichet.service import ServiceError
+    from confiance.guichet.services import ServiceError
 
     from .conftest import make_service
 

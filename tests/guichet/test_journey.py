@@ -8,7 +8,7 @@ import json
 import pytest
 
 from confiance.core.jose import verify_jwt
-from confiance.guichet.service import GuichetService
+from confiance.guichet.services import GuichetService
 
 from .helpers import Guichet, pentest_payload
 

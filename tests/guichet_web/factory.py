@@ -12,7 +12,7 @@ from typing import Any
 from confiance.core.jose import KeyStore
 from confiance.guichet import schemas as sc
 from confiance.guichet.domain.model import EvidenceKind, Role, SolutionKind
-from confiance.guichet.service import GuichetService, Principal, ServiceError
+from confiance.guichet.services import GuichetService, Principal, ServiceError
 from tests.guichet.helpers import PDF, conformity_report, pentest_payload
 
 

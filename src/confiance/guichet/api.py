@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import schemas as sc
 from .domain.model import SolutionKind
 from .domain.workflow import CandidatureStatus
-from .service import GuichetService, Principal, ServiceError
+from .services import GuichetService, Principal, ServiceError
 
 log = logging.getLogger("confiance.guichet.api")
 

@@ -100,7 +100,7 @@ def create_user(
     """Crée un compte validé et affiche un jeton d'API pour lui."""
     from . import schemas as sc
     from .domain.model import AnsRole, OrgRole
-    from .service import ServiceError
+    from .services import ServiceError
 
     service = _service(config)
     try:
@@ -132,7 +132,7 @@ def token(
     config: Path = ConfigOpt, email: str = typer.Option(..., "--email"), label: str = typer.Option("cli", "--label")
 ) -> None:
     """Émet un nouveau jeton d'API pour un compte existant."""
-    from .service import ServiceError
+    from .services import ServiceError
 
     try:
         tok = _service(config).issue_token_for(email, label)

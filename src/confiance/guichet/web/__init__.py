@@ -15,7 +15,7 @@ from typing import Any
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..service import GuichetService
+from ..services import GuichetService
 from . import pages_ans as ans
 from . import pages_auth as auth
 from . import pages_candidate as cand

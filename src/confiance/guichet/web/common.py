@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from ..domain.model import ROLE_LABELS, EvidenceKind
-from ..service import ServiceError
+from ..services import ServiceError
 from .core import Flash, Forbidden, NotFound
 
 T = TypeVar("T")
