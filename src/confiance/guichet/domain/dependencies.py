@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from .errors import DomainError
+from .labels import label
 from .model import HabilitationStatus, Role
 
 
@@ -88,7 +89,7 @@ def resolve(needs: Iterable[DependencyNeed], habs: Iterable[HabView], now: datet
         if valid:
             found.append(max(valid, key=lambda h: h.valid_until).id)
         elif match:
-            problems.append(f"{need.label} : elle n'est pas valide (statut {match[-1].status.value} ou expirée)")
+            problems.append(f"{need.label} : elle n'est pas valide (statut {label(match[-1].status)} ou expirée)")
         else:
             problems.append(f"{need.label} : aucune habilitation {need.role.value} n'existe")
     return found, problems

@@ -17,6 +17,7 @@ from ..domain import dependencies
 from ..domain import parcours as pc
 from ..domain import workflow as wf
 from ..domain.errors import DomainError, IllegalTransition
+from ..domain.labels import label
 from ..domain.model import (
     AnsRole,
     EvidenceKind,
@@ -47,7 +48,7 @@ def create_candidature(svc: ServiceCore, actor: Principal, data: sc.CandidatureI
         if SolutionKind(sol.kind) is not solution_kind_for(role):
             raise DomainError(
                 "solution_incoherente",
-                f"une candidature {role.value} porte sur une solution de type {solution_kind_for(role).value}",
+                f"une candidature {role.value} porte sur une solution de type « {label(solution_kind_for(role))} »",
             )
         if role.is_editor and sol.organisation_id != actor.organisation_id:
             raise forbidden("un éditeur candidate pour une solution de sa structure")
@@ -189,7 +190,7 @@ def update_form(svc: ServiceCore, actor: Principal, cid: int, data: sc.FormUpdat
         st = wf.CandidatureStatus(c.status)
         if not wf.can_edit_form(st):
             raise IllegalTransition(
-                "formulaire_verrouille", f"le formulaire n'est pas modifiable à l'état « {st.value} »"
+                "formulaire_verrouille", f"le formulaire n'est pas modifiable à l'état « {label(st)} »"
             )
         before = outputs.snapshot(svc, c)
         changes = data.model_dump(exclude_unset=True, exclude={"version"})

@@ -26,6 +26,7 @@ from ..domain import workflow as wf
 from ..domain.errors import DomainError, IllegalTransition
 from ..domain.model import (
     EvidenceKind,
+    EvidenceStatus,
     Role,
     environment_for,
 )
@@ -110,7 +111,7 @@ def order_certificate(svc: ServiceCore, actor: Principal, cid: int, component_id
                             kind=kind.value,
                             data={"certificate_id": row.id, "subject_dn": row.subject_dn, "x5t#S256": row.x5t_s256},
                             checks={"emis_par": "IGC-Santé (test)"},
-                            status="valide",
+                            status=EvidenceStatus.VALID.value,
                             deposited_by=actor.account_id,
                             deposited_at=svc.clock(),
                         )

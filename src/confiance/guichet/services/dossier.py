@@ -15,6 +15,7 @@ from ..db import (
 from ..domain import workflow as wf
 from ..domain.model import (
     EvidenceKind,
+    EvidenceStatus,
     Level,
     Role,
 )
@@ -71,7 +72,7 @@ def flag_evidence(svc: ServiceCore, s: Session, c: Candidature, kinds: set[Evide
         s.execute(
             select(Evidence).where(
                 Evidence.candidature_id == c.id,
-                Evidence.status == "valide",
+                Evidence.status == EvidenceStatus.VALID.value,
                 Evidence.kind.in_([k.value for k in kinds]),
             )
         ).scalars()
@@ -80,7 +81,7 @@ def flag_evidence(svc: ServiceCore, s: Session, c: Candidature, kinds: set[Evide
         return
     reqs = {e.requirement_id for e in hit}
     for e in hit:
-        e.status = "a_revoir"
+        e.status = EvidenceStatus.TO_REVIEW.value
         e.review_reason = why
     for ch in s.execute(select(ChapterRow).where(ChapterRow.candidature_id == c.id)).scalars():
         if reqs & set(ch.requirement_ids) and ch.status in (

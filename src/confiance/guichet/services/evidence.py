@@ -20,9 +20,13 @@ from ..db import (
 from ..domain import conformity, pentest
 from ..domain import workflow as wf
 from ..domain.errors import DomainError, IllegalTransition
+from ..domain.labels import label, label_of
 from ..domain.model import (
     AnsRole,
+    CandidatureStatus,
+    ChapterStatus,
     EvidenceKind,
+    EvidenceStatus,
     Role,
 )
 from ..domain.referentiel import Requirement
@@ -82,7 +86,7 @@ def deposit_evidence(svc: ServiceCore, actor: Principal, cid: int, data: sc.Evid
         if c.status != wf.CandidatureStatus.EVIDENCE.value:
             raise IllegalTransition(
                 "depot_ferme",
-                f"le dépôt de preuves n'est pas ouvert (état « {c.status} ») : il s'ouvre quand un vérificateur a validé le formulaire administratif",
+                f"le dépôt de preuves n'est pas ouvert (état « {label_of(CandidatureStatus, c.status)} ») : il s'ouvre quand un vérificateur a validé le formulaire administratif",
             )
         cat = lookups.catalogue(svc, s, c.referentiel_version)
         req = cat.by_id.get(data.requirement_id)
@@ -100,7 +104,7 @@ def deposit_evidence(svc: ServiceCore, actor: Principal, cid: int, data: sc.Evid
             )
         if data.kind not in req.evidence:
             raise DomainError(
-                "preuve_inattendue", f"l'exigence {req.id} attend : {', '.join(k.value for k in req.evidence)}"
+                "preuve_inattendue", f"l'exigence {req.id} attend : {', '.join(label(k) for k in req.evidence)}"
             )
         if data.kind in (EvidenceKind.TEST_CERTIFICATE, EvidenceKind.PRODUCTION_CERTIFICATE):
             raise DomainError(
@@ -110,7 +114,7 @@ def deposit_evidence(svc: ServiceCore, actor: Principal, cid: int, data: sc.Evid
         if wf.ChapterStatus(chapter.status) not in wf.EDITABLE_CHAPTER:
             raise IllegalTransition(
                 "chapitre_verrouille",
-                f"le chapitre « {chapter.title} » est à l'état « {chapter.status} » : dépôt impossible",
+                f"le chapitre « {chapter.title} » est à l'état « {label_of(ChapterStatus, chapter.status)} » : dépôt impossible",
             )
         if data.file_sha256 is not None:
             f = s.get(StoredFile, data.file_sha256)
@@ -123,10 +127,10 @@ def deposit_evidence(svc: ServiceCore, actor: Principal, cid: int, data: sc.Evid
                 Evidence.candidature_id == c.id,
                 Evidence.requirement_id == req.id,
                 Evidence.kind == data.kind.value,
-                Evidence.status != "remplacee",
+                Evidence.status != EvidenceStatus.REPLACED.value,
             )
         ).scalars():
-            old.status = "remplacee"
+            old.status = EvidenceStatus.REPLACED.value
         e = Evidence(
             candidature_id=c.id,
             requirement_id=req.id,
@@ -134,7 +138,7 @@ def deposit_evidence(svc: ServiceCore, actor: Principal, cid: int, data: sc.Evid
             file_sha256=data.file_sha256,
             data=payload,
             checks=checks,
-            status="valide",
+            status=EvidenceStatus.VALID.value,
             deposited_by=actor.account_id,
             deposited_at=svc.clock(),
         )
@@ -250,7 +254,10 @@ def submit_chapter(svc: ServiceCore, actor: Principal, cid: int, chapter_id: str
     def op(s: Session) -> sc.ChapterOut:
         c = lookups.cand_for_candidate(svc, s, actor, cid)
         if c.status != wf.CandidatureStatus.EVIDENCE.value:
-            raise IllegalTransition("depot_ferme", f"le dépôt de preuves n'est pas ouvert (état « {c.status} »)")
+            raise IllegalTransition(
+                "depot_ferme",
+                f"le dépôt de preuves n'est pas ouvert (état « {label_of(CandidatureStatus, c.status)} »)",
+            )
         ch = lookups.chapter(svc, s, c.id, chapter_id)
         base.check_version(ch.row_version, data.version, "le chapitre")
         evid = list(s.execute(select(Evidence).where(Evidence.candidature_id == c.id)).scalars())
@@ -275,7 +282,8 @@ def review_chapter(
         c = lookups.get(svc, s, Candidature, cid, "candidature")
         if c.status != wf.CandidatureStatus.EVIDENCE.value:
             raise IllegalTransition(
-                "instruction_fermee", f"la candidature n'est pas en dépôt de preuves (état « {c.status} »)"
+                "instruction_fermee",
+                f"la candidature n'est pas en dépôt de preuves (état « {label_of(CandidatureStatus, c.status)} »)",
             )
         ch = lookups.chapter(svc, s, c.id, chapter_id)
         base.check_version(ch.row_version, data.version, "le chapitre")

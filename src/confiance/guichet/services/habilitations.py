@@ -18,6 +18,7 @@ from ..db import (
 from ..domain import dependencies
 from ..domain import workflow as wf
 from ..domain.errors import IllegalTransition
+from ..domain.labels import label
 from ..domain.model import (
     AnsRole,
     HabilitationStatus,
@@ -148,7 +149,7 @@ def set_hab_status(
         cur = HabilitationStatus(h.status)
         if cur not in allowed_from:
             raise IllegalTransition(
-                "transition_impossible", f"habilitation à l'état « {cur.value} » : action « {action} » impossible"
+                "transition_impossible", f"habilitation à l'état « {label(cur)} » : action « {action} » impossible"
             )
         before = outputs.hab_out(svc, s, h).model_dump(mode="json")
         h.status = target.value
@@ -168,7 +169,7 @@ def set_hab_status(
         if target is HabilitationStatus.VALID:
             clear_risks(svc, s)
         else:
-            cascade(svc, s, [h.id], f"s'appuie sur l'habilitation n° {h.id} ({h.role}) {target.label}")
+            cascade(svc, s, [h.id], f"s'appuie sur l'habilitation n° {h.id} ({h.role}) {label(target)}")
         return outputs.hab_out(svc, s, h)
 
     return svc.run(op)
@@ -261,8 +262,8 @@ def sweep(svc: ServiceCore, actor: Principal | None = None, now: dt.datetime | N
                     actor,
                     "habilitation.expirer",
                     f"habilitation:{h.id}",
-                    before={"status": "valide"},
-                    after={"status": "expiree"},
+                    before={"status": HabilitationStatus.VALID.value},
+                    after={"status": HabilitationStatus.EXPIRED.value},
                 )
                 continue
             left = (h.valid_until - t).days

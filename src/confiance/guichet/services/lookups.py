@@ -19,9 +19,11 @@ from ..db import (
     ReferentielVersion,
 )
 from ..domain import dependencies
+from ..domain.labels import label
 from ..domain.model import (
     AnsRole,
     ComponentKind,
+    EvidenceStatus,
     HabilitationStatus,
     OrgRole,
     Role,
@@ -126,8 +128,10 @@ def missing(cat: Catalogue, ch: ChapterRow, evid: list[Evidence]) -> list[str]:
         if req is None:
             continue
         for kind in req.evidence:
-            if not any(e.requirement_id == rid and e.kind == kind.value and e.status == "valide" for e in evid):
-                missing.append(f"{rid} : {kind.value}")
+            if not any(
+                e.requirement_id == rid and e.kind == kind.value and e.status == EvidenceStatus.VALID for e in evid
+            ):
+                missing.append(f"{rid} : {label(kind)}")
     return missing
 
 

@@ -22,9 +22,10 @@ from ..db import (
     Solution,
 )
 from ..domain import parcours as pc
-from ..domain import workflow as wf
+from ..domain.labels import label_of
 from ..domain.model import (
     AnsRole,
+    CandidatureStatus,
     ComponentKind,
     EvidenceKind,
     Level,
@@ -94,7 +95,7 @@ def cand_out(
         maturity=dict(c.maturity or {}),
         commitments=dict(c.commitments or {}),
         status=c.status,
-        status_label=wf.STATUS_LABELS[wf.CandidatureStatus(c.status)],
+        status_label=label_of(CandidatureStatus, c.status),
         status_reason=c.status_reason,
         referentiel_version=c.referentiel_version,
         collaborators=list(c.collaborators or []),

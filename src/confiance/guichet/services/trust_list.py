@@ -18,8 +18,8 @@ from ..db import (
     Solution,
 )
 from ..domain import workflow as wf
+from ..domain.labels import ROLE_LABELS
 from ..domain.model import (
-    ROLE_LABELS,
     HabilitationStatus,
     Role,
     environment_for,

@@ -15,11 +15,21 @@ from typing import Any
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ..domain.labels import LABELS, MEDIA
+from ..domain.model import Environment, Level, SolutionKind
 from ..services import GuichetService
 from . import pages_ans as ans
 from . import pages_auth as auth
 from . import pages_candidate as cand
-from .common import ANS_ROLE_LABELS, EVIDENCE_LABELS, ORG_ROLE_LABELS, ROLE_LABELS_STR, STATUS_LABELS
+from .common import (
+    ANS_ROLE_LABELS,
+    BADGE_TONES,
+    EVIDENCE_LABELS,
+    ORG_ROLE_LABELS,
+    ROLE_LABELS_STR,
+    STATUS_LABELS,
+    TEMPLATE_ENUMS,
+)
 from .core import STATIC_DIR, Rq, User, Web
 from .queries import ReadModels
 from .security import LockoutPolicy
@@ -85,6 +95,12 @@ def build_web(
     web.nav_builder = _nav
     web.env.globals.update(
         status_labels=STATUS_LABELS,
+        badge_tones=BADGE_TONES,
+        level_labels=LABELS[Level],
+        environment_labels=LABELS[Environment],
+        solution_kind_labels=LABELS[SolutionKind],
+        media_labels=LABELS[MEDIA],
+        **TEMPLATE_ENUMS,
         role_labels=ROLE_LABELS_STR,
         evidence_labels=EVIDENCE_LABELS,
         org_role_labels=ORG_ROLE_LABELS,

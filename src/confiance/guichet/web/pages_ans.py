@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from .. import schemas as sc
-from ..domain.model import Role
+from ..domain.model import Role, habilitation_state
 from . import graph
 from .common import attempt, read_or_raise, validation_messages
 from .core import Flash, Rq
@@ -154,13 +154,8 @@ def registry(rq: Rq) -> Response:
         size=rq.web.settings.page_size,
     )
     for r in page.rows:
-        valid = r["status"] == "valide" and r["valid_until"] > rq.now
         r["days"] = (r["valid_until"] - rq.now).days
-        r["state"] = (
-            ("a_risque" if r["at_risk"] else "valide")
-            if valid
-            else ("expiree" if r["status"] == "valide" else r["status"])
-        )
+        r["state"] = habilitation_state(r["status"], r["valid_until"], r["at_risk"], rq.now)
     can_manage = rq.user is not None and bool({"college", "administrateur"} & rq.user.ans_roles)
     return rq.render(
         "registry.html",

@@ -19,7 +19,17 @@ from starlette.responses import HTMLResponse, Response
 
 from .. import schemas as sc
 from ..domain import pentest as pt
-from ..domain.model import ComponentKind, EvidenceKind, Role, SolutionKind
+from ..domain.model import (
+    ChapterStatus,
+    ComponentKind,
+    EvidenceKind,
+    EvidenceStatus,
+    HabilitationState,
+    HabilitationStatus,
+    Role,
+    SolutionKind,
+)
+from ..domain.workflow import EDITABLE_CHAPTER
 from . import graph
 from .common import (
     COMMITMENTS,
@@ -276,14 +286,14 @@ def candidature_context(rq: Rq, c: Any) -> dict[str, Any]:
     solution = svc.get_solution(me, c.solution_id)
     evidence_by_req: dict[str, list[Any]] = {}
     for e in c.evidence:
-        if e.status != "remplacee":
+        if e.status != EvidenceStatus.REPLACED:
             evidence_by_req.setdefault(e.requirement_id, []).append(e)
     chapters = []
     for ch in c.chapters:
         d = ch.model_dump()
-        d["editable"] = ch.status in ("a_completer", "rejete", "complement_demande", "a_revoir")
+        d["editable"] = ChapterStatus(ch.status) in EDITABLE_CHAPTER
         chapters.append(_Obj(d))
-    accepted = sum(1 for ch in c.chapters if ch.status == "accepte")
+    accepted = sum(1 for ch in c.chapters if ch.status == ChapterStatus.ACCEPTED)
     return {
         "title": f"Candidature {c.role} n° {c.id}",
         "c": c,
@@ -671,13 +681,14 @@ def pentest_submit(rq: Rq) -> Response:
 
 # ------------------------------------------------------------------ habilitations & graph
 def node_state(h: Any, own_org: int | None) -> str:
-    if not h.valid:
-        return {"suspendue": "suspendue", "retiree": "retiree"}.get(h.status, "expiree")
+    if not h.valid:  # a renewed one is drawn as expired: its successor carries on
+        gone = (HabilitationStatus.SUSPENDED, HabilitationStatus.WITHDRAWN)
+        return h.status if h.status in gone else HabilitationState.EXPIRED.value
     if h.at_risk:
-        return "a_risque"
+        return HabilitationState.AT_RISK.value
     if own_org is not None and h.organisation_id != own_org:
         return "externe"
-    return "valide"
+    return HabilitationState.VALID.value
 
 
 def dependency_nodes(habs: list[Any], org_id: int | None, href: Any = None) -> list[graph.Node]:
