@@ -43,16 +43,7 @@ from .base import (
 
 
 def account_out(a: Account) -> sc.AccountOut:
-    return sc.AccountOut(
-        id=a.id,
-        email=a.email,
-        name=a.name,
-        organisation_id=a.organisation_id,
-        org_role=OrgRole(a.org_role) if a.org_role else None,
-        ans_roles=[AnsRole(r) for r in a.ans_roles or []],
-        validated=a.validated,
-        active=a.active,
-    )
+    return sc.AccountOut.model_validate(a, from_attributes=True)
 
 
 def solution_out(svc: ServiceCore, s: Session, sol: Solution) -> sc.SolutionOut:
@@ -146,16 +137,7 @@ def detail(svc: ServiceCore, s: Session, c: Candidature) -> sc.CandidatureDetail
 
 
 def evidence_out(e: Evidence) -> sc.EvidenceOut:
-    return sc.EvidenceOut(
-        id=e.id,
-        requirement_id=e.requirement_id,
-        kind=EvidenceKind(e.kind),
-        file_sha256=e.file_sha256,
-        status=e.status,
-        review_reason=e.review_reason,
-        checks=e.checks or {},
-        deposited_at=e.deposited_at,
-    )
+    return sc.EvidenceOut.model_validate(e, from_attributes=True)
 
 
 def chapter_out(
