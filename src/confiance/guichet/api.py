@@ -238,6 +238,14 @@ def create_app(
     def solution(a: Actor, sid: IdPath) -> sc.SolutionOut:
         return svc.get_solution(a, sid)
 
+    @api.patch("/solutions/{sid}", tags=["solutions"])
+    def rename_solution(a: Actor, sid: IdPath, body: sc.SolutionUpdateIn) -> sc.SolutionOut:
+        return svc.rename_solution(a, sid, body)
+
+    @api.delete("/solutions/{sid}", tags=["solutions"], status_code=204)
+    def delete_solution(a: Actor, sid: IdPath, version: int | None = None) -> None:
+        svc.delete_solution(a, sid, version)
+
     @api.put("/solutions/{sid}/components", tags=["solutions"])
     def update_components(a: Actor, sid: IdPath, body: sc.ComponentsUpdateIn) -> sc.SolutionOut:
         return svc.update_components(a, sid, body)

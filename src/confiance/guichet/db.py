@@ -290,6 +290,7 @@ class Notification(Base):
     kind: Mapped[str] = mapped_column(String(40))
     organisation_id: Mapped[int | None] = mapped_column(Integer)
     account_id: Mapped[int | None] = mapped_column(Integer)
+    candidature_id: Mapped[int | None] = mapped_column(Integer, index=True)  # the dossier it is about
     subject: Mapped[str] = mapped_column(String(300))
     body: Mapped[str] = mapped_column(Text)
     dedup_key: Mapped[str | None] = mapped_column(String(200), unique=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .domain.model import AnsRole, ComponentKind, EvidenceKind, Level, OrgRole, Role, SolutionKind
 from .domain.pentest import AppType, Criterion, CriterionResult, PentestReport, Severity, Summary
@@ -25,8 +25,29 @@ Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Version = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 
+def _no_nul(value: Any) -> None:
+    """NUL cannot be stored in a PostgreSQL text field: refused at the edge as invalid input
+    (422) rather than failing in the database (500)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("caractère NUL interdit")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _no_nul(k)
+            _no_nul(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _no_nul(v)
+
+
 class In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_nul(cls, data: Any) -> Any:
+        _no_nul(data)
+        return data
 
 
 # ----- organisations & accounts -----
@@ -103,6 +124,11 @@ class SolutionIn(In):
     components: Annotated[list[ComponentIn], Field(min_length=1, max_length=20)]
 
 
+class SolutionUpdateIn(In):
+    version: Version
+    name: Name
+
+
 class ComponentsUpdateIn(In):
     version: Version
     components: Annotated[list[ComponentIn], Field(min_length=1, max_length=20)]
@@ -140,6 +166,7 @@ class SolutionOut(BaseModel):
     components: list[ComponentOut]
     needs_cnda: bool
     version: int
+    in_use: bool = False  # named by a dossier or a habilitation: no longer renamed nor deleted
 
 
 # ----- candidatures -----
@@ -147,7 +174,8 @@ class CandidatureIn(In):
     role: Role
     level: Level = Level.EDC
     path: Literal["standard", "direct", "trust_space", "delegation"] = "trust_space"
-    solution_id: Id
+    solution_id: Id | None = None
+    new_solution: SolutionIn | None = None  # declared with the candidature, in the same transaction
     proxy_solution_id: Id | None = None  # ELU: the Proxy e-Santé its software uses
     osp_habilitation_id: Id | None = None  # OSU: the proxy operator's habilitation
     software_name: Name
@@ -156,6 +184,12 @@ class CandidatureIn(In):
     nru_numbers: Annotated[list[Annotated[str, Field(min_length=1, max_length=40)]], Field(max_length=20)] = []
     maturity: dict[Annotated[str, Field(max_length=64)], bool] = Field(default_factory=dict, max_length=20)
     renews_habilitation_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _one_solution(self) -> CandidatureIn:
+        if (self.solution_id is None) == (self.new_solution is None):
+            raise ValueError("indiquez une solution existante ou déclarez-en une nouvelle (l'un ou l'autre)")
+        return self
 
 
 class FormUpdateIn(In):
@@ -446,6 +480,7 @@ class NotificationOut(BaseModel):
     kind: str
     organisation_id: int | None
     account_id: int | None
+    candidature_id: int | None = None
     subject: str
     body: str
 

@@ -11,10 +11,12 @@ from .. import audit
 from .. import schemas as sc
 from ..db import (
     AuditRow,
+    Candidature,
     Notification,
 )
 from ..domain.model import (
     AnsRole,
+    OrgRole,
 )
 from . import base, lookups
 from .base import (
@@ -58,9 +60,21 @@ def notifications(svc: ServiceCore, actor: Principal, limit: int = 200) -> list[
         q = select(Notification).order_by(Notification.id.desc()).limit(limit)
         if not actor.is_ans:
             base.require_validated(actor)
-            q = q.where(
-                (Notification.organisation_id == actor.organisation_id) | (Notification.account_id == actor.account_id)
-            )
+            if actor.org_role is OrgRole.SALARIE:
+                # a salarié reads the news of the dossiers they are on, not the whole company's
+                mine = [
+                    c.id
+                    for c in s.execute(
+                        select(Candidature).where(Candidature.organisation_id == actor.organisation_id)
+                    ).scalars()
+                    if c.created_by == actor.account_id or actor.account_id in (c.collaborators or [])
+                ]
+                q = q.where((Notification.account_id == actor.account_id) | Notification.candidature_id.in_(mine))
+            else:
+                q = q.where(
+                    (Notification.organisation_id == actor.organisation_id)
+                    | (Notification.account_id == actor.account_id)
+                )
         return [sc.NotificationOut.model_validate(n) for n in s.execute(q).scalars()]
 
     return svc.read(op)

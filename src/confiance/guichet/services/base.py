@@ -206,6 +206,7 @@ class ServiceCore:
         *,
         org_id: int | None = None,
         account_id: int | None = None,
+        candidature_id: int | None = None,
         dedup: str | None = None,
     ) -> bool:
         """Queue a notification in the outbox (deduplicated by ``dedup`` when given)."""
@@ -217,6 +218,7 @@ class ServiceCore:
                 kind=kind,
                 organisation_id=org_id,
                 account_id=account_id,
+                candidature_id=candidature_id,
                 subject=subject,
                 body=body,
                 dedup_key=dedup,

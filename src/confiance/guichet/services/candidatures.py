@@ -26,7 +26,7 @@ from ..domain.model import (
     SolutionKind,
     solution_kind_for,
 )
-from . import base, dossier, lookups, outputs
+from . import base, dossier, lookups, outputs, solutions
 from .base import (
     Principal,
     ServiceCore,
@@ -44,7 +44,10 @@ def create_candidature(svc: ServiceCore, actor: Principal, data: sc.CandidatureI
         if actor.organisation_id is None:
             raise forbidden("seul un compte de structure dépose une candidature")
         role = data.role
-        sol = lookups.get(svc, s, Solution, data.solution_id, "solution")
+        if data.new_solution is not None:
+            sol = solutions.new_solution(svc, s, actor, data.new_solution)
+        else:
+            sol = lookups.get(svc, s, Solution, data.solution_id or 0, "solution")
         if SolutionKind(sol.kind) is not solution_kind_for(role):
             raise DomainError(
                 "solution_incoherente",
@@ -275,6 +278,7 @@ def verifier_action(
                 f"Candidature n° {c.id} : formulaire à compléter",
                 reason or "",
                 org_id=c.organisation_id,
+                candidature_id=c.id,
             )
         out: sc.CandidatureOut = outputs.cand_out(svc, s, c)
         return out

@@ -300,6 +300,7 @@ def review_chapter(
                 f"Candidature n° {c.id}, chapitre « {ch.title} » : {'complément demandé' if data.decision == 'complement' else 'rejeté'}",
                 data.reason or "",
                 org_id=c.organisation_id,
+                candidature_id=c.id,
             )
         else:
             chapters = list(s.execute(select(ChapterRow).where(ChapterRow.candidature_id == c.id)).scalars())

@@ -43,6 +43,8 @@ class GuichetService(ServiceCore):
     revoke_token = accounts.revoke_token
     # solutions
     create_solution = solutions.create_solution
+    rename_solution = solutions.rename_solution
+    delete_solution = solutions.delete_solution
     get_solution = solutions.get_solution
     list_solutions = solutions.list_solutions
     update_components = solutions.update_components

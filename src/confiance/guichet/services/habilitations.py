@@ -50,6 +50,7 @@ def decide(svc: ServiceCore, actor: Principal, cid: int, data: sc.DecisionIn) ->
                 f"Candidature n° {c.id} ({role.value}) refusée",
                 data.reason or "",
                 org_id=c.organisation_id,
+                candidature_id=c.id,
             )
             out0: sc.CandidatureOut = outputs.cand_out(svc, s, c)
             return out0
@@ -99,6 +100,7 @@ def decide(svc: ServiceCore, actor: Principal, cid: int, data: sc.DecisionIn) ->
             f"Habilitation {role.value} accordée (candidature n° {c.id})",
             f"valide jusqu'au {h.valid_until.date().isoformat()}",
             org_id=c.organisation_id,
+            candidature_id=c.id,
         )
         out: sc.CandidatureOut = outputs.cand_out(svc, s, c)
         return out
@@ -165,6 +167,7 @@ def set_hab_status(
             f"Habilitation n° {h.id} ({h.role}) : {action}",
             data.reason if data else "",
             org_id=h.organisation_id,
+            candidature_id=h.candidature_id,
         )
         if target is HabilitationStatus.VALID:
             clear_risks(svc, s)
@@ -220,7 +223,12 @@ def cascade(svc: ServiceCore, s: Session, roots: list[int], why: str) -> list[in
             after={"at_risk": True, "motif": why},
         )
         svc.notify(
-            s, "habilitation_a_risque", f"Habilitation n° {hid} ({h.role}) à risque", why, org_id=h.organisation_id
+            s,
+            "habilitation_a_risque",
+            f"Habilitation n° {hid} ({h.role}) à risque",
+            why,
+            org_id=h.organisation_id,
+            candidature_id=h.candidature_id,
         )
     s.flush()
     return flagged
@@ -274,6 +282,7 @@ def sweep(svc: ServiceCore, actor: Principal | None = None, now: dt.datetime | N
                     f"Habilitation n° {h.id} ({h.role}) : expiration dans {left} jours",
                     f"Elle expire le {h.valid_until.date().isoformat()} : pensez à la renouveler.",
                     org_id=h.organisation_id,
+                    candidature_id=h.candidature_id,
                     dedup=f"exp{threshold}:{h.id}:{h.valid_until.date().isoformat()}",
                 ):
                     sent += 1

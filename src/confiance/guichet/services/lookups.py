@@ -149,3 +149,12 @@ def chapter(svc: ServiceCore, s: Session, cid: int, chapter_id: str) -> ChapterR
     if ch is None:
         raise not_found("chapitre")
     return ch
+
+
+def solution_in_use(s: Session, sid: int) -> bool:
+    """Named by a candidature (as its solution or its proxy) or a habilitation."""
+    q = select(Candidature.id).where((Candidature.solution_id == sid) | (Candidature.proxy_solution_id == sid))
+    return (
+        s.scalar(q.limit(1)) is not None
+        or s.scalar(select(Habilitation.id).where(Habilitation.solution_id == sid).limit(1)) is not None
+    )

@@ -24,12 +24,9 @@ from ..db import (
 from ..domain import parcours as pc
 from ..domain.labels import label_of
 from ..domain.model import (
-    AnsRole,
     CandidatureStatus,
     ComponentKind,
-    EvidenceKind,
     Level,
-    OrgRole,
     Role,
     SolutionKind,
     environment_for,
@@ -62,6 +59,7 @@ def solution_out(svc: ServiceCore, s: Session, sol: Solution) -> sc.SolutionOut:
         ],
         needs_cnda=needs_cnda(kinds),
         version=sol.row_version,
+        in_use=lookups.solution_in_use(s, sol.id),
     )
 
 

@@ -105,6 +105,7 @@ def publish_referentiel(svc: ServiceCore, actor: Principal, data: sc.Referentiel
                     f"Candidature n° {c.id} : le référentiel {cat.version} modifie vos exigences",
                     f"{len(d.added)} ajoutée(s), {len(d.removed)} retirée(s), {len(d.changed)} modifiée(s)",
                     org_id=c.organisation_id,
+                    candidature_id=c.id,
                 )
         return outputs.ref_out(svc, row)
 

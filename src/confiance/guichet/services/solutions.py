@@ -3,7 +3,7 @@ after deposit flags the evidence that depended on it."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -24,6 +24,7 @@ from . import base, dossier, lookups, outputs
 from .base import (
     Principal,
     ServiceCore,
+    conflict,
     forbidden,
     not_found,
 )
@@ -46,28 +47,71 @@ def check_components(kind: SolutionKind, comps: list[sc.ComponentIn]) -> None:
         raise DomainError("composant_double", "deux composants portent le même nom")
 
 
+def new_solution(svc: ServiceCore, s: Session, actor: Principal, data: sc.SolutionIn) -> Solution:
+    """Declare a solution inside the caller's transaction (the wizard declares one with its
+    candidature: a refused candidature must leave no solution behind)."""
+    base.require_validated(actor)
+    if actor.organisation_id is None:
+        raise forbidden("seul un compte de structure déclare une solution")
+    check_components(data.kind, data.components)
+    sol = Solution(
+        organisation_id=actor.organisation_id,
+        name=data.name.strip(),
+        kind=data.kind.value,
+        created_at=svc.clock(),
+    )
+    s.add(sol)
+    s.flush()
+    for c in data.components:
+        s.add(Component(solution_id=sol.id, kind=c.kind.value, name=c.name))
+    s.flush()
+    svc.audit(s, actor, "solution.creer", f"solution:{sol.id}", after=outputs.solution_out(svc, s, sol).model_dump())
+    return sol
+
+
 def create_solution(svc: ServiceCore, actor: Principal, data: sc.SolutionIn) -> sc.SolutionOut:
-    def op(s: Session) -> sc.SolutionOut:
-        base.require_validated(actor)
-        if actor.organisation_id is None:
-            raise forbidden("seul un compte de structure déclare une solution")
-        check_components(data.kind, data.components)
-        sol = Solution(
-            organisation_id=actor.organisation_id,
-            name=data.name.strip(),
-            kind=data.kind.value,
-            created_at=svc.clock(),
+    return svc.run(lambda s: outputs.solution_out(svc, s, new_solution(svc, s, actor, data)))
+
+
+def _own_unused(svc: ServiceCore, s: Session, actor: Principal, sid: int, version: int | None) -> Solution:
+    """A solution of the caller's company that no dossier names yet: free to rename or delete."""
+    base.require_validated(actor)
+    sol = lookups.get(svc, s, Solution, sid, "solution")
+    if sol.organisation_id != actor.organisation_id:
+        raise not_found("solution")
+    base.check_version(sol.row_version, version, "la solution")
+    used = lookups.solution_in_use(s, sid)
+    if used:
+        raise conflict(
+            "cette solution est citée par une candidature ou une habilitation : elle ne peut plus être renommée "
+            "ni supprimée (ses composants restent modifiables)",
+            code="solution_utilisee",
         )
-        s.add(sol)
+    return sol
+
+
+def rename_solution(svc: ServiceCore, actor: Principal, sid: int, data: sc.SolutionUpdateIn) -> sc.SolutionOut:
+    def op(s: Session) -> sc.SolutionOut:
+        sol = _own_unused(svc, s, actor, sid, data.version)
+        before = sol.name
+        sol.name = data.name.strip()
         s.flush()
-        for c in data.components:
-            s.add(Component(solution_id=sol.id, kind=c.kind.value, name=c.name))
-        s.flush()
-        out = outputs.solution_out(svc, s, sol)
-        svc.audit(s, actor, "solution.creer", f"solution:{sol.id}", after=out.model_dump())
-        return out
+        svc.audit(s, actor, "solution.renommer", f"solution:{sid}", before={"name": before}, after={"name": sol.name})
+        return outputs.solution_out(svc, s, sol)
 
     return svc.run(op)
+
+
+def delete_solution(svc: ServiceCore, actor: Principal, sid: int, version: int | None) -> None:
+    def op(s: Session) -> None:
+        sol = _own_unused(svc, s, actor, sid, version)
+        before = outputs.solution_out(svc, s, sol).model_dump()
+        s.execute(delete(Component).where(Component.solution_id == sid))
+        s.delete(sol)
+        s.flush()
+        svc.audit(s, actor, "solution.supprimer", f"solution:{sid}", before=before)
+
+    svc.run(op)
 
 
 def get_solution(svc: ServiceCore, actor: Principal, sid: int) -> sc.SolutionOut:

@@ -16,11 +16,12 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..domain.labels import LABELS, MEDIA
-from ..domain.model import Environment, Level, SolutionKind
+from ..domain.model import ComponentKind, Environment, Level, SolutionKind
 from ..services import GuichetService
 from . import pages_ans as ans
 from . import pages_auth as auth
 from . import pages_candidate as cand
+from . import pages_solutions as sols
 from .common import (
     ANS_ROLE_LABELS,
     BADGE_TONES,
@@ -54,6 +55,7 @@ def _nav(rq: Rq) -> list[dict[str, Any]]:
             ("dashboard", "Tableau de bord"),
             ("wizard", "Nouvelle candidature"),
             ("habilitations", "Habilitations"),
+            ("solutions", "Solutions"),
         ]
         if u.org_role in ("mandataire", "representant"):
             items.append(("accounts", "Comptes"))
@@ -99,6 +101,7 @@ def build_web(
         level_labels=LABELS[Level],
         environment_labels=LABELS[Environment],
         solution_kind_labels=LABELS[SolutionKind],
+        component_kind_labels=LABELS[ComponentKind],
         media_labels=LABELS[MEDIA],
         **TEMPLATE_ENUMS,
         role_labels=ROLE_LABELS_STR,
@@ -200,6 +203,9 @@ def web_routes(
         ),
         ("/candidatures/{cid}/referentiel", "referentiel_adopt", cand.referentiel_adopt, ["POST"], {"candidate": True}),
         ("/habilitations", "habilitations", cand.habilitations, ["GET"], {"candidate": True}),
+        ("/solutions", "solutions", sols.solutions, ["GET"], {"candidate": True}),
+        ("/solutions/{sid}/renommer", "solution_rename", sols.solution_rename, ["POST"], {"candidate": True}),
+        ("/solutions/{sid}/supprimer", "solution_delete", sols.solution_delete, ["POST"], {"candidate": True}),
         ("/comptes", "accounts", cand.accounts, ["GET"], {"roles": ("mandataire", "representant")}),
         ("/comptes", "accounts_post", cand.account_create, ["POST"], {"roles": ("mandataire", "representant")}),
         (

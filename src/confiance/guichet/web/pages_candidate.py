@@ -209,16 +209,10 @@ def wizard_submit(rq: Rq) -> Response:
             return rq.render(
                 "wizard.html", status=422, **_wizard_ctx(rq, v, ["Solution : " + m for m in validation_messages(exc)])
             )
-        sol, err = attempt(svc.create_solution, me, sol_in)
-        if err is not None or sol is None:
-            return rq.render(
-                "wizard.html",
-                status=422,
-                **_wizard_ctx(rq, v, [err.text if err else "solution refusée", *(err.details if err else [])]),
-            )
-        solution_id = sol.id
-        v["solution_id"] = str(sol.id)
+        new_solution: sc.SolutionIn | None = sol_in
+        solution_id = None
     else:
+        new_solution = None
         solution_id = _int(v["solution_id"]) or 0
     nru = [x.strip() for x in v["nru_numbers"].splitlines() if x.strip()]
     try:
@@ -227,6 +221,7 @@ def wizard_submit(rq: Rq) -> Response:
             level=v["level"] or "edc",  # type: ignore[arg-type]
             path=v["path"] or "trust_space",
             solution_id=solution_id,
+            new_solution=new_solution,
             proxy_solution_id=_int(v["proxy_solution_id"]) if role is Role.ELU else None,
             osp_habilitation_id=_int(v["osp_habilitation_id"]) if role is Role.OSU else None,
             software_name=v["software_name"],
