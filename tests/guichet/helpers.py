@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from confiance.core.jose import KeyStore
 from confiance.guichet.domain.identifiers import luhn_ok
@@ -28,6 +32,17 @@ def luhn_complete(prefix: str) -> str:
 def new_siren() -> str:
     _counter[0] += 7
     return luhn_complete(str(_counter[0])[:8])
+
+
+def new_csr(cn: str = "service") -> tuple[ec.EllipticCurvePrivateKey, str]:
+    """An operator's own key pair and its PKCS#10 request (PEM): the key never leaves here."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        .sign(key, hashes.SHA256())
+    )
+    return key, csr.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def pentest_payload(
@@ -240,7 +255,14 @@ class Guichet:
             )
         return dict(company.ok(company.get(f"/api/candidatures/{cid}")))
 
+    def complete_parcours(self, company: Client, cid: int) -> None:
+        """Declare, in order, every step the candidate declares itself before the grant."""
+        for step in company.ok(company.get(f"/api/candidatures/{cid}/parcours")):
+            if step["status"] != "fait" and not step["by_platform"] and not step["after_grant"]:
+                company.ok(company.post(f"/api/candidatures/{cid}/parcours/{step['id']}"))
+
     def grant(self, company: Client, cid: int) -> dict[str, Any]:
+        self.complete_parcours(company, cid)
         self.college.ok(self.college.post(f"/api/candidatures/{cid}/decision", {"decision": "accorder"}))
         detail = company.ok(company.get(f"/api/candidatures/{cid}"))
         return dict(company.ok(company.get(f"/api/habilitations/{detail['habilitation_id']}")))

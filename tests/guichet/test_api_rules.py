@@ -304,6 +304,7 @@ def test_grant_refused_while_dependency_invalid(guichet: Guichet) -> None:
     guichet.to_evidence(lpsco, cand)
     guichet.deposit_all(lpsco, cand["id"])
     guichet.review_all(lpsco, cand["id"])
+    guichet.complete_parcours(lpsco, cand["id"])
     r = guichet.college.post(f"/api/candidatures/{cand['id']}/decision", {"decision": "accorder"})
     assert r.status_code == 409 and r.json()["code"] == "dependances_invalides"
     assert lpsco.ok(lpsco.get(f"/api/candidatures/{cand['id']}"))["status"] == "college"

@@ -314,8 +314,17 @@ def create_app(
 
     @api.post("/candidatures/{cid}/certificates", tags=["preuves"], status_code=201)
     def order_certificate(a: Actor, cid: IdPath, body: sc.CertificateOrderIn) -> sc.IssuedCertificateOut:
-        """Order the IGC-Santé certificate of a component; the private key is returned once."""
-        return svc.order_certificate(a, cid, body.component_id)
+        """Order the IGC-Santé certificate of a component: from a CSR (the key never leaves the
+        operator; required in production), or, in the sandbox only, with a generated key
+        returned once."""
+        return svc.order_certificate(a, cid, body.component_id, body.csr_pem)
+
+    @api.post("/candidatures/{cid}/certificates/{cert_id}/renew", tags=["preuves"], status_code=201)
+    def renew_certificate(
+        a: Actor, cid: IdPath, cert_id: IdPath, body: sc.CertificateRenewIn
+    ) -> sc.IssuedCertificateOut:
+        """A new certificate for the same component; the previous one is revoked (superseded)."""
+        return svc.renew_certificate(a, cid, cert_id, body.csr_pem)
 
     @api.get("/candidatures/{cid}/referentiel-changes", tags=["référentiel"])
     def referentiel_changes(a: Actor, cid: IdPath) -> sc.ReferentielDiffOut:

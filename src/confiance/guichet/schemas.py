@@ -148,7 +148,7 @@ class CertificateOut(BaseModel):
 
 
 class IssuedCertificateOut(CertificateOut):
-    key_pem: str  # returned once, at issuance: the guichet does not keep serving it
+    key_pem: str | None = None  # sandbox only, returned once; None when issued from a CSR
 
 
 class ComponentOut(BaseModel):
@@ -236,6 +236,13 @@ class DecisionIn(In):
 
 class CertificateOrderIn(In):
     component_id: Id
+    # PKCS#10 PEM: the key pair stays with the operator (required in production; without it
+    # the guichet generates a key pair, for the sandbox demo only)
+    csr_pem: Annotated[str, Field(min_length=1, max_length=20_000)] | None = None
+
+
+class CertificateRenewIn(In):
+    csr_pem: Annotated[str, Field(min_length=1, max_length=20_000)] | None = None
 
 
 class CollaboratorIn(In):
@@ -331,6 +338,7 @@ class StepOut(BaseModel):
     status: str
     by_platform: bool
     reachable: bool
+    after_grant: bool = False  # follows the college's grant
 
 
 class CandidatureOut(BaseModel):

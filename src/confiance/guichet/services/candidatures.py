@@ -329,6 +329,10 @@ def declare_step(svc: ServiceCore, actor: Principal, cid: int, step_id: str) -> 
         if step_id in (c.parcours_done or []):
             raise conflict("étape déjà déclarée faite", code="etape_faite")
         pc.require_reachable(svc.parcours, c.path, Role(c.role), set(c.parcours_done or []), step_id)
+        if svc.parcours.step(step_id).after_grant and c.status != wf.CandidatureStatus.GRANTED.value:
+            raise IllegalTransition(
+                "etape_apres_habilitation", "cette étape suit l'habilitation : attendez la décision du collège"
+            )
         c.parcours_done = [*(c.parcours_done or []), step_id]
         c.updated_at = svc.clock()
         s.flush()

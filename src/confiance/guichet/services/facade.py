@@ -68,6 +68,7 @@ class GuichetService(ServiceCore):
     review_chapter = evidence.review_chapter
     # certificates
     order_certificate = certificates.order_certificate
+    renew_certificate = certificates.renew_certificate
     # habilitations
     decide = habilitations.decide
     list_habilitations = habilitations.list_habilitations

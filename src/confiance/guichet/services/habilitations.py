@@ -16,6 +16,7 @@ from ..db import (
     Solution,
 )
 from ..domain import dependencies
+from ..domain import parcours as pc
 from ..domain import workflow as wf
 from ..domain.errors import IllegalTransition
 from ..domain.labels import label
@@ -59,6 +60,14 @@ def decide(svc: ServiceCore, actor: Principal, cid: int, data: sc.DecisionIn) ->
         needs = dependencies.needs_for(
             role, c.solution_id, c.proxy_solution_id, c.osp_habilitation_id, svc.parcours.dependencies
         )
+        missing = pc.missing_before_grant(svc.parcours, c.path, role, set(c.parcours_done or []))
+        if missing:
+            raise ServiceError(
+                409,
+                "parcours_incomplet",
+                "habilitation impossible, étapes du parcours non faites : " + " ; ".join(missing),
+                problems=missing,
+            )
         found, problems = dependencies.resolve(needs, lookups.hab_views(svc, s), now)
         if problems:
             raise ServiceError(
@@ -86,7 +95,6 @@ def decide(svc: ServiceCore, actor: Principal, cid: int, data: sc.DecisionIn) ->
                 for dep in s.execute(select(Habilitation)).scalars():
                     if old.id in (dep.relies_on or []):
                         dep.relies_on = [h.id if x == old.id else x for x in dep.relies_on]
-        dossier.mark_step(svc, s, c, "homologation_declaration")
         svc.audit(
             s,
             actor,

@@ -169,7 +169,14 @@ def chapter_out(
 def checklist(svc: ServiceCore, c: Candidature) -> list[sc.StepOut]:
     items = pc.checklist(svc.parcours, c.path, Role(c.role), set(c.parcours_done or []))
     return [
-        sc.StepOut(id=i.id, label=i.label, status=i.status.value, by_platform=i.by_platform, reachable=i.reachable)
+        sc.StepOut(
+            id=i.id,
+            label=i.label,
+            status=i.status.value,
+            by_platform=i.by_platform,
+            reachable=i.reachable,
+            after_grant=i.after_grant,
+        )
         for i in items
     ]
 
