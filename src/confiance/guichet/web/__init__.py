@@ -21,6 +21,7 @@ from ..services import GuichetService
 from . import pages_ans as ans
 from . import pages_auth as auth
 from . import pages_candidate as cand
+from . import pages_certificates as certs
 from . import pages_solutions as sols
 from .common import (
     ANS_ROLE_LABELS,
@@ -184,7 +185,20 @@ def web_routes(
             ["POST"],
             {"candidate": True},
         ),
-        ("/candidatures/{cid}/certificats", "certificate_order", cand.certificate_order, ["POST"], {"candidate": True}),
+        (
+            "/candidatures/{cid}/certificats",
+            "certificate_order",
+            certs.certificate_order,
+            ["POST"],
+            {"candidate": True},
+        ),
+        (
+            "/candidatures/{cid}/certificats/{cert}/renouveler",
+            "certificate_renew",
+            certs.certificate_renew,
+            ["POST"],
+            {"candidate": True},
+        ),
         (
             "/candidatures/{cid}/chapitres/{chapter}/soumettre",
             "chapter_submit",

@@ -301,6 +301,7 @@ def candidature_context(rq: Rq, c: Any) -> dict[str, Any]:
         "requirements": _requirements(svc),
         "evidence_by_req": evidence_by_req,
         "certificates": c.certificates,
+        "component_names": {comp.id: comp.name for comp in solution.components},
         "c_parcours": c.parcours,
         "commitments": COMMITMENTS,
         "editable": c.status in ("brouillon", "depot_preuves", "college"),
@@ -488,20 +489,6 @@ def evidence_conformity(rq: Rq) -> Response:
         None,
         "Vérification automatique réussie : signature de l'outil valide, version du proxy conforme, tous les contrôles passés.",
     )
-
-
-def certificate_order(rq: Rq) -> Response:
-    """The private key is shown once, on this response only (never stored by the guichet's web layer)."""
-    cid = rq.int_param("cid")
-    comp = _int(rq.f("component_id"))
-    if comp is None:
-        return _back(rq, cid, Flash("error", "Choisissez un composant."), "")
-    out, err = attempt(_svc(rq).order_certificate, _principal(rq), cid, comp)
-    if err is not None or out is None:
-        return _back(rq, cid, err, "")
-    resp = rq.render("certificate.html", title="Certificat émis", cid=cid, cert=out)
-    resp.headers["Cache-Control"] = "no-store"
-    return resp
 
 
 def chapter_submit(rq: Rq) -> Response:
