@@ -16,7 +16,6 @@ from confiance.api.domain import (
     Caller,
     Catalog,
     ClientRegistry,
-    OAuthError,
     RevocationList,
     Service,
     authenticate_client,
@@ -29,6 +28,7 @@ from confiance.api.domain import (
     secret_hash,
     subject_from_claims,
 )
+from confiance.core.oauth_errors import OAuthError
 
 FORM = "application/x-www-form-urlencoded"
 DN = "CN=proxy,OU=3123456789,C=FR"

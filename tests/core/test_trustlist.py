@@ -120,6 +120,17 @@ def test_client_rejects_tampered_list_and_keeps_previous(guichet, tmp_path):
     assert c.admit("P").admitted  # the forged (empty) list was not taken
 
 
+def test_client_refuses_a_signed_list_breaking_the_contract_and_keeps_previous(guichet, tmp_path):
+    guichet.habilitations = [_hab(1, "ELP", "BAS", "P")]
+    c = _client(guichet, tmp_path)
+    c.refresh()
+    guichet.habilitations = [{"id": "un", "role": "ELP", "environment": "BAS"}]
+    c.refresh()
+    assert c.last_error and "habilitations.0" in c.last_error
+    assert c.admit("P").admitted
+    assert c.trust_list().habilitations[0].id == 1
+
+
 def test_background_refresh_picks_up_withdrawal(guichet, tmp_path):
     guichet.habilitations = [_hab(1, "ELP", "BAS", "P")]
     c = _client(guichet, tmp_path, refresh_seconds=0.2)

@@ -18,15 +18,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from confiance.core.errors import oauth_error
 from confiance.core.jose import TokenError, verify_jwt
+from confiance.core.oauth_errors import (
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+    OAuthError,
+    ServerError,
+    UnauthorizedClientError,
+    UnsupportedGrantTypeError,
+    UnsupportedTokenTypeError,
+)
 
 from .domain import (
     GRANT_REFRESH,
     GRANT_TOKEN_EXCHANGE,
     TT_REFRESH,
     Caller,
-    OAuthError,
     RefreshGrant,
     access_token_claims,
     authenticate_client,
@@ -53,10 +62,10 @@ def _basic(request: Request) -> tuple[str, str] | None:
     try:
         raw = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise OAuthError("invalid_client", "en-tête Authorization Basic illisible", 401) from exc
+        raise InvalidClientError("en-tête Authorization Basic illisible") from exc
     cid, sep, secret = raw.partition(":")
     if not sep:
-        raise OAuthError("invalid_client", "en-tête Authorization Basic illisible", 401)
+        raise InvalidClientError("en-tête Authorization Basic illisible")
     return unquote(cid), unquote(secret)
 
 
@@ -81,21 +90,21 @@ class AuthorizationServerApp:
     # ------------------------------------------------------------------ plumbing
     @staticmethod
     async def _not_found(_request: Request, _exc: Exception) -> Response:
-        return oauth_error("invalid_request", "ressource inconnue", 404)
+        return InvalidRequestError("ressource inconnue", 404).response()
 
     @staticmethod
     async def _not_allowed(_request: Request, exc: Exception) -> Response:
-        return oauth_error("invalid_request", "méthode non autorisée", 405, **(getattr(exc, "headers", None) or {}))
+        return InvalidRequestError("méthode non autorisée", 405, getattr(exc, "headers", None)).response()
 
     async def _read(self, request: Request) -> tuple[dict[str, list[str]], Caller]:
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            raise OAuthError("invalid_request", f"requête trop volumineuse (> {self.max_body} octets)", 413)
+            raise InvalidRequestError(f"requête trop volumineuse (> {self.max_body} octets)", 413)
         body = b""
         async for chunk in request.stream():
             body += chunk
             if len(body) > self.max_body:
-                raise OAuthError("invalid_request", f"requête trop volumineuse (> {self.max_body} octets)", 413)
+                raise InvalidRequestError(f"requête trop volumineuse (> {self.max_body} octets)", 413)
         form = parse_form(body, request.headers.get("content-type"), self.max_body)
         cc = self.rt.caller_cert(request.scope)
         basic = _basic(request)
@@ -117,7 +126,7 @@ class AuthorizationServerApp:
             assert caller.cert_x5t is not None  # authenticate_client requires the certificate
             admission = trust.admit(caller.cert_x5t)
             if not admission.admitted:
-                raise OAuthError("unauthorized_client", f"Espace de Confiance : {admission.reason}")
+                raise UnauthorizedClientError(f"Espace de Confiance : {admission.reason}")
         return client
 
     async def _guard(self, request: Request, handler: Any) -> Response:
@@ -126,10 +135,10 @@ class AuthorizationServerApp:
             return result
         except OAuthError as exc:
             headers = {"WWW-Authenticate": 'Basic realm="api-psc"'} if exc.status == 401 else {}
-            return oauth_error(exc.error, exc.description, exc.status, **headers)
+            return exc.response(**headers)
         except Exception:
             log.exception("unexpected error on %s", request.url.path)
-            return oauth_error("server_error", "erreur interne du serveur d'autorisation", 500)
+            return ServerError("erreur interne du serveur d'autorisation").response()
 
     # ------------------------------------------------------------------ routes
     async def health(self, _request: Request) -> Response:
@@ -138,7 +147,7 @@ class AuthorizationServerApp:
     async def hello(self, request: Request) -> Response:
         """Bare endpoint (certificate required, nothing else): the benchmark's ceiling."""
         if self.rt.caller_cert(request.scope) is None:
-            return oauth_error("invalid_client", "certificat client TLS requis", 401)
+            return InvalidClientError("certificat client TLS requis").response()
         return PlainTextResponse("hello")
 
     async def metadata(self, _request: Request) -> Response:
@@ -179,7 +188,7 @@ class AuthorizationServerApp:
         elif grant_type == GRANT_REFRESH and self.rt.refresh_enabled:
             body = self._refresh(form, client, caller.cert_x5t)
         else:
-            raise OAuthError("unsupported_grant_type", f"grant_type non pris en charge : {str(grant_type)[:100]}")
+            raise UnsupportedGrantTypeError(f"grant_type non pris en charge : {str(grant_type)[:100]}")
         return JSONResponse(body, headers=NO_STORE)
 
     async def _exchange(self, form: dict[str, list[str]], client: ApiClient, x5t: str) -> dict[str, Any]:
@@ -227,15 +236,15 @@ class AuthorizationServerApp:
         now = time.time()
         grant = rt.refresh.peek(token)
         if grant is None or grant.expires_at <= now:
-            raise OAuthError("invalid_grant", "refresh_token invalide, expiré ou déjà utilisé")
+            raise InvalidGrantError("refresh_token invalide, expiré ou déjà utilisé")
         if grant.client_id != client.client_id or grant.cert_x5t != x5t:
-            raise OAuthError("invalid_grant", "refresh_token émis pour un autre client ou un autre certificat")
+            raise InvalidGrantError("refresh_token émis pour un autre client ou un autre certificat")
         scopes = split_scope(one(form, "scope", max_len=2048)) or grant.scopes
         if not set(scopes) <= set(grant.scopes):
-            raise OAuthError("invalid_scope", "le renouvellement ne peut pas élargir les scopes")
+            raise InvalidScopeError("le renouvellement ne peut pas élargir les scopes")
         taken = rt.refresh.take(token)
         if taken is None:  # lost a race with a concurrent use of the same token
-            raise OAuthError("invalid_grant", "refresh_token déjà utilisé")
+            raise InvalidGrantError("refresh_token déjà utilisé")
         lifetime = min(rt.cfg.authorization_server.token_lifetime, max(1, int(grant.expires_at - now)))
         claims = access_token_claims(
             issuer=rt.issuer,
@@ -304,7 +313,7 @@ class AuthorizationServerApp:
         assert token is not None
         hint = one(form, "token_type_hint")
         if hint is not None and hint not in ("access_token", "refresh_token"):
-            raise OAuthError("unsupported_token_type", f"token_type_hint non pris en charge : {hint[:50]}")
+            raise UnsupportedTokenTypeError(f"token_type_hint non pris en charge : {hint[:50]}")
         rt = self.rt
         if token.count(".") == 2:
             claims = self._own_claims(token)

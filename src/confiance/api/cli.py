@@ -7,16 +7,17 @@ from pathlib import Path
 
 import typer
 from cryptography import x509
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from confiance.core import logs
-from confiance.core.config import ConfigError
+from confiance.core.cli_config import EXIT_FAILURE, fail, load_cli_config
+from confiance.core.config import ConfigError, format_validation_error
 
 from .audit import AccessLog
-from .config import SERVICE_NAMES, ApiClient, ApiConfig
+from .config import SERVICE_NAMES, ApiClient, ApiConfig, clients_file, merge_clients
 from .domain import generate_secret
-from .service import load_clients_file, merge_clients, save_clients_file
 
 app = typer.Typer(
     help="API Pro Santé Connectée : serveur d'autorisation (échange de jetons) et services.", no_args_is_help=True
@@ -31,11 +32,7 @@ ConfigOpt = typer.Option(..., "--config", "-c", help="Fichier de configuration T
 
 
 def _load(config: Path) -> ApiConfig:
-    try:
-        return ApiConfig.load(config)
-    except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+    return load_cli_config(config, ApiConfig)
 
 
 @app.command()
@@ -49,11 +46,17 @@ def serve(config: Path = ConfigOpt, log_level: str = typer.Option("info", "--log
     run(cfg)
 
 
+def _read_clients(path: Path) -> list[ApiClient]:
+    try:
+        return clients_file(path).load()
+    except ConfigError as exc:
+        fail(str(exc))
+
+
 def _clients_file(cfg: ApiConfig) -> Path:
     path = cfg.authorization_server.clients_file
     if path is None:
-        console.print("[red]authorization_server.clients_file absent de la configuration[/red]")
-        raise typer.Exit(2)
+        fail("authorization_server.clients_file absent de la configuration")
     return path
 
 
@@ -61,7 +64,8 @@ def _clients_file(cfg: ApiConfig) -> Path:
 def clients_list(config: Path = ConfigOpt) -> None:
     """Liste les clients enregistrés (configuration + fichier de clients)."""
     cfg = _load(config)
-    extra = load_clients_file(cfg.authorization_server.clients_file) if cfg.authorization_server.clients_file else []
+    path = cfg.authorization_server.clients_file
+    extra = _read_clients(path) if path else []
     table = Table("client_id", "DN", "scopes", "niveau", "origine")
     registered = {c.client_id for c in extra}
     for c in merge_clients(cfg.clients, extra):
@@ -86,10 +90,12 @@ def clients_add(
     cfg = _load(config)
     path = _clients_file(cfg)
     if (dn is None) == (cert is None):
-        console.print("[red]indiquez --dn ou --cert (l'un des deux)[/red]")
-        raise typer.Exit(2)
+        fail("indiquez --dn ou --cert (l'un des deux)")
     if cert is not None:
-        dn = x509.load_pem_x509_certificate(cert.read_bytes()).subject.rfc4514_string()
+        try:
+            dn = x509.load_pem_x509_certificate(cert.read_bytes()).subject.rfc4514_string()
+        except (OSError, ValueError) as exc:
+            fail(f"certificat illisible : {cert} ({getattr(exc, 'strerror', None) or exc})")
     secret = digest = None
     if sandbox:
         secret, digest = generate_secret()
@@ -104,11 +110,10 @@ def clients_add(
                 **({"secret_sha256": digest} if digest else {}),
             }
         )
-    except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-    clients = [c for c in load_clients_file(path) if c.client_id != client_id]
-    save_clients_file(path, [*clients, client])
+    except ValidationError as exc:
+        fail(format_validation_error(exc, "client"))
+    clients = [c for c in _read_clients(path) if c.client_id != client_id]
+    clients_file(path).save([*clients, client])
     console.print(f"Client [bold]{client_id}[/bold] enregistré ({client.dn}; scopes : {' '.join(client.scopes)}).")
     if secret:
         console.print(f"Secret client (affiché une seule fois) : [bold]{secret}[/bold]")
@@ -119,12 +124,11 @@ def clients_remove(client_id: str = typer.Argument(...), config: Path = ConfigOp
     """Retire un client du fichier de clients."""
     cfg = _load(config)
     path = _clients_file(cfg)
-    clients = load_clients_file(path)
+    clients = _read_clients(path)
     kept = [c for c in clients if c.client_id != client_id]
     if len(kept) == len(clients):
-        console.print(f"[red]client inconnu dans {path} : {client_id}[/red]")
-        raise typer.Exit(1)
-    save_clients_file(path, kept)
+        fail(f"client inconnu dans {path} : {client_id}", EXIT_FAILURE)
+    clients_file(path).save(kept)
     console.print(f"Client [bold]{client_id}[/bold] retiré.")
 
 

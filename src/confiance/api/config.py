@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from confiance.core.clients_file import ClientsFile
+from confiance.core.clients_file import merge_clients as _merge
 from confiance.core.config import StrictModel, load_config
 from confiance.core.trustlist import TrustListSettings
 from confiance.pki import normalize_dn
@@ -169,3 +171,13 @@ class ApiConfig(StrictModel):
     @classmethod
     def load(cls, path: Path | str) -> ApiConfig:
         return load_config(path, cls)
+
+
+def clients_file(path: Path) -> ClientsFile[ApiClient]:
+    """The JSON file ``confiance api clients add`` writes and the running AS re-reads."""
+    return ClientsFile(path, ApiClient)
+
+
+def merge_clients(configured: list[ApiClient], registered: list[ApiClient]) -> list[ApiClient]:
+    """Clients registered with the CLI replace configured ones of the same ``client_id``."""
+    return _merge(configured, registered, key=lambda c: c.client_id, configured_wins=False)

@@ -19,6 +19,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
+from confiance.core.errors import ConfianceError
+from confiance.core.files import write_atomic
+from confiance.core.oauth_errors import (
+    InvalidClientError,
+    InvalidRequestError,
+    InvalidScopeError,
+    InvalidTargetError,
+)
 from confiance.pki import normalize_dn
 
 from .config import ApiClient
@@ -35,22 +43,11 @@ SUBJECT_ISSUERS = ("psc",)
 REPEATABLE = frozenset({"audience", "resource"})
 
 
-class OAuthError(Exception):
-    """An RFC 6749 §5.2 error; the edge renders it as JSON with ``status``."""
-
-    def __init__(self, error: str, description: str, status: int = 400) -> None:
-        super().__init__(description)
-        self.error = error
-        self.description = description
-        self.status = status
-
-
-class AccessDenied(Exception):
+class AccessDenied(ConfianceError):
     """A resource request refused (RFC 6750): 401 invalid_token or 403 insufficient_scope."""
 
     def __init__(self, message: str, *, status: int = 401, error: str = "invalid_token", reason: str = "") -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(message, code=error)
         self.status = status
         self.error = error
         self.reason = reason or error
@@ -65,18 +62,18 @@ def parse_form(body: bytes, content_type: str | None, max_bytes: int) -> dict[st
     a body we cannot read is an ``invalid_request``, never an exception escaping as a 500.
     """
     if len(body) > max_bytes:
-        raise OAuthError("invalid_request", f"requête trop volumineuse (> {max_bytes} octets)", 413)
+        raise InvalidRequestError(f"requête trop volumineuse (> {max_bytes} octets)", 413)
     ctype = (content_type or "").split(";", 1)[0].strip().lower()
     if ctype != "application/x-www-form-urlencoded":
-        raise OAuthError("invalid_request", "Content-Type attendu : application/x-www-form-urlencoded")
+        raise InvalidRequestError("Content-Type attendu : application/x-www-form-urlencoded")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise OAuthError("invalid_request", "corps de requête illisible (UTF-8 attendu)") from exc
+        raise InvalidRequestError("corps de requête illisible (UTF-8 attendu)") from exc
     form: dict[str, list[str]] = {}
     pairs = text.split("&") if text else []
     if len(pairs) > 64:
-        raise OAuthError("invalid_request", "trop de paramètres")
+        raise InvalidRequestError("trop de paramètres")
     for pair in pairs:
         if not pair:
             continue
@@ -88,7 +85,7 @@ def parse_form(body: bytes, content_type: str | None, max_bytes: int) -> dict[st
         if "%" in value or "+" in value:
             value = unquote_plus(value)
         if name in form and name not in REPEATABLE:
-            raise OAuthError("invalid_request", f"paramètre répété : {name[:40]}")
+            raise InvalidRequestError(f"paramètre répété : {name[:40]}")
         form.setdefault(name, []).append(value)
     return form
 
@@ -97,11 +94,11 @@ def one(form: Mapping[str, list[str]], name: str, *, required: bool = False, max
     values = form.get(name)
     if not values or values[0] == "":
         if required:
-            raise OAuthError("invalid_request", f"paramètre manquant : {name}")
+            raise InvalidRequestError(f"paramètre manquant : {name}")
         return None
     value = values[0]
     if len(value) > max_len:
-        raise OAuthError("invalid_request", f"paramètre trop long : {name}")
+        raise InvalidRequestError(f"paramètre trop long : {name}")
     return value
 
 
@@ -111,7 +108,7 @@ def split_scope(value: str | None) -> tuple[str, ...]:
     scopes = tuple(dict.fromkeys(value.split()))
     for s in scopes:
         if len(s) > 128 or not all(c.isalnum() or c in "._:/-" for c in s):
-            raise OAuthError("invalid_scope", f"scope mal formé : {s[:40]!r}")
+            raise InvalidScopeError(f"scope mal formé : {s[:40]!r}")
     return scopes
 
 
@@ -181,40 +178,34 @@ def authenticate_client(registry: ClientRegistry, caller: Caller) -> ApiClient:
     The certificate is always required: it is what the issued token is bound to.
     """
     if caller.cert_dn is None or caller.cert_x5t is None:
-        raise OAuthError("invalid_client", "certificat client TLS requis", 401)
+        raise InvalidClientError("certificat client TLS requis")
     if caller.basic_client_id and caller.client_id and caller.basic_client_id != caller.client_id:
-        raise OAuthError("invalid_request", "client_id différent dans l'en-tête Authorization et le corps")
+        raise InvalidRequestError("client_id différent dans l'en-tête Authorization et le corps")
     client_id = caller.basic_client_id or caller.client_id
     if client_id is None:
         matches = registry.by_dn(caller.cert_dn)
         if len(matches) != 1:
-            raise OAuthError(
-                "invalid_client",
+            raise InvalidClientError(
                 "certificat client inconnu : aucun Client_ID_AS enregistré pour ce DN"
                 if not matches
-                else "plusieurs clients pour ce DN : client_id requis",
-                401,
+                else "plusieurs clients pour ce DN : client_id requis"
             )
         client = matches[0]
     else:
         found = registry.get(client_id)
         if found is None:
-            raise OAuthError("invalid_client", "client inconnu", 401)
+            raise InvalidClientError("client inconnu")
         client = found
     if caller.secret is not None:
         if client.level != "sandbox" or client.secret_sha256 is None:
-            raise OAuthError(
-                "invalid_client",
-                "authentification par secret refusée : ce client est de niveau Espace de Confiance (mTLS obligatoire)",
-                401,
+            raise InvalidClientError(
+                "authentification par secret refusée : ce client est de niveau Espace de Confiance (mTLS obligatoire)"
             )
         if not hmac.compare_digest(secret_hash(caller.secret), client.secret_sha256):
-            raise OAuthError("invalid_client", "secret client invalide", 401)
+            raise InvalidClientError("secret client invalide")
         return client
     if caller.cert_dn != client.dn and normalize_dn(caller.cert_dn) != client.dn:
-        raise OAuthError(
-            "invalid_client", "le DN du certificat client ne correspond pas au Client_ID_AS enregistré", 401
-        )
+        raise InvalidClientError("le DN du certificat client ne correspond pas au Client_ID_AS enregistré")
     return client
 
 
@@ -257,7 +248,7 @@ def resolve_targets(
     for t in targets:
         svc = catalog.by_target(t)
         if svc is None:
-            raise OAuthError("invalid_target", f"audience ou ressource inconnue : {t[:200]}")
+            raise InvalidTargetError(f"audience ou ressource inconnue : {t[:200]}")
         if svc not in requested:
             requested.append(svc)
     allowed = set(client.scopes)
@@ -265,16 +256,16 @@ def resolve_targets(
         pool = [sc for s in requested for sc in s.scopes] if requested else list(client.scopes)
         scopes = tuple(dict.fromkeys(sc for sc in pool if sc in allowed))
         if not scopes:
-            raise OAuthError("invalid_scope", "aucun scope autorisé pour ce client sur la cible demandée")
+            raise InvalidScopeError("aucun scope autorisé pour ce client sur la cible demandée")
     for sc in scopes:
         if not catalog.owners(sc):
-            raise OAuthError("invalid_scope", f"scope inconnu : {sc}")
+            raise InvalidScopeError(f"scope inconnu : {sc}")
         if sc not in allowed:
-            raise OAuthError("invalid_scope", f"scope non autorisé pour le client {client.client_id} : {sc}")
+            raise InvalidScopeError(f"scope non autorisé pour le client {client.client_id} : {sc}")
     if requested:
         for sc in scopes:
             if not any(sc in s.scopes for s in requested):
-                raise OAuthError("invalid_scope", f"le scope {sc} n'appartient à aucune audience demandée")
+                raise InvalidScopeError(f"le scope {sc} n'appartient à aucune audience demandée")
         audiences = tuple(s.audience for s in requested)
     else:
         audiences = tuple(dict.fromkeys(s.audience for sc in scopes for s in catalog.owners(sc)))
@@ -296,19 +287,19 @@ def parse_exchange(form: Mapping[str, list[str]]) -> ExchangeRequest:
     stt = one(form, "subject_token_type", required=True)
     assert subject_token is not None and stt is not None
     if stt not in SUBJECT_TOKEN_TYPES:
-        raise OAuthError("invalid_request", f"subject_token_type non pris en charge : {stt[:100]}")
+        raise InvalidRequestError(f"subject_token_type non pris en charge : {stt[:100]}")
     issuer = one(form, "subject_issuer")
     if issuer is not None and issuer not in SUBJECT_ISSUERS:
-        raise OAuthError("invalid_request", f"subject_issuer non pris en charge : {issuer[:100]} (attendu : psc)")
+        raise InvalidRequestError(f"subject_issuer non pris en charge : {issuer[:100]} (attendu : psc)")
     if one(form, "actor_token") is not None or one(form, "actor_token_type") is not None:
-        raise OAuthError("invalid_request", "la délégation (actor_token) n'est pas prise en charge")
+        raise InvalidRequestError("la délégation (actor_token) n'est pas prise en charge")
     rtt = one(form, "requested_token_type")
     if rtt is not None and rtt not in (TT_ACCESS_TOKEN, TT_JWT):
-        raise OAuthError("invalid_request", f"requested_token_type non pris en charge : {rtt[:100]}")
+        raise InvalidRequestError(f"requested_token_type non pris en charge : {rtt[:100]}")
     resources = tuple(form.get("resource", ()))
     for r in resources:
         if not r.startswith("https://") or "#" in r:
-            raise OAuthError("invalid_target", "resource doit être une URI https absolue sans fragment")
+            raise InvalidTargetError("resource doit être une URI https absolue sans fragment")
     targets = tuple(v for v in (*form.get("audience", ()), *resources) if v)
     return ExchangeRequest(subject_token, stt, split_scope(one(form, "scope", max_len=2048)), targets)
 
@@ -332,19 +323,19 @@ def subject_from_claims(claims: Mapping[str, Any], issuer: str, now: float) -> S
     not an access token (a PSC refresh or ID token must not be exchangeable).
     """
     if claims.get("active") is False:
-        raise OAuthError("invalid_request", "subject_token inactif (expiré, révoqué ou session PSC terminée)")
+        raise InvalidRequestError("subject_token inactif (expiré, révoqué ou session PSC terminée)")
     iss = claims.get("iss")
     if iss is not None and iss != issuer:
-        raise OAuthError("invalid_request", "subject_token émis par un autre fournisseur que PSC")
+        raise InvalidRequestError("subject_token émis par un autre fournisseur que PSC")
     typ = claims.get("typ")
     if typ is not None and str(typ).lower() != "bearer":
-        raise OAuthError("invalid_request", f"subject_token n'est pas un jeton d'accès PSC (typ={str(typ)[:20]})")
+        raise InvalidRequestError(f"subject_token n'est pas un jeton d'accès PSC (typ={str(typ)[:20]})")
     exp = claims.get("exp")
     if not isinstance(exp, int | float) or exp <= now:
-        raise OAuthError("invalid_request", "subject_token expiré")
+        raise InvalidRequestError("subject_token expiré")
     national_id = claims.get("SubjectNameID") or claims.get("preferred_username")
     if not isinstance(national_id, str) or not national_id:
-        raise OAuthError("invalid_request", "subject_token sans identifiant national (SubjectNameID)")
+        raise InvalidRequestError("subject_token sans identifiant national (SubjectNameID)")
     sub = claims.get("sub")
     session_state = claims.get("session_state") or claims.get("sid")
     azp = claims.get("azp") or claims.get("client_id")
@@ -433,9 +424,7 @@ class RevocationList:
 
     def _rewrite(self) -> None:
         assert self.path is not None
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps({"jti": j, "exp": e}) + "\n" for j, e in self._revoked.items()))
-        tmp.replace(self.path)
+        write_atomic(self.path, "".join(json.dumps({"jti": j, "exp": e}) + "\n" for j, e in self._revoked.items()))
 
     def revoke(self, jti: str, exp: float) -> None:
         with self._lock:

@@ -28,10 +28,11 @@ import httpx
 
 from confiance.core.http import ClientFactory
 from confiance.core.jose import TokenError, verify_jwt
+from confiance.core.oauth_errors import InvalidRequestError, OAuthError, TemporarilyUnavailableError
 from confiance.core.tls import ClientIdentity
 
 from .config import PscValidation
-from .domain import OAuthError, Subject, subject_from_claims
+from .domain import Subject, subject_from_claims
 
 log = logging.getLogger("confiance.api.psc")
 
@@ -113,7 +114,7 @@ class PscTokenChecker:
             raise cached
         assert isinstance(cached, Subject)
         if cached.exp <= now:
-            raise OAuthError("invalid_request", "subject_token expiré")
+            raise InvalidRequestError("subject_token expiré")
         return cached
 
     def _done(self, key: str, _task: asyncio.Future[Subject | OAuthError]) -> None:
@@ -158,10 +159,10 @@ class PscTokenChecker:
                     timeout=cfg.timeout_seconds,
                 )
             except httpx.HTTPError as exc:
-                raise OAuthError("temporarily_unavailable", "bac à sable PSC injoignable", 503) from exc
+                raise TemporarilyUnavailableError("bac à sable PSC injoignable") from exc
             if resp.status_code not in (201, 409):
                 log.warning("PSC sandbox client registration answered %s", resp.status_code)
-                raise OAuthError("temporarily_unavailable", "enregistrement auprès du bac à sable PSC refusé", 503)
+                raise TemporarilyUnavailableError("enregistrement auprès du bac à sable PSC refusé")
             self._registered = True
 
     async def _introspect(self, token: str) -> dict[str, Any]:
@@ -187,16 +188,16 @@ class PscTokenChecker:
                 raw = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("PSC introspection unreachable: %s", type(exc).__name__)
-            raise OAuthError("temporarily_unavailable", "Pro Santé Connect injoignable (introspection)", 503) from exc
+            raise TemporarilyUnavailableError("Pro Santé Connect injoignable (introspection)") from exc
         if status != 200:
             log.warning("PSC introspection answered %s", status)
-            raise OAuthError("temporarily_unavailable", f"introspection PSC en erreur ({status})", 503)
+            raise TemporarilyUnavailableError(f"introspection PSC en erreur ({status})")
         try:
             data = json.loads(raw)
         except ValueError as exc:
-            raise OAuthError("temporarily_unavailable", "réponse d'introspection PSC illisible", 503) from exc
+            raise TemporarilyUnavailableError("réponse d'introspection PSC illisible") from exc
         if not isinstance(data, dict):
-            raise OAuthError("temporarily_unavailable", "réponse d'introspection PSC illisible", 503)
+            raise TemporarilyUnavailableError("réponse d'introspection PSC illisible")
         return data
 
     async def _keys(self, refresh: bool = False) -> dict[str, Any]:
@@ -209,7 +210,7 @@ class PscTokenChecker:
                 jwks = resp.json()
             except (httpx.HTTPError, ValueError) as exc:
                 if self._jwks is None:
-                    raise OAuthError("temporarily_unavailable", "JWKS de Pro Santé Connect injoignable", 503) from exc
+                    raise TemporarilyUnavailableError("JWKS de Pro Santé Connect injoignable") from exc
                 return self._jwks
             self._jwks = jwks
             self._jwks_fetched = now
@@ -225,5 +226,5 @@ class PscTokenChecker:
                 if attempt == 0 and "kid" in str(exc):
                     keys = await self._keys(refresh=True)  # PSC may have rotated its keys
                     continue
-                raise OAuthError("invalid_request", f"subject_token refusé : {exc}") from exc
+                raise InvalidRequestError(f"subject_token refusé : {exc}") from exc
         return subject_from_claims(claims, self.cfg.issuer, now)

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 
 from confiance.core.clientcert import CertificateVerifier, IPNetwork, client_certificate, parse_networks
-from confiance.core.config import ConfigError
+from confiance.core.clients_file import ClientsFile
 from confiance.core.http import ClientFactory
 from confiance.core.jose import KeyStore
 from confiance.core.server import ServiceConfig, bind_socket, make_server
@@ -31,31 +28,13 @@ from confiance.core.trustlist import TrustListClient
 
 from .audit import AccessLog
 from .auth_server import AuthorizationServerApp
-from .config import SERVICE_NAMES, ApiClient, ApiConfig
+from .config import SERVICE_NAMES, ApiClient, ApiConfig, clients_file, merge_clients
 from .domain import Catalog, ClientRegistry, RefreshStore, RevocationList, Service
 from .psc_check import PscTokenChecker
 from .resources import ResourceServerApp
 from .signing import FastSigner
 
 log = logging.getLogger("confiance.api")
-
-
-def load_clients_file(path: Path) -> list[ApiClient]:
-    """Clients registered with ``confiance api clients add`` (JSON ``{"clients": [...]}``)."""
-    if not path.exists():
-        return []
-    try:
-        data = json.loads(path.read_text())
-        return [ApiClient.model_validate(c) for c in data.get("clients", [])]
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"fichier de clients illisible {path}: {exc}") from None
-
-
-def save_clients_file(path: Path, clients: list[ApiClient]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"clients": [c.model_dump(exclude_none=True) for c in clients]}, indent=2) + "\n")
-    tmp.replace(path)
 
 
 @dataclass(frozen=True)
@@ -86,8 +65,7 @@ class ApiRuntime:
     catalog: Catalog = field(default_factory=lambda: Catalog(()))
     verifier: CertificateVerifier | None = None
     trust: TrustListClient | None = None
-    _clients_mtime: float | None = None
-    _clients_checked: float = 0.0
+    clients: ClientsFile[ApiClient] | None = None
     _certs: dict[bytes, CallerCert] = field(default_factory=dict)
     pruners: list[Callable[[float], None]] = field(default_factory=list)
 
@@ -154,24 +132,10 @@ class ApiRuntime:
 
     def reload_clients_if_changed(self) -> None:
         """Pick up clients added by the admin CLI without a restart (checked at most once a second)."""
-        path = self.cfg.authorization_server.clients_file
-        if path is None:
+        if self.clients is None:
             return
-        now = time.monotonic()
-        if now - self._clients_checked < 1.0:
-            return
-        self._clients_checked = now
-        try:
-            mtime = os.stat(path).st_mtime
-        except FileNotFoundError:
-            mtime = None
-        if mtime != self._clients_mtime:
-            self._clients_mtime = mtime
-            try:
-                extra = load_clients_file(path)
-            except ConfigError as exc:
-                log.error("%s", exc)
-                return
+        extra = self.clients.poll()
+        if extra is not None:
             self.registry.replace(merge_clients(self.cfg.clients, extra))
 
     def housekeeping(self) -> None:
@@ -184,18 +148,13 @@ class ApiRuntime:
         self.audit.flush()
 
 
-def merge_clients(configured: list[ApiClient], registered: list[ApiClient]) -> list[ApiClient]:
-    by_id = {c.client_id: c for c in configured}
-    by_id.update({c.client_id: c for c in registered})
-    return list(by_id.values())
-
-
 def build_runtime(cfg: ApiConfig) -> ApiRuntime:
     a, r = cfg.authorization_server, cfg.resource_server
     as_keys = KeyStore(a.keys_file, algs=(a.token_alg,))
     rs_keys = KeyStore(r.keys_file, algs=(r.signing_alg,))
     http = ClientFactory(cfg.psc.ca_bundle or cfg.tls.ca_bundle)
-    extra = load_clients_file(a.clients_file) if a.clients_file else []
+    clients = clients_file(a.clients_file) if a.clients_file else None
+    extra = clients.load() if clients is not None else []
     trusted = parse_networks(cfg.trusted_proxies)
     rt = ApiRuntime(
         cfg=cfg,
@@ -211,9 +170,8 @@ def build_runtime(cfg: ApiConfig) -> ApiRuntime:
         verifier=CertificateVerifier(cfg.tls.ca_bundle, cfg.tls.crl) if trusted else None,
         signer=FastSigner(as_keys, a.token_alg),
         session_signer=FastSigner(rs_keys, r.signing_alg),
+        clients=clients,
     )
-    if a.clients_file is not None and a.clients_file.exists():
-        rt._clients_mtime = os.stat(a.clients_file).st_mtime
     if cfg.trust_list is not None:
         rt.trust = cfg.trust_list.client(cfg.tls.ca_bundle)
     rt.set_urls(f"https://{a.host}:{a.port}", f"https://{r.host}:{r.port}")

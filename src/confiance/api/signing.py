@@ -9,7 +9,6 @@ Verification stays on the shared strict ``confiance.core.jose.verify_jwt``.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -18,13 +17,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from confiance.core.encoding import b64url
 from confiance.core.jose import KeyStore
 
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 class FastSigner:

@@ -9,11 +9,15 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from .errors import ConfianceError
+
 M = TypeVar("M", bound=BaseModel)
 
 
-class ConfigError(ValueError):
+class ConfigError(ConfianceError, ValueError):
     """A configuration that cannot be used; the message names each bad key."""
+
+    code = "config_invalid"
 
 
 class StrictModel(BaseModel):

@@ -6,14 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .files import write_atomic
+
 FILENAME = "endpoints.json"
 
 
 def write(state_dir: Path, data: dict[str, Any]) -> Path:
     path = state_dir / FILENAME
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     return path
 
 

@@ -22,13 +22,18 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
+from .errors import ConfianceError
+from .files import write_atomic
+
 ASYMMETRIC_ALGS = ("RS256", "PS256", "ES256")
 
 Key = RSAKey | ECKey
 
 
-class TokenError(ValueError):
+class TokenError(ConfianceError, ValueError):
     """A token that must be refused; ``reason`` is safe to show the caller."""
+
+    code = "invalid_token"
 
 
 def generate_key(alg: str = "RS256", kid: str | None = None) -> Key:
@@ -88,12 +93,9 @@ class KeyStore:
                 for e in self._entries
             ]
         }
-        tmp = self.path.with_suffix(".tmp")
         with open(self.path.with_suffix(".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            tmp.touch(mode=0o600)
-            tmp.write_text(json.dumps(data))
-            tmp.replace(self.path)
+            write_atomic(self.path, json.dumps(data), mode=0o600)
 
     def _refresh_cache(self) -> None:
         now = time.time()

@@ -30,18 +30,19 @@ import httpx
 from pydantic import Field
 
 from confiance.core.config import StrictModel
+from confiance.core.encoding import b64url_decode
+from confiance.core.files import write_atomic
 from confiance.core.jose import TokenError, verify_jwt
+from confiance.core.trustlist_contract import (
+    HabilitationEntry,
+    TrustList,
+    roles_for,
+)
 
 log = logging.getLogger("confiance.trustlist")
 
-EDITOR_ROLES = ("ELU", "ELP")
 # The list grows with the registry (≈ 1 KiB per habilitation); 8 MiB leaves room for thousands.
 MAX_TRUST_LIST_BYTES = 8 * 1024 * 1024
-OPERATOR_ROLES = ("OSU", "OSP")
-
-
-def roles_for(environment: str) -> tuple[str, ...]:
-    return EDITOR_ROLES if environment.upper() == "BAS" else OPERATOR_ROLES
 
 
 def _same_env(a: str, b: str) -> bool:
@@ -57,7 +58,9 @@ class Admission:
     holder: str | None = None
 
 
-def admit(claims: Mapping[str, Any], x5t_s256: str, environment: str, now: float | None = None) -> Admission:
+def admit(
+    claims: TrustList | Mapping[str, Any], x5t_s256: str, environment: str, now: float | None = None
+) -> Admission:
     """Whether the certificate ``x5t_s256`` may obtain tokens in ``environment``; the reason either way.
 
     A certificate is admitted when it is the certificate of a component of a habilitation
@@ -66,21 +69,19 @@ def admit(claims: Mapping[str, Any], x5t_s256: str, environment: str, now: float
     that is missing, so the editor or operator knows what to obtain at the guichet.
     """
     now = time.time() if now is None else now
-    habs: list[Mapping[str, Any]] = list(claims.get("habilitations", []))
-    by_id = {h.get("id"): h for h in habs}
+    tl = TrustList.from_claims(claims)
+    by_id = tl.by_id()
     wanted = roles_for(environment)
-    holders = [h for h in habs if _holds(h, x5t_s256)]
+    holders = [h for h in tl.habilitations if h.holds(x5t_s256)]
     if not holders:
-        for access in claims.get("test_access", []):
-            if _same_env(str(access.get("environment", "")), environment) and any(
-                c.get("x5t#S256") == x5t_s256 for c in access.get("certificates", [])
-            ):
+        for access in tl.test_access:
+            if _same_env(access.environment, environment) and access.holds(x5t_s256):
                 return Admission(
                     True,
-                    f"certificat de test de la candidature {access.get('role')} n° {access.get('candidature_id')} "
-                    f"({access.get('holder', '')}) en cours d'instruction",
-                    role=str(access.get("role")),
-                    holder=str(access.get("holder", "")),
+                    f"certificat de test de la candidature {access.role} n° {access.candidature_id} "
+                    f"({access.holder}) en cours d'instruction",
+                    role=access.role,
+                    holder=access.holder,
                 )
         return Admission(
             False,
@@ -89,59 +90,36 @@ def admit(claims: Mapping[str, Any], x5t_s256: str, environment: str, now: float
         )
     reasons = []
     for h in holders:
-        role, hid, holder = str(h.get("role")), h.get("id"), _holder(h)
-        label = f"habilitation {role} n° {hid} ({holder})"
-        if not _same_env(str(h.get("environment", "")), environment):
-            reasons.append(f"{label} valable en {h.get('environment')}, pas en {environment}")
+        label = f"habilitation {h.role} n° {h.id} ({h.holder.name})"
+        if not _same_env(h.environment, environment):
+            reasons.append(f"{label} valable en {h.environment}, pas en {environment}")
             continue
-        if role not in wanted:
-            reasons.append(f"{label} : le rôle {role} n'est pas admis en {environment}")
+        if h.role not in wanted:
+            reasons.append(f"{label} : le rôle {h.role} n'est pas admis en {environment}")
             continue
-        if _parse_time(h.get("valid_until")) <= now:
+        if h.expires_at() <= now:
             reasons.append(f"{label} expirée")
             continue
-        missing = [dep for dep in h.get("relies_on", []) if not _dep_valid(by_id.get(dep), now)]
+        missing = [dep for dep in h.relies_on if not _dep_valid(by_id.get(dep), now)]
         if missing:
             reasons.append(
                 f"{label} s'appuie sur l'habilitation n° {', '.join(str(m) for m in missing)} "
                 "qui n'est plus valide (retirée, suspendue ou expirée)"
             )
             continue
-        if h.get("at_risk"):
-            reasons.append(f"{label} signalée à risque : {h.get('at_risk_reason') or 'dépendance invalide'}")
+        if h.at_risk:
+            reasons.append(f"{label} signalée à risque : {h.at_risk_reason or 'dépendance invalide'}")
             continue
-        return Admission(True, f"{label} valide", habilitation_id=hid, role=role, holder=holder)
+        return Admission(True, f"{label} valide", habilitation_id=h.id, role=h.role, holder=h.holder.name)
     return Admission(False, "; ".join(reasons))
 
 
-def _holds(h: Mapping[str, Any], x5t: str) -> bool:
-    return any(cert.get("x5t#S256") == x5t for comp in h.get("components", []) for cert in comp.get("certificates", []))
-
-
-def _holder(h: Mapping[str, Any]) -> str:
-    holder = h.get("holder")
-    return str(holder.get("name", "")) if isinstance(holder, Mapping) else str(holder or "")
-
-
-def _dep_valid(h: Mapping[str, Any] | None, now: float) -> bool:
-    return h is not None and _parse_time(h.get("valid_until")) > now and not h.get("at_risk")
+def _dep_valid(h: HabilitationEntry | None, now: float) -> bool:
+    return h is not None and h.expires_at() > now and not h.at_risk
 
 
 def _iso(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat()
-
-
-def _parse_time(value: Any) -> float:
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        from datetime import UTC, datetime
-
-        dt = datetime.fromisoformat(value)
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        return dt.timestamp()
-    return 0.0
 
 
 class TrustListSettings(StrictModel):
@@ -206,6 +184,7 @@ class TrustListClient:
         self.cfg = cfg
         self.clock = clock
         self._claims: dict[str, Any] | None = None
+        self._list: TrustList | None = None
         self._fetched_at = 0.0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -215,8 +194,10 @@ class TrustListClient:
         if cfg.cache_path is not None and cfg.cache_path.exists():
             try:
                 cached = json.loads(cfg.cache_path.read_text())
-                self._claims, self._fetched_at = cached["claims"], float(cached["fetched_at"])
-            except (ValueError, KeyError):
+                claims = cached["claims"]
+                self._list, self._claims = TrustList.from_claims(claims), claims
+                self._fetched_at = float(cached["fetched_at"])
+            except (ValueError, KeyError, TypeError):
                 log.warning("copie locale de la liste de confiance illisible, ignorée")
 
     def _http(self) -> httpx.Client:
@@ -232,23 +213,20 @@ class TrustListClient:
                     self._jwks = client.get(self.cfg.jwks_url).raise_for_status().json()
             assert self._jwks is not None
             claims = verify_jwt(token, self._jwks, issuer=self.cfg.issuer, leeway=5, max_length=MAX_TRUST_LIST_BYTES)
+            typed = TrustList.from_claims(claims)  # a list that breaks the contract is refused
         except (httpx.HTTPError, TokenError, ValueError) as exc:
             self.last_error = f"liste de confiance non rafraîchie : {exc}"
             log.warning(self.last_error)
             return
         with self._lock:
-            self._claims, self._fetched_at = claims, self.clock()
+            self._claims, self._list, self._fetched_at = claims, typed, self.clock()
             self.last_error = None
         if self.cfg.cache_path is not None:
-            tmp = self.cfg.cache_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"claims": claims, "fetched_at": self._fetched_at}))
-            tmp.replace(self.cfg.cache_path)
+            write_atomic(self.cfg.cache_path, json.dumps({"claims": claims, "fetched_at": self._fetched_at}))
 
     def _kid_known(self, token: str) -> bool:
-        import base64
-
         try:
-            header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+            header = json.loads(b64url_decode(token.split(".")[0]))
         except ValueError:
             return False
         return any(k.get("kid") == header.get("kid") for k in (self._jwks or {}).get("keys", []))
@@ -268,15 +246,22 @@ class TrustListClient:
             self.refresh()
 
     def claims(self) -> dict[str, Any]:
-        """The last verified list; never touches the network (request handlers call this)."""
+        """The last verified list as signed (JSON claims); never touches the network."""
         with self._lock:
             claims = self._claims
-        if claims is None:
-            raise TrustListUnavailable(self.last_error or "liste de confiance pas encore obtenue du guichet")
-        exp = claims.get("exp")
-        if isinstance(exp, int | float) and exp < self.clock():
-            raise TrustListUnavailable("la dernière liste de confiance connue a expiré et le guichet est injoignable")
+        self.trust_list()
+        assert claims is not None
         return claims
+
+    def trust_list(self) -> TrustList:
+        """The last verified list, typed; never touches the network (request handlers call this)."""
+        with self._lock:
+            typed = self._list
+        if typed is None:
+            raise TrustListUnavailable(self.last_error or "liste de confiance pas encore obtenue du guichet")
+        if typed.exp is not None and typed.exp < self.clock():
+            raise TrustListUnavailable("la dernière liste de confiance connue a expiré et le guichet est injoignable")
+        return typed
 
     def status(self) -> dict[str, Any]:
         """What is enforced now, for an operator: where the list comes from, when it was
@@ -285,7 +270,7 @@ class TrustListClient:
         with self._lock:
             claims, fetched_at, error = self._claims, self._fetched_at, self.last_error
         try:
-            self.claims()
+            self.trust_list()
             usable, why = True, None
         except TrustListUnavailable as exc:
             usable, why = False, str(exc)
@@ -304,7 +289,7 @@ class TrustListClient:
 
     def admit(self, x5t_s256: str) -> Admission:
         try:
-            claims = self.claims()
+            typed = self.trust_list()
         except TrustListUnavailable as exc:
             return Admission(False, str(exc))
-        return admit(claims, x5t_s256, self.cfg.environment, self.clock())
+        return admit(typed, x5t_s256, self.cfg.environment, self.clock())

@@ -25,6 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from confiance.core.errors import ConfianceError
+from confiance.core.files import write_atomic
+
 from .thumbprint import subject_dn, x5t_s256
 
 ROOT_CN = "TEST AC RACINE IGC-SANTE ELEMENTAIRE"
@@ -41,8 +44,10 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 
-class PkiError(ValueError):
+class PkiError(ConfianceError, ValueError):
     """A PKI request that cannot be honoured (bad name, unknown certificate, …)."""
+
+    code = "pki_error"
 
 
 @dataclass(frozen=True)
@@ -414,11 +419,11 @@ class Pki:
             .add_extension(x509.CRLNumber(int(now.timestamp() * 1000)), critical=False)
             .sign(root_key, hashes.SHA256())
         )
-        tmp = self.crl_path.with_suffix(".tmp")
-        tmp.write_bytes(
-            inter_crl.public_bytes(serialization.Encoding.PEM) + root_crl.public_bytes(serialization.Encoding.PEM)
+        # atomic: servers reloading the CRL never read half a file
+        write_atomic(
+            self.crl_path,
+            inter_crl.public_bytes(serialization.Encoding.PEM) + root_crl.public_bytes(serialization.Encoding.PEM),
         )
-        tmp.replace(self.crl_path)  # atomic: servers reloading the CRL never read half a file
 
     # ----- export -----
     def export_pkcs12(self, name: str, password: str | None = None) -> bytes:
@@ -446,9 +451,7 @@ class Pki:
                 path = self.dir / "registry.json"
                 registry = json.loads(path.read_text())
                 yield registry
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(registry, indent=1) + "\n")
-                tmp.replace(path)
+                write_atomic(path, json.dumps(registry, indent=1) + "\n")
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 

@@ -6,16 +6,12 @@ subject DNs. Both must be computed the same way everywhere, so they live here.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-
-def b64url(data: bytes) -> str:
-    """Unpadded base64url, as JOSE and RFC 8705 use it."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+from confiance.core.encoding import b64url
 
 
 def x5t_s256(cert: x509.Certificate | bytes) -> str:
