@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
+from confiance.core.errors import ApiError
 from confiance.core.jose import KeyStore
 
 from .. import audit
@@ -37,15 +38,11 @@ SYSTEM = "plateforme"
 T = TypeVar("T")
 
 
-class ServiceError(Exception):
-    """A refused request: HTTP status, stable code, French message (and optional details)."""
+class ServiceError(ApiError):
+    """A refused request: HTTP status, stable code, French message (and optional details).
 
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.extra = extra
+    One of the project's error family (``ConfianceError`` via ``ApiError``, same
+    ``{code, message, ...}`` rendering as every other component's API errors)."""
 
 
 def not_found(what: str) -> ServiceError:

@@ -78,6 +78,7 @@ class GuichetService(ServiceCore):
     withdraw = habilitations.withdraw
     sweep = habilitations.sweep
     # trust_list
+    typed_trust_list = trust_list.trust_list
     trust_list_claims = trust_list.trust_list_claims
     signed_trust_list = trust_list.signed_trust_list
     jwks = trust_list.jwks

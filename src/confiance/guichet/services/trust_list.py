@@ -8,6 +8,8 @@ from typing import Any
 
 from sqlalchemy import select
 
+from confiance.core import trustlist_contract as tl
+
 from ..db import (
     AuditHead,
     Candidature,
@@ -29,8 +31,9 @@ from .base import (
 )
 
 
-def trust_list_claims(svc: ServiceCore) -> dict[str, Any]:
-    """The currently valid habilitations, their holders and their components' certificates."""
+def trust_list(svc: ServiceCore) -> tl.TrustList:
+    """The currently valid habilitations, their holders and their components' certificates,
+    as the typed contract of ``confiance.core.trustlist_contract`` (what ``admit`` reads)."""
     now = svc.clock()
     with svc.db.read() as s:
         habs = [
@@ -54,7 +57,7 @@ def trust_list_claims(svc: ServiceCore) -> dict[str, Any]:
         comps_by_sol: dict[int, list[Component]] = {}
         for comp in s.execute(select(Component).order_by(Component.id)).scalars():
             comps_by_sol.setdefault(comp.solution_id, []).append(comp)
-        certs: dict[tuple[int, str, int], list[CertificateRow]] = {}
+        certs: dict[tuple[int, str, int], list[tl.TrustedCertificate]] = {}
         rows = s.execute(
             select(CertificateRow, Candidature.organisation_id)
             .join(Candidature, Candidature.id == CertificateRow.candidature_id)
@@ -62,47 +65,40 @@ def trust_list_claims(svc: ServiceCore) -> dict[str, Any]:
             .order_by(CertificateRow.id)
         ).all()
         for cert, org_id in rows:
-            certs.setdefault((cert.component_id, cert.environment, org_id), []).append(cert)
+            certs.setdefault((cert.component_id, cert.environment, org_id), []).append(_trusted(cert))
         items = []
         for h in habs:
             org, sol, cand = orgs[h.organisation_id], sols[h.solution_id], cands[h.candidature_id]
-            comps = [
-                {
-                    "kind": comp.kind,
-                    "name": comp.name,
-                    "certificates": [
-                        {"subject_dn": x.subject_dn, "x5t#S256": x.x5t_s256, "not_after": x.not_after}
-                        for x in certs.get((comp.id, h.environment, h.organisation_id), [])
-                    ],
-                }
-                for comp in comps_by_sol.get(sol.id, [])
-            ]
             items.append(
-                {
-                    "id": h.id,
-                    "holder": {
-                        "name": org.name,
-                        "country": org.country,
-                        "siren": org.siren,
-                        "siret": org.siret,
-                        "registration_number": org.registration_number,
-                    },
-                    "role": h.role,
-                    "role_label": ROLE_LABELS[Role(h.role)],
-                    "environment": h.environment,
-                    "valid_from": h.granted_at.isoformat(),
-                    "valid_until": h.valid_until.isoformat(),
-                    "at_risk": h.at_risk,
-                    "at_risk_reason": h.at_risk_reason,
-                    "relies_on": list(h.relies_on or []),
-                    "solution": {
-                        "id": sol.id,
-                        "name": sol.name,
-                        "software_name": cand.software_name,
-                        "version": cand.software_version,
-                    },
-                    "components": comps,
-                }
+                tl.HabilitationEntry(
+                    id=h.id,
+                    holder=tl.Holder(
+                        name=org.name,
+                        country=org.country,
+                        siren=org.siren,
+                        siret=org.siret,
+                        registration_number=org.registration_number,
+                    ),
+                    role=h.role,
+                    role_label=ROLE_LABELS[Role(h.role)],
+                    environment=h.environment,
+                    valid_from=h.granted_at,
+                    valid_until=h.valid_until,
+                    at_risk=h.at_risk,
+                    at_risk_reason=h.at_risk_reason,
+                    relies_on=list(h.relies_on or []),
+                    solution=tl.SolutionRef(
+                        id=sol.id, name=sol.name, software_name=cand.software_name, version=cand.software_version
+                    ),
+                    components=[
+                        tl.ComponentEntry(
+                            kind=comp.kind,
+                            name=comp.name,
+                            certificates=certs.get((comp.id, h.environment, h.organisation_id), []),
+                        )
+                        for comp in comps_by_sol.get(sol.id, [])
+                    ],
+                )
             )
         # Editors test in the sandbox before they are habilitated (parcours: test certificate,
         # then tests, then evidence): their test certificates are admitted in BAS while the
@@ -115,7 +111,7 @@ def trust_list_claims(svc: ServiceCore) -> dict[str, Any]:
             .order_by(Candidature.id)
         ).scalars():
             test_certs = [
-                {"subject_dn": x.subject_dn, "x5t#S256": x.x5t_s256, "not_after": x.not_after}
+                _trusted(x)
                 for x in s.execute(
                     select(CertificateRow)
                     .where(CertificateRow.candidature_id == c.id, CertificateRow.revoked_at.is_(None))
@@ -125,22 +121,33 @@ def trust_list_claims(svc: ServiceCore) -> dict[str, Any]:
             if test_certs:
                 holder = orgs.get(c.organisation_id)
                 test_access.append(
-                    {
-                        "candidature_id": c.id,
-                        "role": c.role,
-                        "holder": holder.name if holder else "",
-                        "environment": environment_for(Role(c.role)).value,
-                        "certificates": test_certs,
-                    }
+                    tl.TestAccess(
+                        candidature_id=c.id,
+                        role=c.role,
+                        holder=holder.name if holder else "",
+                        environment=environment_for(Role(c.role)).value,
+                        certificates=test_certs,
+                    )
                 )
     iat = int(now.timestamp())
-    return {
-        "iss": svc.settings.issuer,
-        "iat": iat,
-        "exp": iat + svc.settings.trust_list_ttl_seconds,
-        "habilitations": items,
-        "test_access": test_access,
-    }
+    return tl.TrustList(
+        iss=svc.settings.issuer,
+        iat=iat,
+        exp=iat + svc.settings.trust_list_ttl_seconds,
+        habilitations=items,
+        test_access=test_access,
+    )
+
+
+def _trusted(x: CertificateRow) -> tl.TrustedCertificate:
+    return tl.TrustedCertificate.model_validate(
+        {"subject_dn": x.subject_dn, "x5t#S256": x.x5t_s256, "not_after": x.not_after}
+    )
+
+
+def trust_list_claims(svc: ServiceCore) -> dict[str, Any]:
+    """The claims to sign: the typed list as JSON (the wire shape is the contract's)."""
+    return trust_list(svc).to_claims()
 
 
 def signed_trust_list(svc: ServiceCore) -> str:
@@ -153,11 +160,11 @@ def signed_trust_list(svc: ServiceCore) -> str:
     cached = svc.trust_list_cache
     if cached is not None and cached[0] == revision and now < cached[1]:
         return cached[2]
-    claims = trust_list_claims(svc)
-    token = svc.keys.sign(claims, alg=svc.keys.algs[0], typ="trust-list+jwt")
+    typed = trust_list(svc)
+    token = svc.keys.sign(typed.to_claims(), alg=svc.keys.algs[0], typ=tl.TRUST_LIST_TYP)
     horizon = now + dt.timedelta(seconds=svc.settings.trust_list_ttl_seconds / 2)
-    for item in claims["habilitations"]:
-        horizon = min(horizon, dt.datetime.fromisoformat(item["valid_until"]))
+    for item in typed.habilitations:
+        horizon = min(horizon, item.valid_until)
     svc.trust_list_cache = (revision, horizon, token)
     return token
 
