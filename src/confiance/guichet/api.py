@@ -11,7 +11,6 @@ registry, registration and login. The JSON API lives under ``/api`` so the web U
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -72,26 +71,16 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 def create_app(
     service: GuichetService, *, sweep_interval: float | None = None, max_upload_bytes: int | None = None
 ) -> FastAPI:
-    """The ASGI app; ``sweep_interval`` runs the expiry/notification sweep periodically."""
+    """The ASGI app; ``sweep_interval`` runs the service's periodic job (``tick``: expiry,
+    notices, renewal reminders) on its schedule while the app runs."""
     upload_limit = max_upload_bytes or service.settings.max_upload_bytes
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        task = None
-        if sweep_interval:
-
-            async def loop() -> None:
-                while True:
-                    try:
-                        await run_in_threadpool(service.sweep)
-                    except Exception:  # keep sweeping; the failure is logged
-                        log.exception("échec du balayage des habilitations")
-                    await asyncio.sleep(sweep_interval)
-
-            task = asyncio.create_task(loop())
+        schedule = service.start_schedule(sweep_interval) if sweep_interval else None
         yield
-        if task is not None:
-            task.cancel()
+        if schedule is not None:
+            await run_in_threadpool(schedule.stop)
 
     app = FastAPI(
         title="Guichet EDC PSC",
@@ -409,9 +398,13 @@ def create_app(
     def notifications(a: Actor, limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[sc.NotificationOut]:
         return svc.notifications(a, limit)
 
-    @api.post("/admin/sweep", tags=["habilitations"])
-    def sweep(a: Actor) -> sc.SweepOut:
-        return svc.sweep(a)
+    @api.post("/admin/tick", tags=["habilitations"])
+    @api.post("/admin/sweep", tags=["habilitations"], include_in_schema=False)
+    def tick(a: Actor) -> sc.SweepOut:
+        """Run the periodic job now (administrators): expiry, notices at 90 and 30 days,
+        renewal reminders. Idempotent. No date parameter here: moving time is for the host's
+        operator (``confiance guichet tick --at``), not for a web client."""
+        return svc.tick(a)
 
     app.include_router(api)
     return app

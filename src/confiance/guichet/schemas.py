@@ -497,3 +497,4 @@ class SweepOut(BaseModel):
     expired: list[int]
     flagged_at_risk: list[int]
     notifications: int
+    reminders: int = 0  # renewal reminders (no renewal candidature in progress)

@@ -17,6 +17,7 @@ from . import (
     evidence,
     habilitations,
     referentiel,
+    schedule,
     solutions,
     trust_list,
 )
@@ -76,7 +77,6 @@ class GuichetService(ServiceCore):
     suspend = habilitations.suspend
     reinstate = habilitations.reinstate
     withdraw = habilitations.withdraw
-    sweep = habilitations.sweep
     # trust_list
     typed_trust_list = trust_list.trust_list
     trust_list_claims = trust_list.trust_list_claims
@@ -92,6 +92,10 @@ class GuichetService(ServiceCore):
     list_passi = referentiel.list_passi
     add_passi = referentiel.add_passi
     set_passi_active = referentiel.set_passi_active
+    # schedule (the periodic job; `sweep` is its former name)
+    tick = schedule.tick
+    sweep = schedule.tick
+    start_schedule = schedule.start_schedule
     # audit_log
     audit_entries = audit_log.audit_entries
     verify_audit = audit_log.verify_audit

@@ -3,8 +3,6 @@ withdrawal, expiry sweep, and the at-risk cascade on whatever relies on it."""
 
 from __future__ import annotations
 
-import datetime as dt
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -258,45 +256,3 @@ def clear_risks(svc: ServiceCore, s: Session) -> None:
                 after={"at_risk": False},
             )
     s.flush()
-
-
-def sweep(svc: ServiceCore, actor: Principal | None = None, now: dt.datetime | None = None) -> sc.SweepOut:
-    """Expire overdue habilitations (cascading at-risk flags) and queue 90/30-day expiry notices."""
-
-    def op(s: Session) -> sc.SweepOut:
-        if actor is not None:
-            base.require_ans(actor, AnsRole.ADMIN)
-        t = now or svc.clock()
-        expired, flagged, sent = [], [], 0
-        for h in s.execute(select(Habilitation).where(Habilitation.status == HabilitationStatus.VALID.value)).scalars():
-            if h.valid_until <= t:
-                h.status = HabilitationStatus.EXPIRED.value
-                h.status_reason = "arrivée à échéance"
-                expired.append(h.id)
-                svc.audit(
-                    s,
-                    actor,
-                    "habilitation.expirer",
-                    f"habilitation:{h.id}",
-                    before={"status": HabilitationStatus.VALID.value},
-                    after={"status": HabilitationStatus.EXPIRED.value},
-                )
-                continue
-            left = (h.valid_until - t).days
-            for threshold in (90, 30):
-                if left <= threshold and svc.notify(
-                    s,
-                    f"expiration_{threshold}j",
-                    f"Habilitation n° {h.id} ({h.role}) : expiration dans {left} jours",
-                    f"Elle expire le {h.valid_until.date().isoformat()} : pensez à la renouveler.",
-                    org_id=h.organisation_id,
-                    candidature_id=h.candidature_id,
-                    dedup=f"exp{threshold}:{h.id}:{h.valid_until.date().isoformat()}",
-                ):
-                    sent += 1
-        s.flush()
-        for hid in expired:
-            flagged += cascade(svc, s, [hid], f"s'appuie sur l'habilitation n° {hid} expirée")
-        return sc.SweepOut(expired=expired, flagged_at_risk=sorted(set(flagged)), notifications=sent)
-
-    return svc.run(op)
