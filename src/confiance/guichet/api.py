@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import schemas as sc
-from .domain.model import SolutionKind
+from .domain.model import Role, SolutionKind
 from .domain.workflow import CandidatureStatus
 from .services import GuichetService, Principal, ServiceError
 
@@ -362,8 +362,15 @@ def create_app(
 
     # ------------------------------------------------------------- habilitations
     @api.get("/habilitations", tags=["habilitations"])
-    def habilitations(a: Actor, valid: bool = False) -> list[sc.HabilitationOut]:
-        return svc.list_habilitations(a, valid)
+    def habilitations(
+        a: Actor,
+        valid: bool = False,
+        role: Role | None = None,
+        q: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> list[sc.HabilitationOut]:
+        """Every habilitation (``valid=true``: only valid ones), by profile and by editor,
+        solution or version (``q``): operators find here the solutions they rely on."""
+        return svc.list_habilitations(a, valid, role, q)
 
     @api.get("/habilitations/{hid}", tags=["habilitations"])
     def habilitation(a: Actor, hid: IdPath) -> sc.HabilitationOut:

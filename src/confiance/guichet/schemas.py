@@ -401,6 +401,8 @@ class HabilitationOut(BaseModel):
     at_risk_reason: str | None
     relies_on: list[int]
     version: int
+    software_name: str = ""  # as habilitated (the candidature's declaration)
+    software_version: str = ""
 
 
 # ----- référentiel, PASSI, audit, notifications -----

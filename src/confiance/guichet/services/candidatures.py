@@ -11,6 +11,7 @@ from ..db import (
     Account,
     Candidature,
     Habilitation,
+    Organisation,
     Solution,
 )
 from ..domain import dependencies
@@ -66,6 +67,7 @@ def create_candidature(svc: ServiceCore, actor: Principal, data: sc.CandidatureI
         needs = dependencies.needs_for(
             role, sol.id, data.proxy_solution_id, data.osp_habilitation_id, svc.parcours.dependencies
         )
+        found: list[int] = []
         if role.is_operator:
             found, problems = dependencies.resolve(needs, lookups.hab_views(svc, s), svc.clock())
             if problems:
@@ -135,12 +137,34 @@ def create_candidature(svc: ServiceCore, actor: Principal, data: sc.CandidatureI
             actor,
             "candidature.creer",
             f"candidature:{c.id}",
-            after={**outputs.snapshot(svc, c), "role": role.value, "solution_id": sol.id},
+            after={**outputs.snapshot(svc, c), "role": role.value, "solution_id": sol.id, "relies_on": found},
         )
+        tell_relied_on(svc, s, actor, c, found)
         out: sc.CandidatureOut = outputs.cand_out(svc, s, c)
         return out
 
     return svc.run(op)
+
+
+def tell_relied_on(svc: ServiceCore, s: Session, actor: Principal, c: Candidature, found: list[int]) -> None:
+    """An operator declares it relies on another company's habilitation: that company is told
+    who operates its solution (the link itself is the candidature and, at the grant, the
+    habilitation's ``relies_on``)."""
+    me = lookups.get(svc, s, Organisation, c.organisation_id, "structure")
+    for hid in found:
+        h = lookups.get(svc, s, Habilitation, hid, "habilitation")
+        if h.organisation_id == c.organisation_id:
+            continue
+        sol = lookups.get(svc, s, Solution, h.solution_id, "solution")
+        svc.notify(
+            s,
+            "dependance_declaree",
+            f"{me.name} s'appuie sur votre habilitation {h.role} n° {h.id} ({sol.name})",
+            f"Candidature {c.role} n° {c.id} : {me.name} demande à opérer « {c.software_name} » "
+            f"version {c.software_version} en s'appuyant sur votre habilitation.",
+            org_id=h.organisation_id,
+            candidature_id=h.candidature_id,
+        )
 
 
 def check_osu_proxy(svc: ServiceCore, s: Session, found: list[int]) -> None:

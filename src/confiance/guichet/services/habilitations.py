@@ -114,19 +114,40 @@ def decide(svc: ServiceCore, actor: Principal, cid: int, data: sc.DecisionIn) ->
     return svc.run(op)
 
 
-def list_habilitations(svc: ServiceCore, actor: Principal, only_valid: bool = False) -> list[sc.HabilitationOut]:
-    """Habilitations are public within the platform (operators name the ones they rely on)."""
+def list_habilitations(
+    svc: ServiceCore, actor: Principal, only_valid: bool = False, role: Role | None = None, q: str | None = None
+) -> list[sc.HabilitationOut]:
+    """Habilitations are public within the platform: operators rely on other companies'
+    habilitated solutions and find them here, by profile and by editor, solution or version
+    (``q``: every word must appear in one of them, case-insensitive)."""
 
     def op(s: Session) -> list[sc.HabilitationOut]:
         base.require_validated(actor)
-        # strong references: the identity map is weak, so s.get() in _hab_out finds these without SQL
-        keep = [*s.execute(select(Organisation)).scalars(), *s.execute(select(Solution)).scalars()]
-        out = [
-            outputs.hab_out(svc, s, h)
-            for h in s.execute(select(Habilitation).order_by(Habilitation.id).limit(5000)).scalars()
+        query = select(Habilitation).order_by(Habilitation.id).limit(5000)
+        if role is not None:
+            query = query.where(Habilitation.role == role.value)
+        rows = list(s.execute(query).scalars())
+        # strong references: the identity map is weak, so s.get() in hab_out finds these without SQL
+        keep = [
+            *s.execute(select(Organisation)).scalars(),
+            *s.execute(select(Solution)).scalars(),
+            *s.execute(select(Candidature).where(Candidature.id.in_([h.candidature_id for h in rows]))).scalars(),
         ]
+        out = [outputs.hab_out(svc, s, h) for h in rows]
         del keep
-        return [h for h in out if h.valid] if only_valid else out
+        if only_valid:
+            out = [h for h in out if h.valid]
+        words = (q or "").casefold().split()
+        if words:
+            out = [
+                h
+                for h in out
+                if all(
+                    w in f"{h.holder} {h.solution_name} {h.software_name} {h.software_version}".casefold()
+                    for w in words
+                )
+            ]
+        return out
 
     return svc.read(op)
 

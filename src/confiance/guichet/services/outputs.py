@@ -199,6 +199,7 @@ def cert_out(x: CertificateRow) -> sc.CertificateOut:
 def hab_out(svc: ServiceCore, s: Session, h: Habilitation) -> sc.HabilitationOut:
     org = s.get(Organisation, h.organisation_id)
     sol = s.get(Solution, h.solution_id)
+    cand = s.get(Candidature, h.candidature_id)
     return sc.HabilitationOut(
         id=h.id,
         candidature_id=h.candidature_id,
@@ -217,6 +218,8 @@ def hab_out(svc: ServiceCore, s: Session, h: Habilitation) -> sc.HabilitationOut
         at_risk_reason=h.at_risk_reason,
         relies_on=list(h.relies_on or []),
         version=h.row_version,
+        software_name=cand.software_name if cand else "",
+        software_version=cand.software_version if cand else "",
     )
 
 

@@ -124,7 +124,13 @@ def _progress(status: str) -> int:
 def _wizard_ctx(rq: Rq, values: dict[str, Any], errors: list[str]) -> dict[str, Any]:
     svc, me = _svc(rq), _principal(rq)
     habs = svc.list_habilitations(me, only_valid=True)
+    q = rq.query.get("q", "")[:200]
+    # operators rely on habilitated solutions of any company, found by editor, name or version
+    found = svc.list_habilitations(me, only_valid=True, q=q) if q else habs
     return {
+        "q": q,
+        "habilitated_proxies": [h for h in found if h.role == Role.ELP],
+        "habilitated_software": [h for h in found if h.role == Role.ELU],
         "title": "Nouvelle candidature",
         "v": values,
         "errors": errors,
