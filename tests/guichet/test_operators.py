@@ -45,3 +45,34 @@ def test_operator_finds_relies_on_and_editor_is_told(guichet: Guichet) -> None:
     assert osp["relies_on"] == [elp["id"]]
     guichet.college.ok(guichet.college.post(f"/api/habilitations/{elp['id']}/withdraw", {"reason": "abandon"}))
     assert guichet.admin.ok(guichet.admin.get(f"/api/habilitations/{osp['id']}"))["at_risk"]
+
+
+def test_dossier_shows_the_whole_chain_it_relies_on(guichet: Guichet) -> None:
+    ed = guichet.company("Editeur Proxy")
+    proxy = guichet.solution(ed, "ProxyP", "proxy")
+    lpsco = guichet.company("Editeur LPS")
+    lps = guichet.solution(lpsco, "MonLPS", "logiciel_utilisateur")
+    elu_cand = lpsco.ok(guichet.candidature(lpsco, "ELU", lps, proxy_solution_id=proxy["id"]), 201)
+    [dep] = lpsco.ok(lpsco.get(f"/api/candidatures/{elu_cand['id']}"))["relies_on"]
+    assert dep["role"] == "ELP" and dep["habilitation"] is None  # the proxy is not habilitated yet
+    elp = guichet.habilitate(ed, "ELP", proxy)
+    [dep] = lpsco.ok(lpsco.get(f"/api/candidatures/{elu_cand['id']}"))["relies_on"]
+    assert dep["habilitation"]["id"] == elp["id"] and dep["state_label"] == "valide"
+    guichet.to_evidence(lpsco, elu_cand)
+    guichet.deposit_all(lpsco, elu_cand["id"])
+    guichet.review_all(lpsco, elu_cand["id"])
+    elu = guichet.grant(lpsco, elu_cand["id"])
+    host = guichet.company("Hebergeur")
+    osp = guichet.habilitate(host, "OSP", proxy)
+    op = guichet.company("Operateur")
+    osu = op.ok(guichet.candidature(op, "OSU", lps, osp_habilitation_id=osp["id"]), 201)
+    seen = guichet.verifier.ok(guichet.verifier.get(f"/api/candidatures/{osu['id']}"))["relies_on"]
+    by_role = {d["role"]: d for d in seen}
+    assert by_role["ELU"]["habilitation"]["id"] == elu["id"]
+    assert by_role["ELU"]["habilitation"]["solution_name"] == "MonLPS"
+    assert by_role["ELU"]["habilitation"]["holder"] == "Editeur LPS"
+    assert by_role["ELU"]["habilitation"]["software_version"] == "2.1.0"
+    assert by_role["OSP"]["habilitation"]["holder"] == "Hebergeur" and by_role["OSP"]["state"] == "valide"
+    guichet.college.ok(guichet.college.post(f"/api/habilitations/{elp['id']}/withdraw", {"reason": "faille"}))
+    seen = guichet.verifier.ok(guichet.verifier.get(f"/api/candidatures/{osu['id']}"))["relies_on"]
+    assert {d["role"]: d["state_label"] for d in seen} == {"ELU": "à risque", "OSP": "à risque"}

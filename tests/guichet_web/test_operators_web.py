@@ -43,3 +43,47 @@ def test_operator_searches_and_relies_on_another_companys_proxy(site: Site, brow
     editor = login(browser, site, "mandataire_a")
     notes = editor.locator("ul.notes").inner_text()
     assert "Logisanté SARL s'appuie sur votre habilitation ELP" in notes, notes
+
+
+def test_verifier_and_college_read_the_whole_dossier(site: Site, browser) -> None:
+    from confiance.guichet import schemas as sc
+
+    svc, keys = site.service, site.conformity_keys
+    a, b = principal(svc, site.accounts["mandataire_a"]), principal(svc, site.accounts["mandataire_b"])
+    ver, col = principal(svc, site.accounts["verificateur"]), principal(svc, site.accounts["college"])
+    proxy = solution(svc, a, "Proxy Chaine", proxy=True)
+    elp = habilitate(svc, keys, a, ver, col, Role.ELP, proxy.id, "Proxy Chaine")
+    lps = solution(svc, b, "Logiciel Chaine", proxy=False)
+    c = svc.create_candidature(
+        b,
+        sc.CandidatureIn(
+            role=Role.ELU,
+            solution_id=lps.id,
+            proxy_solution_id=proxy.id,
+            software_name="Logiciel Chaine",
+            software_version="4.2",
+            description="Logiciel de cabinet pour médecins généralistes.",
+            maturity={"mtls": True},
+        ),
+    )
+    svc.submit_form(
+        b, c.id, sc.CommitmentsIn(respect_referentiels_cgu=True, exactitude_informations=True, acceptation_audits=True)
+    )
+    page = login(browser, site, "verificateur")
+    page.goto(f"{site.url}/ans/candidatures/{c.id}")
+    dossier = page.locator("#dossier").inner_text()
+    assert "Logisanté SARL" in dossier and "552100554" in dossier  # the structure and its SIREN
+    assert "Logiciel de cabinet pour médecins généralistes." in dossier
+    assert "Authentification mTLS maîtrisée" in dossier and "mtls" not in dossier
+    assert "Proxy Chaine" in dossier and "Proxytech SAS" in dossier and "version 1.0" in dossier
+    assert f"habilitation n° {elp}" in dossier and "valide" in dossier
+    link = page.locator("#dossier").get_by_role("link", name="voir au registre")
+    assert link.count() == 1
+    shot(page, "34-verificateur-dossier-complet")
+    link.click()
+    assert "Proxy Chaine" in page.locator("table").inner_text()
+
+    college = login(browser, site, "college")
+    college.goto(f"{site.url}/ans/college/{c.id}")
+    assert "Proxy Chaine" in college.locator("#dossier").inner_text()
+    assert "Déclarez votre service comme homologué" in college.locator("#dossier").inner_text()

@@ -369,11 +369,22 @@ class CandidatureOut(BaseModel):
     habilitation_id: int | None
 
 
+class DependencyOut(BaseModel):
+    """One habilitation the dossier relies on ("s'appuie sur"), as found now."""
+
+    label: str  # what is relied on, in French
+    role: Role
+    habilitation: HabilitationOut | None  # None: no habilitation of that profile exists (yet)
+    state: str | None = None  # HabilitationState value
+    state_label: str | None = None
+
+
 class CandidatureDetail(CandidatureOut):
     chapters: list[ChapterOut]
     evidence: list[EvidenceOut]
     parcours: list[StepOut]
     certificates: list[CertificateOut]
+    relies_on: list[DependencyOut] = []
 
 
 class FileOut(BaseModel):

@@ -26,6 +26,7 @@ from .model import (
     Role,
     SolutionKind,
 )
+from .pentest import AppType, Severity
 
 ACTION = "action"  # transition and decision names
 FIELD = "field"  # input field names (form errors)
@@ -83,6 +84,13 @@ LABELS: dict[type[StrEnum] | str, dict[str, str]] = {
         "PROXY": "Proxy e-Santé",
         "EAI": "EAI — module métier embarqué dans le proxy",
     },
+    AppType: {
+        "application_web": "Application web",
+        "application_mobile": "Application mobile",
+        "client_lourd_3_tiers_ou_plus": "Client lourd ≥ 3 tiers",
+        "client_lourd_moins_de_3_tiers": "Client lourd < 3 tiers",
+    },
+    Severity: {"haute": "haute", "moyenne": "moyenne", "faible": "faible"},
     EvidenceKind: {
         "test_intrusion": "Test d'intrusion",
         "rapport_conformite": "Rapport de conformité",

@@ -21,8 +21,10 @@ from ..db import (
     ReferentielVersion,
     Solution,
 )
+from ..domain import dependencies
 from ..domain import parcours as pc
-from ..domain.labels import label_of
+from ..domain.errors import DomainError
+from ..domain.labels import label, label_of
 from ..domain.model import (
     CandidatureStatus,
     ComponentKind,
@@ -30,6 +32,7 @@ from ..domain.model import (
     Role,
     SolutionKind,
     environment_for,
+    habilitation_state,
     needs_cnda,
 )
 from ..domain.referentiel import Catalogue, Requirement
@@ -130,8 +133,48 @@ def detail(svc: ServiceCore, s: Session, c: Candidature) -> sc.CandidatureDetail
         evidence=[evidence_out(e) for e in evid],
         parcours=checklist(svc, c),
         certificates=certs,
+        relies_on=relied_on(svc, s, c),
     )
     return detail
+
+
+def relied_on(svc: ServiceCore, s: Session, c: Candidature) -> list[sc.DependencyOut]:
+    """What the dossier relies on (proxy/ELP, ELU, OSP): for each need of its profile, the
+    best matching habilitation (a valid one, else the latest) with its state, so verifiers
+    and the college read the whole chain, not identifiers."""
+    try:
+        needs = dependencies.needs_for(
+            Role(c.role), c.solution_id, c.proxy_solution_id, c.osp_habilitation_id, svc.parcours.dependencies
+        )
+    except DomainError:
+        return []
+    now = svc.clock()
+    views = lookups.hab_views(svc, s)
+    out = []
+    for need in needs:
+        match = [
+            v
+            for v in views
+            if v.role is need.role
+            and (need.solution_id is None or v.solution_id == need.solution_id)
+            and (need.habilitation_id is None or v.id == need.habilitation_id)
+        ]
+        if not match:
+            out.append(sc.DependencyOut(label=need.label, role=need.role, habilitation=None))
+            continue
+        best = max(match, key=lambda v: (v.is_valid(now), v.valid_until))
+        h = lookups.get(svc, s, Habilitation, best.id, "habilitation")
+        state = habilitation_state(h.status, h.valid_until, h.at_risk, now)
+        out.append(
+            sc.DependencyOut(
+                label=need.label,
+                role=need.role,
+                habilitation=hab_out(svc, s, h),
+                state=state.value,
+                state_label=label(state),
+            )
+        )
+    return out
 
 
 def evidence_out(e: Evidence) -> sc.EvidenceOut:

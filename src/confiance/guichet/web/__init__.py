@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..domain.labels import LABELS, MEDIA
 from ..domain.model import ComponentKind, Environment, Level, SolutionKind
+from ..domain.pentest import AppType
 from ..services import GuichetService
 from . import pages_ans as ans
 from . import pages_auth as auth
@@ -103,6 +104,7 @@ def build_web(
         environment_labels=LABELS[Environment],
         solution_kind_labels=LABELS[SolutionKind],
         component_kind_labels=LABELS[ComponentKind],
+        app_type_labels=LABELS[AppType],
         media_labels=LABELS[MEDIA],
         **TEMPLATE_ENUMS,
         role_labels=ROLE_LABELS_STR,

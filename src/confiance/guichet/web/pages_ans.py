@@ -53,6 +53,7 @@ def review(rq: Rq) -> Response:
     ctx["focus"] = rq.query.get("chapitre", "")
     ctx["history"] = svc.audit_entries(me, target=f"candidature:{cid}", limit=100)
     ctx["can_act"] = False
+    ctx["registry_link"] = True
     return rq.render("review.html", **ctx)
 
 
@@ -111,6 +112,7 @@ def college_dossier(rq: Rq) -> Response:
     ctx["title"] = f"Collège — candidature {c.role} n° {c.id}"
     ctx["evidence_data"] = rq.web.read.evidence_data(c.id)
     ctx["can_act"] = False
+    ctx["registry_link"] = True
     return rq.render("college_dossier.html", **ctx)
 
 

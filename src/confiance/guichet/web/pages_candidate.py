@@ -19,6 +19,7 @@ from starlette.responses import HTMLResponse, Response
 
 from .. import schemas as sc
 from ..domain import pentest as pt
+from ..domain.labels import LABELS
 from ..domain.model import (
     ChapterStatus,
     ComponentKind,
@@ -310,6 +311,7 @@ def candidature_context(rq: Rq, c: Any) -> dict[str, Any]:
         "component_names": {comp.id: comp.name for comp in solution.components},
         "c_parcours": c.parcours,
         "commitments": COMMITMENTS,
+        "maturity_labels": dict(MATURITY),
         "editable": c.status in ("brouillon", "depot_preuves", "college"),
         "can_act": rq.user is not None and rq.user.is_candidate,
     }
@@ -529,12 +531,7 @@ def file_view(rq: Rq) -> Response:
 
 
 # ------------------------------------------------------------------ pentest
-APP_TYPE_LABELS = {
-    pt.AppType.WEB.value: "Application web",
-    pt.AppType.MOBILE.value: "Application mobile",
-    pt.AppType.THICK_3.value: "Client lourd ≥ 3 tiers",
-    pt.AppType.THICK_LT3.value: "Client lourd < 3 tiers",
-}
+APP_TYPE_LABELS = LABELS[pt.AppType]
 
 
 def _pentest_values(rq: Rq) -> dict[str, Any]:
