@@ -302,6 +302,7 @@ class EvidenceIn(In):
     requirement_id: Annotated[str, Field(min_length=1, max_length=64)]
     kind: EvidenceKind
     file_sha256: Sha256 | None = None
+    file_name: Annotated[str, Field(max_length=200)] | None = None  # the original name, kept for downloads
     description: Text = ""
     pentest: PentestIn | None = None
     conformity_report: Annotated[str, Field(min_length=1, max_length=200_000)] | None = None
@@ -313,6 +314,7 @@ class EvidenceOut(BaseModel):
     requirement_id: str
     kind: EvidenceKind
     file_sha256: str | None
+    file_name: str | None = None
     status: str
     review_reason: str | None
     checks: dict[str, Any]

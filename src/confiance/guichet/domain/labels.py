@@ -51,7 +51,7 @@ LABELS: dict[type[StrEnum] | str, dict[str, str]] = {
         "complement_demande": "complément demandé",
         "a_revoir": "à revoir",
     },
-    EvidenceStatus: {"valide": "valide", "a_revoir": "à revoir", "remplacee": "remplacée"},
+    EvidenceStatus: {"valide": "déposée", "a_revoir": "à revoir", "remplacee": "remplacée"},
     HabilitationStatus: {
         "valide": "valide",
         "suspendue": "suspendue",
@@ -181,6 +181,6 @@ def status_labels() -> dict[str, str]:
     """Every status value → its label, for the badges of the web UI (status values that
     appear in several vocabularies have the same label in each)."""
     out: dict[str, str] = {}
-    for vocab in (CandidatureStatus, ChapterStatus, EvidenceStatus, HabilitationStatus, HabilitationState, STEP_STATUS):
+    for vocab in (CandidatureStatus, ChapterStatus, HabilitationStatus, HabilitationState, STEP_STATUS):
         out.update(LABELS[vocab])
     return out

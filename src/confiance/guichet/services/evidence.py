@@ -136,6 +136,7 @@ def deposit_evidence(svc: ServiceCore, actor: Principal, cid: int, data: sc.Evid
             requirement_id=req.id,
             kind=data.kind.value,
             file_sha256=data.file_sha256,
+            file_name=safe_file_name(data.file_name) if data.file_sha256 else None,
             data=payload,
             checks=checks,
             status=EvidenceStatus.VALID.value,
@@ -160,6 +161,16 @@ def deposit_evidence(svc: ServiceCore, actor: Principal, cid: int, data: sc.Evid
         return outputs.evidence_out(e)
 
     return svc.run(op)
+
+
+def safe_file_name(name: str | None) -> str | None:
+    """The base name as deposited, without path or control characters (it is echoed in a
+    Content-Disposition header)."""
+    if not name:
+        return None
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = "".join(ch for ch in base if ch.isprintable() and ch not in '"<>;').strip()
+    return cleaned[:200] or None
 
 
 def check_evidence(

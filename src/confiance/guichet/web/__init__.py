@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..domain.labels import LABELS, MEDIA
-from ..domain.model import ComponentKind, Environment, Level, SolutionKind
+from ..domain.model import ComponentKind, Environment, EvidenceStatus, Level, SolutionKind
 from ..domain.pentest import AppType
 from ..services import GuichetService
 from . import pages_ans as ans
@@ -100,11 +100,13 @@ def build_web(
     web.env.globals.update(
         status_labels=STATUS_LABELS,
         badge_tones=BADGE_TONES,
+        max_upload_bytes=service.settings.max_upload_bytes,
         level_labels=LABELS[Level],
         environment_labels=LABELS[Environment],
         solution_kind_labels=LABELS[SolutionKind],
         component_kind_labels=LABELS[ComponentKind],
         app_type_labels=LABELS[AppType],
+        evidence_status_labels=LABELS[EvidenceStatus],
         media_labels=LABELS[MEDIA],
         **TEMPLATE_ENUMS,
         role_labels=ROLE_LABELS_STR,

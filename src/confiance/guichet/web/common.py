@@ -50,28 +50,44 @@ FIELD_LABELS = {
 }
 
 
+def _problem(kind: str, loc: list[str]) -> str:
+    """What is wrong with one field, in French (pydantic error type → sentence)."""
+    if kind in ("missing", "string_too_short"):
+        return "champ obligatoire"
+    if kind == "string_too_long":
+        return "texte trop long"
+    if kind == "string_pattern_mismatch":
+        if loc and loc[-1] == "email":
+            return "adresse électronique invalide"
+        hint = " (lettres sans accent, chiffres, espace, . _ -)" if loc and loc[-1] == "name" else ""
+        return f"format invalide{hint}"
+    if kind in ("enum", "literal_error"):
+        return "valeur non proposée"
+    if kind.startswith("date") or kind.startswith("datetime"):
+        return "date invalide"
+    if kind.startswith("int") or kind.startswith("float"):
+        return "nombre attendu"
+    return "valeur invalide"
+
+
 def validation_messages(exc: ValidationError) -> list[str]:
     """Pydantic errors in French, naming the field as the form labels it."""
     out = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
         label = " › ".join(FIELD_LABELS.get(p, p) for p in loc) or "formulaire"
-        kind = err["type"]
-        if kind in ("missing", "string_too_short"):
-            out.append(f"{label} : champ obligatoire")
-        elif kind == "string_too_long":
-            out.append(f"{label} : texte trop long")
-        elif kind == "string_pattern_mismatch":
-            hint = " (lettres sans accent, chiffres, espace, . _ -)" if loc and loc[-1] == "name" else ""
-            out.append(f"{label} : format invalide{hint}")
-        elif kind in ("enum", "literal_error"):
-            out.append(f"{label} : valeur non proposée")
-        elif kind.startswith("date") or kind.startswith("datetime"):
-            out.append(f"{label} : date invalide")
-        elif kind.startswith("int") or kind.startswith("float"):
-            out.append(f"{label} : nombre attendu")
-        else:
-            out.append(f"{label} : valeur invalide")
+        out.append(f"{label} : {_problem(err['type'], loc)}")
+    return out
+
+
+def field_errors(exc: ValidationError, fields: dict[tuple[str, ...], str]) -> dict[str, str]:
+    """Every pydantic error, keyed by the form field it belongs to (``fields`` maps a model
+    location to the input's name), so a page shows each beside its field, all at once."""
+    out: dict[str, str] = {}
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"] if not isinstance(p, int))
+        name = fields.get(loc, "_form")
+        out.setdefault(name, _problem(err["type"], list(loc)))
     return out
 
 

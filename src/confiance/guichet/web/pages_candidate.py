@@ -13,6 +13,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import ValidationError
 from starlette.responses import HTMLResponse, Response
@@ -29,6 +30,7 @@ from ..domain.model import (
     HabilitationStatus,
     Role,
     SolutionKind,
+    habilitation_state,
 )
 from ..domain.workflow import EDITABLE_CHAPTER
 from . import graph
@@ -296,6 +298,7 @@ def candidature_context(rq: Rq, c: Any) -> dict[str, Any]:
         d["editable"] = ChapterStatus(ch.status) in EDITABLE_CHAPTER
         chapters.append(_Obj(d))
     accepted = sum(1 for ch in c.chapters if ch.status == ChapterStatus.ACCEPTED)
+    hab = svc.get_habilitation(me, c.habilitation_id) if c.habilitation_id else None
     return {
         "title": f"Candidature {c.role} n° {c.id}",
         "c": c,
@@ -312,6 +315,8 @@ def candidature_context(rq: Rq, c: Any) -> dict[str, Any]:
         "c_parcours": c.parcours,
         "commitments": COMMITMENTS,
         "maturity_labels": dict(MATURITY),
+        "habilitation": hab,
+        "hab_state": habilitation_state(hab.status, hab.valid_until, hab.at_risk, rq.now) if hab else None,
         "editable": c.status in ("brouillon", "depot_preuves", "college"),
         "can_act": rq.user is not None and rq.user.is_candidate,
     }
@@ -436,7 +441,14 @@ def _deposit_upload(rq: Rq, ok: str, build: Callable[[str | None], sc.EvidenceIn
         data = build(sha)
     except ValidationError as exc:
         return _back(rq, cid, _refused(exc), "")
+    if data.file_sha256:
+        data = data.model_copy(update={"file_name": _file_name(rq)})
     return _deposit(rq, cid, data, ok)
+
+
+def _file_name(rq: Rq, name: str = "file") -> str | None:
+    up = rq.file(name)
+    return up.filename[:200] if up is not None and up.filename else None
 
 
 def evidence_document(rq: Rq) -> Response:
@@ -513,18 +525,25 @@ def parcours_done(rq: Rq) -> Response:
     return _back(rq, cid, err, "Étape du parcours enregistrée.")
 
 
+def content_disposition(inline: bool, name: str) -> str:
+    """``filename`` in ASCII for old clients, ``filename*`` (RFC 6266/5987) with the real name."""
+    ascii_name = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in name)
+    return f"{'inline' if inline else 'attachment'}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
+
+
 def file_view(rq: Rq) -> Response:
     """Evidence files, served inertly (no sniffing, sandboxed, downloaded unless PDF/image)."""
     sha = str(rq.path_params["sha"])
     cid = rq.int_param("cid")
     svc, me = _svc(rq), _principal(rq)
     detail = read_or_raise(svc.get_candidature, me, cid)
-    if sha not in {e.file_sha256 for e in detail.evidence}:
+    names = {e.file_sha256: e.file_name for e in detail.evidence if e.file_sha256}
+    if sha not in names:
         raise NotFound
     data, ctype = read_or_raise(svc.read_file, me, sha)
     inline = ctype in ("application/pdf", "image/png", "image/jpeg")
     resp = Response(data, media_type=ctype if inline else "text/plain; charset=utf-8")
-    resp.headers["Content-Disposition"] = f'{"inline" if inline else "attachment"}; filename="{sha[:16]}"'
+    resp.headers["Content-Disposition"] = content_disposition(inline, names[sha] or sha[:16])
     resp.headers["Content-Security-Policy"] = "sandbox; default-src 'none'; style-src 'unsafe-inline'"
     resp.headers["Cache-Control"] = "private, no-store"
     return resp
@@ -649,6 +668,7 @@ def pentest_submit(rq: Rq) -> Response:
             requirement_id=rq.f("requirement_id"),
             kind=EvidenceKind.PENTEST,
             file_sha256=sha,
+            file_name=_file_name(rq),
             pentest=sc.PentestIn.model_validate(values),
         )
     except ValidationError as exc:
