@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install browser up demo test lint typecheck unit bench clean
+.PHONY: install browser nginx up demo test lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 requis"'
@@ -26,6 +26,15 @@ browser:
 	    || echo "Chromium non installé : les tests navigateur seront ignorés (échec sous CI=true)."; \
 	else echo "Chromium absent et pas root : installez le paquet chromium pour les tests navigateur."; fi
 
+# Debian's nginx + njs for the nginx-in-front test of deploy/ (tests/test_deploy.py).
+nginx:
+	@if [ -x /usr/sbin/nginx ] && [ -f /usr/lib/nginx/modules/ngx_http_js_module.so ]; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	  echo "Installation de nginx (paquets Debian)…"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx libnginx-mod-http-js >/dev/null) \
+	    || echo "nginx non installé : le test nginx sera ignoré (échec sous CI=true)."; \
+	else echo "nginx absent et pas root : installez nginx et libnginx-mod-http-js pour le test nginx."; fi
+
 up: $(STAMP)
 	$(BIN)/confiance up
 
@@ -42,7 +51,7 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile
 
-test: $(STAMP) browser lint typecheck unit
+test: $(STAMP) browser nginx lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

@@ -264,6 +264,10 @@ def main() -> int:
             subprocess.Popen(
                 [sys.executable, "-m", "confiance", "proxy", "serve", "--config", str(cfg_path)],
                 start_new_session=True,
+                # The proxy's JSON logs (an access line per request, by default) go to a file,
+                # as they would to journald: not to this terminal, which would throttle it.
+                stdout=open(tmp / "proxy.log", "wb"),  # noqa: SIM115 - the child owns it
+                stderr=subprocess.STDOUT,
             )
         )
         groups["proxy"] = procs[-1].pid  # with its trace keeper (same process group)

@@ -1,7 +1,7 @@
 """The floor of a Python relay on the proxy's own stack: what TLS and sockets cost alone.
 
 uvloop + Python's ``ssl`` (both legs TLS, mTLS upstream) + httptools, exactly what the
-proxy's server (``confiance.proxy.front``) and upstream pool (``confiance.proxy.upstream``)
+proxy's server (``confiance.proxy.http1``) and upstream pool (``confiance.proxy.http1.client``)
 are built on, and nothing else: no session, no token, no path check, no trace, no metric,
 no limit, no timeout, a static Bearer. Whatever the proxy costs above this relay is its
 own logic; whatever this relay costs above nginx is the price of driving TLS and sockets

@@ -2,8 +2,8 @@
 
 Why: on this 2-core machine the proxy process is the bottleneck of the relay benchmark
 (one event loop at ≈ 100 % of a core), and the wrk figures move by ±10 % from run to run.
-This drives the real objects in-process, the proxy's ``Connection`` (front.py) and an
-upstream ``_Conn`` of its pool (upstream.py), through ``ProxyApp.send_now`` with a real
+This drives the real objects in-process, the proxy's ``Connection`` (http1/connection.py) and an
+upstream ``_Conn`` of its pool (http1/client.py), through ``Relay.handle`` with a real
 in-memory session and API token, feeding the bytes a client and an upstream would send and
 capturing what the proxy writes. What it measures is exactly the part of a request that is
 the proxy's logic. The same is done, in the same run, for the floor relay
@@ -37,12 +37,12 @@ sys.path.insert(0, str(ROOT))
 from bench.proxy import floor_relay  # noqa: E402
 
 from confiance.pki import Pki  # noqa: E402
-from confiance.proxy.app import ProxyApp  # noqa: E402
 from confiance.proxy.config import ProxyConfig  # noqa: E402
 from confiance.proxy.core import ProxyCore  # noqa: E402
 from confiance.proxy.domain import ApiToken, new_session  # noqa: E402
-from confiance.proxy.front import Connection, ProxyServer, tune_gc  # noqa: E402
-from confiance.proxy.upstream import _Conn  # noqa: E402
+from confiance.proxy.http1.client import _Conn  # noqa: E402
+from confiance.proxy.http1.connection import Connection  # noqa: E402
+from confiance.proxy.serve import make_server, tune_gc  # noqa: E402
 
 # What wrk sends in bench_proxy.py, and what the nginx upstream answers there.
 REQUEST = b"GET /send/bench/hello HTTP/1.1\r\nHost: 127.0.0.1:8443\r\nCookie: proxy_session_id=%s\r\n\r\n"
@@ -100,8 +100,7 @@ def proxy_pair(tmp: Path) -> tuple[Any, Any, Sink, Sink, bytes, ProxyCore, Any]:
         }
     )
     core = ProxyCore(cfg)
-    app = ProxyApp(core)
-    server = ProxyServer(app, None, cfg.server)
+    server = make_server(core, None)
     server.loop = asyncio.get_running_loop()
     now = time.time()
     session = new_session(
@@ -115,7 +114,7 @@ def proxy_pair(tmp: Path) -> tuple[Any, Any, Sink, Sink, bytes, ProxyCore, Any]:
     )
     session.api_tokens["bench"] = ApiToken("api-token-" + "x" * 990, now + 3600)
     core.store._by_id[session.id] = session  # type: ignore[attr-defined]
-    hot = core._make_hot(session, "bench", cfg.services["bench"], session.api_tokens["bench"])
+    hot = core.make_hot(session, "bench", cfg.services["bench"], session.api_tokens["bench"])
     hot.pool.loop = asyncio.get_running_loop()
     up = _Conn(hot.pool)
     up_sink = Sink()
@@ -160,7 +159,7 @@ def run(
     """µs of CPU per request over ``n`` requests, each fully answered before the next.
 
     The proxy's outboxes are flushed where the event loop would flush them: at the end
-    of the pass that handled each side's data (proxy/outbox.py)."""
+    of the pass that handled each side's data (proxy/http1/outbox.py)."""
     feed_client, feed_up = client.data_received, up.data_received
     flush_up = core.outbox.flush if core is not None else _nothing
     flush_client = server.outbox.flush if server is not None else _nothing

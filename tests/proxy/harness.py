@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from confiance.pki import IssuedCertificate, Pki
 from confiance.proxy.app import ProxyApp
 from confiance.proxy.config import ProxyConfig
 from confiance.proxy.core import ProxyCore
-from confiance.proxy.front import build_server
+from confiance.proxy.serve import build_server
 from tests.fixtures_api import ApiHandle
 from tests.fixtures_psc import PscHandle
 
@@ -103,9 +105,30 @@ class RunningProxy:
         self.server.stop()
 
 
-def start_proxy(cfg: ProxyConfig, pki: Pki, store: Any = None) -> RunningProxy:
-    # The proxy's own server (confiance.proxy.front), exactly as `confiance proxy serve` runs it.
-    front = build_server(cfg, store=store)
+class ManualClock:
+    """The proxy's clock in tests: epoch seconds that move only when the test says so.
+
+    Session and token rules (idle and absolute expiry, renewal margins) read this clock, so
+    a test moves it past a deadline instead of sleeping towards it: the outcome cannot depend
+    on how loaded the machine is. It starts at the real time so that traces and tokens
+    issued by the other (real-clock) components stay plausible.
+    """
+
+    def __init__(self, start: float | None = None) -> None:
+        self._now = time.time() if start is None else start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+
+
+def start_proxy(cfg: ProxyConfig, pki: Pki, store: Any = None, clock: ManualClock | None = None) -> RunningProxy:
+    # The proxy's own server (confiance.proxy.serve), exactly as `confiance proxy serve` runs it.
+    front = build_server(cfg, store=store, clock=clock)
     tls = ServerTLS(cert=cfg.server.cert, key=cfg.server.key)
     server = ServerThread(front.app, ServiceConfig(port=0, tls=tls), server=front)
     server.start()

@@ -57,6 +57,9 @@ def test_missing_field_is_named(field: str) -> None:
         ("bindingMessage", "a1"),
         ("bindingMessage", 42),
         ("bindingMessage", "4 "),
+        ("bindingMessage", "42\n"),  # full-string match: "$" alone accepts a final newline
+        ("nationalId", "899700218896\n"),
+        ("clientId", "lps\n"),
         ("channel", "card"),
         ("channel", "SMS"),
         ("channel", 1),
@@ -215,6 +218,19 @@ def test_forwarded_for_from_trusted_proxy_reads_right_to_left() -> None:
         "/send/../x",
         "/send//x",
         "/send/sv%63/x",
+        # issue 16 §3: what upstream servers normalise into a traversal
+        "/send/insi/..;/signsessiondata",
+        "/send/svc/a;b=../x",
+        "/send/svc/a;jsessionid=1",
+        "/send/svc/a%3bb",
+        "/send/svc/%c0%ae%c0%ae/x",  # overlong UTF-8 for "."
+        "/send/svc/%c0%af",  # overlong "/"
+        "/send/svc/%e0%80%ae",
+        "/send/svc/%ff",  # invalid UTF-8
+        "/send/svc/%c3",  # truncated sequence
+        "/send/svc/%ed%a0%80",  # a surrogate
+        "/send/svc/%ef%bc%8e%ef%bc%8e/x",  # fullwidth dots: NFKC makes them ".."
+        "/send/svc/%ef%bc%8f",  # fullwidth solidus
     ],
 )
 def test_unsafe_paths_refused(raw: str) -> None:
@@ -222,19 +238,19 @@ def test_unsafe_paths_refused(raw: str) -> None:
         split_send_target(raw)
 
 
-@pytest.mark.parametrize("qs", ["a=%0d%0a", "a=\r\n", "a=b#c", "a=%zz", "a= b"])
+@pytest.mark.parametrize("qs", ["a=%0d%0a", "a=\r\n", "a=b#c", "a=%zz", "a= b", "a=%c0%ae", "a=%ff", "a=b\n"])
 def test_unsafe_queries_refused(qs: str) -> None:
     with pytest.raises(UnsafePath):
         split_send_target("/send/svc/x", qs)
 
 
 def test_safe_paths_kept_verbatim() -> None:
-    t = split_send_target(b"/send/signsessiondata/v1/sign;x=1/a%20b/", b"x=1&y=%C3%A9&z=a/b")
+    t = split_send_target(b"/send/signsessiondata/v1/sign/a%20b/%C3%A9t%C3%A9/", b"x=1&y=%C3%A9&z=a/b;c")
     assert t.service == "signsessiondata"
-    assert t.path == "/v1/sign;x=1/a%20b/"
+    assert t.path == "/v1/sign/a%20b/%C3%A9t%C3%A9/"
     assert (
         upstream_url("https://rs:9445/signsessiondata", t)
-        == "https://rs:9445/signsessiondata/v1/sign;x=1/a%20b/?x=1&y=%C3%A9&z=a/b"
+        == "https://rs:9445/signsessiondata/v1/sign/a%20b/%C3%A9t%C3%A9/?x=1&y=%C3%A9&z=a/b;c"
     )
     assert split_send_target("/send/svc").path == ""
     assert split_send_target("/send/svc/").path == "/"

@@ -21,26 +21,27 @@ def test_histogram_buckets_are_cumulative_and_bounds_inclusive() -> None:
     for v in (0.0004, 0.0005, 0.0007, 0.02, 99.0):  # 0.0005 is a bound: it belongs to le="0.0005"
         m.send_latency.observe(v)
     s = _samples(m)
-    b = "proxy_request_seconds_bucket"
+    b = "proxy_request_duration_seconds_bucket"
     assert s[(b, (("le", "0.0005"), ("route", "send")))] == 2
     assert s[(b, (("le", "0.001"), ("route", "send")))] == 3
     assert s[(b, (("le", "0.025"), ("route", "send")))] == 4
     assert s[(b, (("le", "30.0"), ("route", "send")))] == 4
     assert s[(b, (("le", "+Inf"), ("route", "send")))] == 5
-    assert s[("proxy_request_seconds_count", (("route", "send"),))] == 5
-    assert abs(s[("proxy_request_seconds_sum", (("route", "send"),))] - 99.0216) < 1e-9
+    assert s[("proxy_request_duration_seconds_count", (("route", "send"),))] == 5
+    assert abs(s[("proxy_request_duration_seconds_sum", (("route", "send"),))] - 99.0216) < 1e-9
 
 
-def test_request_counter_by_route_and_status_class() -> None:
+def test_request_counter_by_route_and_status_code() -> None:
     m = Metrics()
     for status in (200, 201, 404, 503, 503):
         m.request("send", status)
     m.request("connect", 200)
     s = _samples(m)
-    assert s[("proxy_requests_total", (("route", "send"), ("status", "2xx")))] == 2
-    assert s[("proxy_requests_total", (("route", "send"), ("status", "4xx")))] == 1
-    assert s[("proxy_requests_total", (("route", "send"), ("status", "5xx")))] == 2
-    assert s[("proxy_requests_total", (("route", "connect"), ("status", "2xx")))] == 1
+    assert s[("proxy_requests_total", (("code", "200"), ("route", "send")))] == 1
+    assert s[("proxy_requests_total", (("code", "201"), ("route", "send")))] == 1
+    assert s[("proxy_requests_total", (("code", "404"), ("route", "send")))] == 1
+    assert s[("proxy_requests_total", (("code", "503"), ("route", "send")))] == 2
+    assert s[("proxy_requests_total", (("code", "200"), ("route", "connect")))] == 1
     assert s[("proxy_trace_queue", ())] == 3
     assert s[("proxy_active_sessions", ())] == 2
 
@@ -64,3 +65,66 @@ def test_send_done_counts_like_the_separate_metrics() -> None:
         three.request("send", status)
     assert _samples(one) == _samples(three)
     assert _samples(one)[("proxy_send_overhead_seconds_count", ())] == 2
+
+
+def test_build_info_and_process_metrics() -> None:
+    from confiance import __version__
+
+    s = _samples(Metrics())
+    info = [k for k in s if k[0] == "confiance_build_info"]
+    assert len(info) == 1 and ("version", __version__) in info[0][1] and s[info[0]] == 1
+    assert s[("process_resident_memory_bytes", ())] > 0
+    assert ("process_cpu_seconds_total", ()) in s
+
+
+def test_workers_snapshots_are_summed_at_scrape(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two workers' counters, as the worker answering a scrape reports them."""
+    import json
+    import os
+
+    me, other = Metrics(share_dir=tmp_path), Metrics(share_dir=tmp_path)
+    for _ in range(3):
+        me.send_done(0.001, None, 200)
+    for _ in range(2):
+        other.send_done(0.02, None, 200)
+    other.upstream_errors.labels("dmp", "timeout").inc()
+    # `other` is another worker: its snapshot under a pid of a process that runs (ours' parent)
+    data = {"pid": os.getppid(), "final": False, "families": other.samples()}
+    (tmp_path / f"worker-{os.getppid()}.json").write_text(json.dumps(data))
+    s = _samples(me)
+    assert s[("proxy_requests_total", (("code", "200"), ("route", "send")))] == 5
+    assert s[("proxy_request_duration_seconds_count", (("route", "send"),))] == 5
+    assert s[("proxy_request_duration_seconds_bucket", (("le", "0.001"), ("route", "send")))] == 3
+    assert s[("proxy_upstream_errors_total", (("kind", "timeout"), ("service", "dmp")))] == 1
+    assert s[("proxy_workers_reporting", ())] == 2
+    assert s[("proxy_active_sessions", ())] == 2  # the same store seen by both: not doubled
+    one_rss = _samples(Metrics())[("process_resident_memory_bytes", ())]
+    assert s[("process_resident_memory_bytes", ())] > one_rss  # summed over workers
+    # A worker that stopped keeps its counts (totals never go down), its gauges are gone.
+    data["final"] = True
+    data["families"] = [f for f in other.samples() if f[1] != "gauge"]
+    (tmp_path / f"worker-{os.getppid()}.json").write_text(json.dumps(data))
+    s = _samples(me)
+    assert s[("proxy_requests_total", (("code", "200"), ("route", "send")))] == 5
+    assert s[("proxy_workers_reporting", ())] == 1
+
+
+def test_snapshot_written_and_final_drops_gauges(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    import json
+
+    m = Metrics(share_dir=tmp_path)
+    m.request("healthz", 200, 0.001)
+
+    async def run() -> None:
+        m.start()
+        await asyncio.sleep(0)  # the sharing task writes at once
+        await asyncio.sleep(0)
+        path = m.snapshot_path()
+        assert path is not None and path.exists()
+        assert any(f[1] == "gauge" for f in json.loads(path.read_text())["families"])
+        await m.stop()
+        final = json.loads(path.read_text())
+        assert final["final"] and not any(f[1] == "gauge" for f in final["families"])
+
+    asyncio.run(run())

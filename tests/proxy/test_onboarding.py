@@ -1,10 +1,12 @@
-"""LPS onboarded while the proxy runs (`confiance proxy clients add`): picked up without restart."""
+"""LPS onboarded while the proxy runs (`confiance proxy clients add`): picked up without restart.
+
+The proxy re-reads the clients file at most once a second by its injected clock; the tests
+move that clock (harness.ManualClock) instead of sleeping past the interval."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,31 +16,34 @@ from confiance.proxy.config import LpsClient, load_clients_file, save_clients_fi
 from confiance.psc.config import ClientConfig
 from tests.fixtures_api import ApiHandle
 from tests.fixtures_psc import PscHandle
-from tests.proxy.harness import RunningProxy, connect_body, proxy_config, start_proxy
+from tests.proxy.harness import ManualClock, RunningProxy, connect_body, proxy_config, start_proxy
 
 
 @pytest.fixture(scope="module")
-def onboarding(pki, server_cert, psc_sandbox, api_services, tmp_path_factory) -> Iterator[tuple[RunningProxy, Path]]:
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture(scope="module")
+def onboarding(
+    pki, server_cert, psc_sandbox, api_services, tmp_path_factory, clock: ManualClock
+) -> Iterator[tuple[RunningProxy, Path]]:
     tmp = tmp_path_factory.mktemp("onboarding")
     clients_file = tmp / "lps-clients.json"
     cfg = proxy_config(pki, server_cert, psc_sandbox, api_services, tmp, lps_clients_file=str(clients_file))
-    proxy = start_proxy(cfg, pki)
+    proxy = start_proxy(cfg, pki, clock=clock)
     yield proxy, clients_file
     proxy.stop()
 
 
-def _wait_connect(proxy: RunningProxy, body: dict[str, str], expected: int) -> int:
-    deadline = time.monotonic() + 5
+def _wait_connect(proxy: RunningProxy, body: dict[str, str], expected: int, clock: ManualClock) -> int:
+    clock.advance(1.1)  # past the re-read interval: the next request looks at the file
     with proxy.client() as c:
-        while True:
-            status = c.post("/connect", json=body).status_code
-            if status == expected or time.monotonic() > deadline:
-                return status
-            time.sleep(0.2)
+        return c.post("/connect", json=body).status_code
 
 
 def test_new_lps_is_served_after_clients_add(
-    onboarding: tuple[RunningProxy, Path], psc_sandbox: PscHandle, api_services: ApiHandle, pki
+    onboarding: tuple[RunningProxy, Path], psc_sandbox: PscHandle, api_services: ApiHandle, pki, clock: ManualClock
 ) -> None:
     proxy, clients_file = onboarding
     cert = pki.issue_client("39000000000101", "lps-onboarded", name="proxy-onboarded-lps")
@@ -52,25 +57,29 @@ def test_new_lps_is_served_after_clients_add(
         clients_file,
         [LpsClient(client_id="lps-onboarded", auth="mtls", cert=Path(cert.cert_path), key=Path(cert.key_path))],
     )
-    assert _wait_connect(proxy, body, 200) == 200
+    assert _wait_connect(proxy, body, 200, clock) == 200
     traces = [t for t in proxy.traces() if t["clientId"] == "lps-onboarded" and t["type"] == "CONNECT_SUCCESS"]
     assert traces and traces[-1]["dn"] == cert.subject_dn
 
 
-def test_bad_clients_file_keeps_previous_clients(onboarding: tuple[RunningProxy, Path], psc_sandbox) -> None:
+def test_bad_clients_file_keeps_previous_clients(
+    onboarding: tuple[RunningProxy, Path], psc_sandbox, clock: ManualClock
+) -> None:
     proxy, clients_file = onboarding
     before = dict(proxy.core.clients)
     clients_file.write_text("{not json")
-    time.sleep(1.1)
+    clock.advance(1.1)
     proxy.core.refresh_clients()
     assert proxy.core.clients == before
 
 
-def test_config_clients_cannot_be_overridden(onboarding: tuple[RunningProxy, Path], psc_sandbox) -> None:
+def test_config_clients_cannot_be_overridden(
+    onboarding: tuple[RunningProxy, Path], psc_sandbox, clock: ManualClock
+) -> None:
     proxy, clients_file = onboarding
     original = proxy.core.clients[psc_sandbox.mtls_client_id]
     save_clients_file(clients_file, [LpsClient(client_id=psc_sandbox.mtls_client_id, auth="secret", secret="x" * 20)])
-    time.sleep(1.1)
+    clock.advance(1.1)
     proxy.core.refresh_clients()
     assert proxy.core.clients[psc_sandbox.mtls_client_id] is original
 

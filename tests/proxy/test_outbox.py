@@ -1,4 +1,4 @@
-"""The outbox (confiance.proxy.outbox): writes of one loop pass leave together, in order."""
+"""The outbox (confiance.proxy.http1.outbox): writes of one loop pass leave together, in order."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from confiance.proxy.outbox import Outbox
+from confiance.proxy.http1.outbox import Outbox
 
 
 class _Transport:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from confiance.core.jose import verify_jws
+from confiance.proxy.sessions import MemoryStore
 from tests.fixtures_api import ApiHandle
 from tests.fixtures_psc import PscHandle
 from tests.proxy.harness import RunningProxy, connect_body, proxy_config, start_proxy
@@ -72,19 +74,74 @@ def test_connect_send_disconnect(proxy: RunningProxy, psc_sandbox: PscHandle, ap
     assert send["ipAddress"] == "127.0.0.1" and send["ports"]
 
 
-def test_connect_replay_is_304_without_body_or_cookie(proxy: RunningProxy, psc_sandbox: PscHandle) -> None:
+def _sign(c: Any, psc: PscHandle, nid: str, conn: dict[str, str]) -> int:
+    body = {
+        "nationalId": nid,
+        "clientID": psc.mtls_client_id,
+        "proxy_session_id": conn["proxy_session_id"],
+        "session_state": conn["session_state"],
+    }
+    return int(c.post("/send/signsessiondata/signsessiondata", json=body).status_code)
+
+
+def test_connect_replay_is_304_only_with_the_cookie_of_a_live_session(
+    proxy: RunningProxy, psc_sandbox: PscHandle
+) -> None:
+    """The 304 rule (ANS's SessionController.connect): 304 only for the caller holding the
+    cookie of a live session; a second workstation (no cookie) logs in anew and both
+    sessions work; CONNECT_REPLAY is traced for the cookie case only."""
     nid = _nid(psc_sandbox, 2)
     with proxy.client() as c:
         first = c.post("/connect", json=connect_body(psc_sandbox, nid))
         assert first.status_code == 200
-    with proxy.client() as other:
-        # Someone else knowing the national id gets no cookie: the session is not handed over.
-        r = other.post("/connect", json=connect_body(psc_sandbox, nid))
+        # While PSC would refuse any new login: a 304 proves no CIBA request was made.
+        psc_sandbox.set_ecps("deny", national_id=nid)
+        try:
+            r = c.post("/connect", json=connect_body(psc_sandbox, nid))  # the cookie jar holds the cookie
+        finally:
+            psc_sandbox.reset()
         assert r.status_code == 304
         assert r.content == b""
         assert "set-cookie" not in r.headers
-    kinds = [t["type"] for t in proxy.traces() if t.get("IdRPPS") == nid]
-    assert kinds[-2:] == ["CONNECT_SUCCESS", "CONNECT_REPLAY"]
+    with proxy.client() as other:
+        # Another workstation of the same LPS (no cookie): a new login, a new cookie.
+        second = other.post("/connect", json=connect_body(psc_sandbox, nid))
+        assert second.status_code == 200, second.text
+        assert second.json()["proxy_session_id"] != first.json()["proxy_session_id"]
+        assert other.cookies.get("proxy_session_id") == second.json()["proxy_session_id"]
+        assert _sign(other, psc_sandbox, nid, second.json()) == 200
+    with proxy.client() as c:
+        c.cookies.set("proxy_session_id", first.json()["proxy_session_id"])
+        assert _sign(c, psc_sandbox, nid, first.json()) == 200  # the first session still works
+    traces = [t for t in proxy.traces() if t.get("IdRPPS") == nid]
+    kinds = [t["type"] for t in traces]
+    assert kinds == ["CONNECT_SUCCESS", "CONNECT_REPLAY", "CONNECT_SUCCESS", "SEND", "SEND"]
+    assert traces[1]["proxy_id_session"] == first.json()["proxy_session_id"]
+    assert {traces[3]["proxy_id_session"], traces[4]["proxy_id_session"]} == {
+        first.json()["proxy_session_id"],
+        second.json()["proxy_session_id"],
+    }
+
+
+def test_connect_with_a_dead_or_foreign_cookie_is_a_new_login(proxy: RunningProxy, psc_sandbox: PscHandle) -> None:
+    """No 304 for a cookie of an ended session, of an unknown one, nor of another
+    professional's live session (that would hand this caller someone else's session)."""
+    nid, other_nid = _nid(psc_sandbox, 8), _nid(psc_sandbox, 9)
+    with proxy.client() as c:
+        first = c.post("/connect", json=connect_body(psc_sandbox, nid)).json()
+        assert c.delete("/disconnect").status_code == 200
+        c.cookies.set("proxy_session_id", first["proxy_session_id"])
+        again = c.post("/connect", json=connect_body(psc_sandbox, nid))
+        assert again.status_code == 200 and again.json()["proxy_session_id"] != first["proxy_session_id"]
+        # The cookie jar now holds nid's live session; a connect for another professional:
+        foreign = c.post("/connect", json=connect_body(psc_sandbox, other_nid))
+        assert foreign.status_code == 200
+        assert foreign.json()["proxy_session_id"] != again.json()["proxy_session_id"]
+    with proxy.client() as c:
+        c.cookies.set("proxy_session_id", "0" * 8 + "-0000-4000-8000-" + "0" * 12)  # well-formed, unknown
+        assert c.post("/connect", json=connect_body(psc_sandbox, nid)).status_code == 200
+    replays = [t for t in proxy.traces() if t.get("IdRPPS") in (nid, other_nid) and t["type"] == "CONNECT_REPLAY"]
+    assert replays == []
 
 
 @pytest.mark.parametrize("field", ["nationalId", "bindingMessage", "clientId", "channel"])
@@ -129,13 +186,9 @@ def test_user_denies(proxy: RunningProxy, psc_sandbox: PscHandle) -> None:
     fails = [t for t in proxy.traces() if t.get("IdRPPS") == nid]
     assert [t["type"] for t in fails] == ["CONNECT_FAILURE"]
     assert "proxy_id_session" not in fails[0] and "apiRequest" not in fails[0]
-    import asyncio
-
-    assert asyncio.run(_find(proxy, nid, psc_sandbox.mtls_client_id)) is None
-
-
-async def _find(proxy: RunningProxy, nid: str, client_id: str) -> object:
-    return await proxy.core.store.find(nid, client_id)
+    store = proxy.core.store
+    assert isinstance(store, MemoryStore)
+    assert not [sid for sid, sess in store._by_id.items() if sess.national_id == nid]  # no session left
 
 
 def test_secret_client_connects(proxy: RunningProxy, psc_sandbox: PscHandle) -> None:
@@ -199,7 +252,7 @@ def test_health_and_metrics(proxy: RunningProxy) -> None:
         m = c.get("/metrics").text
         for name in (
             "proxy_requests_total",
-            "proxy_request_seconds",
+            "proxy_request_duration_seconds",
             "proxy_upstream_errors_total",
             "proxy_active_sessions",
             "proxy_refreshes_total",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import socket
 import threading
@@ -30,14 +31,13 @@ def _session(nid: str = "810000000001", client: str = "lps") -> Session:
 
 async def _contract(store: SessionStore) -> None:
     s = _session()
-    assert await store.create(s) is None
-    dup = _session()
-    existing = await store.create(dup)
-    assert existing is not None and existing.id == s.id  # one session per user+LPS
+    await store.create(s)
+    second = _session()  # the same professional and LPS, another workstation
+    await store.create(second)
     got = await store.get(s.id)
     assert got is not None and got.national_id == s.national_id
-    assert (await store.find(s.national_id, "lps")).id == s.id  # type: ignore[union-attr]
-    assert await store.find(s.national_id, "other") is None
+    other = await store.get(second.id)
+    assert other is not None and other.id != s.id and other.national_id == s.national_id  # several sessions
     # Compare-and-set: a stale copy never overwrites a newer one (rotated refresh tokens).
     a = Session.from_dict(got.to_dict())
     b = Session.from_dict(got.to_dict())
@@ -68,7 +68,7 @@ async def _contract(store: SessionStore) -> None:
     assert (await store.delete(s.id)) is not None
     assert await store.delete(s.id) is None
     assert await store.get(s.id) is None
-    assert await store.find(s.national_id, "lps") is None
+    assert await store.get(second.id) is not None  # ending one session leaves the other
     await store.close()
 
 
@@ -89,6 +89,49 @@ def test_sqlite_store_survives_restart(tmp_path: Path) -> None:
         st2 = SqliteStore(f"sqlite:///{tmp_path}/s.db")
         assert (await st2.get(s.id)) is not None
         await st2.close()
+
+    asyncio.run(run())
+
+
+def test_sqlite_store_from_one_session_per_user_keeps_sessions(tmp_path: Path) -> None:
+    """A file made when ``user_key`` was UNIQUE is rebuilt without it, sessions kept."""
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    old = sa.MetaData()
+    sa.Table(
+        "proxy_sessions",
+        old,
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("user_key", sa.String(300), nullable=False, unique=True),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("last_used_at", sa.Float, nullable=False),
+        sa.Column("expires_at", sa.Float, nullable=False, index=True),
+        sa.Column("data", sa.Text, nullable=False),
+    )
+    engine = sa.create_engine(url)
+    old.create_all(engine)
+    s = _session()
+    with engine.begin() as c:
+        c.execute(
+            sa.text("INSERT INTO proxy_sessions VALUES (:id, :k, 0, :t, :e, :d)"),
+            {
+                "id": s.id,
+                "k": f"lps\x1f{s.national_id}",
+                "t": s.last_used_at,
+                "e": s.expires_at(),
+                "d": json.dumps(s.to_dict()),
+            },
+        )
+    engine.dispose()
+
+    async def run() -> None:
+        st = SqliteStore(url)
+        assert (await st.get(s.id)) is not None  # kept
+        await st.create(_session())  # same professional and LPS: no longer refused
+        assert await st.count() == 2
+        assert s.id in await st.expired(time.time() + 60)  # the expiry index is back
+        await st.close()
 
     asyncio.run(run())
 
@@ -192,9 +235,9 @@ def test_two_instances_share_sessions(pki, server_cert, psc_sandbox, api_service
         nid = psc_sandbox.identities[14]["national_id"]
         with a.client() as ca, b.client() as cb:
             conn = ca.post("/connect", json=connect_body(psc_sandbox, nid)).json()
-            # The other instance knows the user+LPS session (304) and serves its cookie.
-            assert cb.post("/connect", json=connect_body(psc_sandbox, nid)).status_code == 304
+            # The other instance knows the session (304 for its cookie) and serves it.
             cb.cookies.set("proxy_session_id", conn["proxy_session_id"])
+            assert cb.post("/connect", json=connect_body(psc_sandbox, nid)).status_code == 304
             assert _sign(cb, psc_sandbox, nid, conn) == 200
             assert _sign(ca, psc_sandbox, nid, conn) == 200
             assert cb.delete("/disconnect").status_code == 200

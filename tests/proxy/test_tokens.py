@@ -1,6 +1,11 @@
 """Token lifecycle against the real PSC sandbox (short lifetimes) and the real API AS:
 PSC refresh then re-exchange, API-token renewal, one refresh at a time, clean end of
-sessions (revocation at the AS, end-session at PSC) on disconnect, expiry, refresh failure."""
+sessions (revocation at the AS, end-session at PSC) on disconnect, expiry, refresh failure.
+
+Every deadline the proxy enforces is read from its injected clock (harness.ManualClock),
+which these tests move past the deadline: PSC's tokens live long in real time, so nothing
+here depends on how fast a loaded machine runs. Waiting for a background effect (the
+sweeper, a revocation) polls the state itself, never a fixed delay."""
 
 from __future__ import annotations
 
@@ -17,12 +22,15 @@ import pytest
 from confiance.core.tls import client_context
 from tests.fixtures_api import ApiHandle
 from tests.fixtures_psc import PscHandle
-from tests.proxy.harness import RunningProxy, connect_body, proxy_config, start_proxy
+from tests.proxy.harness import ManualClock, RunningProxy, connect_body, proxy_config, start_proxy
+
+PSC_ACCESS = 30.0  # real seconds at PSC; the proxy's clock is moved past it
+WAIT = 60.0  # a bound for background effects to show, never a margin a test relies on
 
 
 @pytest.fixture(scope="module")
 def short_psc(psc_sandbox_factory) -> PscHandle:
-    return psc_sandbox_factory(lifetimes={"access_token": 1.0, "refresh_token": 60})
+    return psc_sandbox_factory(lifetimes={"access_token": PSC_ACCESS, "refresh_token": 600})
 
 
 @pytest.fixture(scope="module")
@@ -30,17 +38,34 @@ def short_api(api_services_factory, short_psc) -> ApiHandle:
     return api_services_factory(psc=short_psc, cache_seconds=0, token_lifetime=3600)
 
 
-def _start(pki, server_cert, psc, api, tmp, **sessions: Any) -> RunningProxy:
+def _start(pki, server_cert, psc, api, tmp, clock: ManualClock, **sessions: Any) -> RunningProxy:
     cfg = proxy_config(
         pki, server_cert, psc, api, tmp, sessions={"sweep_interval": 0.2, "psc_token_margin": 0.2, **sessions}
     )
-    return start_proxy(cfg, pki)
+    return start_proxy(cfg, pki, clock=clock)
+
+
+def _until(done: Any) -> bool:
+    """Poll a condition on state (background work: sweeper, revocation) up to WAIT seconds."""
+    deadline = time.monotonic() + WAIT
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 @pytest.fixture(scope="module")
-def proxy(pki, server_cert, short_psc, short_api, tmp_path_factory) -> Iterator[RunningProxy]:
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture(scope="module")
+def proxy(pki, server_cert, short_psc, short_api, tmp_path_factory, clock: ManualClock) -> Iterator[RunningProxy]:
     # API tokens live 1 h; a margin of 1 h - 1.5 s makes them due for renewal 1.5 s after issue.
-    p = _start(pki, server_cert, short_psc, short_api, tmp_path_factory.mktemp("tok"), api_token_margin=3600 - 1.5)
+    p = _start(
+        pki, server_cert, short_psc, short_api, tmp_path_factory.mktemp("tok"), clock, api_token_margin=3600 - 1.5
+    )
     yield p
     p.stop()
 
@@ -74,7 +99,7 @@ def _psc_active(psc: PscHandle, token: str) -> bool:
         return bool(r.json().get("active"))
 
 
-def test_refresh_then_reexchange(proxy: RunningProxy, short_psc: PscHandle) -> None:
+def test_refresh_then_reexchange(proxy: RunningProxy, short_psc: PscHandle, clock: ManualClock) -> None:
     nid = short_psc.identities[0]["national_id"]
     with proxy.client() as c:
         conn = c.post("/connect", json=connect_body(short_psc, nid)).json()
@@ -83,7 +108,7 @@ def test_refresh_then_reexchange(proxy: RunningProxy, short_psc: PscHandle) -> N
         before = _session(proxy, conn["proxy_session_id"])
         old_refresh, old_api = before.psc_refresh_token, before.api_tokens["signsessiondata"].access_token
         refreshed = _counter(proxy, "psc", "ok")
-        time.sleep(1.7)  # PSC access token expired, API token due for renewal
+        clock.advance(PSC_ACCESS + 1)  # PSC access token expired, API token due for renewal
         r = c.post("/send/signsessiondata/signsessiondata", json=body)
         assert r.status_code == 200, r.text
         after = _session(proxy, conn["proxy_session_id"])
@@ -94,7 +119,7 @@ def test_refresh_then_reexchange(proxy: RunningProxy, short_psc: PscHandle) -> N
     assert after.session_state == conn["session_state"]
 
 
-def test_one_refresh_at_a_time(proxy: RunningProxy, short_psc: PscHandle) -> None:
+def test_one_refresh_at_a_time(proxy: RunningProxy, short_psc: PscHandle, clock: ManualClock) -> None:
     """PSC revokes the whole family when a refresh token is used twice: if two requests
     refreshed concurrently the session would die. 30 concurrent requests must all pass
     with exactly one PSC refresh and one exchange."""
@@ -102,7 +127,7 @@ def test_one_refresh_at_a_time(proxy: RunningProxy, short_psc: PscHandle) -> Non
     with proxy.client() as c:
         conn = c.post("/connect", json=connect_body(short_psc, nid)).json()
     body = _sign_body(nid, short_psc, conn)
-    time.sleep(1.7)
+    clock.advance(PSC_ACCESS + 1)
     refreshed, exchanged = _counter(proxy, "psc", "ok"), _counter(proxy, "api_exchange", "ok")
 
     async def burst() -> list[int]:
@@ -140,7 +165,8 @@ def test_disconnect_revokes_and_ends_psc_session(
 
 
 def test_idle_expiry_ends_session_cleanly(pki, server_cert, short_psc, short_api, tmp_path) -> None:
-    p = _start(pki, server_cert, short_psc, short_api, tmp_path, idle_ttl=1.0, absolute_ttl=60)
+    clock = ManualClock()
+    p = _start(pki, server_cert, short_psc, short_api, tmp_path, clock, idle_ttl=1.0, absolute_ttl=60)
     try:
         nid = short_psc.identities[3]["national_id"]
         with p.client() as c:
@@ -148,28 +174,25 @@ def test_idle_expiry_ends_session_cleanly(pki, server_cert, short_psc, short_api
             first = c.post("/send/signsessiondata/signsessiondata", json=_sign_body(nid, short_psc, conn))
             assert first.status_code == 200, first.text
             s = _session(p, conn["proxy_session_id"])
-            time.sleep(0.6)
+            clock.advance(0.6)
             # Activity keeps it alive…
             assert (
                 c.post("/send/signsessiondata/signsessiondata", json=_sign_body(nid, short_psc, conn)).status_code
                 == 200
             )
-            time.sleep(0.6)
+            clock.advance(0.6)
             assert (
                 c.post("/send/signsessiondata/signsessiondata", json=_sign_body(nid, short_psc, conn)).status_code
                 == 200
             )
             # …idleness ends it, and the sweeper revokes without any request.
-            deadline = time.time() + 5
-            while _session(p, conn["proxy_session_id"]) is not None and time.time() < deadline:
-                time.sleep(0.1)
+            clock.advance(1.1)
+            _until(lambda: _session(p, conn["proxy_session_id"]) is None)
             assert _session(p, conn["proxy_session_id"]) is None
             r = c.post("/send/signsessiondata/signsessiondata", json=_sign_body(nid, short_psc, conn))
             assert r.status_code == 401
-        deadline = time.time() + 5
         jti = _jti(s.api_tokens["signsessiondata"].access_token)
-        while not short_api.runtime.revocations.is_revoked(jti) and time.time() < deadline:
-            time.sleep(0.05)
+        _until(lambda: short_api.runtime.revocations.is_revoked(jti))
         assert short_api.runtime.revocations.is_revoked(jti)
         assert p.core.metrics.sessions_ended.labels("expired")._value.get() >= 1
         # …and its PSC session was ended too: the refresh token no longer works.
@@ -188,12 +211,15 @@ def test_idle_expiry_ends_session_cleanly(pki, server_cert, short_psc, short_api
 
 
 def test_absolute_expiry(pki, server_cert, short_psc, short_api, tmp_path) -> None:
-    p = _start(pki, server_cert, short_psc, short_api, tmp_path, idle_ttl=1.0, absolute_ttl=1.0, sweep_interval=30)
+    clock = ManualClock()
+    p = _start(
+        pki, server_cert, short_psc, short_api, tmp_path, clock, idle_ttl=1.0, absolute_ttl=1.0, sweep_interval=30
+    )
     try:
         nid = short_psc.identities[4]["national_id"]
         with p.client() as c:
             conn = c.post("/connect", json=connect_body(short_psc, nid)).json()
-            time.sleep(1.1)
+            clock.advance(1.1)
             r = c.post("/send/signsessiondata/signsessiondata", json=_sign_body(nid, short_psc, conn))
             assert r.status_code == 401 and r.json()["code"] == "SESSION_EXPIRED"
             # A new connect is a fresh session, not a replay of the expired one.
@@ -204,19 +230,18 @@ def test_absolute_expiry(pki, server_cert, short_psc, short_api, tmp_path) -> No
 
 
 def test_refresh_failure_ends_session(pki, server_cert, psc_sandbox_factory, api_services_factory, tmp_path) -> None:
-    psc = psc_sandbox_factory(lifetimes={"access_token": 0.5, "refresh_token": 0.8})
+    psc = psc_sandbox_factory(lifetimes={"access_token": 30, "refresh_token": 40})
     api = api_services_factory(psc=psc, cache_seconds=0)
-    p = _start(pki, server_cert, psc, api, tmp_path)
+    clock = ManualClock()
+    p = _start(pki, server_cert, psc, api, tmp_path, clock)
     try:
         nid = psc.identities[0]["national_id"]
         with p.client() as c:
             conn = c.post("/connect", json=connect_body(psc, nid)).json()
-            time.sleep(1.0)  # access and refresh tokens both expired
+            clock.advance(41)  # access and refresh tokens both expired
             r = c.post("/send/signsessiondata/signsessiondata", json=_sign_body(nid, psc, conn))
             assert r.status_code == 401 and r.json()["code"] == "SESSION_EXPIRED"
-        deadline = time.time() + 3
-        while _session(p, conn["proxy_session_id"]) is not None and time.time() < deadline:
-            time.sleep(0.05)
+        _until(lambda: _session(p, conn["proxy_session_id"]) is None)
         assert _session(p, conn["proxy_session_id"]) is None
     finally:
         p.stop()

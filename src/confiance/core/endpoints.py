@@ -13,7 +13,8 @@ FILENAME = "endpoints.json"
 
 def write(state_dir: Path, data: dict[str, Any]) -> Path:
     path = state_dir / FILENAME
-    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    # 0600: it holds admin tokens and the demo LPS secret.
+    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", mode=0o600)
     return path
 
 

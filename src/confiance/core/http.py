@@ -87,6 +87,12 @@ class ClientFactory:
             self._httpx_sync[key] = client
         return client
 
+    async def reload(self) -> None:
+        """Forget every client and TLS context: certificate files are read again on next use
+        (the proxy's SIGHUP). Calls in flight on these clients may fail."""
+        await self.aclose()
+        self._contexts.clear()
+
     async def aclose(self) -> None:
         await asyncio.gather(*(s.close() for s in self._aiohttp.values()), return_exceptions=True)
         await asyncio.gather(*(c.aclose() for c in self._httpx_async.values()), return_exceptions=True)

@@ -78,8 +78,11 @@ class LpsClient:
         self.session_file.chmod(0o600)
 
     def connect(self, national_id: str, client_id: str, channel: str = "CARD", binding: str | None = None) -> Answer:
+        # The saved cookie goes along: the proxy answers 304 only to the holder of a live session.
+        cookies = self._cookies()
         r = self.http.post(
             "/connect",
+            headers={"Cookie": f"{COOKIE}={cookies[COOKIE]}"} if cookies else {},
             json={
                 "nationalId": national_id,
                 "bindingMessage": binding or self.binding_message(),

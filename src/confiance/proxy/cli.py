@@ -21,96 +21,175 @@ console = Console()
 ConfigOpt = typer.Option(..., "--config", "-c", help="Fichier TOML du proxy.")
 
 
-def _load(path: Path):  # type: ignore[no-untyped-def]
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    """An error for the operator: on stderr, as written (no markup, no wrapping), no traceback."""
+    typer.echo(message, err=True)
+    return typer.Exit(code)
+
+
+def _load(path: Path, check: bool = True):  # type: ignore[no-untyped-def]
     from .config import load
 
     try:
-        return load(path)
+        return load(path, check=check)
     except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"configuration illisible {path} : {exc.strerror}") from None
 
 
 @app.command()
 def serve(config: Path = ConfigOpt) -> None:
-    """Démarre le proxy (HTTPS) selon le fichier de configuration."""
-    from confiance.core import logs
-    from confiance.core.server import bind_socket
+    """Démarre le proxy (HTTPS) selon le fichier de configuration.
 
-    cfg = _load(config)
-    logs.setup("INFO" if cfg.server.log_level == "debug" else "WARNING")
-    sock = bind_socket(cfg.server.host, cfg.server.port)
-    if cfg.server.workers == 1:
-        _serve_one(cfg, sock)
-        return
-    raise typer.Exit(_supervise(cfg, sock))
-
-
-def _serve_one(cfg: Any, sock: Any) -> None:
-    """One process: build the app *here* (after any fork) so no loop, thread or DB handle is shared."""
-    from .front import build_server, run
-
-    run(build_server(cfg), [sock])
-
-
-def _supervise(cfg: Any, sock: Any) -> int:
-    """N forked workers on one listening socket; SIGTERM/SIGINT are forwarded; if a worker
-    dies the others are stopped and the exit code says so (the caller restarts the service)."""
+    Vérifie d'abord tout ce que `check-config` vérifie : une erreur arrête le démarrage
+    (un écran, sans trace d'appel), un avertissement est journalisé."""
+    import logging
     import os
+
+    from confiance.core import logs
+
+    from . import checkconfig, startup
+
+    # Whatever the proxy creates (trace and session databases with national ids, metrics
+    # snapshots) is readable by its own user only.
+    os.umask(0o077)
+    cfg = _load(config, check=False)
+    logs.setup(cfg.server.log_level, cfg.server.log_format)
+    problems = checkconfig.check(cfg)
+    for p in problems:
+        if p.severity == "warning":
+            logging.getLogger("confiance.proxy").warning("configuration: %s", p, extra={"key": p.key})
+    if checkconfig.errors(problems):
+        raise _fail(
+            f"confiance proxy serve : démarrage impossible ({config})\n"
+            + checkconfig.report(checkconfig.errors(problems))
+        )
+    try:
+        sock = startup.bind(cfg.server.host, cfg.server.port)
+    except startup.StartupError as exc:
+        raise _fail(f"confiance proxy serve : démarrage impossible ({config})\n  - erreur {exc}") from None
+    startup.log_started(cfg, [sock])
+    if cfg.server.workers == 1:
+        raise typer.Exit(_serve_one(cfg, sock, config))
+    raise typer.Exit(_supervise(cfg, sock, config))
+
+
+def _serve_one(cfg: Any, sock: Any, config: Path) -> int:
+    """One process: build the app *here* (after any fork) so no loop, thread or DB handle
+    is shared. A failure is one screen on stderr (known causes) or one log line."""
+    import logging
+
+    from . import startup
+    from .reload import build_reloadable
+    from .serve import run
+
+    try:
+        server, reloader = build_reloadable(cfg, config)
+        run(server, [sock], on_started=reloader.install)
+    except Exception as exc:
+        why = startup.explain(exc, cfg)
+        if why is None:
+            logging.getLogger("confiance.proxy").exception("proxy stopped on an unexpected error")
+        else:
+            typer.echo(f"confiance proxy serve : arrêt ({config})\n  - erreur {why}", err=True)
+        return 1
+    return 0
+
+
+def _supervise(cfg: Any, sock: Any, config: Path) -> int:
+    """N forked workers on one listening socket; SIGTERM/SIGINT/SIGHUP are forwarded; if a
+    worker dies the others are stopped and the exit code says so (the caller restarts the
+    service). Metrics: a private directory where each worker shares its snapshot
+    (metrics.py), removed at exit."""
+    import os
+    import shutil
     import signal
+    import tempfile
+
+    from . import startup
+    from .metrics import SHARE_DIR_ENV
 
     # Create the schemas once, before forking: workers racing on CREATE TABLE would fail.
     from .sessions import SqliteStore
     from .traces import TraceStore
 
-    TraceStore(cfg.traces.url).close()
-    if cfg.sessions.store == "sqlite":
-        SqliteStore(cfg.sessions.url).engine.dispose()
+    try:
+        TraceStore(cfg.traces.url).close()
+        if cfg.sessions.store == "sqlite":
+            SqliteStore(cfg.sessions.url).engine.dispose()
+    except Exception as exc:
+        why = startup.explain(exc, cfg)
+        if why is None:
+            raise
+        typer.echo(f"confiance proxy serve : démarrage impossible ({config})\n  - erreur {why}", err=True)
+        return 2
+    share = tempfile.mkdtemp(prefix="confiance-proxy-metrics-")  # 0700
+    os.environ[SHARE_DIR_ENV] = share
     children: list[int] = []
     for _ in range(cfg.server.workers):
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
-            code = 0
+            code = 1
             try:
-                _serve_one(cfg, sock)
-            except BaseException:
-                code = 1
-            os._exit(code)
+                code = _serve_one(cfg, sock, config)
+            finally:
+                os._exit(code)
         children.append(pid)
+    # The workers hold the socket; the supervisor's copy would keep the kernel accepting
+    # connections after every worker stopped listening (SIGTERM: "stop accepting at once").
+    sock.close()
     stopping = False
 
     def forward(sig: int, _frame: object) -> None:
         nonlocal stopping
-        stopping = True
+        if sig != signal.SIGHUP:
+            stopping = True
         for child in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, sig)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)
     code = 0
     alive = set(children)
-    while alive:
-        try:
-            pid, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            break
-        except InterruptedError:
-            continue
-        alive.discard(pid)
-        if not stopping:
-            console.print(f"[red]worker {pid} arrêté (statut {status}) : arrêt des autres[/red]")
-            code = 1
-            forward(signal.SIGTERM, None)
+    try:
+        while alive:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+            alive.discard(pid)
+            if not stopping:
+                typer.echo(f"worker {pid} arrêté (statut {status}) : arrêt des autres", err=True)
+                code = 1
+                forward(signal.SIGTERM, None)
+    finally:
+        shutil.rmtree(share, ignore_errors=True)
     return code
 
 
 @app.command("check-config")
-def check_config(config: Path = ConfigOpt) -> None:
-    """Valide la configuration sans démarrer."""
-    cfg = _load(config)
+def check_config(
+    config: Path = ConfigOpt,
+    offline: bool = typer.Option(False, "--offline", help="Ne pas contacter les bases (sessions, traces)."),
+) -> None:
+    """Vérifie tout ce que `serve` utilisera (certificats, clés, chaînes, dates, bases) en une passe."""
+    from . import checkconfig
+
+    cfg = _load(config, check=False)
+    problems = checkconfig.check(cfg, stores=not offline)
+    errs = checkconfig.errors(problems)
+    if errs:
+        raise _fail(f"configuration invalide ({config}) : {len(errs)} erreur(s)\n" + checkconfig.report(problems))
+    if problems:
+        typer.echo(checkconfig.report(problems), err=True)
     console.print(
-        f"configuration valide : {len(cfg.lps_clients)} client(s) LPS, services : {', '.join(cfg.services) or 'aucun'}"
+        f"configuration valide : {len(cfg.lps_clients)} client(s) LPS, services : {', '.join(cfg.services) or 'aucun'}",
+        markup=False,
     )
 
 
@@ -178,9 +257,23 @@ def clients_add(
     except (ValueError, ConfigError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    if client_id in {c.client_id for c in existing} | {c.client_id for c in _load(config).lps_clients}:
+    cfg = _load(config)
+    if client_id in {c.client_id for c in existing} | {c.client_id for c in cfg.lps_clients}:
         console.print(f"[red]clientId déjà connu du proxy : {client_id}[/red]")
         raise typer.Exit(2)
+    # The checks `serve` and `check-config` apply: a key that does not match its certificate
+    # was accepted here, then /connect answered 500.
+    import datetime as dt
+
+    from . import checkconfig
+
+    bundle_problems: list[checkconfig.Problem] = []
+    bundle = checkconfig.load_bundle(cfg.outbound.ca_bundle, "outbound.ca_bundle", bundle_problems)
+    problems = bundle_problems + checkconfig.check_lps_client(client, "--cert/--key", bundle, dt.datetime.now(dt.UTC))
+    if checkconfig.errors(problems):
+        raise _fail(f"client LPS {client_id} refusé :\n" + checkconfig.report(problems))
+    if problems:
+        typer.echo(checkconfig.report(problems), err=True)
     save_clients_file(path, [*existing, client])
     console.print(f"client LPS [bold]{client_id}[/bold] ajouté ({client.auth}) dans {path}")
 

@@ -35,11 +35,24 @@ class ServerSection(StrictModel):
     keep_alive_timeout: float = Field(30.0, gt=0, le=3600)  # idle keep-alive connection closed after
     request_read_timeout: float = Field(30.0, gt=0, le=3600)  # a request must have arrived within
     graceful_timeout: float = Field(30.0, ge=0, le=3600)  # on stop, wait this long for requests in flight
+    # Request bodies held for unanswered (queued, pipelined) requests: past these bounds a
+    # connection is not read until answers free memory.
+    max_buffered_bytes_per_connection: int = Field(4 * 1_048_576, ge=1024, le=1024 * 1_048_576)
+    max_buffered_bytes: int = Field(64 * 1_048_576, ge=1024, le=16 * 1024 * 1_048_576)
     trusted_proxies: list[str] = Field(default_factory=list)
-    log_level: str = "warning"
+    # Operator logs (core/logs.py): "info" shows the start-up line and one access line per
+    # request; log_format unset means JSON lines unless stderr is a terminal.
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] | None = None
+    access_log: bool = True
     # Processes sharing the listening socket. Above 1, sessions must live in a shared store
     # (sqlite or redis): refresh locks, the sweeper and traces are already process-safe.
     workers: int = Field(1, ge=1, le=64)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, v: object) -> object:
+        return v.lower() if isinstance(v, str) else v
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -112,6 +125,21 @@ class ServiceSection(StrictModel):
     ] = "urn:ietf:params:oauth:token-type:access_token"
     send_subject_issuer: bool = True  # ANS's example sends subject_issuer=psc
     timeout: float | None = Field(None, gt=0, le=600)
+    # Request headers forwarded to this service besides the default end-to-end set
+    # (proxy/forwarding.py); never hop-by-hop, identity, address or rewrite headers.
+    forward_headers: list[str] = Field(default_factory=list)
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _forwardable(cls, v: list[str]) -> list[str]:
+        from .forwarding import refusal
+
+        names = [n.strip().lower() for n in v]
+        for n in names:
+            why = refusal(n)
+            if why is not None:
+                raise ValueError(why)
+        return names
 
     @field_validator("base_url", "token_endpoint", "revocation_endpoint")
     @classmethod
@@ -247,8 +275,11 @@ def save_clients_file(path: Path, clients: list[LpsClient]) -> None:
     tmp.replace(path)  # atomic: a running proxy never reads half a file
 
 
-def load(path: Path | str) -> ProxyConfig:
-    """Load and validate; relative file paths are resolved against the config file's folder."""
+def load(path: Path | str, check: bool = True) -> ProxyConfig:
+    """Load and validate; relative file paths are resolved against the config file's folder.
+
+    ``check=False``: do not stop at missing files (``check-config`` reports them with the
+    rest, in one pass)."""
     cfg = load_config(path, ProxyConfig)
     base = Path(path).resolve().parent
 
@@ -264,7 +295,8 @@ def load(path: Path | str) -> ProxyConfig:
         c.cert = fix(c.cert)
         c.key = fix(c.key)
     cfg.lps_clients_file = fix(cfg.lps_clients_file)
-    check_files(cfg, str(path))
+    if check:
+        check_files(cfg, str(path))
     return cfg
 
 

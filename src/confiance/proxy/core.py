@@ -1,4 +1,4 @@
-"""The proxy's behaviour, between the ASGI edge and the outside world.
+"""The proxy's behaviour, between its HTTP routes and the outside world.
 
 Owns the session store, the trace writer, the PSC and AS clients and the per-session hot
 cache. Rules that decide (validation, expiry, trace shape, path safety) live in ``domain``
@@ -12,7 +12,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +22,7 @@ from confiance.core.config import ConfigError
 from confiance.core.http import ClientFactory, Timeouts
 from confiance.pki.thumbprint import subject_dn
 
+from .access_log import AccessLog
 from .config import LpsClient, ProxyConfig, ServiceSection, load_clients_file
 from .domain import (
     ApiToken,
@@ -33,58 +34,15 @@ from .domain import (
     new_session,
     trace,
 )
+from .forwarding import forwarded
+from .http1.client import Pool
+from .http1.outbox import Outbox
 from .metrics import Metrics
 from .oauth import OAuthFailure, PscClient, TokenExchanger, Unavailable, identity_of
-from .outbox import Outbox
 from .sessions import SessionStore, StoreUnavailable, make_store
 from .traces import KeeperAppender, TraceQueueFull, TraceStore, TraceWriter
-from .upstream import Pool
 
 log = logging.getLogger("confiance.proxy")
-
-# Request headers never forwarded upstream: hop-by-hop (RFC 9110 §7.6.1), our own
-# credentials, and anything a caller could use to impersonate a hop or an identity.
-DROP_REQUEST_HEADERS = frozenset(
-    {
-        b"host",
-        b"cookie",
-        b"authorization",
-        b"connection",
-        b"keep-alive",
-        b"proxy-authorization",
-        b"proxy-authenticate",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-        b"forwarded",
-        b"x-forwarded-for",
-        b"x-forwarded-host",
-        b"x-forwarded-proto",
-        b"x-real-ip",
-        b"client-cert",
-        b"client-cert-chain",
-        b"expect",
-    }
-)
-DROP_RESPONSE_HEADERS = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-        b"set-cookie",
-        b"server",
-        b"date",
-    }
-)
 
 
 @dataclass(slots=True)
@@ -99,6 +57,7 @@ class Hot:
     pool: Pool
     timeout: float
     service: str
+    forward: frozenset[bytes]  # request headers this service receives (forwarding.py)
 
 
 def client_dn(client: LpsClient) -> str | None:
@@ -110,8 +69,14 @@ def client_dn(client: LpsClient) -> str | None:
 
 
 class ProxyCore:
-    def __init__(self, cfg: ProxyConfig, store: SessionStore | None = None) -> None:
+    def __init__(
+        self, cfg: ProxyConfig, store: SessionStore | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        """``clock``: epoch seconds for every session and token decision (expiry, idle time,
+        renewal, the LPS-clients file's re-read interval). Tests move it instead of sleeping,
+        so no rule depends on how fast a loaded machine runs."""
         self.cfg = cfg
+        self.clock = clock
         self.instance = secrets.token_hex(8)
         self.trusted = parse_networks(cfg.server.trusted_proxies)
         self.store = store or make_store(
@@ -137,11 +102,13 @@ class ProxyCore:
         self.psc = PscClient(cfg.psc, self.factory, cfg.outbound.psc_timeout)
         self.exchanger = TokenExchanger(self.factory, cfg.outbound.psc_timeout)
         self.metrics = Metrics()
+        self.access = AccessLog(enabled=cfg.server.access_log)  # access_log.py (ops)
         self.clients = {c.client_id: c for c in cfg.lps_clients}
         self.dns = {c.client_id: client_dn(c) for c in cfg.lps_clients}
         self._clients_mtime: int | None = None
         self._clients_checked = -1.0
         self.refresh_clients()
+        self.forward = {name: forwarded(svc.forward_headers) for name, svc in cfg.services.items()}
         self.hot: dict[tuple[str, str], Hot] = {}
         self.pools: dict[tuple[str, int, str], Pool] = {}
         self.outbox = Outbox()  # requests to the services, written at the end of each loop pass
@@ -158,7 +125,7 @@ class ProxyCore:
         win over the onboarded ones (an operator cannot be overridden by a dropped file).
         """
         path = self.cfg.lps_clients_file
-        now = time.monotonic()
+        now = self.clock()
         if path is None or now - self._clients_checked < 1.0:
             return
         self._clients_checked = now
@@ -171,7 +138,7 @@ class ProxyCore:
         try:
             extra = load_clients_file(path)
         except ConfigError as exc:
-            log.warning("clients LPS non rechargés : %s", exc)
+            log.warning("LPS clients not reloaded: %s", exc)
             return
         clients = {c.client_id: c for c in self.cfg.lps_clients}
         dns = {cid: self.dns.get(cid) for cid in clients}
@@ -181,14 +148,30 @@ class ProxyCore:
             try:
                 dns[c.client_id] = client_dn(c)
             except (OSError, ValueError) as exc:
-                log.warning("client LPS %s ignoré : certificat illisible (%s)", c.client_id, exc)
+                log.warning("LPS client %s ignored: unreadable certificate (%s)", c.client_id, exc)
                 continue
             clients[c.client_id] = c
         self.clients, self.dns, self._clients_mtime = clients, dns, mtime
 
+    async def reload_clients(self, lps_clients: list[LpsClient]) -> None:
+        """SIGHUP (reload.py): the configuration's clients replaced, the onboarded file
+        re-read, and every outbound connection and TLS context dropped, so rotated LPS
+        certificates are read again on the next request (those in flight finish)."""
+        self.cfg.lps_clients = lps_clients
+        self.clients = {c.client_id: c for c in lps_clients}
+        self.dns = {c.client_id: client_dn(c) for c in lps_clients}
+        self._clients_mtime, self._clients_checked = -1, float("-inf")
+        self.refresh_clients()
+        pools, self.pools = self.pools, {}
+        self.hot.clear()
+        for pool in pools.values():
+            pool.close()
+        await self.factory.reload()
+
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self.traces.start()
+        self.metrics.start()  # shares this worker's metrics when several serve one socket
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop(), name="session-sweeper")
         self.started = True
 
@@ -205,6 +188,8 @@ class ProxyCore:
         await self.factory.aclose()
         await self.store.close()
         self.trace_store.close()
+        self.access.flush()
+        await self.metrics.stop()
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -220,9 +205,12 @@ class ProxyCore:
             raise ProxyError(503, "TRACES_UNAVAILABLE", "journal des traces saturé, réessayez") from exc
 
     # ------------------------------------------------------------------ connect
-    async def connect(self, req: ConnectRequest, ip: str | None, port: int | None) -> tuple[int, Session | None]:
-        """200 + new session, or 304 + existing one; ProxyError otherwise."""
-        now = time.time()
+    async def connect(
+        self, req: ConnectRequest, ip: str | None, port: int | None, sid: str | None = None
+    ) -> tuple[int, Session | None]:
+        """200 + a new session, or 304 when ``sid`` (the caller's cookie) is a live session
+        of this professional with this LPS; ProxyError otherwise."""
+        now = self.clock()
         meta = {"nationalId": req.national_id, "clientId": req.client_id}
         self.refresh_clients()
         client = self.clients.get(req.client_id)
@@ -231,7 +219,7 @@ class ProxyCore:
             await self.trace_now(
                 trace(
                     TraceType.CONNECT_FAILURE,
-                    now=time.time(),
+                    now=self.clock(),
                     national_id=req.national_id,
                     ip=ip,
                     port=port,
@@ -239,26 +227,39 @@ class ProxyCore:
                     dn=self.dns.get(req.client_id),
                     reason=reason,
                 ),
-                time.time(),
+                self.clock(),
             )
             return ProxyError(status, code, message, metadata=meta)
 
         if client is None:
             raise await fail(404, "CLIENT_NOT_FOUND", "clientId inconnu de ce proxy", "unknown_client")
-        try:
-            existing = await self.store.find(req.national_id, req.client_id)
-        except StoreUnavailable as exc:
-            raise ProxyError(503, "SESSION_STORE_UNAVAILABLE", "stockage des sessions indisponible") from exc
-        if existing is not None and existing.expired(now) is None:
-            await self.trace_now(
-                trace(
-                    TraceType.CONNECT_REPLAY, now=now, national_id=req.national_id, ip=ip, port=port, session=existing
-                ),
-                now,
-            )
-            return 304, None
-        if existing is not None:
-            await self.end_session(existing.id, "expired")
+        if sid is not None:
+            # The 304 rule (ANS's SessionController.connect: a started web session →
+            # Reconnect): only the caller holding the cookie of a live session is told it is
+            # already connected. Without it (another workstation, a lost cookie) this is a
+            # new login. A live session of another professional or LPS is no replay either:
+            # answering 304 would leave this caller acting under someone else's session.
+            try:
+                existing = await self.store.get(sid)
+            except StoreUnavailable as exc:
+                raise ProxyError(503, "SESSION_STORE_UNAVAILABLE", "stockage des sessions indisponible") from exc
+            if existing is not None:
+                why = existing.expired(now)
+                if why is not None:
+                    await self.end_session(existing.id, why)
+                elif existing.national_id == req.national_id and existing.client_id == req.client_id:
+                    await self.trace_now(
+                        trace(
+                            TraceType.CONNECT_REPLAY,
+                            now=now,
+                            national_id=req.national_id,
+                            ip=ip,
+                            port=port,
+                            session=existing,
+                        ),
+                        now,
+                    )
+                    return 304, None
         try:
             tokens = await self.psc.ciba(client, req.national_id, req.binding_message, req.channel)
             if self.cfg.psc.verify_id_token and tokens.get("id_token"):
@@ -271,7 +272,7 @@ class ProxyCore:
         except OAuthFailure as exc:
             status, code, message = _connect_error(exc)
             raise await fail(status, code, message, exc.error) from exc
-        done = time.time()
+        done = self.clock()
         session = new_session(
             client_id=client.client_id,
             national_id=req.national_id,
@@ -281,25 +282,16 @@ class ProxyCore:
             idle_ttl=self.cfg.sessions.idle_ttl,
             dn=self.dns.get(client.client_id),
         )
-        return await self._store_new(session, ip, port)
+        return await self.store_new(session, ip, port)
 
-    async def _store_new(self, session: Session, ip: str | None, port: int | None) -> tuple[int, Session | None]:
+    async def store_new(self, session: Session, ip: str | None, port: int | None) -> tuple[int, Session]:
+        """Store and trace a session PSC just opened (CIBA or web login)."""
         try:
-            other = await self.store.create(session)
+            await self.store.create(session)
         except StoreUnavailable as exc:
             self.spawn(self._end_remote(session, "store_unavailable"))
             raise ProxyError(503, "SESSION_STORE_UNAVAILABLE", "stockage des sessions indisponible") from exc
-        now = time.time()
-        if other is not None:
-            # A concurrent connect for the same user+LPS won: keep one PSC session only.
-            self.spawn(self._end_remote(session, "duplicate"))
-            await self.trace_now(
-                trace(
-                    TraceType.CONNECT_REPLAY, now=now, national_id=session.national_id, ip=ip, port=port, session=other
-                ),
-                now,
-            )
-            return 304, None
+        now = self.clock()
         await self.trace_now(
             trace(
                 TraceType.CONNECT_SUCCESS, now=now, national_id=session.national_id, ip=ip, port=port, session=session
@@ -311,7 +303,7 @@ class ProxyCore:
         # and a short idle_ttl must not be half spent before the first /send. Best effort:
         # the session is stored and traced; a store hiccup here must not undo the connect.
         with contextlib.suppress(StoreUnavailable):
-            await self.store.touch(session, time.time())
+            await self.store.touch(session, self.clock())
         return 200, session
 
     # ------------------------------------------------------------------ sessions
@@ -336,7 +328,7 @@ class ProxyCore:
             raise ProxyError(503, "SESSION_STORE_UNAVAILABLE", "stockage des sessions indisponible") from exc
         if s is None:
             raise ProxyError(401, "SESSION_NOT_FOUND", "session inconnue")
-        now = time.time()
+        now = self.clock()
         await self.trace_now(
             trace(TraceType.DISCONNECT, now=now, national_id=s.national_id, ip=ip, port=port, session=s), now
         )
@@ -374,7 +366,9 @@ class ProxyCore:
                 log.warning("revocation at %s failed for a session (%s): %s", name, reason, exc)
         try:
             await self.psc.end_session(client, s.id_token, s.psc_refresh_token)
-        except (Unavailable, OAuthFailure) as exc:
+        except OAuthFailure as exc:
+            log.warning("PSC end-session refused (%s): HTTP %d, %s", reason, exc.status, exc)
+        except Unavailable as exc:
             log.warning("PSC end-session failed (%s): %s", reason, exc)
 
     async def _sweep_loop(self) -> None:
@@ -385,7 +379,7 @@ class ProxyCore:
 
     async def sweep(self) -> int:
         """End every expired session (one sweeper at a time across instances)."""
-        now = time.time()
+        now = self.clock()
         # Relay contexts whose API token is due are rebuilt on next use anyway: dropping them
         # bounds the cache even for sessions another instance ended.
         for key in [k for k, h in self.hot.items() if h.renew_at < now]:
@@ -394,9 +388,9 @@ class ProxyCore:
             return 0
         n = 0
         try:
-            for sid in await self.store.expired(time.time(), 200):
+            for sid in await self.store.expired(self.clock(), 200):
                 s = await self.store.get(sid)
-                if s is None or s.expired(time.time()):
+                if s is None or s.expired(self.clock()):
                     await self.end_session(sid, "expired")
                     n += 1
         finally:
@@ -440,7 +434,7 @@ class ProxyCore:
         tok = session.api_tokens.get(service)
         if tok is None or not tok.usable(now, margin) or tok.access_token == refused:
             tok = await self._renew_api_token(session.id, service, svc, now, refused)
-        return self._make_hot(session, service, svc, tok)
+        return self.make_hot(session, service, svc, tok)
 
     def pool_for(self, client: LpsClient, base_url: str) -> Pool:
         """One keep-alive pool per (origin, outbound certificate): the certificate of the
@@ -462,7 +456,7 @@ class ProxyCore:
             )
         return pool
 
-    def _make_hot(self, session: Session, service: str, svc: ServiceSection, tok: ApiToken) -> Hot:
+    def make_hot(self, session: Session, service: str, svc: ServiceSection, tok: ApiToken) -> Hot:
         client = self.clients[session.client_id]
         u = urlsplit(svc.base_url)
         hot = Hot(
@@ -473,6 +467,7 @@ class ProxyCore:
             pool=self.pool_for(client, svc.base_url),
             timeout=svc.timeout or self.cfg.outbound.upstream_timeout,
             service=service,
+            forward=self.forward[service],
         )
         self.hot[(session.id, service)] = hot
         return hot
@@ -481,7 +476,7 @@ class ProxyCore:
         self, sid: str, service: str, svc: ServiceSection, now: float, refused: str | None = None
     ) -> ApiToken:
         async with self.refresh_lock(sid):
-            now = time.time()
+            now = self.clock()
             try:
                 fresh = await self.store.get(sid)
             except StoreUnavailable as exc:
@@ -498,17 +493,17 @@ class ProxyCore:
                 version = await self._refresh_psc(work, client, version, now)
             try:
                 try:
-                    tok = await self.exchanger.exchange(client, service, svc, work.psc_access_token, time.time())
+                    tok = await self.exchanger.exchange(client, service, svc, work.psc_access_token, self.clock())
                 except OAuthFailure as exc:
                     # The AS found the PSC token inactive (expired in flight, or PSC ended it
                     # early): refresh once and exchange again before giving up.
                     # RFC 8693 §2.2.2 answers invalid_request for a bad subject_token.
                     if exc.error not in ("invalid_grant", "invalid_request") or not work.psc_refresh_usable(
-                        time.time()
+                        self.clock()
                     ):
                         raise
-                    version = await self._refresh_psc(work, client, version, time.time())
-                    tok = await self.exchanger.exchange(client, service, svc, work.psc_access_token, time.time())
+                    version = await self._refresh_psc(work, client, version, self.clock())
+                    tok = await self.exchanger.exchange(client, service, svc, work.psc_access_token, self.clock())
             except Unavailable as exc:
                 self.metrics.refreshes.labels("api_exchange", "unavailable").inc()
                 raise ProxyError(
@@ -542,7 +537,7 @@ class ProxyCore:
             self.metrics.refreshes.labels("psc", "refused").inc()
             self.spawn(self.end_session(work.id, "refresh_refused"))
             raise ProxyError(401, "SESSION_EXPIRED", "session PSC terminée, reconnectez-vous") from exc
-        apply_psc_refresh(work, tokens, time.time())
+        apply_psc_refresh(work, tokens, self.clock())
         self.metrics.refreshes.labels("psc", "ok").inc()
         # Persist the rotated refresh token at once: the old one is now dead at PSC.
         await self._save(work, version)

@@ -24,11 +24,16 @@ SESSION_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f
 class ProxyError(Exception):
     """A refusal with an HTTP status, an error code and a French message for the LPS."""
 
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: tuple[tuple[bytes, bytes], ...] = (), **extra: Any
+    ) -> None:
+        """``headers``: response headers the refusal needs (``Allow`` on a 405); ``extra``:
+        more fields of the JSON body."""
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
         self.extra = extra
 
     def body(self) -> dict[str, Any]:
@@ -70,7 +75,8 @@ def parse_connect(body: Any) -> ConnectRequest:
         value = body.get(name)
         if value is None:
             raise ProxyError(400, "MISSING_FIELD", f"champ {name} manquant", field=name, metadata=meta())
-        if not isinstance(value, str) or not rx.match(value):
+        # fullmatch: with match, "$" also accepts a final "\n" ("42\n" would reach PSC)
+        if not isinstance(value, str) or not rx.fullmatch(value):
             raise ProxyError(
                 400, "INVALID_FIELD", f"champ {name} invalide: attendu {expected}", field=name, metadata=meta()
             )
@@ -95,7 +101,7 @@ def new_session_id() -> str:
 
 
 def valid_session_id(value: str | None) -> bool:
-    return value is not None and len(value) == 36 and SESSION_ID_RE.match(value) is not None
+    return value is not None and len(value) == 36 and SESSION_ID_RE.fullmatch(value) is not None
 
 
 @dataclass(slots=True)

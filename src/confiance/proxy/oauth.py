@@ -103,6 +103,21 @@ async def _post_form(
     return status, body
 
 
+async def _get_status(session: aiohttp.ClientSession, url: str, limit_s: float, what: str) -> int:
+    """GET ``url`` (redirects not followed: a logout page may redirect the browser); its status."""
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=limit_s), allow_redirects=False) as resp:
+            await resp.read()
+            status = resp.status
+    except TimeoutError as exc:
+        raise Unavailable(f"{what}: délai dépassé", timeout=True) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise Unavailable(f"{what}: {type(exc).__name__}") from exc
+    if status >= 500:
+        raise Unavailable(f"{what}: réponse HTTP {status}")
+    return status
+
+
 @dataclass
 class Discovery:
     issuer: str
@@ -268,7 +283,8 @@ class PscClient:
         return tok
 
     async def end_session(self, client: LpsClient, id_token: str | None, refresh_token: str | None) -> None:
-        """RP-initiated logout with ``id_token_hint`` (what the contract asks); best effort."""
+        """RP-initiated logout with ``id_token_hint`` (what the contract asks): a POST, then
+        a GET if the POST is refused; OAuthFailure (with the HTTP status) when both are."""
         d = await self.discovery()
         if d.end_session_endpoint and id_token:
             form: dict[str, str] = {"id_token_hint": id_token}
@@ -278,10 +294,18 @@ class PscClient:
             status, body = await _post_form(
                 self._http(client), d.end_session_endpoint, form, headers, self.timeout, "fin de session PSC"
             )
-            if status >= 400:
-                raise OAuthFailure(
-                    str(body.get("error") or "logout_failed"), str(body.get("error_description") or ""), status
-                )
+            if status < 400:
+                return
+            # Refused as a POST: OpenID RP-Initiated Logout is a GET first (ANS's example
+            # uses GET, and some providers accept only that), id_token_hint in the query.
+            sep = "&" if "?" in d.end_session_endpoint else "?"
+            query = urlencode({"id_token_hint": id_token, "client_id": client.client_id})
+            got = await _get_status(
+                self._http(client), d.end_session_endpoint + sep + query, self.timeout, "fin de session PSC"
+            )
+            if got >= 400:
+                error = str(body.get("error") or "logout_failed")
+                raise OAuthFailure(error, f"POST refusé (HTTP {status}), GET refusé (HTTP {got})", got)
 
 
 class TokenExchanger:

@@ -34,6 +34,7 @@ import orjson
 import sqlalchemy as sa
 
 from confiance.core.hashchain import GENESIS, ChainCheck, link_bytes
+from confiance.core.logs import Incident, redact_url
 from confiance.core.storage import make_engine
 
 from .domain import send_record
@@ -290,6 +291,10 @@ class TraceWriter:
     ):
         """``appender`` commits one batch; by default ``store.append`` in a worker thread."""
         self.store = store
+        # ops: a database outage is logged once, and its recovery (core/logs.py)
+        engine = getattr(store, "engine", None)
+        target = redact_url(str(engine.url.render_as_string(hide_password=True))) if engine is not None else "?"
+        self.incident = Incident("trace database", target, log)
         self._append: Appender = appender or (lambda items: asyncio.to_thread(store.append, items))
         self.flush_interval = flush_interval
         self.batch_max = batch_max
@@ -374,10 +379,11 @@ class TraceWriter:
                 await self._append([(ts, rec) for ts, rec, _ in batch])
             except Exception as exc:  # the database is down: keep the batch, retry
                 self.failures += 1
-                log.warning("trace batch of %d not written yet (%s); retrying", len(batch), type(exc).__name__)
+                self.incident.failed(exc)  # once per outage; the batch is kept and retried
                 await asyncio.sleep(min(1.0, 0.05 * self.failures))
                 continue
             self.failures = 0
+            self.incident.ok()
             # Read back from the queue, not from ``batch``: flush() may have given an entry
             # of this batch a future while it was being written.
             committed = self._queue[: len(batch)]

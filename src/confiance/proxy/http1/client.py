@@ -29,11 +29,31 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
 class UpstreamError(Exception):
-    """``kind`` is "down" (cannot connect), "timeout", or "protocol" (bad/closed answer)."""
+    """A request the upstream did not answer usably; ``kind`` names which subclass, as the
+    label operators see in metrics."""
 
-    def __init__(self, kind: str, detail: str = "") -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
+    kind = "protocol"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(f"{self.kind}: {detail}")
+
+
+class UpstreamDown(UpstreamError):
+    """The connection could not be opened (refused, unreachable, TLS handshake failed)."""
+
+    kind = "down"
+
+
+class UpstreamTimeout(UpstreamError):
+    """No complete answer in time (connecting, or the request's own limit)."""
+
+    kind = "timeout"
+
+
+class UpstreamProtocol(UpstreamError):
+    """A bad, oversized or cut-off answer."""
+
+    kind = "protocol"
 
 
 class _Stale(Exception):
@@ -48,7 +68,7 @@ class _Conn(asyncio.Protocol):
     """One kept-alive upstream connection of a :class:`Pool`; one request in flight at a time.
 
     A request ends once: answered (``on_message_complete``), failed (bad or oversized
-    answer, closed connection, timer), and then the pool settles it (:meth:`Pool._settle`).
+    answer, closed connection, timer), and then the pool settles it (:meth:`Pool.settle`).
     That happens after the parser has returned, never from inside a parser callback, so
     whoever is told may reuse the connection at once. The request's own fields live here,
     not in a closure per request: on the hot path every object and call per request counts
@@ -61,7 +81,6 @@ class _Conn(asyncio.Protocol):
         "_feeding",
         "_got_bytes",
         "_headers",
-        "_keep_alive",
         "_max",
         "_outcome",
         "_parser",
@@ -70,6 +89,7 @@ class _Conn(asyncio.Protocol):
         "body",
         "closed",
         "head",
+        "keep_alive",
         "limit_s",
         "method",
         "on_done",
@@ -94,7 +114,7 @@ class _Conn(asyncio.Protocol):
         self._size = 0
         self._got_bytes = False
         self._close_delimited = False
-        self._keep_alive = False
+        self.keep_alive = False
         # The request in flight (kept for the single retry on a stale connection).
         self.method = ""
         self.head = b""
@@ -118,7 +138,7 @@ class _Conn(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamError("protocol", f"réponse HTTP invalide: {exc}"))
+            self._fail(UpstreamProtocol(f"réponse HTTP invalide: {exc}"))
         self._feeding = False
         if self._outcome is not None:
             self._end()
@@ -132,7 +152,7 @@ class _Conn(asyncio.Protocol):
         elif not self._got_bytes and self.used:
             self._settle(None, _Stale())
         else:
-            self._settle(None, UpstreamError("protocol", "connexion fermée par le service"))
+            self._settle(None, UpstreamProtocol("connexion fermée par le service"))
 
     # -- httptools callbacks
     def on_message_begin(self) -> None:
@@ -159,7 +179,7 @@ class _Conn(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
         if self._size > self._max:
-            self._fail(UpstreamError("protocol", "réponse trop volumineuse"))
+            self._fail(UpstreamProtocol("réponse trop volumineuse"))
             return
         self._body.append(body)
 
@@ -169,7 +189,7 @@ class _Conn(asyncio.Protocol):
         if status < 200:  # interim response (RFC 9110 §15.2, e.g. 103): the final one follows
             return
         # Read keep-alive now: llhttp resets its state once the callback returns.
-        self._keep_alive = bool(p.should_keep_alive())
+        self.keep_alive = bool(p.should_keep_alive())
         self._close_delimited = False
         if self.active and self._outcome is None:  # not failed meanwhile (oversized body)
             # Always inside feed_data: data_received delivers it once the parser returns.
@@ -186,7 +206,7 @@ class _Conn(asyncio.Protocol):
         self._body = []
         self._got_bytes = False
         self._close_delimited = False
-        self._keep_alive = False
+        self.keep_alive = False
         self.method, self.head, self.body, self.limit_s, self.on_done = method, head, body, limit_s, on_done
         assert self.transport is not None
         outbox = self.pool.outbox
@@ -200,7 +220,7 @@ class _Conn(asyncio.Protocol):
     def expire(self) -> None:
         """The request's time is up (timer callback)."""
         self.timer = None
-        self._fail(UpstreamError("timeout", "délai dépassé"))
+        self._fail(UpstreamTimeout("délai dépassé"))
 
     def abort(self) -> None:
         """Forget the request in flight (its caller went away); the connection is dropped."""
@@ -234,7 +254,7 @@ class _Conn(asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
         self.active = False
-        self.pool._settle(self, result, exc)
+        self.pool.settle(self, result, exc)
 
 
 class Pool:
@@ -278,9 +298,9 @@ class Pool:
                 self.connect_timeout,
             )
         except TimeoutError as exc:
-            raise UpstreamError("timeout", "connexion au service trop lente") from exc
+            raise UpstreamTimeout("connexion au service trop lente") from exc
         except (OSError, ssl.SSLError) as exc:
-            raise UpstreamError("down", type(exc).__name__) from exc
+            raise UpstreamDown(type(exc).__name__) from exc
         return proto
 
     async def request(self, method: str, head: bytes, body: bytes, limit_s: float, fresh: bool = False) -> Result:
@@ -345,11 +365,11 @@ class Pool:
                 return c
         return None
 
-    def _settle(self, conn: _Conn, result: Result | None, exc: BaseException | None) -> None:
-        """A request ended: the connection goes back or away, the slot is freed, the
+    def settle(self, conn: _Conn, result: Result | None, exc: BaseException | None) -> None:
+        """(For its connections.) A request ended: the connection goes back or away, the slot is freed, the
         caller is told, and a stale connection's idempotent request is sent once more."""
         on_done, conn.on_done = conn.on_done, None
-        if exc is None and conn._keep_alive and not conn.closed:
+        if exc is None and conn.keep_alive and not conn.closed:
             conn.used = True
             self._idle.append(conn)
         else:
@@ -362,7 +382,7 @@ class Pool:
                 retry = self.loop.create_task(self.request(conn.method, conn.head, conn.body, conn.limit_s, fresh=True))
                 retry.add_done_callback(lambda t: on_done(*_outcome(t)))
                 return
-            exc = UpstreamError("protocol", "connexion fermée par le service")
+            exc = UpstreamProtocol("connexion fermée par le service")
         on_done(result, exc)
 
     def _done(self) -> None:

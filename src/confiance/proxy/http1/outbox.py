@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-log = logging.getLogger("confiance.proxy.outbox")
+log = logging.getLogger("confiance.proxy.http1.outbox")
 
 
 class Outbox:
@@ -54,4 +54,4 @@ class Outbox:
             try:
                 transport.write(data)
             except Exception:  # one broken transport must not keep the others' data
-                log.exception("écriture impossible sur une connexion")
+                log.exception("write to a connection failed")
