@@ -23,6 +23,8 @@ from . import pages_ans as ans
 from . import pages_auth as auth
 from . import pages_candidate as cand
 from . import pages_certificates as certs
+from . import pages_company as comp
+from . import pages_pentest as pent
 from . import pages_solutions as sols
 from .common import (
     ANS_ROLE_LABELS,
@@ -180,12 +182,12 @@ def web_routes(
             ["POST"],
             {"candidate": True},
         ),
-        ("/candidatures/{cid}/test-intrusion", "pentest", cand.pentest_form, ["GET"], {"candidate": True}),
-        ("/candidatures/{cid}/test-intrusion", "pentest_post", cand.pentest_submit, ["POST"], {"candidate": True}),
+        ("/candidatures/{cid}/test-intrusion", "pentest", pent.pentest_form, ["GET"], {"candidate": True}),
+        ("/candidatures/{cid}/test-intrusion", "pentest_post", pent.pentest_submit, ["POST"], {"candidate": True}),
         (
             "/candidatures/{cid}/test-intrusion/verdict",
             "pentest_preview",
-            cand.pentest_preview,
+            pent.pentest_preview,
             ["POST"],
             {"candidate": True},
         ),
@@ -220,16 +222,16 @@ def web_routes(
             {"candidate": True},
         ),
         ("/candidatures/{cid}/referentiel", "referentiel_adopt", cand.referentiel_adopt, ["POST"], {"candidate": True}),
-        ("/habilitations", "habilitations", cand.habilitations, ["GET"], {"candidate": True}),
+        ("/habilitations", "habilitations", comp.habilitations, ["GET"], {"candidate": True}),
         ("/solutions", "solutions", sols.solutions, ["GET"], {"candidate": True}),
         ("/solutions/{sid}/renommer", "solution_rename", sols.solution_rename, ["POST"], {"candidate": True}),
         ("/solutions/{sid}/supprimer", "solution_delete", sols.solution_delete, ["POST"], {"candidate": True}),
-        ("/comptes", "accounts", cand.accounts, ["GET"], {"roles": ("mandataire", "representant")}),
-        ("/comptes", "accounts_post", cand.account_create, ["POST"], {"roles": ("mandataire", "representant")}),
+        ("/comptes", "accounts", comp.accounts, ["GET"], {"roles": ("mandataire", "representant")}),
+        ("/comptes", "accounts_post", comp.account_create, ["POST"], {"roles": ("mandataire", "representant")}),
         (
             "/comptes/{aid}/valider",
             "account_validate",
-            cand.account_validate,
+            comp.account_validate,
             ["POST"],
             {"roles": ("mandataire", "representant")},
         ),

@@ -12,7 +12,8 @@ from ..domain.model import Role, habilitation_state
 from . import graph
 from .common import attempt, read_or_raise, validation_messages
 from .core import Flash, Rq
-from .pages_candidate import candidature_context, dependency_nodes
+from .pages_candidate import candidature_context
+from .pages_company import dependency_nodes
 from .queries import public_page
 
 

@@ -140,7 +140,7 @@ def register_submit(rq: Rq) -> Response:
     confirm = rq.form.get("password_confirm") if rq.form is not None else None
     password = password if isinstance(password, str) else ""
     errors: dict[str, str] = {}
-    problems = password_problems(password, v["email"])
+    problems = ["champ obligatoire"] if not password else password_problems(password, v["email"])
     if problems:
         errors["password"] = " ; ".join(problems)
     if password != confirm:

@@ -8,7 +8,6 @@ another organisation's) so the web layer cannot widen access by mistake.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import unicodedata
 from collections.abc import Callable
@@ -16,24 +15,19 @@ from typing import Any
 from urllib.parse import quote
 
 from pydantic import ValidationError
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 
 from .. import schemas as sc
-from ..domain import pentest as pt
-from ..domain.labels import LABELS
 from ..domain.model import (
     ChapterStatus,
     ComponentKind,
     EvidenceKind,
     EvidenceStatus,
-    HabilitationState,
-    HabilitationStatus,
     Role,
     SolutionKind,
     habilitation_state,
 )
 from ..domain.workflow import EDITABLE_CHAPTER
-from . import graph
 from .common import (
     COMMITMENTS,
     COMPONENT_KINDS,
@@ -44,7 +38,7 @@ from .common import (
     read_or_raise,
     validation_messages,
 )
-from .core import Flash, Forbidden, NotFound, Rq
+from .core import Flash, NotFound, Rq
 from .queries import chapter_summary
 
 
@@ -547,242 +541,3 @@ def file_view(rq: Rq) -> Response:
     resp.headers["Content-Security-Policy"] = "sandbox; default-src 'none'; style-src 'unsafe-inline'"
     resp.headers["Cache-Control"] = "private, no-store"
     return resp
-
-
-# ------------------------------------------------------------------ pentest
-APP_TYPE_LABELS = LABELS[pt.AppType]
-
-
-def _pentest_values(rq: Rq) -> dict[str, Any]:
-    ids, sev, res = rq.flist("crit_id"), rq.flist("crit_severity"), rq.flist("crit_result")
-    crits = [{"id": i.strip(), "severity": s, "result": r} for i, s, r in zip(ids, sev, res, strict=False) if i.strip()]
-    return {
-        "provider": rq.f("provider"),
-        "auditor": rq.f("auditor"),
-        "report_date": rq.f("report_date"),
-        "application_name": rq.f("application_name"),
-        "application_version": rq.f("application_version"),
-        "application_type": rq.f("application_type"),
-        "criteria": crits,
-        "summary": {
-            "application_name": rq.f("summary_name") or rq.f("application_name"),
-            "application_version": rq.f("summary_version") or rq.f("application_version"),
-            "description": rq.f("summary_description"),
-            "application_type": rq.f("summary_type") or rq.f("application_type"),
-            "result": rq.f("summary_result"),
-        },
-    }
-
-
-def _pentest_verdict(rq: Rq, c: Any, values: dict[str, Any]) -> tuple[pt.PentestVerdict | None, list[str]]:
-    """The domain's own check (same function the deposit runs), on what is typed so far."""
-    svc = _svc(rq)
-    try:
-        p = sc.PentestIn.model_validate(values)
-    except ValidationError as exc:
-        return None, validation_messages(exc)
-    report = p.to_report()
-    verdict = pt.check_report(
-        report,
-        role=Role(c.role),
-        software_name=c.software_name,
-        software_version=c.software_version,
-        passi_providers={x.name for x in svc.list_passi() if x.active},
-        rules=svc.parcours.pentest,
-        today=rq.now.date(),
-    )
-    return verdict, []
-
-
-def _pentest_ctx(rq: Rq, c: Any, values: dict[str, Any], verdict: Any, incomplete: list[str]) -> dict[str, Any]:
-    rules = _svc(rq).parcours.pentest
-    medium_allowed = rules.medium_ko_below - 1 if Role(c.role) in rules.medium_tolerance_applies_to else 0
-    reqs = [r for r in _requirements(_svc(rq)).values() if "test_intrusion" in r.evidence]
-    return {
-        "title": "Test d'intrusion",
-        "c": c,
-        "v": values,
-        "verdict": verdict,
-        "incomplete": incomplete,
-        "passi": [x for x in _svc(rq).list_passi() if x.active],
-        "app_types": APP_TYPE_LABELS,
-        "severities": [(s.value, s.value) for s in pt.Severity],
-        "results": [pt.RESULT_ELIGIBLE, pt.RESULT_NOT_ELIGIBLE],
-        "rules": rules,
-        "medium_allowed": medium_allowed,
-        "requirement_id": reqs[0].id if reqs else "",
-        "max_age": rules.max_age_days,
-    }
-
-
-def _default_pentest(c: Any, today: dt.date) -> dict[str, Any]:
-    return {
-        "provider": "",
-        "auditor": "",
-        "report_date": "",
-        "application_name": c.software_name,
-        "application_version": c.software_version,
-        "application_type": pt.AppType.WEB.value,
-        "criteria": [
-            {"id": f"C{i}", "severity": s, "result": "OK"} for i, s in enumerate(["haute", "moyenne", "faible"], 1)
-        ],
-        "summary": {
-            "application_name": c.software_name,
-            "application_version": c.software_version,
-            "description": "",
-            "application_type": pt.AppType.WEB.value,
-            "result": pt.RESULT_ELIGIBLE,
-        },
-    }
-
-
-def pentest_form(rq: Rq) -> Response:
-    c = read_or_raise(_svc(rq).get_candidature, _principal(rq), rq.int_param("cid"))
-    return rq.render("pentest.html", **_pentest_ctx(rq, c, _default_pentest(c, rq.now.date()), None, []))
-
-
-def pentest_preview(rq: Rq) -> Response:
-    """HTML fragment for the live verdict (the page's script swaps it in an aria-live region)."""
-    c = read_or_raise(_svc(rq).get_candidature, _principal(rq), rq.int_param("cid"))
-    values = _pentest_values(rq)
-    verdict, incomplete = _pentest_verdict(rq, c, values)
-    html = rq.web.env.get_template("pentest_verdict.html").render(verdict=verdict, incomplete=incomplete)
-    return HTMLResponse(html)
-
-
-def pentest_submit(rq: Rq) -> Response:
-    svc, me = _svc(rq), _principal(rq)
-    cid = rq.int_param("cid")
-    c = read_or_raise(svc.get_candidature, me, cid)
-    values = _pentest_values(rq)
-    verdict, incomplete = _pentest_verdict(rq, c, values)
-    if verdict is None or not verdict.accepted:
-        rq.flashes.append(Flash("error", "Test d'intrusion non déposé : corrigez les points signalés."))
-        return rq.render("pentest.html", status=422, **_pentest_ctx(rq, c, values, verdict, incomplete))
-    sha, err = _upload(rq)
-    if err is not None:
-        rq.flashes.append(err)
-        return rq.render("pentest.html", status=422, **_pentest_ctx(rq, c, values, verdict, incomplete))
-    try:
-        data = sc.EvidenceIn(
-            requirement_id=rq.f("requirement_id"),
-            kind=EvidenceKind.PENTEST,
-            file_sha256=sha,
-            file_name=_file_name(rq),
-            pentest=sc.PentestIn.model_validate(values),
-        )
-    except ValidationError as exc:
-        rq.flashes.append(_refused(exc))
-        return rq.render("pentest.html", status=422, **_pentest_ctx(rq, c, values, verdict, incomplete))
-    _, err = attempt(svc.deposit_evidence, me, cid, data)
-    if err is not None:
-        rq.flashes.append(err)
-        return rq.render("pentest.html", status=422, **_pentest_ctx(rq, c, values, verdict, incomplete))
-    return rq.redirect(
-        rq.url("candidature", cid=cid) + "#chap-test_intrusion",
-        Flash("ok", "Test d'intrusion déposé : rapport éligible."),
-    )
-
-
-# ------------------------------------------------------------------ habilitations & graph
-def node_state(h: Any, own_org: int | None) -> str:
-    if not h.valid:  # a renewed one is drawn as expired: its successor carries on
-        gone = (HabilitationStatus.SUSPENDED, HabilitationStatus.WITHDRAWN)
-        return h.status if h.status in gone else HabilitationState.EXPIRED.value
-    if h.at_risk:
-        return HabilitationState.AT_RISK.value
-    if own_org is not None and h.organisation_id != own_org:
-        return "externe"
-    return HabilitationState.VALID.value
-
-
-def dependency_nodes(habs: list[Any], org_id: int | None, href: Any = None) -> list[graph.Node]:
-    """The organisation's habilitations plus everything they rely on (transitively)."""
-    by_id = {h.id: h for h in habs}
-    wanted = {h.id for h in habs if org_id is None or h.organisation_id == org_id}
-    stack = list(wanted)
-    while stack:
-        h = by_id.get(stack.pop())
-        for dep in h.relies_on if h else []:
-            if dep not in wanted and dep in by_id:
-                wanted.add(dep)
-                stack.append(dep)
-    nodes = []
-    for hid in sorted(wanted):
-        h = by_id[hid]
-        nodes.append(
-            graph.Node(
-                id=h.id,
-                role=h.role.value if hasattr(h.role, "value") else str(h.role),
-                title=h.solution_name,
-                state=node_state(h, org_id),
-                subtitle=f"{h.holder} · jusqu'au {h.valid_until:%d/%m/%Y}",
-                relies_on=tuple(h.relies_on),
-                href=href(h) if href else None,
-            )
-        )
-    return nodes
-
-
-def habilitations(rq: Rq) -> Response:
-    svc, me = _svc(rq), _principal(rq)
-    all_habs = read_or_raise(svc.list_habilitations, me)
-    mine = [h for h in all_habs if h.organisation_id == me.organisation_id]
-    rows = []
-    for h in sorted(mine, key=lambda h: h.valid_until):
-        days = (h.valid_until - rq.now).days
-        rows.append({"h": h, "days": days, "state": node_state(h, me.organisation_id)})
-    svg = graph.render_svg(
-        dependency_nodes(all_habs, me.organisation_id, href=lambda h: f"#hab-{h.id}"),
-        caption="Dépendances des habilitations de votre structure (ELP → ELU/OSP → OSU)",
-    )
-    return rq.render(
-        "habilitations.html", title="Habilitations", rows=rows, svg=svg, expiring_days=rq.web.settings.expiring_days
-    )
-
-
-# ------------------------------------------------------------------ accounts
-def accounts(rq: Rq) -> Response:
-    svc, me = _svc(rq), _principal(rq)
-    accs = read_or_raise(svc.list_accounts, me)
-    can_create = (
-        [("salarie", "salarié")]
-        if me.org_role == "representant"
-        else [("representant", "représentant"), ("salarie", "salarié")]
-        if me.org_role == "mandataire"
-        else []
-    )
-    return rq.render("accounts.html", title="Comptes de la structure", accounts=accs, can_create=can_create, me=me)
-
-
-def account_create(rq: Rq) -> Response:
-    svc, me = _svc(rq), _principal(rq)
-    password = rq.form.get("password") if rq.form is not None else None
-    try:
-        data = sc.AccountIn.model_validate(
-            {
-                "email": rq.f("email").lower(),
-                "name": rq.f("name"),
-                "password": password if isinstance(password, str) else None,
-                "org_role": rq.f("org_role") or None,
-            }
-        )
-    except ValidationError as exc:
-        return rq.redirect(rq.url("accounts"), Flash("error", "Compte non créé :", validation_messages(exc)))
-    out, err = attempt(svc.create_account, me, data)
-    if err is not None or out is None:
-        return rq.redirect(rq.url("accounts"), err)
-    return rq.redirect(
-        rq.url("accounts"), Flash("ok", f"Compte {out.email} créé{'' if out.validated else ' : à valider'}.")
-    )
-
-
-def account_validate(rq: Rq) -> Response:
-    aid = rq.int_param("aid")
-    out, err = attempt(_svc(rq).validate_account, _principal(rq), aid)
-    return rq.redirect(rq.url("accounts"), err or Flash("ok", f"Compte {out.email if out else aid} validé."))
-
-
-def require_manager(rq: Rq) -> None:
-    if rq.user is None or rq.user.org_role not in ("mandataire", "representant"):
-        raise Forbidden
