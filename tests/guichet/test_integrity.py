@@ -94,3 +94,17 @@ def test_salarie_reads_only_the_news_of_their_dossiers(guichet: Guichet) -> None
     assert {n["candidature_id"] for n in co.ok(co.get("/api/notifications"))} == {mine["id"], theirs["id"]}
     co.ok(co.post(f"/api/candidatures/{theirs['id']}/collaborators", {"account_id": emp["id"]}))
     assert {n["candidature_id"] for n in sal.ok(sal.get("/api/notifications"))} == {mine["id"], theirs["id"]}
+
+
+def test_file_refusals_read_in_words_not_mime_types(guichet: Guichet) -> None:
+    co = guichet.company("Acme")
+
+    def upload(data: bytes, ctype: str) -> str:
+        r = co.http.post("/api/files", content=data, headers={**co._h(), "Content-Type": ctype})
+        assert r.status_code == 422, r.text
+        return str(r.json()["message"])
+
+    msg = upload(b"MZ\x90\x00", "application/x-msdownload")
+    assert "PDF" in msg and "image PNG" in msg and "application/" not in msg
+    msg = upload(b"pas un pdf", "application/pdf")
+    assert msg == "le contenu du fichier n'est pas celui d'un fichier PDF"

@@ -20,7 +20,7 @@ from ..db import (
 from ..domain import conformity, pentest
 from ..domain import workflow as wf
 from ..domain.errors import DomainError, IllegalTransition
-from ..domain.labels import label, label_of
+from ..domain.labels import MEDIA, label, label_of
 from ..domain.model import (
     AnsRole,
     CandidatureStatus,
@@ -255,7 +255,9 @@ def require_file(svc: ServiceCore, s: Session, sha: str | None, ctype: str, what
     f = s.get(StoredFile, sha)
     if f is None or f.content_type != ctype:
         raise DomainError(
-            "fichier_requis", f"joignez {what} : fichier absent ou de type {f.content_type if f else '?'}"
+            "fichier_requis",
+            f"joignez {what} : "
+            + (f"le fichier joint est un fichier {label_of(MEDIA, f.content_type)}" if f else "fichier absent"),
         )
 
 
