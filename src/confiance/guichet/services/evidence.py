@@ -17,7 +17,7 @@ from ..db import (
     PassiProvider,
     StoredFile,
 )
-from ..domain import conformity, pentest
+from ..domain import conformity, pentest, pentest_pdf
 from ..domain import workflow as wf
 from ..domain.errors import DomainError, IllegalTransition
 from ..domain.labels import MEDIA, label, label_of
@@ -203,7 +203,18 @@ def check_evidence(
                 problems=list(verdict.problems),
                 ko=verdict.ko_counts,
             )
-        return {"eligible": True, "ko": verdict.ko_counts, "checked_on": today.isoformat()}, p.model_dump(mode="json")
+        # the PDF itself: does its first page state what was typed, and is it signed?
+        text, signed = pentest_pdf.read_report(svc.files.get(data.file_sha256 or ""))
+        pdf = pentest_pdf.check_first_page(text, signed, p.application_name, p.application_version, True)
+        checks: dict[str, Any] = {
+            "eligible": True,
+            "ko": verdict.ko_counts,
+            "checked_on": today.isoformat(),
+            "pdf": {"lisible": pdf.readable, "signe": pdf.signed},
+        }
+        if pdf.problems:
+            checks["problems"] = pdf.problems
+        return checks, p.model_dump(mode="json")
     if data.kind is EvidenceKind.CONFORMITY:
         if data.conformity_report is None:
             raise DomainError(
