@@ -33,7 +33,7 @@ from confiance.guichet.audit import record_of
 from confiance.guichet.db import Database
 from confiance.guichet.domain.model import AnsRole, OrgRole
 from confiance.guichet.files import FileStore
-from confiance.guichet.service import GuichetService
+from confiance.guichet.services import GuichetService
 from confiance.guichet.web import WebSettings, web_routes
 
 PASSWORD = "mot-de-passe-de-bench"

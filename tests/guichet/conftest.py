@@ -16,7 +16,7 @@ from confiance.guichet.api import create_app
 from confiance.guichet.db import Database
 from confiance.guichet.domain.model import AnsRole
 from confiance.guichet.files import FileStore
-from confiance.guichet.service import GuichetService, JwksReportVerifier, ServiceSettings
+from confiance.guichet.services import GuichetService, JwksReportVerifier, ServiceSettings
 from confiance.pki import IssuedCertificate, Pki
 from tests.support import start_https
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from confiance.core.jose import KeyStore, TokenError, verify_jwt
 from confiance.guichet.domain.model import AnsRole
-from confiance.guichet.service import GuichetService
+from confiance.guichet.services import GuichetService
 from confiance.pki import Pki
 
 from .helpers import PDF, Client, Guichet, conformity_report, pentest_payload
@@ -304,6 +304,7 @@ def test_grant_refused_while_dependency_invalid(guichet: Guichet) -> None:
     guichet.to_evidence(lpsco, cand)
     guichet.deposit_all(lpsco, cand["id"])
     guichet.review_all(lpsco, cand["id"])
+    guichet.complete_parcours(lpsco, cand["id"])
     r = guichet.college.post(f"/api/candidatures/{cand['id']}/decision", {"decision": "accorder"})
     assert r.status_code == 409 and r.json()["code"] == "dependances_invalides"
     assert lpsco.ok(lpsco.get(f"/api/candidatures/{cand['id']}"))["status"] == "college"
@@ -557,7 +558,7 @@ def test_login_throttling_is_shared_by_processes_and_ends_with_its_window(
 
     from confiance.guichet import schemas as sc
     from confiance.guichet.db import LoginFailure
-    from confiance.guichet.service import ServiceError
+    from confiance.guichet.services import ServiceError
 
     from .conftest import make_service
 

@@ -299,7 +299,7 @@ def test_conformity_jwks_file_is_reloaded_on_rotation(tmp_path) -> None:  # type
     import os
 
     from confiance.core.jose import KeyStore
-    from confiance.guichet.service import JwksFileReportVerifier
+    from confiance.guichet.services import JwksFileReportVerifier
 
     tool = KeyStore(None, algs=("ES256",))
     path = tmp_path / "jwks.json"

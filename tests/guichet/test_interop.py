@@ -13,7 +13,7 @@ from pathlib import Path
 from confiance.conformity.model import CheckResult, Status
 from confiance.conformity.report import build_report, key_paths, load_keys, sign_report
 from confiance.guichet.domain import conformity
-from confiance.guichet.service import JwksFileReportVerifier
+from confiance.guichet.services import JwksFileReportVerifier
 
 
 def _signed(tmp_path: Path, statuses: list[Status], version: str | None = "2.1.0") -> tuple[str, Path]:

@@ -6,11 +6,12 @@ import datetime as dt
 import json
 
 import pytest
+from cryptography import x509
 
 from confiance.core.jose import verify_jwt
-from confiance.guichet.service import GuichetService
+from confiance.guichet.services import GuichetService
 
-from .helpers import Guichet, pentest_payload
+from .helpers import Guichet, new_csr, pentest_payload
 
 
 def test_elp_journey_to_a_three_year_habilitation(guichet: Guichet) -> None:
@@ -196,18 +197,87 @@ def test_operator_production_certificate_enters_the_trust_list(guichet: Guichet)
     osp = guichet.habilitate(host, "OSP", proxy)
     cid = osp["candidature_id"]
     comp = proxy["components"][0]["id"]
-    r = host.post(f"/api/candidatures/{cid}/certificates", {"component_id": comp})
-    assert r.status_code == 422 and "pas encore atteinte" in r.json()["message"]  # parcours steps first
-    for step in ("isc_account", "psc_api_access", "authenticated_space", "tests", "production_connection"):
-        host.ok(host.post(f"/api/candidatures/{cid}/parcours/{step}"))
+    steps = {s["id"]: s for s in host.ok(host.get(f"/api/candidatures/{cid}/parcours"))}
+    assert steps["production_certificate"]["after_grant"] and steps["production_certificate"]["status"] == "a_faire"
+    assert steps["homologation_declaration"]["status"] == "a_faire"  # the holder declares it, last
+    r = host.post(f"/api/candidatures/{cid}/parcours/homologation_declaration")
+    assert r.status_code == 422 and "pas encore atteinte" in r.json()["message"]  # certificate first
     assert host.post(f"/api/candidatures/{cid}/parcours/production_certificate").status_code == 422  # platform step
-    cert = host.ok(host.post(f"/api/candidatures/{cid}/certificates", {"component_id": comp}), 201)
-    assert cert["environment"] == "production" and "PRIVATE KEY" in cert["key_pem"]
+    # production: the key stays with the operator, a CSR is required
+    r = host.post(f"/api/candidatures/{cid}/certificates", {"component_id": comp})
+    assert r.status_code == 422 and r.json()["code"] == "csr_requise"
+    key, csr = new_csr()
+    cert = host.ok(host.post(f"/api/candidatures/{cid}/certificates", {"component_id": comp, "csr_pem": csr}), 201)
+    assert cert["environment"] == "production" and cert["key_pem"] is None
+    issued = x509.load_pem_x509_certificate(cert["cert_pem"].encode())
+    assert issued.public_key().public_numbers() == key.public_key().public_numbers()  # our key, certified
+    host.ok(host.post(f"/api/candidatures/{cid}/parcours/homologation_declaration"))
     steps = {s["id"]: s["status"] for s in host.ok(host.get(f"/api/candidatures/{cid}/parcours"))}
     assert steps["production_certificate"] == "fait" and steps["homologation_declaration"] == "fait"
     claims = verify_jwt(guichet.http.get("/trust-list").text, guichet.http.get("/trust-list/jwks").json())
     assert admit(claims, cert["x5t_s256"], "production").admitted
     assert not admit(claims, cert["x5t_s256"], "BAS").admitted
+    [entry] = [h for h in claims["habilitations"] if h["id"] == osp["id"]]
+    assert [c["x5t#S256"] for c in entry["components"][0]["certificates"]] == [cert["x5t_s256"]]
+    # renewal: a new certificate from a new CSR; the old one is revoked and leaves the list
+    _key2, csr2 = new_csr()
+    renewed = host.ok(host.post(f"/api/candidatures/{cid}/certificates/{cert['id']}/renew", {"csr_pem": csr2}), 201)
+    claims = verify_jwt(guichet.http.get("/trust-list").text, guichet.http.get("/trust-list/jwks").json())
+    assert admit(claims, renewed["x5t_s256"], "production").admitted
+    assert not admit(claims, cert["x5t_s256"], "production").admitted
+    certs = {c["id"]: c for c in host.ok(host.get(f"/api/candidatures/{cid}"))["certificates"]}
+    assert certs[cert["id"]]["revoked"] and not certs[renewed["id"]]["revoked"]
+
+
+def test_no_certificate_on_a_withdrawn_or_suspended_dependency(guichet: Guichet) -> None:
+    ed = guichet.company("Editeur Proxy")
+    proxy = guichet.solution(ed, "ProxyP", "proxy")
+    elp = guichet.habilitate(ed, "ELP", proxy)
+    host = guichet.company("Hébergeur")
+    osp = guichet.habilitate(host, "OSP", proxy)
+    cid, comp = osp["candidature_id"], proxy["components"][0]["id"]
+    guichet.college.ok(guichet.college.post(f"/api/habilitations/{elp['id']}/suspend", {"reason": "audit en cours"}))
+    _key, csr = new_csr()
+    r = host.post(f"/api/candidatures/{cid}/certificates", {"component_id": comp, "csr_pem": csr})
+    assert r.status_code == 409 and r.json()["code"] == "dependances_invalides"
+    assert "suspendue" in r.json()["message"] and f"n° {elp['id']}" in r.json()["message"]
+    assert host.ok(host.get(f"/api/candidatures/{cid}"))["certificates"] == []  # nothing issued
+    guichet.college.ok(guichet.college.post(f"/api/habilitations/{elp['id']}/reinstate", {"reason": "levée"}))
+    host.ok(host.post(f"/api/candidatures/{cid}/certificates", {"component_id": comp, "csr_pem": csr}), 201)
+    guichet.college.ok(guichet.college.post(f"/api/habilitations/{elp['id']}/withdraw", {"reason": "faille"}))
+    r = host.post(f"/api/candidatures/{cid}/certificates", {"component_id": comp, "csr_pem": csr})
+    assert r.status_code == 409 and "retirée" in r.json()["message"]
+    # an editor's test certificate on a withdrawn proxy is refused too
+    lpsco = guichet.company("Editeur LPS")
+    lps = guichet.solution(lpsco, "MonLPS", "logiciel_utilisateur")
+    elu = lpsco.ok(guichet.candidature(lpsco, "ELU", lps, proxy_solution_id=proxy["id"]), 201)
+    guichet.to_evidence(lpsco, elu)
+    for step in ("isc_account", "psc_api_access", "authenticated_space", "bas_connection", "test_mie"):
+        lpsco.ok(lpsco.post(f"/api/candidatures/{elu['id']}/parcours/{step}"))
+    r = lpsco.post(f"/api/candidatures/{elu['id']}/certificates", {"component_id": lps["components"][0]["id"]})
+    assert r.status_code == 409 and r.json()["code"] == "dependances_invalides"
+
+
+def test_college_waits_for_the_parcours(guichet: Guichet) -> None:
+    ed = guichet.company("Editeur Proxy")
+    proxy = guichet.solution(ed, "ProxyP", "proxy")
+    cand = ed.ok(guichet.candidature(ed, "ELP", proxy), 201)
+    guichet.to_evidence(ed, cand)
+    guichet.deposit_all(ed, cand["id"])
+    guichet.review_all(ed, cand["id"])
+    r = ed.post(f"/api/candidatures/{cand['id']}/parcours/homologation_declaration")
+    assert r.status_code in (409, 422)  # after the grant only
+    r = guichet.college.post(f"/api/candidatures/{cand['id']}/decision", {"decision": "accorder"})
+    body = r.json()
+    assert r.status_code == 409 and body["code"] == "parcours_incomplet"
+    assert body["problems"] == [
+        "Testez",
+        "Demandez l'accès à l'outil de conformité et réalisez vos tests sur l'outil",
+    ]
+    assert "étapes du parcours non faites" in body["message"] and "conformity_tool" not in body["message"]
+    assert ed.ok(ed.get(f"/api/candidatures/{cand['id']}"))["status"] == "college"  # nothing changed
+    hab = guichet.grant(ed, cand["id"])  # declares the two steps, then the college grants
+    assert hab["valid"]
 
 
 def test_withdrawal_revokes_certificates_and_services_refuse_them(guichet: Guichet, pki, server_cert) -> None:

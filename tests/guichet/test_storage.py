@@ -15,7 +15,7 @@ from confiance.guichet import schemas as sc
 from confiance.guichet.api import create_app
 from confiance.guichet.db import Base, Database
 from confiance.guichet.domain.model import AnsRole, ComponentKind, OrgRole, Role, SolutionKind
-from confiance.guichet.service import GuichetService
+from confiance.guichet.services import GuichetService
 from confiance.pki import IssuedCertificate, Pki
 from tests.support import start_https
 

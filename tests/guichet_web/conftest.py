@@ -27,7 +27,7 @@ from confiance.guichet import schemas as sc
 from confiance.guichet.db import Database
 from confiance.guichet.domain.model import AnsRole, OrgRole
 from confiance.guichet.files import FileStore
-from confiance.guichet.service import GuichetService, JwksReportVerifier, ServiceSettings
+from confiance.guichet.services import GuichetService, JwksReportVerifier, ServiceSettings
 from confiance.guichet.web import WebSettings, web_routes
 from confiance.pki import IssuedCertificate, Pki
 from tests.support import start_https

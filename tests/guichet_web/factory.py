@@ -12,7 +12,7 @@ from typing import Any
 from confiance.core.jose import KeyStore
 from confiance.guichet import schemas as sc
 from confiance.guichet.domain.model import EvidenceKind, Role, SolutionKind
-from confiance.guichet.service import GuichetService, Principal, ServiceError
+from confiance.guichet.services import GuichetService, Principal, ServiceError
 from tests.guichet.helpers import PDF, conformity_report, pentest_payload
 
 
@@ -26,6 +26,13 @@ def solution(svc: GuichetService, who: Principal, name: str, proxy: bool) -> Any
     kind = SolutionKind.PROXY if proxy else SolutionKind.USER
     comps = [sc.ComponentIn(kind="PROXY" if proxy else "LPS", name=name.lower().replace(" ", "-"))]
     return svc.create_solution(who, sc.SolutionIn(name=name, kind=kind, components=comps))
+
+
+def complete_parcours(svc: GuichetService, who: Principal, cid: int) -> None:
+    """Declare, in order, every step the candidate declares itself before the grant."""
+    for step in svc.parcours_checklist(who, cid):
+        if step.status != "fait" and not step.by_platform and not step.after_grant:
+            svc.declare_step(who, cid, step.id)
 
 
 def habilitate(
@@ -103,6 +110,7 @@ def habilitate(
     for ch in svc.get_candidature(who, c.id).chapters:
         svc.submit_chapter(who, c.id, ch.chapter_id, sc.ActionIn())
         svc.review_chapter(verifier, c.id, ch.chapter_id, sc.ChapterReviewIn(decision="accepter"))
+    complete_parcours(svc, who, c.id)
     out = svc.decide(college, c.id, sc.DecisionIn(decision="accorder"))
     assert out.habilitation_id is not None
     return out.habilitation_id

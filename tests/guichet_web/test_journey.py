@@ -136,6 +136,20 @@ def test_elp_journey_from_sign_in_to_habilitation(site: Site, browser, tmp_path:
     assert col.url.endswith("/ans/college")
     shot(col, "07-college")
     col.get_by_role("link", name=re.compile(f"Examiner la candidature {cid}")).click()
+    # the whole dossier: structure, chain relied on, and the pentest PDF beside its typed figures
+    assert "Proxytech SAS" in col.locator("#dossier").inner_text()
+    assert col.get_by_role("link", name="ouvrir le rapport de test d'intrusion").count() == 1
+    # the parcours gates the decision: the steps the candidate has not declared are named
+    col.get_by_role("button", name="Accorder l'habilitation").click()
+    refusal = col.locator(".flash").inner_text()
+    assert "étapes du parcours non faites" in refusal and "Testez" in refusal, refusal
+    assert "outil de conformité" in refusal
+    shot(col, "07b-college-parcours-incomplet")
+    cand.goto(f"{site.url}/candidatures/{cid}")
+    for _ in range(2):
+        cand.get_by_role("button", name=re.compile("^Marquer comme fait")).first.click()
+        assert "Étape du parcours enregistrée" in _flash(cand), _flash(cand)
+    col.reload()
     col.get_by_role("button", name="Accorder l'habilitation").click()
     assert "accordée" in _flash(col)
 

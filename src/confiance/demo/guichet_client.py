@@ -18,7 +18,6 @@ from confiance.guichet.domain.identifiers import luhn_ok
 
 COMMITMENTS = {"respect_referentiels_cgu": True, "exactitude_informations": True, "acceptation_audits": True}
 EDITOR_STEPS = ("isc_account", "psc_api_access", "authenticated_space", "bas_connection", "test_mie")
-OPERATOR_STEPS = ("isc_account", "psc_api_access", "authenticated_space", "tests", "production_connection")
 PASSI_PROVIDER = "Audit Sécurité Démo"
 # A minimal PDF standing for the auditor-signed report (the guichet checks the PDF magic bytes).
 PENTEST_PDF = (
@@ -162,8 +161,36 @@ def submit_and_accept_chapters(company: Actor, verifier: Actor, cid: int) -> int
     return len(detail["chapters"])
 
 
+def complete_parcours(company: Actor, cid: int) -> None:
+    """Declare, in order, the parcours steps the college waits for (those before the grant)."""
+    for step in company.call("GET", f"/api/candidatures/{cid}/parcours"):
+        if step["status"] != "fait" and not step["by_platform"] and not step.get("after_grant"):
+            company.call("POST", f"/api/candidatures/{cid}/parcours/{step['id']}")
+
+
+def new_csr(common_name: str) -> tuple[str, str]:
+    """An operator's own key pair and certificate request (PEM): the key stays here."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return key_pem, csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
 def grant(college: Actor, company: Actor, cid: int) -> Any:
-    """The college grants the candidature; return the habilitation as its holder sees it."""
+    """The college grants the candidature (once its parcours allows it); return the
+    habilitation as its holder sees it."""
+    complete_parcours(company, cid)
     college.call("POST", f"/api/candidatures/{cid}/decision", {"decision": "accorder", "reason": "conforme"})
     detail = company.call("GET", f"/api/candidatures/{cid}")
     return company.call("GET", f"/api/habilitations/{detail['habilitation_id']}")

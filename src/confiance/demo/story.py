@@ -33,12 +33,12 @@ from confiance.core.tls import ClientIdentity
 from .guichet_client import (
     COMMITMENTS,
     EDITOR_STEPS,
-    OPERATOR_STEPS,
     Actor,
     Guichet,
     GuichetRefusal,
     deposit_evidence,
     grant,
+    new_csr,
     pentest,
     submit_and_accept_chapters,
 )
@@ -302,12 +302,14 @@ class Story:
     ) -> Any:
         deposit_evidence(op, cand["id"], pentest_data=pentest(sol["name"], cand["software_version"], medium_ko=0))
         submit_and_accept_chapters(op, verifier, cand["id"])
-        hab = grant(college, op, cand["id"])
-        for step in OPERATOR_STEPS:
-            op.call("POST", f"/api/candidatures/{cand['id']}/parcours/{step}")
+        hab = grant(college, op, cand["id"])  # declares the parcours steps the college waits for
+        _key_pem, csr_pem = new_csr(sol["components"][0]["name"])  # the production key stays with the operator
         cert = op.call(
-            "POST", f"/api/candidatures/{cand['id']}/certificates", {"component_id": sol["components"][0]["id"]}
+            "POST",
+            f"/api/candidatures/{cand['id']}/certificates",
+            {"component_id": sol["components"][0]["id"], "csr_pem": csr_pem},
         )
+        op.call("POST", f"/api/candidatures/{cand['id']}/parcours/homologation_declaration")
         self.ok(f"certificat de production {cert['subject_dn']} pour {cand['role']}")
         return hab
 

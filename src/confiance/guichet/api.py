@@ -11,7 +11,6 @@ registry, registration and login. The JSON API lives under ``/api`` so the web U
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -26,9 +25,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import schemas as sc
-from .domain.model import SolutionKind
+from .domain.model import Role, SolutionKind
 from .domain.workflow import CandidatureStatus
-from .service import GuichetService, Principal, ServiceError
+from .services import GuichetService, Principal, ServiceError
 
 log = logging.getLogger("confiance.guichet.api")
 
@@ -72,26 +71,16 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 def create_app(
     service: GuichetService, *, sweep_interval: float | None = None, max_upload_bytes: int | None = None
 ) -> FastAPI:
-    """The ASGI app; ``sweep_interval`` runs the expiry/notification sweep periodically."""
+    """The ASGI app; ``sweep_interval`` runs the service's periodic job (``tick``: expiry,
+    notices, renewal reminders) on its schedule while the app runs."""
     upload_limit = max_upload_bytes or service.settings.max_upload_bytes
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        task = None
-        if sweep_interval:
-
-            async def loop() -> None:
-                while True:
-                    try:
-                        await run_in_threadpool(service.sweep)
-                    except Exception:  # keep sweeping; the failure is logged
-                        log.exception("échec du balayage des habilitations")
-                    await asyncio.sleep(sweep_interval)
-
-            task = asyncio.create_task(loop())
+        schedule = service.start_schedule(sweep_interval) if sweep_interval else None
         yield
-        if task is not None:
-            task.cancel()
+        if schedule is not None:
+            await run_in_threadpool(schedule.stop)
 
     app = FastAPI(
         title="Guichet EDC PSC",
@@ -238,6 +227,14 @@ def create_app(
     def solution(a: Actor, sid: IdPath) -> sc.SolutionOut:
         return svc.get_solution(a, sid)
 
+    @api.patch("/solutions/{sid}", tags=["solutions"])
+    def rename_solution(a: Actor, sid: IdPath, body: sc.SolutionUpdateIn) -> sc.SolutionOut:
+        return svc.rename_solution(a, sid, body)
+
+    @api.delete("/solutions/{sid}", tags=["solutions"], status_code=204)
+    def delete_solution(a: Actor, sid: IdPath, version: int | None = None) -> None:
+        svc.delete_solution(a, sid, version)
+
     @api.put("/solutions/{sid}/components", tags=["solutions"])
     def update_components(a: Actor, sid: IdPath, body: sc.ComponentsUpdateIn) -> sc.SolutionOut:
         return svc.update_components(a, sid, body)
@@ -306,8 +303,17 @@ def create_app(
 
     @api.post("/candidatures/{cid}/certificates", tags=["preuves"], status_code=201)
     def order_certificate(a: Actor, cid: IdPath, body: sc.CertificateOrderIn) -> sc.IssuedCertificateOut:
-        """Order the IGC-Santé certificate of a component; the private key is returned once."""
-        return svc.order_certificate(a, cid, body.component_id)
+        """Order the IGC-Santé certificate of a component: from a CSR (the key never leaves the
+        operator; required in production), or, in the sandbox only, with a generated key
+        returned once."""
+        return svc.order_certificate(a, cid, body.component_id, body.csr_pem)
+
+    @api.post("/candidatures/{cid}/certificates/{cert_id}/renew", tags=["preuves"], status_code=201)
+    def renew_certificate(
+        a: Actor, cid: IdPath, cert_id: IdPath, body: sc.CertificateRenewIn
+    ) -> sc.IssuedCertificateOut:
+        """A new certificate for the same component; the previous one is revoked (superseded)."""
+        return svc.renew_certificate(a, cid, cert_id, body.csr_pem)
 
     @api.get("/candidatures/{cid}/referentiel-changes", tags=["référentiel"])
     def referentiel_changes(a: Actor, cid: IdPath) -> sc.ReferentielDiffOut:
@@ -356,8 +362,15 @@ def create_app(
 
     # ------------------------------------------------------------- habilitations
     @api.get("/habilitations", tags=["habilitations"])
-    def habilitations(a: Actor, valid: bool = False) -> list[sc.HabilitationOut]:
-        return svc.list_habilitations(a, valid)
+    def habilitations(
+        a: Actor,
+        valid: bool = False,
+        role: Role | None = None,
+        q: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> list[sc.HabilitationOut]:
+        """Every habilitation (``valid=true``: only valid ones), by profile and by editor,
+        solution or version (``q``): operators find here the solutions they rely on."""
+        return svc.list_habilitations(a, valid, role, q)
 
     @api.get("/habilitations/{hid}", tags=["habilitations"])
     def habilitation(a: Actor, hid: IdPath) -> sc.HabilitationOut:
@@ -392,9 +405,13 @@ def create_app(
     def notifications(a: Actor, limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[sc.NotificationOut]:
         return svc.notifications(a, limit)
 
-    @api.post("/admin/sweep", tags=["habilitations"])
-    def sweep(a: Actor) -> sc.SweepOut:
-        return svc.sweep(a)
+    @api.post("/admin/tick", tags=["habilitations"])
+    @api.post("/admin/sweep", tags=["habilitations"], include_in_schema=False)
+    def tick(a: Actor) -> sc.SweepOut:
+        """Run the periodic job now (administrators): expiry, notices at 90 and 30 days,
+        renewal reminders. Idempotent. No date parameter here: moving time is for the host's
+        operator (``confiance guichet tick --at``), not for a web client."""
+        return svc.tick(a)
 
     app.include_router(api)
     return app

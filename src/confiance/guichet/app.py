@@ -10,7 +10,7 @@ from confiance.pki import Pki
 from .config import GuichetConfig
 from .db import Database
 from .files import FileStore
-from .service import GuichetService, JwksFileReportVerifier, ServiceSettings
+from .services import GuichetService, JwksFileReportVerifier, ServiceSettings
 
 
 def build_service(cfg: GuichetConfig, **overrides: Any) -> GuichetService:

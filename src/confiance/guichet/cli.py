@@ -100,7 +100,7 @@ def create_user(
     """Crée un compte validé et affiche un jeton d'API pour lui."""
     from . import schemas as sc
     from .domain.model import AnsRole, OrgRole
-    from .service import ServiceError
+    from .services import ServiceError
 
     service = _service(config)
     try:
@@ -132,7 +132,7 @@ def token(
     config: Path = ConfigOpt, email: str = typer.Option(..., "--email"), label: str = typer.Option("cli", "--label")
 ) -> None:
     """Émet un nouveau jeton d'API pour un compte existant."""
-    from .service import ServiceError
+    from .services import ServiceError
 
     try:
         tok = _service(config).issue_token_for(email, label)
@@ -142,11 +142,41 @@ def token(
     console.print(tok.access_token)
 
 
+def _tick(config: Path, at: str | None) -> None:
+    import datetime as dt
+
+    when = None
+    if at:
+        try:
+            when = dt.datetime.fromisoformat(at)
+        except ValueError:
+            console.print(f"[red]date invalide {at!r} : attendu AAAA-MM-JJ ou AAAA-MM-JJTHH:MM[/red]")
+            raise typer.Exit(2) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+    out = _service(config).tick(now=when)
+    console.print(
+        f"expirées : {out.expired} ; à risque : {out.flagged_at_risk} ; avis : {out.notifications} ; "
+        f"rappels de renouvellement : {out.reminders}"
+    )
+
+
+@app.command("tick")
+def tick(
+    config: Path = ConfigOpt,
+    at: str | None = typer.Option(None, "--at", help="Date du passage (AAAA-MM-JJ), par défaut maintenant."),
+) -> None:
+    """Passage périodique : expirations, avis à 90 et 30 jours, rappels de renouvellement."""
+    _tick(config, at)
+
+
 @admin.command("sweep")
-def sweep(config: Path = ConfigOpt) -> None:
-    """Expire les habilitations échues, signale celles à risque, prépare les avis d'expiration."""
-    out = _service(config).sweep()
-    console.print(f"expirées : {out.expired} ; à risque : {out.flagged_at_risk} ; avis : {out.notifications}")
+def sweep(
+    config: Path = ConfigOpt,
+    at: str | None = typer.Option(None, "--at", help="Date du passage (AAAA-MM-JJ), par défaut maintenant."),
+) -> None:
+    """Ancien nom de « tick »."""
+    _tick(config, at)
 
 
 @admin.command("verify-audit")

@@ -201,6 +201,7 @@ class Evidence(Base):
     requirement_id: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(40))
     file_sha256: Mapped[str | None] = mapped_column(ForeignKey("files.sha256"))
+    file_name: Mapped[str | None] = mapped_column(String(200))  # as deposited, for downloads
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     checks: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[str] = mapped_column(String(20))  # valide | a_revoir | remplacee
@@ -290,6 +291,7 @@ class Notification(Base):
     kind: Mapped[str] = mapped_column(String(40))
     organisation_id: Mapped[int | None] = mapped_column(Integer)
     account_id: Mapped[int | None] = mapped_column(Integer)
+    candidature_id: Mapped[int | None] = mapped_column(Integer, index=True)  # the dossier it is about
     subject: Mapped[str] = mapped_column(String(300))
     body: Mapped[str] = mapped_column(Text)
     dedup_key: Mapped[str | None] = mapped_column(String(200), unique=True)

@@ -14,7 +14,7 @@ from . import schemas as sc
 from .db import Account
 from .domain.identifiers import luhn_ok
 from .domain.model import AnsRole, ComponentKind, EvidenceKind, OrgRole, Role, SolutionKind
-from .service import GuichetService, Principal
+from .services import GuichetService, Principal
 
 DEMO_PASSWORD = "demo-guichet-2025"
 

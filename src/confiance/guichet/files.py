@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from .domain.errors import DomainError
+from .domain.labels import MEDIA, label_of
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -34,20 +35,28 @@ def check_content(data: bytes, content_type: str, max_bytes: int) -> str:
     if ctype not in ALLOWED_TYPES:
         raise DomainError(
             "type_refuse",
-            f"type de fichier refusé : {ctype or '(aucun)'} (acceptés : {', '.join(sorted(ALLOWED_TYPES))})",
+            f"type de fichier refusé ({'type non reconnu' if not ctype else 'type non accepté'}) : "
+            f"déposez un fichier {', '.join(label_of(MEDIA, t) for t in ALLOWED_TYPES)}",
         )
     if not data:
         raise DomainError("fichier_vide", "le fichier est vide")
     if len(data) > max_bytes:
-        raise DomainError("fichier_trop_gros", f"fichier trop volumineux : {len(data)} octets (maximum {max_bytes})")
+        raise DomainError(
+            "fichier_trop_gros",
+            f"fichier trop volumineux : {-(-len(data) // 1024)} Kio pour {max_bytes // 1024} Kio au plus",
+        )
     magics = ALLOWED_TYPES[ctype]
     if magics and not any(data.startswith(m) for m in magics):
-        raise DomainError("type_incoherent", f"le contenu ne correspond pas au type déclaré {ctype}")
+        raise DomainError(
+            "type_incoherent", f"le contenu du fichier n'est pas celui d'un fichier {label_of(MEDIA, ctype)}"
+        )
     if not magics:
         try:
             data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise DomainError("type_incoherent", f"un fichier {ctype} doit être du texte UTF-8") from exc
+            raise DomainError(
+                "type_incoherent", f"un fichier {label_of(MEDIA, ctype)} doit être du texte (UTF-8)"
+            ) from exc
     return ctype
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .domain.model import AnsRole, ComponentKind, EvidenceKind, Level, OrgRole, Role, SolutionKind
 from .domain.pentest import AppType, Criterion, CriterionResult, PentestReport, Severity, Summary
@@ -25,8 +25,29 @@ Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Version = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 
+def _no_nul(value: Any) -> None:
+    """NUL cannot be stored in a PostgreSQL text field: refused at the edge as invalid input
+    (422) rather than failing in the database (500)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("caractère NUL interdit")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _no_nul(k)
+            _no_nul(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _no_nul(v)
+
+
 class In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_nul(cls, data: Any) -> Any:
+        _no_nul(data)
+        return data
 
 
 # ----- organisations & accounts -----
@@ -103,6 +124,11 @@ class SolutionIn(In):
     components: Annotated[list[ComponentIn], Field(min_length=1, max_length=20)]
 
 
+class SolutionUpdateIn(In):
+    version: Version
+    name: Name
+
+
 class ComponentsUpdateIn(In):
     version: Version
     components: Annotated[list[ComponentIn], Field(min_length=1, max_length=20)]
@@ -122,7 +148,7 @@ class CertificateOut(BaseModel):
 
 
 class IssuedCertificateOut(CertificateOut):
-    key_pem: str  # returned once, at issuance: the guichet does not keep serving it
+    key_pem: str | None = None  # sandbox only, returned once; None when issued from a CSR
 
 
 class ComponentOut(BaseModel):
@@ -140,6 +166,7 @@ class SolutionOut(BaseModel):
     components: list[ComponentOut]
     needs_cnda: bool
     version: int
+    in_use: bool = False  # named by a dossier or a habilitation: no longer renamed nor deleted
 
 
 # ----- candidatures -----
@@ -147,7 +174,8 @@ class CandidatureIn(In):
     role: Role
     level: Level = Level.EDC
     path: Literal["standard", "direct", "trust_space", "delegation"] = "trust_space"
-    solution_id: Id
+    solution_id: Id | None = None
+    new_solution: SolutionIn | None = None  # declared with the candidature, in the same transaction
     proxy_solution_id: Id | None = None  # ELU: the Proxy e-Santé its software uses
     osp_habilitation_id: Id | None = None  # OSU: the proxy operator's habilitation
     software_name: Name
@@ -156,6 +184,12 @@ class CandidatureIn(In):
     nru_numbers: Annotated[list[Annotated[str, Field(min_length=1, max_length=40)]], Field(max_length=20)] = []
     maturity: dict[Annotated[str, Field(max_length=64)], bool] = Field(default_factory=dict, max_length=20)
     renews_habilitation_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _one_solution(self) -> CandidatureIn:
+        if (self.solution_id is None) == (self.new_solution is None):
+            raise ValueError("indiquez une solution existante ou déclarez-en une nouvelle (l'un ou l'autre)")
+        return self
 
 
 class FormUpdateIn(In):
@@ -202,6 +236,13 @@ class DecisionIn(In):
 
 class CertificateOrderIn(In):
     component_id: Id
+    # PKCS#10 PEM: the key pair stays with the operator (required in production; without it
+    # the guichet generates a key pair, for the sandbox demo only)
+    csr_pem: Annotated[str, Field(min_length=1, max_length=20_000)] | None = None
+
+
+class CertificateRenewIn(In):
+    csr_pem: Annotated[str, Field(min_length=1, max_length=20_000)] | None = None
 
 
 class CollaboratorIn(In):
@@ -261,6 +302,7 @@ class EvidenceIn(In):
     requirement_id: Annotated[str, Field(min_length=1, max_length=64)]
     kind: EvidenceKind
     file_sha256: Sha256 | None = None
+    file_name: Annotated[str, Field(max_length=200)] | None = None  # the original name, kept for downloads
     description: Text = ""
     pentest: PentestIn | None = None
     conformity_report: Annotated[str, Field(min_length=1, max_length=200_000)] | None = None
@@ -272,6 +314,7 @@ class EvidenceOut(BaseModel):
     requirement_id: str
     kind: EvidenceKind
     file_sha256: str | None
+    file_name: str | None = None
     status: str
     review_reason: str | None
     checks: dict[str, Any]
@@ -297,6 +340,7 @@ class StepOut(BaseModel):
     status: str
     by_platform: bool
     reachable: bool
+    after_grant: bool = False  # follows the college's grant
 
 
 class CandidatureOut(BaseModel):
@@ -327,11 +371,22 @@ class CandidatureOut(BaseModel):
     habilitation_id: int | None
 
 
+class DependencyOut(BaseModel):
+    """One habilitation the dossier relies on ("s'appuie sur"), as found now."""
+
+    label: str  # what is relied on, in French
+    role: Role
+    habilitation: HabilitationOut | None  # None: no habilitation of that profile exists (yet)
+    state: str | None = None  # HabilitationState value
+    state_label: str | None = None
+
+
 class CandidatureDetail(CandidatureOut):
     chapters: list[ChapterOut]
     evidence: list[EvidenceOut]
     parcours: list[StepOut]
     certificates: list[CertificateOut]
+    relies_on: list[DependencyOut] = []
 
 
 class FileOut(BaseModel):
@@ -359,6 +414,8 @@ class HabilitationOut(BaseModel):
     at_risk_reason: str | None
     relies_on: list[int]
     version: int
+    software_name: str = ""  # as habilitated (the candidature's declaration)
+    software_version: str = ""
 
 
 # ----- référentiel, PASSI, audit, notifications -----
@@ -446,6 +503,7 @@ class NotificationOut(BaseModel):
     kind: str
     organisation_id: int | None
     account_id: int | None
+    candidature_id: int | None = None
     subject: str
     body: str
 
@@ -454,3 +512,4 @@ class SweepOut(BaseModel):
     expired: list[int]
     flagged_at_risk: list[int]
     notifications: int
+    reminders: int = 0  # renewal reminders (no renewal candidature in progress)

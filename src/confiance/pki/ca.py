@@ -228,8 +228,12 @@ class Pki:
         name: str | None = None,
         days: int = MAX_LEAF_DAYS,
         key_type: str = "rsa",
+        public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey | None = None,
     ) -> IssuedCertificate:
-        """An "ORG AUTH_CLI" certificate: OU = struct_IdNat, CN = service name, clientAuth EKU."""
+        """An "ORG AUTH_CLI" certificate: OU = struct_IdNat, CN = service name, clientAuth EKU.
+
+        With ``public_key`` (from a CSR) the key pair stays with the requester: no key is
+        generated and ``key_path`` is empty."""
         if not STRUCT_ID_RE.match(struct_id):
             raise PkiError(
                 f"identifiant de structure invalide {struct_id!r}: attendu un préfixe d'un chiffre "
@@ -251,6 +255,7 @@ class Pki:
             days,
             key_type,
             extensions=[(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)],
+            public_key=public_key,
         )
 
     def _issue(
@@ -261,20 +266,25 @@ class Pki:
         days: int,
         key_type: str,
         extensions: list[tuple[x509.ExtensionType, bool]],
+        public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey | None = None,
     ) -> IssuedCertificate:
         if not NAME_RE.match(name):
             raise PkiError(f"nom de fichier de certificat invalide {name!r}")
         if not 1 <= days <= MAX_LEAF_DAYS:
             raise PkiError(f"durée de validité {days} j hors de [1, {MAX_LEAF_DAYS}] (3 ans au plus)")
         inter_key = self._inter_key()
-        key = _new_key(key_type)
+        key: PrivateKey | None = None
+        if public_key is None:
+            key = _new_key(key_type)
+            public_key = key.public_key()
+        pub = public_key
         now = _now()
         not_after = min(now + dt.timedelta(days=days), self._inter_cert.not_valid_after_utc)
         builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(self._inter_cert.subject)
-            .public_key(key.public_key())
+            .public_key(pub)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(not_after)
@@ -283,7 +293,7 @@ class Pki:
                 x509.KeyUsage(
                     digital_signature=True,
                     content_commitment=False,
-                    key_encipherment=isinstance(key, rsa.RSAPrivateKey),
+                    key_encipherment=isinstance(pub, rsa.RSAPublicKey),
                     data_encipherment=False,
                     key_agreement=False,
                     key_cert_sign=False,
@@ -303,7 +313,8 @@ class Pki:
                 raise PkiError(f"un certificat valide nommé {name!r} existe déjà (révoquez-le d'abord)")
             cert_path = self.dir / "issued" / f"{name}.cert.pem"
             key_path = self.dir / "issued" / f"{name}.key.pem"
-            _write_secret(key_path, _key_pem(key))
+            if key is not None:
+                _write_secret(key_path, _key_pem(key))
             cert_path.write_bytes(_cert_pem(cert))
             issued = IssuedCertificate(
                 name=name,
@@ -313,7 +324,7 @@ class Pki:
                 x5t_s256=x5t_s256(cert),
                 not_after=not_after.isoformat(),
                 cert_path=str(cert_path),
-                key_path=str(key_path),
+                key_path=str(key_path) if key is not None else "",
             )
             registry.append(asdict(issued))
         return issued

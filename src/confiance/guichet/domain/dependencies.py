@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from .errors import DomainError
+from .labels import label
 from .model import HabilitationStatus, Role
 
 
@@ -88,10 +89,31 @@ def resolve(needs: Iterable[DependencyNeed], habs: Iterable[HabView], now: datet
         if valid:
             found.append(max(valid, key=lambda h: h.valid_until).id)
         elif match:
-            problems.append(f"{need.label} : elle n'est pas valide (statut {match[-1].status.value} ou expirée)")
+            problems.append(f"{need.label} : elle n'est pas valide (statut {label(match[-1].status)} ou expirée)")
         else:
             problems.append(f"{need.label} : aucune habilitation {need.role.value} n'existe")
     return found, problems
+
+
+def broken(needs: Iterable[DependencyNeed], habs: Iterable[HabView], now: datetime) -> list[str]:
+    """The relied-on habilitations that exist but are no longer valid (suspended, withdrawn,
+    expired): nothing more may be issued on their strength. A need with no habilitation at
+    all is not "broken" (an editor may test before the proxy it names is habilitated)."""
+    pool = list(habs)
+    out: list[str] = []
+    for need in needs:
+        match = [
+            h
+            for h in pool
+            if h.role is need.role
+            and (need.solution_id is None or h.solution_id == need.solution_id)
+            and (need.habilitation_id is None or h.id == need.habilitation_id)
+        ]
+        if match and not any(h.is_valid(now) for h in match):
+            worst = max(match, key=lambda h: h.valid_until)
+            shown = HabilitationStatus.EXPIRED if worst.status is HabilitationStatus.VALID else worst.status
+            out.append(f"{need.label} n° {worst.id} : {label(shown)}")
+    return out
 
 
 def dependents_closure(root_ids: Iterable[int], habs: Iterable[HabView]) -> set[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from enum import StrEnum
 
 
@@ -24,14 +25,6 @@ class Role(StrEnum):
     @property
     def is_proxy(self) -> bool:
         return self in (Role.ELP, Role.OSP)
-
-
-ROLE_LABELS = {
-    Role.ELU: "Éditeur de Logiciel Utilisateur",
-    Role.ELP: "Éditeur de Logiciel Proxy e-Santé",
-    Role.OSU: "Opérateur de Service Utilisateur",
-    Role.OSP: "Opérateur de Service Proxy e-Santé",
-}
 
 
 class Level(StrEnum):
@@ -101,7 +94,49 @@ class HabilitationStatus(StrEnum):
     EXPIRED = "expiree"
     RENEWED = "renouvelee"
 
-    @property
-    def label(self) -> str:
-        """The French word users read (values are ASCII identifiers)."""
-        return {"retiree": "retirée", "expiree": "expirée", "renouvelee": "renouvelée"}.get(self.value, self.value)
+
+class CandidatureStatus(StrEnum):
+    DRAFT = "brouillon"  # stage 1: administrative form being filled
+    FORM_SUBMITTED = "formulaire_soumis"  # waiting for a verifier
+    EVIDENCE = "depot_preuves"  # stage 2: form validated, evidence deposit open
+    COLLEGE = "college"  # stage 3: every chapter accepted, waiting for the college
+    GRANTED = "accordee"
+    REFUSED = "refusee"
+    ABANDONED = "abandonnee"
+
+
+class ChapterStatus(StrEnum):
+    OPEN = "a_completer"  # the candidate deposits evidence
+    SUBMITTED = "soumis"  # complete and submitted: a verifier reviews it
+    ACCEPTED = "accepte"
+    REJECTED = "rejete"  # with reasons; the candidate may deposit again and resubmit
+    COMPLEMENT = "complement_demande"  # with reasons; same as rejected, softer
+    TO_REVIEW = "a_revoir"  # the declaration changed after deposit: affected evidence must be reviewed again
+
+
+class EvidenceStatus(StrEnum):
+    VALID = "valide"  # current evidence for its requirement
+    TO_REVIEW = "a_revoir"  # the declaration changed after deposit
+    REPLACED = "remplacee"  # superseded by a later deposit
+
+
+class HabilitationState(StrEnum):
+    """What a reader is shown for a habilitation: its status, or "at risk" when what it
+    relies on is no longer valid, or "expired" once past its date before the sweep ran."""
+
+    VALID = "valide"
+    AT_RISK = "a_risque"
+    SUSPENDED = "suspendue"
+    WITHDRAWN = "retiree"
+    EXPIRED = "expiree"
+    RENEWED = "renouvelee"
+
+
+def habilitation_state(status: str, valid_until: dt.datetime, at_risk: bool, now: dt.datetime) -> HabilitationState:
+    """The one rule for what a habilitation is shown as: past its date it is expired even
+    before the sweep has run; a valid one relying on an invalid one is at risk."""
+    if status == HabilitationStatus.VALID:
+        if valid_until <= now:
+            return HabilitationState.EXPIRED
+        return HabilitationState.AT_RISK if at_risk else HabilitationState.VALID
+    return HabilitationState(status)

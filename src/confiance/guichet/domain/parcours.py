@@ -31,7 +31,6 @@ PLATFORM_STEPS = frozenset(
         "evidence_deposit",
         "test_certificate",
         "production_certificate",
-        "homologation_declaration",
     }
 )
 
@@ -41,6 +40,7 @@ class Step:
     id: str
     label: str
     applies: dict[str, Applicability]  # path -> applicability (absent: not concerned)
+    after_grant: bool = False  # follows the grant; every other step precedes it
 
     def applies_to(self, path: str, role: Role) -> bool:
         a = self.applies.get(path)
@@ -78,7 +78,7 @@ class Parcours:
         steps = []
         for raw in data["steps"]:
             applies = {p: Applicability(raw[p]) for p in paths if p in raw}
-            steps.append(Step(raw["id"], raw["label"], applies))
+            steps.append(Step(raw["id"], raw["label"], applies, bool(raw.get("after_grant", False))))
         deps = {Role(k): tuple(Role(r) for r in v) for k, v in data["dependencies"].items()}
         pt = data["pentest"]
         rules = PentestRules(
@@ -113,6 +113,7 @@ class ChecklistItem:
     status: StepStatus
     by_platform: bool
     reachable: bool  # every earlier step is done
+    after_grant: bool = False
 
 
 def checklist(parcours: Parcours, path: str, role: Role, done: set[str]) -> list[ChecklistItem]:
@@ -123,11 +124,22 @@ def checklist(parcours: Parcours, path: str, role: Role, done: set[str]) -> list
         is_done = s.id in done
         items.append(
             ChecklistItem(
-                s.id, s.label, StepStatus.DONE if is_done else StepStatus.TODO, s.id in PLATFORM_STEPS, all_before_done
+                s.id,
+                s.label,
+                StepStatus.DONE if is_done else StepStatus.TODO,
+                s.id in PLATFORM_STEPS,
+                all_before_done,
+                s.after_grant,
             )
         )
         all_before_done = all_before_done and is_done
     return items
+
+
+def missing_before_grant(parcours: Parcours, path: str, role: Role, done: set[str]) -> list[str]:
+    """The labels of the steps the college waits for: every step of the path not yet done,
+    except those that follow the grant."""
+    return [s.label for s in parcours.steps_for(path, role) if not s.after_grant and s.id not in done]
 
 
 def require_reachable(parcours: Parcours, path: str, role: Role, done: set[str], step_id: str) -> None:

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from .errors import IllegalTransition
+from .labels import ACTION, label, label_of
+from .model import CandidatureStatus as CandidatureStatus
+from .model import ChapterStatus as ChapterStatus
 
 
 class Actor(StrEnum):
@@ -21,31 +24,11 @@ class Actor(StrEnum):
     SYSTEM = "plateforme"
 
 
-class CandidatureStatus(StrEnum):
-    DRAFT = "brouillon"  # stage 1: administrative form being filled
-    FORM_SUBMITTED = "formulaire_soumis"  # waiting for a verifier
-    EVIDENCE = "depot_preuves"  # stage 2: form validated, evidence deposit open
-    COLLEGE = "college"  # stage 3: every chapter accepted, waiting for the college
-    GRANTED = "accordee"
-    REFUSED = "refusee"
-    ABANDONED = "abandonnee"
-
-
 # A candidature still in progress: at most one per (organisation, role, solution), and the
 # ones a new référentiel version must be compared against.
 IN_PROGRESS = frozenset(
     {CandidatureStatus.DRAFT, CandidatureStatus.FORM_SUBMITTED, CandidatureStatus.EVIDENCE, CandidatureStatus.COLLEGE}
 )
-
-STATUS_LABELS = {
-    CandidatureStatus.DRAFT: "formulaire administratif en cours",
-    CandidatureStatus.FORM_SUBMITTED: "formulaire administratif soumis",
-    CandidatureStatus.EVIDENCE: "dépôt de preuves",
-    CandidatureStatus.COLLEGE: "en attente de la décision du collège",
-    CandidatureStatus.GRANTED: "habilitation accordée",
-    CandidatureStatus.REFUSED: "candidature refusée",
-    CandidatureStatus.ABANDONED: "candidature abandonnée",
-}
 
 
 @dataclass(frozen=True)
@@ -77,15 +60,6 @@ CANDIDATURE_TRANSITIONS: dict[str, Transition] = {
 }
 
 
-class ChapterStatus(StrEnum):
-    OPEN = "a_completer"  # the candidate deposits evidence
-    SUBMITTED = "soumis"  # complete and submitted: a verifier reviews it
-    ACCEPTED = "accepte"
-    REJECTED = "rejete"  # with reasons; the candidate may deposit again and resubmit
-    COMPLEMENT = "complement_demande"  # with reasons; same as rejected, softer
-    TO_REVIEW = "a_revoir"  # the declaration changed after deposit: affected evidence must be reviewed again
-
-
 C = ChapterStatus
 CHAPTER_TRANSITIONS: dict[str, Transition] = {
     t.name: t
@@ -104,21 +78,22 @@ EDITABLE_CHAPTER = frozenset({C.OPEN, C.REJECTED, C.COMPLEMENT, C.TO_REVIEW})
 def fire(table: dict[str, Transition], name: str, current: StrEnum, actor: Actor, reason: str | None = None) -> StrEnum:
     """Return the target state of transition ``name`` or raise ``IllegalTransition`` (French message)."""
     t = table.get(name)
+    what = label_of(ACTION, name)
     if t is None:
-        raise IllegalTransition("transition_inconnue", f"action inconnue : {name}")
+        raise IllegalTransition("transition_inconnue", f"action inconnue : {what}")
     if actor not in t.actors:
         raise IllegalTransition(
             "transition_interdite",
-            f"l'action « {name} » est réservée à : {', '.join(sorted(a.value for a in t.actors))}",
+            f"l'action « {what} » est réservée à : {', '.join(sorted(label_of(ACTION, a) for a in t.actors))}",
         )
     if current not in t.source:
         raise IllegalTransition(
             "transition_impossible",
-            f"l'action « {name} » est impossible depuis l'état « {current.value} » "
-            f"(possible depuis : {', '.join(sorted(s.value for s in t.source))})",
+            f"l'action « {what} » est impossible depuis l'état « {label(current)} » "
+            f"(possible depuis : {', '.join(sorted(label(s) for s in t.source))})",
         )
     if t.needs_reason and not (reason and reason.strip()):
-        raise IllegalTransition("motif_requis", f"l'action « {name} » exige un motif")
+        raise IllegalTransition("motif_requis", f"l'action « {what} » exige un motif")
     return t.target
 
 

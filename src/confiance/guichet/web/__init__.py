@@ -15,11 +15,26 @@ from typing import Any
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..service import GuichetService
+from ..domain.labels import LABELS, MEDIA
+from ..domain.model import ComponentKind, Environment, EvidenceStatus, Level, SolutionKind
+from ..domain.pentest import AppType
+from ..services import GuichetService
 from . import pages_ans as ans
 from . import pages_auth as auth
 from . import pages_candidate as cand
-from .common import ANS_ROLE_LABELS, EVIDENCE_LABELS, ORG_ROLE_LABELS, ROLE_LABELS_STR, STATUS_LABELS
+from . import pages_certificates as certs
+from . import pages_company as comp
+from . import pages_pentest as pent
+from . import pages_solutions as sols
+from .common import (
+    ANS_ROLE_LABELS,
+    BADGE_TONES,
+    EVIDENCE_LABELS,
+    ORG_ROLE_LABELS,
+    ROLE_LABELS_STR,
+    STATUS_LABELS,
+    TEMPLATE_ENUMS,
+)
 from .core import STATIC_DIR, Rq, User, Web
 from .queries import ReadModels
 from .security import LockoutPolicy
@@ -44,6 +59,7 @@ def _nav(rq: Rq) -> list[dict[str, Any]]:
             ("dashboard", "Tableau de bord"),
             ("wizard", "Nouvelle candidature"),
             ("habilitations", "Habilitations"),
+            ("solutions", "Solutions"),
         ]
         if u.org_role in ("mandataire", "representant"):
             items.append(("accounts", "Comptes"))
@@ -85,6 +101,16 @@ def build_web(
     web.nav_builder = _nav
     web.env.globals.update(
         status_labels=STATUS_LABELS,
+        badge_tones=BADGE_TONES,
+        max_upload_bytes=service.settings.max_upload_bytes,
+        level_labels=LABELS[Level],
+        environment_labels=LABELS[Environment],
+        solution_kind_labels=LABELS[SolutionKind],
+        component_kind_labels=LABELS[ComponentKind],
+        app_type_labels=LABELS[AppType],
+        evidence_status_labels=LABELS[EvidenceStatus],
+        media_labels=LABELS[MEDIA],
+        **TEMPLATE_ENUMS,
         role_labels=ROLE_LABELS_STR,
         evidence_labels=EVIDENCE_LABELS,
         org_role_labels=ORG_ROLE_LABELS,
@@ -156,16 +182,29 @@ def web_routes(
             ["POST"],
             {"candidate": True},
         ),
-        ("/candidatures/{cid}/test-intrusion", "pentest", cand.pentest_form, ["GET"], {"candidate": True}),
-        ("/candidatures/{cid}/test-intrusion", "pentest_post", cand.pentest_submit, ["POST"], {"candidate": True}),
+        ("/candidatures/{cid}/test-intrusion", "pentest", pent.pentest_form, ["GET"], {"candidate": True}),
+        ("/candidatures/{cid}/test-intrusion", "pentest_post", pent.pentest_submit, ["POST"], {"candidate": True}),
         (
             "/candidatures/{cid}/test-intrusion/verdict",
             "pentest_preview",
-            cand.pentest_preview,
+            pent.pentest_preview,
             ["POST"],
             {"candidate": True},
         ),
-        ("/candidatures/{cid}/certificats", "certificate_order", cand.certificate_order, ["POST"], {"candidate": True}),
+        (
+            "/candidatures/{cid}/certificats",
+            "certificate_order",
+            certs.certificate_order,
+            ["POST"],
+            {"candidate": True},
+        ),
+        (
+            "/candidatures/{cid}/certificats/{cert}/renouveler",
+            "certificate_renew",
+            certs.certificate_renew,
+            ["POST"],
+            {"candidate": True},
+        ),
         (
             "/candidatures/{cid}/chapitres/{chapter}/soumettre",
             "chapter_submit",
@@ -183,13 +222,16 @@ def web_routes(
             {"candidate": True},
         ),
         ("/candidatures/{cid}/referentiel", "referentiel_adopt", cand.referentiel_adopt, ["POST"], {"candidate": True}),
-        ("/habilitations", "habilitations", cand.habilitations, ["GET"], {"candidate": True}),
-        ("/comptes", "accounts", cand.accounts, ["GET"], {"roles": ("mandataire", "representant")}),
-        ("/comptes", "accounts_post", cand.account_create, ["POST"], {"roles": ("mandataire", "representant")}),
+        ("/habilitations", "habilitations", comp.habilitations, ["GET"], {"candidate": True}),
+        ("/solutions", "solutions", sols.solutions, ["GET"], {"candidate": True}),
+        ("/solutions/{sid}/renommer", "solution_rename", sols.solution_rename, ["POST"], {"candidate": True}),
+        ("/solutions/{sid}/supprimer", "solution_delete", sols.solution_delete, ["POST"], {"candidate": True}),
+        ("/comptes", "accounts", comp.accounts, ["GET"], {"roles": ("mandataire", "representant")}),
+        ("/comptes", "accounts_post", comp.account_create, ["POST"], {"roles": ("mandataire", "representant")}),
         (
             "/comptes/{aid}/valider",
             "account_validate",
-            cand.account_validate,
+            comp.account_validate,
             ["POST"],
             {"roles": ("mandataire", "representant")},
         ),

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import GuichetConfig
-from ..service import GuichetService
+from ..services import GuichetService
 from . import WebSettings, web_routes
 
 

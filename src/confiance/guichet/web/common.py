@@ -7,8 +7,21 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from ..domain.model import ROLE_LABELS, EvidenceKind
-from ..service import ServiceError
+from ..domain.labels import LABELS, status_labels
+from ..domain.model import (
+    AnsRole,
+    CandidatureStatus,
+    ChapterStatus,
+    ComponentKind,
+    EvidenceKind,
+    HabilitationState,
+    HabilitationStatus,
+    OrgRole,
+    Role,
+)
+from ..domain.parcours import StepStatus
+from ..domain.workflow import IN_PROGRESS
+from ..services import ServiceError
 from .core import Flash, Forbidden, NotFound
 
 T = TypeVar("T")
@@ -37,28 +50,44 @@ FIELD_LABELS = {
 }
 
 
+def _problem(kind: str, loc: list[str]) -> str:
+    """What is wrong with one field, in French (pydantic error type → sentence)."""
+    if kind in ("missing", "string_too_short"):
+        return "champ obligatoire"
+    if kind == "string_too_long":
+        return "texte trop long"
+    if kind == "string_pattern_mismatch":
+        if loc and loc[-1] == "email":
+            return "adresse électronique invalide"
+        hint = " (lettres sans accent, chiffres, espace, . _ -)" if loc and loc[-1] == "name" else ""
+        return f"format invalide{hint}"
+    if kind in ("enum", "literal_error"):
+        return "valeur non proposée"
+    if kind.startswith("date") or kind.startswith("datetime"):
+        return "date invalide"
+    if kind.startswith("int") or kind.startswith("float"):
+        return "nombre attendu"
+    return "valeur invalide"
+
+
 def validation_messages(exc: ValidationError) -> list[str]:
     """Pydantic errors in French, naming the field as the form labels it."""
     out = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
         label = " › ".join(FIELD_LABELS.get(p, p) for p in loc) or "formulaire"
-        kind = err["type"]
-        if kind in ("missing", "string_too_short"):
-            out.append(f"{label} : champ obligatoire")
-        elif kind == "string_too_long":
-            out.append(f"{label} : texte trop long")
-        elif kind == "string_pattern_mismatch":
-            hint = " (lettres sans accent, chiffres, espace, . _ -)" if loc and loc[-1] == "name" else ""
-            out.append(f"{label} : format invalide{hint}")
-        elif kind in ("enum", "literal_error"):
-            out.append(f"{label} : valeur non proposée")
-        elif kind.startswith("date") or kind.startswith("datetime"):
-            out.append(f"{label} : date invalide")
-        elif kind.startswith("int") or kind.startswith("float"):
-            out.append(f"{label} : nombre attendu")
-        else:
-            out.append(f"{label} : valeur invalide")
+        out.append(f"{label} : {_problem(err['type'], loc)}")
+    return out
+
+
+def field_errors(exc: ValidationError, fields: dict[tuple[str, ...], str]) -> dict[str, str]:
+    """Every pydantic error, keyed by the form field it belongs to (``fields`` maps a model
+    location to the input's name), so a page shows each beside its field, all at once."""
+    out: dict[str, str] = {}
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"] if not isinstance(p, int))
+        name = fields.get(loc, "_form")
+        out.setdefault(name, _problem(err["type"], list(loc)))
     return out
 
 
@@ -89,41 +118,11 @@ def read_or_raise(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise
 
 
-EVIDENCE_LABELS = {
-    EvidenceKind.PENTEST.value: "Test d'intrusion",
-    EvidenceKind.CONFORMITY.value: "Rapport de conformité",
-    EvidenceKind.CNDA.value: "Attestation CNDA",
-    EvidenceKind.TEST_CERTIFICATE.value: "Certificat de test",
-    EvidenceKind.PRODUCTION_CERTIFICATE.value: "Certificat de production",
-    EvidenceKind.DOCUMENT.value: "Document",
-}
+EVIDENCE_LABELS = LABELS[EvidenceKind]
 
-STATUS_LABELS = {
-    "brouillon": "brouillon",
-    "formulaire_soumis": "formulaire soumis",
-    "depot_preuves": "dépôt de preuves",
-    "college": "au collège",
-    "accordee": "accordée",
-    "refusee": "refusée",
-    "abandonnee": "abandonnée",
-    "a_completer": "à compléter",
-    "soumis": "soumis à l'ANS",
-    "accepte": "accepté",
-    "rejete": "rejeté",
-    "complement_demande": "complément demandé",
-    "a_revoir": "à revoir",
-    "valide": "valide",
-    "suspendue": "suspendue",
-    "retiree": "retirée",
-    "expiree": "expirée",
-    "renouvelee": "renouvelée",
-    "remplacee": "remplacée",
-    "a_risque": "à risque",
-    "fait": "fait",
-    "a_faire": "à faire",
-}
+STATUS_LABELS = status_labels()
 
-ROLE_LABELS_STR = {k.value: v for k, v in ROLE_LABELS.items()}
+ROLE_LABELS_STR = LABELS[Role]
 
 COMMITMENTS = [
     ("respect_referentiels_cgu", "Je m'engage à respecter les référentiels Pro Santé Connect et les CGU."),
@@ -145,11 +144,42 @@ PATHS = [
     ("delegation", "Raccordement pour la délégation à un FI tiers"),
 ]
 
-COMPONENT_KINDS = [
-    ("LPS", "LPS — logiciel utilisateur"),
-    ("PROXY", "Proxy e-Santé"),
-    ("EAI", "EAI — module métier embarqué dans le proxy"),
-]
+COMPONENT_KINDS = list(LABELS[ComponentKind].items())
 
-ANS_ROLE_LABELS = {"verificateur": "vérificateur", "college": "membre du collège", "administrateur": "administrateur"}
-ORG_ROLE_LABELS = {"mandataire": "mandataire", "representant": "représentant", "salarie": "salarié"}
+ANS_ROLE_LABELS = LABELS[AnsRole]
+ORG_ROLE_LABELS = LABELS[OrgRole]
+
+# The colour of a status badge (CSS class), by status value.
+BADGE_TONES: dict[str, str] = {
+    CandidatureStatus.DRAFT: "muted",
+    CandidatureStatus.FORM_SUBMITTED: "info",
+    CandidatureStatus.EVIDENCE: "info",
+    CandidatureStatus.COLLEGE: "warn",
+    CandidatureStatus.GRANTED: "ok",
+    CandidatureStatus.REFUSED: "bad",
+    CandidatureStatus.ABANDONED: "muted",
+    ChapterStatus.OPEN: "muted",
+    ChapterStatus.SUBMITTED: "info",
+    ChapterStatus.ACCEPTED: "ok",
+    ChapterStatus.REJECTED: "bad",
+    ChapterStatus.COMPLEMENT: "warn",
+    ChapterStatus.TO_REVIEW: "warn",
+    HabilitationState.VALID: "ok",
+    HabilitationState.SUSPENDED: "bad",
+    HabilitationState.WITHDRAWN: "bad",
+    HabilitationState.EXPIRED: "muted",
+    HabilitationState.AT_RISK: "warn",
+    HabilitationState.RENEWED: "muted",
+    StepStatus.DONE: "ok",
+    StepStatus.TODO: "muted",
+}
+
+# Status vocabularies for the templates, so pages compare with names, never with literals.
+TEMPLATE_ENUMS: dict[str, Any] = {
+    "CS": CandidatureStatus,
+    "CH": ChapterStatus,
+    "HS": HabilitationStatus,
+    "HST": HabilitationState,
+    "STEP": StepStatus,
+    "IN_PROGRESS": IN_PROGRESS,
+}

@@ -27,7 +27,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from ..service import ServiceError
+from ..services import ServiceError
 from .security import csrf_token, csrf_valid, new_token
 from .sessions import ActiveSession, SessionStore
 from .settings import WebSettings

@@ -8,11 +8,12 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from .. import schemas as sc
-from ..domain.model import Role
+from ..domain.model import Role, habilitation_state
 from . import graph
 from .common import attempt, read_or_raise, validation_messages
 from .core import Flash, Rq
-from .pages_candidate import candidature_context, dependency_nodes
+from .pages_candidate import candidature_context
+from .pages_company import dependency_nodes
 from .queries import public_page
 
 
@@ -53,6 +54,7 @@ def review(rq: Rq) -> Response:
     ctx["focus"] = rq.query.get("chapitre", "")
     ctx["history"] = svc.audit_entries(me, target=f"candidature:{cid}", limit=100)
     ctx["can_act"] = False
+    ctx["registry_link"] = True
     return rq.render("review.html", **ctx)
 
 
@@ -111,6 +113,7 @@ def college_dossier(rq: Rq) -> Response:
     ctx["title"] = f"Collège — candidature {c.role} n° {c.id}"
     ctx["evidence_data"] = rq.web.read.evidence_data(c.id)
     ctx["can_act"] = False
+    ctx["registry_link"] = True
     return rq.render("college_dossier.html", **ctx)
 
 
@@ -154,13 +157,8 @@ def registry(rq: Rq) -> Response:
         size=rq.web.settings.page_size,
     )
     for r in page.rows:
-        valid = r["status"] == "valide" and r["valid_until"] > rq.now
         r["days"] = (r["valid_until"] - rq.now).days
-        r["state"] = (
-            ("a_risque" if r["at_risk"] else "valide")
-            if valid
-            else ("expiree" if r["status"] == "valide" else r["status"])
-        )
+        r["state"] = habilitation_state(r["status"], r["valid_until"], r["at_risk"], rq.now)
     can_manage = rq.user is not None and bool({"college", "administrateur"} & rq.user.ans_roles)
     return rq.render(
         "registry.html",

@@ -89,33 +89,72 @@ def register_form(rq: Rq) -> Response:
     return rq.render("register.html", title="Inscrire ma structure", v={"country": "FR"}, errors=[])
 
 
+REGISTER_FIELDS = {
+    ("email",): "email",
+    ("name",): "name",
+    ("password",): "password",
+    ("organisation",): "org_name",
+    ("organisation", "name"): "org_name",
+    ("organisation", "country"): "country",
+    ("organisation", "siren"): "siren",
+    ("organisation", "siret"): "siret",
+    ("organisation", "registration_number"): "registration_number",
+}
+REGISTER_LABELS = {
+    "org_name": "Raison sociale",
+    "country": "Pays",
+    "siren": "SIREN",
+    "siret": "SIRET",
+    "registration_number": "N° d'immatriculation",
+    "name": "Nom et prénom",
+    "email": "Adresse électronique",
+    "password": "Mot de passe",
+    "password_confirm": "Confirmation du mot de passe",
+}
+# the domain's refusals, by the field they are about
+REGISTER_CODES = {
+    "pays_hors_ue": "country",
+    "siren_requis": "siren",
+    "siren_invalide": "siren",
+    "siret_invalide": "siret",
+    "siret_incoherent": "siret",
+    "immatriculation_requise": "registration_number",
+    "structure_existante": "siren",
+    "compte_existant": "email",
+}
+
+
 def register_submit(rq: Rq) -> Response:
-    """A mandataire registers the company; ANS checks the identity before the account is usable."""
-    from .common import attempt, validation_messages
+    """A mandataire registers the company; ANS checks the identity before the account is usable.
+
+    Every problem of the form is reported at once, each beside its field, and what was
+    typed is kept (passwords excepted)."""
+    from confiance.guichet.domain.errors import DomainError
+    from confiance.guichet.domain.identifiers import validate_registration
+
+    from ..services import ServiceError
+    from .common import field_errors
 
     v = {k: rq.f(k) for k in ("org_name", "country", "siren", "siret", "registration_number", "name", "email")}
     password = rq.form.get("password") if rq.form is not None else None
     confirm = rq.form.get("password_confirm") if rq.form is not None else None
-    if not isinstance(password, str) or password != confirm:
-        return rq.render(
-            "register.html",
-            status=422,
-            title="Inscrire ma structure",
-            v=v,
-            errors=["Les deux mots de passe diffèrent."],
-        )
-    problems = password_problems(password, v["email"])
+    password = password if isinstance(password, str) else ""
+    errors: dict[str, str] = {}
+    problems = ["champ obligatoire"] if not password else password_problems(password, v["email"])
     if problems:
-        return rq.render("register.html", status=422, title="Inscrire ma structure", v=v, errors=problems)
+        errors["password"] = " ; ".join(problems)
+    if password != confirm:
+        errors["password_confirm"] = "les deux mots de passe diffèrent"
+    country = (v["country"] or "FR").upper()
     try:
         data = sc.RegisterIn.model_validate(
             {
                 "email": v["email"].lower(),
                 "name": v["name"],
-                "password": password,
+                "password": password or "x" * 12,  # its own rules are checked above
                 "organisation": {
                     "name": v["org_name"],
-                    "country": (v["country"] or "FR").upper(),
+                    "country": country,
                     "siren": v["siren"] or None,
                     "siret": v["siret"] or None,
                     "registration_number": v["registration_number"] or None,
@@ -123,13 +162,21 @@ def register_submit(rq: Rq) -> Response:
             }
         )
     except ValidationError as exc:
+        data = None
+        errors.update({k: e for k, e in field_errors(exc, REGISTER_FIELDS).items() if k not in errors})
+    if not {"country", "siren", "siret", "registration_number"} & set(errors):
+        try:  # the identifiers' rules (Luhn, EU), so they are reported with the rest
+            validate_registration(country, v["siren"] or None, v["siret"] or None, v["registration_number"] or None)
+        except DomainError as exc:
+            errors[REGISTER_CODES.get(exc.code, "_form")] = exc.message
+    if not errors and data is not None:
+        try:
+            rq.web.service.register(data)
+        except ServiceError as exc:
+            errors[REGISTER_CODES.get(exc.code, "_form")] = exc.message
+    if errors:
         return rq.render(
-            "register.html", status=422, title="Inscrire ma structure", v=v, errors=validation_messages(exc)
-        )
-    _, err = attempt(rq.web.service.register, data)
-    if err is not None:
-        return rq.render(
-            "register.html", status=422, title="Inscrire ma structure", v=v, errors=[err.text, *err.details]
+            "register.html", status=422, title="Inscrire ma structure", v=v, fe=errors, register_labels=REGISTER_LABELS
         )
     from .core import Flash
 

@@ -8,19 +8,26 @@ another organisation's) so the web layer cannot widen access by mistake.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import unicodedata
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import ValidationError
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 
 from .. import schemas as sc
-from ..domain import pentest as pt
-from ..domain.model import ComponentKind, EvidenceKind, Role, SolutionKind
-from . import graph
+from ..domain.model import (
+    ChapterStatus,
+    ComponentKind,
+    EvidenceKind,
+    EvidenceStatus,
+    Role,
+    SolutionKind,
+    habilitation_state,
+)
+from ..domain.workflow import EDITABLE_CHAPTER
 from .common import (
     COMMITMENTS,
     COMPONENT_KINDS,
@@ -31,7 +38,7 @@ from .common import (
     read_or_raise,
     validation_messages,
 )
-from .core import Flash, Forbidden, NotFound, Rq
+from .core import Flash, NotFound, Rq
 from .queries import chapter_summary
 
 
@@ -114,7 +121,13 @@ def _progress(status: str) -> int:
 def _wizard_ctx(rq: Rq, values: dict[str, Any], errors: list[str]) -> dict[str, Any]:
     svc, me = _svc(rq), _principal(rq)
     habs = svc.list_habilitations(me, only_valid=True)
+    q = rq.query.get("q", "")[:200]
+    # operators rely on habilitated solutions of any company, found by editor, name or version
+    found = svc.list_habilitations(me, only_valid=True, q=q) if q else habs
     return {
+        "q": q,
+        "habilitated_proxies": [h for h in found if h.role == Role.ELP],
+        "habilitated_software": [h for h in found if h.role == Role.ELU],
         "title": "Nouvelle candidature",
         "v": values,
         "errors": errors,
@@ -199,16 +212,10 @@ def wizard_submit(rq: Rq) -> Response:
             return rq.render(
                 "wizard.html", status=422, **_wizard_ctx(rq, v, ["Solution : " + m for m in validation_messages(exc)])
             )
-        sol, err = attempt(svc.create_solution, me, sol_in)
-        if err is not None or sol is None:
-            return rq.render(
-                "wizard.html",
-                status=422,
-                **_wizard_ctx(rq, v, [err.text if err else "solution refusée", *(err.details if err else [])]),
-            )
-        solution_id = sol.id
-        v["solution_id"] = str(sol.id)
+        new_solution: sc.SolutionIn | None = sol_in
+        solution_id = None
     else:
+        new_solution = None
         solution_id = _int(v["solution_id"]) or 0
     nru = [x.strip() for x in v["nru_numbers"].splitlines() if x.strip()]
     try:
@@ -217,6 +224,7 @@ def wizard_submit(rq: Rq) -> Response:
             level=v["level"] or "edc",  # type: ignore[arg-type]
             path=v["path"] or "trust_space",
             solution_id=solution_id,
+            new_solution=new_solution,
             proxy_solution_id=_int(v["proxy_solution_id"]) if role is Role.ELU else None,
             osp_habilitation_id=_int(v["osp_habilitation_id"]) if role is Role.OSU else None,
             software_name=v["software_name"],
@@ -276,14 +284,15 @@ def candidature_context(rq: Rq, c: Any) -> dict[str, Any]:
     solution = svc.get_solution(me, c.solution_id)
     evidence_by_req: dict[str, list[Any]] = {}
     for e in c.evidence:
-        if e.status != "remplacee":
+        if e.status != EvidenceStatus.REPLACED:
             evidence_by_req.setdefault(e.requirement_id, []).append(e)
     chapters = []
     for ch in c.chapters:
         d = ch.model_dump()
-        d["editable"] = ch.status in ("a_completer", "rejete", "complement_demande", "a_revoir")
+        d["editable"] = ChapterStatus(ch.status) in EDITABLE_CHAPTER
         chapters.append(_Obj(d))
-    accepted = sum(1 for ch in c.chapters if ch.status == "accepte")
+    accepted = sum(1 for ch in c.chapters if ch.status == ChapterStatus.ACCEPTED)
+    hab = svc.get_habilitation(me, c.habilitation_id) if c.habilitation_id else None
     return {
         "title": f"Candidature {c.role} n° {c.id}",
         "c": c,
@@ -296,8 +305,12 @@ def candidature_context(rq: Rq, c: Any) -> dict[str, Any]:
         "requirements": _requirements(svc),
         "evidence_by_req": evidence_by_req,
         "certificates": c.certificates,
+        "component_names": {comp.id: comp.name for comp in solution.components},
         "c_parcours": c.parcours,
         "commitments": COMMITMENTS,
+        "maturity_labels": dict(MATURITY),
+        "habilitation": hab,
+        "hab_state": habilitation_state(hab.status, hab.valid_until, hab.at_risk, rq.now) if hab else None,
         "editable": c.status in ("brouillon", "depot_preuves", "college"),
         "can_act": rq.user is not None and rq.user.is_candidate,
     }
@@ -422,7 +435,14 @@ def _deposit_upload(rq: Rq, ok: str, build: Callable[[str | None], sc.EvidenceIn
         data = build(sha)
     except ValidationError as exc:
         return _back(rq, cid, _refused(exc), "")
+    if data.file_sha256:
+        data = data.model_copy(update={"file_name": _file_name(rq)})
     return _deposit(rq, cid, data, ok)
+
+
+def _file_name(rq: Rq, name: str = "file") -> str | None:
+    up = rq.file(name)
+    return up.filename[:200] if up is not None and up.filename else None
 
 
 def evidence_document(rq: Rq) -> Response:
@@ -485,20 +505,6 @@ def evidence_conformity(rq: Rq) -> Response:
     )
 
 
-def certificate_order(rq: Rq) -> Response:
-    """The private key is shown once, on this response only (never stored by the guichet's web layer)."""
-    cid = rq.int_param("cid")
-    comp = _int(rq.f("component_id"))
-    if comp is None:
-        return _back(rq, cid, Flash("error", "Choisissez un composant."), "")
-    out, err = attempt(_svc(rq).order_certificate, _principal(rq), cid, comp)
-    if err is not None or out is None:
-        return _back(rq, cid, err, "")
-    resp = rq.render("certificate.html", title="Certificat émis", cid=cid, cert=out)
-    resp.headers["Cache-Control"] = "no-store"
-    return resp
-
-
 def chapter_submit(rq: Rq) -> Response:
     cid = rq.int_param("cid")
     chapter = str(rq.path_params["chapter"])[:64]
@@ -513,260 +519,25 @@ def parcours_done(rq: Rq) -> Response:
     return _back(rq, cid, err, "Étape du parcours enregistrée.")
 
 
+def content_disposition(inline: bool, name: str) -> str:
+    """``filename`` in ASCII for old clients, ``filename*`` (RFC 6266/5987) with the real name."""
+    ascii_name = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in name)
+    return f"{'inline' if inline else 'attachment'}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
+
+
 def file_view(rq: Rq) -> Response:
     """Evidence files, served inertly (no sniffing, sandboxed, downloaded unless PDF/image)."""
     sha = str(rq.path_params["sha"])
     cid = rq.int_param("cid")
     svc, me = _svc(rq), _principal(rq)
     detail = read_or_raise(svc.get_candidature, me, cid)
-    if sha not in {e.file_sha256 for e in detail.evidence}:
+    names = {e.file_sha256: e.file_name for e in detail.evidence if e.file_sha256}
+    if sha not in names:
         raise NotFound
     data, ctype = read_or_raise(svc.read_file, me, sha)
     inline = ctype in ("application/pdf", "image/png", "image/jpeg")
     resp = Response(data, media_type=ctype if inline else "text/plain; charset=utf-8")
-    resp.headers["Content-Disposition"] = f'{"inline" if inline else "attachment"}; filename="{sha[:16]}"'
+    resp.headers["Content-Disposition"] = content_disposition(inline, names[sha] or sha[:16])
     resp.headers["Content-Security-Policy"] = "sandbox; default-src 'none'; style-src 'unsafe-inline'"
     resp.headers["Cache-Control"] = "private, no-store"
     return resp
-
-
-# ------------------------------------------------------------------ pentest
-APP_TYPE_LABELS = {
-    pt.AppType.WEB.value: "Application web",
-    pt.AppType.MOBILE.value: "Application mobile",
-    pt.AppType.THICK_3.value: "Client lourd ≥ 3 tiers",
-    pt.AppType.THICK_LT3.value: "Client lourd < 3 tiers",
-}
-
-
-def _pentest_values(rq: Rq) -> dict[str, Any]:
-    ids, sev, res = rq.flist("crit_id"), rq.flist("crit_severity"), rq.flist("crit_result")
-    crits = [{"id": i.strip(), "severity": s, "result": r} for i, s, r in zip(ids, sev, res, strict=False) if i.strip()]
-    return {
-        "provider": rq.f("provider"),
-        "auditor": rq.f("auditor"),
-        "report_date": rq.f("report_date"),
-        "application_name": rq.f("application_name"),
-        "application_version": rq.f("application_version"),
-        "application_type": rq.f("application_type"),
-        "criteria": crits,
-        "summary": {
-            "application_name": rq.f("summary_name") or rq.f("application_name"),
-            "application_version": rq.f("summary_version") or rq.f("application_version"),
-            "description": rq.f("summary_description"),
-            "application_type": rq.f("summary_type") or rq.f("application_type"),
-            "result": rq.f("summary_result"),
-        },
-    }
-
-
-def _pentest_verdict(rq: Rq, c: Any, values: dict[str, Any]) -> tuple[pt.PentestVerdict | None, list[str]]:
-    """The domain's own check (same function the deposit runs), on what is typed so far."""
-    svc = _svc(rq)
-    try:
-        p = sc.PentestIn.model_validate(values)
-    except ValidationError as exc:
-        return None, validation_messages(exc)
-    report = p.to_report()
-    verdict = pt.check_report(
-        report,
-        role=Role(c.role),
-        software_name=c.software_name,
-        software_version=c.software_version,
-        passi_providers={x.name for x in svc.list_passi() if x.active},
-        rules=svc.parcours.pentest,
-        today=rq.now.date(),
-    )
-    return verdict, []
-
-
-def _pentest_ctx(rq: Rq, c: Any, values: dict[str, Any], verdict: Any, incomplete: list[str]) -> dict[str, Any]:
-    rules = _svc(rq).parcours.pentest
-    medium_allowed = rules.medium_ko_below - 1 if Role(c.role) in rules.medium_tolerance_applies_to else 0
-    reqs = [r for r in _requirements(_svc(rq)).values() if "test_intrusion" in r.evidence]
-    return {
-        "title": "Test d'intrusion",
-        "c": c,
-        "v": values,
-        "verdict": verdict,
-        "incomplete": incomplete,
-        "passi": [x for x in _svc(rq).list_passi() if x.active],
-        "app_types": APP_TYPE_LABELS,
-        "severities": [(s.value, s.value) for s in pt.Severity],
-        "results": [pt.RESULT_ELIGIBLE, pt.RESULT_NOT_ELIGIBLE],
-        "rules": rules,
-        "medium_allowed": medium_allowed,
-        "requirement_id": reqs[0].id if reqs else "",
-        "max_age": rules.max_age_days,
-    }
-
-
-def _default_pentest(c: Any, today: dt.date) -> dict[str, Any]:
-    return {
-        "provider": "",
-        "auditor": "",
-        "report_date": "",
-        "application_name": c.software_name,
-        "application_version": c.software_version,
-        "application_type": pt.AppType.WEB.value,
-        "criteria": [
-            {"id": f"C{i}", "severity": s, "result": "OK"} for i, s in enumerate(["haute", "moyenne", "faible"], 1)
-        ],
-        "summary": {
-            "application_name": c.software_name,
-            "application_version": c.software_version,
-            "description": "",
-            "application_type": pt.AppType.WEB.value,
-            "result": pt.RESULT_ELIGIBLE,
-        },
-    }
-
-
-def pentest_form(rq: Rq) -> Response:
-    c = read_or_raise(_svc(rq).get_candidature, _principal(rq), rq.int_param("cid"))
-    return rq.render("pentest.html", **_pentest_ctx(rq, c, _default_pentest(c, rq.now.date()), None, []))
-
-
-def pentest_preview(rq: Rq) -> Response:
-    """HTML fragment for the live verdict (the page's script swaps it in an aria-live region)."""
-    c = read_or_raise(_svc(rq).get_candidature, _principal(rq), rq.int_param("cid"))
-    values = _pentest_values(rq)
-    verdict, incomplete = _pentest_verdict(rq, c, values)
-    html = rq.web.env.get_template("pentest_verdict.html").render(verdict=verdict, incomplete=incomplete)
-    return HTMLResponse(html)
-
-
-def pentest_submit(rq: Rq) -> Response:
-    svc, me = _svc(rq), _principal(rq)
-    cid = rq.int_param("cid")
-    c = read_or_raise(svc.get_candidature, me, cid)
-    values = _pentest_values(rq)
-    verdict, incomplete = _pentest_verdict(rq, c, values)
-    if verdict is None or not verdict.accepted:
-        rq.flashes.append(Flash("error", "Test d'intrusion non déposé : corrigez les points signalés."))
-        return rq.render("pentest.html", status=422, **_pentest_ctx(rq, c, values, verdict, incomplete))
-    sha, err = _upload(rq)
-    if err is not None:
-        rq.flashes.append(err)
-        return rq.render("pentest.html", status=422, **_pentest_ctx(rq, c, values, verdict, incomplete))
-    try:
-        data = sc.EvidenceIn(
-            requirement_id=rq.f("requirement_id"),
-            kind=EvidenceKind.PENTEST,
-            file_sha256=sha,
-            pentest=sc.PentestIn.model_validate(values),
-        )
-    except ValidationError as exc:
-        rq.flashes.append(_refused(exc))
-        return rq.render("pentest.html", status=422, **_pentest_ctx(rq, c, values, verdict, incomplete))
-    _, err = attempt(svc.deposit_evidence, me, cid, data)
-    if err is not None:
-        rq.flashes.append(err)
-        return rq.render("pentest.html", status=422, **_pentest_ctx(rq, c, values, verdict, incomplete))
-    return rq.redirect(
-        rq.url("candidature", cid=cid) + "#chap-test_intrusion",
-        Flash("ok", "Test d'intrusion déposé : rapport éligible."),
-    )
-
-
-# ------------------------------------------------------------------ habilitations & graph
-def node_state(h: Any, own_org: int | None) -> str:
-    if not h.valid:
-        return {"suspendue": "suspendue", "retiree": "retiree"}.get(h.status, "expiree")
-    if h.at_risk:
-        return "a_risque"
-    if own_org is not None and h.organisation_id != own_org:
-        return "externe"
-    return "valide"
-
-
-def dependency_nodes(habs: list[Any], org_id: int | None, href: Any = None) -> list[graph.Node]:
-    """The organisation's habilitations plus everything they rely on (transitively)."""
-    by_id = {h.id: h for h in habs}
-    wanted = {h.id for h in habs if org_id is None or h.organisation_id == org_id}
-    stack = list(wanted)
-    while stack:
-        h = by_id.get(stack.pop())
-        for dep in h.relies_on if h else []:
-            if dep not in wanted and dep in by_id:
-                wanted.add(dep)
-                stack.append(dep)
-    nodes = []
-    for hid in sorted(wanted):
-        h = by_id[hid]
-        nodes.append(
-            graph.Node(
-                id=h.id,
-                role=h.role.value if hasattr(h.role, "value") else str(h.role),
-                title=h.solution_name,
-                state=node_state(h, org_id),
-                subtitle=f"{h.holder} · jusqu'au {h.valid_until:%d/%m/%Y}",
-                relies_on=tuple(h.relies_on),
-                href=href(h) if href else None,
-            )
-        )
-    return nodes
-
-
-def habilitations(rq: Rq) -> Response:
-    svc, me = _svc(rq), _principal(rq)
-    all_habs = read_or_raise(svc.list_habilitations, me)
-    mine = [h for h in all_habs if h.organisation_id == me.organisation_id]
-    rows = []
-    for h in sorted(mine, key=lambda h: h.valid_until):
-        days = (h.valid_until - rq.now).days
-        rows.append({"h": h, "days": days, "state": node_state(h, me.organisation_id)})
-    svg = graph.render_svg(
-        dependency_nodes(all_habs, me.organisation_id, href=lambda h: f"#hab-{h.id}"),
-        caption="Dépendances des habilitations de votre structure (ELP → ELU/OSP → OSU)",
-    )
-    return rq.render(
-        "habilitations.html", title="Habilitations", rows=rows, svg=svg, expiring_days=rq.web.settings.expiring_days
-    )
-
-
-# ------------------------------------------------------------------ accounts
-def accounts(rq: Rq) -> Response:
-    svc, me = _svc(rq), _principal(rq)
-    accs = read_or_raise(svc.list_accounts, me)
-    can_create = (
-        [("salarie", "salarié")]
-        if me.org_role == "representant"
-        else [("representant", "représentant"), ("salarie", "salarié")]
-        if me.org_role == "mandataire"
-        else []
-    )
-    return rq.render("accounts.html", title="Comptes de la structure", accounts=accs, can_create=can_create, me=me)
-
-
-def account_create(rq: Rq) -> Response:
-    svc, me = _svc(rq), _principal(rq)
-    password = rq.form.get("password") if rq.form is not None else None
-    try:
-        data = sc.AccountIn.model_validate(
-            {
-                "email": rq.f("email").lower(),
-                "name": rq.f("name"),
-                "password": password if isinstance(password, str) else None,
-                "org_role": rq.f("org_role") or None,
-            }
-        )
-    except ValidationError as exc:
-        return rq.redirect(rq.url("accounts"), Flash("error", "Compte non créé :", validation_messages(exc)))
-    out, err = attempt(svc.create_account, me, data)
-    if err is not None or out is None:
-        return rq.redirect(rq.url("accounts"), err)
-    return rq.redirect(
-        rq.url("accounts"), Flash("ok", f"Compte {out.email} créé{'' if out.validated else ' : à valider'}.")
-    )
-
-
-def account_validate(rq: Rq) -> Response:
-    aid = rq.int_param("aid")
-    out, err = attempt(_svc(rq).validate_account, _principal(rq), aid)
-    return rq.redirect(rq.url("accounts"), err or Flash("ok", f"Compte {out.email if out else aid} validé."))
-
-
-def require_manager(rq: Rq) -> None:
-    if rq.user is None or rq.user.org_role not in ("mandataire", "representant"):
-        raise Forbidden

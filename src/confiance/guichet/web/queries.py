@@ -28,6 +28,7 @@ from ..db import (
     Organisation,
     Solution,
 )
+from ..domain.model import CandidatureStatus, ChapterStatus, HabilitationStatus
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,10 @@ class ReadModels:
                 )
                 .join(Candidature, Candidature.id == ChapterRow.candidature_id)
                 .join(Organisation, Organisation.id == Candidature.organisation_id)
-                .where(ChapterRow.status == "soumis", Candidature.status == "depot_preuves")
+                .where(
+                    ChapterRow.status == ChapterStatus.SUBMITTED.value,
+                    Candidature.status == CandidatureStatus.EVIDENCE.value,
+                )
             )
             form = (
                 select(
@@ -108,7 +112,7 @@ class ReadModels:
                     literal(0, ChapterRow.id.type).label("ord"),
                 )
                 .join(Organisation, Organisation.id == Candidature.organisation_id)
-                .where(Candidature.status == "formulaire_soumis")
+                .where(Candidature.status == CandidatureStatus.FORM_SUBMITTED.value)
             )
             if role:
                 chap = chap.where(Candidature.role == role)
@@ -182,7 +186,7 @@ class ReadModels:
                 )
             if role:
                 base = base.where(Habilitation.role == role)
-            valid = and_(Habilitation.status == "valide", Habilitation.valid_until > now)
+            valid = and_(Habilitation.status == HabilitationStatus.VALID.value, Habilitation.valid_until > now)
             if view == "valides":
                 base = base.where(valid)
             elif view == "expirent":
@@ -252,8 +256,8 @@ def chapter_summary(engine: Engine, cids: list[int]) -> tuple[dict[int, tuple[in
     pending = []
     for cid, chapter_id, title, status, reason in rows:
         acc, tot = counts.get(cid, (0, 0))
-        counts[cid] = (acc + (status == "accepte"), tot + 1)
-        if status in ("complement_demande", "rejete", "a_revoir"):
+        counts[cid] = (acc + (status == ChapterStatus.ACCEPTED), tot + 1)
+        if status in (ChapterStatus.COMPLEMENT, ChapterStatus.REJECTED, ChapterStatus.TO_REVIEW):
             pending.append({"cid": cid, "chapter_id": chapter_id, "title": title, "status": status, "reason": reason})
     return counts, pending
 

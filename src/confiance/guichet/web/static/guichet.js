@@ -3,7 +3,8 @@
    - [data-show-when] fields appear only when a radio/select has one of the listed values;
    - the pentest form asks the server (the same domain rules as the deposit) for an
      eligibility verdict while the candidate types, and shows it in an aria-live region;
-   - "add a criterion" clones the last row of the criteria table. */
+   - "add a criterion" clones the last row of the criteria table;
+   - a file over the upload limit is reported in French beside its field, before sending. */
 (function () {
   "use strict";
 
@@ -30,6 +31,40 @@
     });
   }
   document.addEventListener("change", refreshConditional);
+
+  var maxUpload = parseInt(document.body.getAttribute("data-max-upload") || "0", 10);
+  function checkSize(input) {
+    var f = input.files && input.files[0];
+    var msg = "";
+    if (maxUpload && f && f.size > maxUpload) {
+      msg = "Fichier trop volumineux : " + Math.ceil(f.size / 1024) + " Kio pour " +
+        Math.floor(maxUpload / 1024) + " Kio au plus. Choisissez un fichier plus petit.";
+    }
+    var id = (input.id || input.name) + "-taille";
+    var span = document.getElementById(id);
+    if (msg) {
+      if (!span) {
+        span = document.createElement("span");
+        span.className = "err"; span.id = id; span.setAttribute("role", "alert");
+        input.insertAdjacentElement("afterend", span);
+      }
+      span.textContent = msg;
+      input.setAttribute("aria-invalid", "true");
+      input.setAttribute("aria-describedby", id);
+    } else if (span) {
+      span.remove(); input.removeAttribute("aria-invalid");
+    }
+    input.setCustomValidity(msg);
+    return !msg;
+  }
+  document.addEventListener("change", function (ev) {
+    if (ev.target.matches && ev.target.matches('input[type="file"]')) { checkSize(ev.target); }
+  });
+  document.addEventListener("submit", function (ev) {
+    var ok = true;
+    ev.target.querySelectorAll('input[type="file"]').forEach(function (i) { ok = checkSize(i) && ok; });
+    if (!ok) { ev.preventDefault(); }
+  }, true);
   refreshConditional();
 
   var pentest = document.querySelector("form[data-pentest-preview]");
