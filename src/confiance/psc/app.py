@@ -30,6 +30,7 @@ from starlette.types import Scope
 
 from confiance.core.clientcert import CertificateVerifier, client_certificate, parse_networks
 from confiance.core.errors import oauth_error
+from confiance.core.health import Health
 from confiance.core.jose import KeyStore
 from confiance.core.trustlist import TrustListClient
 from confiance.pki import normalize_dn
@@ -45,6 +46,7 @@ from .errors import InvalidRequestError, OAuthError, RedirectError, Unauthorized
 from .hotpath import HotPath
 from .http import BodyTooLarge, json_response, query_params, read_form, with_query
 from .identities import Identity, load_identities_file, seeded_identities
+from .readiness import readiness_checks
 from .sharing import SharedSettings, client_from_config
 from .store import StateStore, open_store
 from .tokens import JwtSigner
@@ -417,6 +419,7 @@ class PscSandbox:
             r("/sandbox/ecps/{rid}/{action:str}", self.ecps_decide, ["POST"]),
             *(r(path, fn, methods) for path, fn, methods in AdminApi(self).routes()),
             r("/health", self.health, ["GET"]),
+            *Health("psc", readiness_checks(self)).routes(),
         ]
         app = Starlette(routes=routes, lifespan=self._lifespan)
         return app

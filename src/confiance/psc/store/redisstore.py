@@ -37,7 +37,7 @@ class RedisStore:
     """``Store`` and ``SharedState`` in Redis under ``prefix``."""
 
     def __init__(self, url: str, prefix: str = "psc:", grace: float = 600.0) -> None:
-        self.r = redis.Redis.from_url(url, socket_timeout=10)
+        self.r = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=2)
         self.p = prefix
         self.grace = grace
         self._rotate = self.r.register_script(_ROTATE)
