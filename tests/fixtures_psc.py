@@ -13,7 +13,9 @@ Usage (fixtures are registered in ``tests/conftest.py``)::
         psc.client("mtls"|"secret"|"none") -> httpx.Client trusting the test CA (mTLS: LPS cert)
         psc.client_auth("mtls"|"secret") -> form fields authenticating the client
         psc.national_id            # an identity the e-CPS approves immediately
-        psc.identities             # [{"national_id", "given_name", "family_name", ...}, ...]
+        psc.identities             # [{"national_id", "given_name", "family_name", "auth_means", ...}, ...]
+                                   # [6], [7]: CPS card gives acr eidas2; [12]: no card (MOBILE only,
+                                   # channel CARD is access_denied); the others eidas1 on both channels
         psc.admin_token, psc.ca_bundle
         psc.set_lifetimes(access_token=2, refresh_token=5, session_idle=10, ciba_interval=0)
         psc.set_ecps("deny" | "approve" | "never" | "manual", delay_ms=0, national_id=None)

@@ -1,7 +1,7 @@
 """eIDAS levels as PSC answers them in 2026: ``acr`` eidas1/eidas2, ``authMode``, ``auth_level``.
 
 Seeded identities: DUBOIS-TEST (index 6) reaches eidas2 with her CPS card and eidas1 with
-her e-CPS; MOREAU-TEST (7) eidas2 on both; LAURENT-TEST (8) has no card (MOBILE only);
+her e-CPS; MOREAU-TEST (7) eidas2 on both; LEROY-TEST (12) has no card (MOBILE only);
 the others eidas1 everywhere.
 """
 
@@ -24,7 +24,7 @@ from tests.fixtures_api import ApiHandle
 from tests.fixtures_psc import PscHandle
 from tests.psc.conftest import CIBA, Clock, ciba_params, nid
 
-CARD_EIDAS2, BOTH_EIDAS2, NO_CARD = 6, 7, 8
+CARD_EIDAS2, BOTH_EIDAS2, NO_CARD = 6, 7, 12
 
 
 def _claims(token: str) -> dict[str, Any]:
