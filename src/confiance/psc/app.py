@@ -42,7 +42,14 @@ from .clients import CIBA_GRANT, Client, Credentials, parse_basic
 from .config import REALM, SIGNING_ALGS, ClientConfig, EcpsPolicy, Lifetimes, PscConfig
 from .discovery import discovery, realm_document
 from .domain import Provider
-from .errors import InvalidRequestError, OAuthError, RedirectError, UnauthorizedClientError, UnsupportedTokenTypeError
+from .errors import (
+    InvalidRequestError,
+    OAuthError,
+    RedirectError,
+    UnauthorizedClientError,
+    UnsupportedTokenTypeError,
+    error_headers,
+)
 from .hotpath import HotPath
 from .http import BodyTooLarge, json_response, query_params, read_form, with_query
 from .identities import Identity, load_identities_file, seeded_identities
@@ -434,14 +441,6 @@ class PscSandbox:
         finally:
             if self.trust is not None:
                 self.trust.stop()
-
-
-def error_headers(exc: OAuthError, path: str) -> dict[str, str]:
-    """RFC 6750 §3 / RFC 6749 §5.2: a 401 names the authentication scheme that failed."""
-    if exc.status != 401:
-        return {}
-    scheme = "Bearer" if path.endswith("/userinfo") or path.startswith("/sandbox/admin") else "Basic"
-    return {"WWW-Authenticate": f'{scheme} realm="{REALM}", error="{exc.error}"'}
 
 
 def _redirect_error(exc: RedirectError, issuer: str) -> Response:

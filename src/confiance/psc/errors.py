@@ -25,6 +25,8 @@ from confiance.core.oauth_errors import (
     UnsupportedTokenTypeError,
 )
 
+from .config import REALM
+
 __all__ = [
     "AccessDeniedError",
     "AuthorizationPendingError",
@@ -43,6 +45,7 @@ __all__ = [
     "UnmetAuthenticationRequirementsError",
     "UnsupportedGrantTypeError",
     "UnsupportedTokenTypeError",
+    "error_headers",
 ]
 
 
@@ -62,3 +65,11 @@ class RedirectError(OAuthError):
         self.error = self.code = error
         self.redirect_uri = redirect_uri
         self.state = state
+
+
+def error_headers(exc: OAuthError, path: str) -> dict[str, str]:
+    """RFC 6750 §3 / RFC 6749 §5.2: a 401 names the authentication scheme that failed."""
+    if exc.status != 401:
+        return {}
+    scheme = "Bearer" if path.endswith("/userinfo") or path.startswith("/sandbox/admin") else "Basic"
+    return {"WWW-Authenticate": f'{scheme} realm="{REALM}", error="{exc.error}"'}

@@ -19,7 +19,7 @@ import orjson
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import InvalidRequestError, OAuthError
+from .errors import InvalidRequestError, OAuthError, error_headers
 from .http import BodyTooLarge, parse_form
 
 if TYPE_CHECKING:
@@ -65,8 +65,6 @@ class HotPath:
     async def _answer(
         self, endpoint: Endpoint, scope: Scope, receive: Receive
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        from .app import error_headers
-
         try:
             self.sandbox.shared.sync()
             ctype, length, authorization = "", None, None
