@@ -49,7 +49,8 @@ from confiance.api.config import (
     TlsFiles,
 )
 from confiance.api.domain import GRANT_TOKEN_EXCHANGE, TT_ACCESS_TOKEN, secret_hash
-from confiance.api.service import ApiRuntime, build_apps, build_runtime, server_tls
+from confiance.api.runtime import ApiRuntime, build_runtime
+from confiance.api.service import build_apps, server_tls
 from confiance.core.server import ServerThread, ServiceConfig
 from confiance.core.tls import ClientIdentity, client_context
 from confiance.core.trustlist import TrustListSettings

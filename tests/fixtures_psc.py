@@ -171,7 +171,7 @@ class PscHandle:
     def reset(self) -> None:
         self.sandbox.set_lifetimes(**{**Lifetimes().model_dump(), **self.defaults})
         self.sandbox.set_ecps("approve", 0)
-        self.sandbox.provider.ecps_overrides.clear()
+        self.sandbox.clear_ecps_overrides()
 
     # ----- clients
     def client(self, kind: str = "mtls") -> httpx.Client:
@@ -221,8 +221,11 @@ class PscHandle:
             raise AssertionError("CIBA: pas de réponse de l'e-CPS simulée")
 
 
-def build_psc(pki: Pki, server_cert: IssuedCertificate, **overrides: Any) -> PscHandle:
-    """Start a sandbox; ``overrides`` are ``PscConfig`` fields (``lifetimes`` merged with fast defaults)."""
+def build_psc(
+    pki: Pki, server_cert: IssuedCertificate, clock: Callable[[], float] | None = None, **overrides: Any
+) -> PscHandle:
+    """Start a sandbox; ``overrides`` are ``PscConfig`` fields (``lifetimes`` merged with fast defaults);
+    ``clock`` replaces the real time (tests that watch requests expire advance it instead of sleeping)."""
     mtls = pki.ensure_client("psc-test-lps-mtls", MTLS_STRUCT_ID, "lps-test-mtls")
     admin_token = overrides.pop("admin_token", secrets.token_urlsafe(24))
     secret = secrets.token_urlsafe(24)
@@ -256,7 +259,7 @@ def build_psc(pki: Pki, server_cert: IssuedCertificate, **overrides: Any) -> Psc
         clients=clients,
         **overrides,
     )
-    sandbox = PscSandbox(cfg)
+    sandbox = PscSandbox(cfg, clock) if clock is not None else PscSandbox(cfg)
     server = start_https(sandbox.app, pki, server_cert, ClientAuth.OPTIONAL)
     sandbox.set_base_url(server.url)
     return PscHandle(

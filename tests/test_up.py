@@ -151,4 +151,135 @@ def test_up_rejects_bad_config(tmp_path: Path) -> None:
         text=True,
         check=False,
     )
-    assert r.returncode == 2 and "nope" in r.stdout
+    assert r.returncode == 2 and "nope" in r.stderr  # errors go to stderr (issue 17)
+    assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+# ----------------------------------------------------------------------------- refusals, one screen each
+def _write(tmp: Path, text: str) -> Path:
+    path = tmp / "up.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ("[components.psc]\ntrust_list_enfroce = 'all'\n", "components.psc.trust_list_enfroce"),
+        ("[components.pcs]\nsigning_alg = 'ES256'\n", "components.pcs"),
+        ("[components.proxy]\nsession_store = 'mongo'\n", "components.proxy.session_store"),
+        ("[components.api]\nrefresh_tokens = 'peut-être'\n", "components.api.refresh_tokens"),
+        ("[ports]\npsc = 70000\n", "ports"),
+        ("[ports]\nkeycloak = 8080\n", "keycloak"),
+        ("hots = '0.0.0.0'\n", "hots"),
+        ("[components.psc\n", "TOML invalide"),
+    ],
+)
+def test_up_config_typos_are_errors_naming_the_key(tmp_path: Path, toml: str, named: str) -> None:
+    from typer.testing import CliRunner
+
+    from confiance.cli import app
+
+    r = CliRunner().invoke(app, ["up", "--state-dir", str(tmp_path / "state"), "--config", str(_write(tmp_path, toml))])
+    assert r.exit_code == 2, r.output
+    assert named in r.stderr and "Traceback" not in r.output
+    assert not (tmp_path / "state").exists()  # refused before anything is prepared
+
+
+def test_up_config_options_reach_the_components_as_written(tmp_path: Path) -> None:
+    from confiance.up import UpConfig
+
+    cfg = UpConfig.load(
+        _write(
+            tmp_path,
+            "host = '127.0.0.1'\n[ports]\npsc = 19443\n[components.psc]\ntrust_list_refresh_seconds = 1\n"
+            "[components.proxy]\nconformity_mode = true\nsession_store = 'sqlite'\n[components.guichet]\ndemo = false\n",
+        )
+    )
+    assert cfg.ports == {"psc": 19443}
+    assert cfg.components == {
+        "psc": {"trust_list_refresh_seconds": 1},
+        "proxy": {"conformity_mode": True, "session_store": "sqlite"},
+        "guichet": {"demo": False},
+    }
+
+
+def test_up_refuses_a_port_already_taken_naming_it(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from confiance.cli import app
+
+    ports = {name: _free_port() for name in DEFAULT_PORTS}
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", ports["psc"]))
+        squatter.listen()
+        config = _write(tmp_path, "[ports]\n" + "".join(f"{k} = {v}\n" for k, v in ports.items()))
+        r = CliRunner().invoke(app, ["up", "--state-dir", str(tmp_path / "state"), "--config", str(config)])
+    assert r.exit_code == 1, r.output
+    assert f"{ports['psc']} (psc)" in r.stderr and "déjà utilisé" in r.stderr
+    assert "Traceback" not in r.output
+    assert not (tmp_path / "state" / "logs").exists()  # no service was started
+
+
+def test_check_ports_free_ignores_closed_ports() -> None:
+    from confiance.up import PortInUse, check_ports_free
+
+    free = _free_port()
+    check_ports_free("127.0.0.1", {"psc": free})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", free))
+        s.listen()
+        with pytest.raises(PortInUse, match=f"{free} \\(psc\\)"):
+            check_ports_free("127.0.0.1", {"psc": free, "zero": 0})
+
+
+def test_version_flag_and_unexpected_errors_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from confiance import __version__, cli
+
+    r = subprocess.run(
+        [sys.executable, "-m", "confiance", "--version"], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert r.returncode == 0 and r.stdout.strip() == f"confiance {__version__}"
+
+    def broken() -> None:
+        raise KeyError("proxy_session_id")
+
+    monkeypatch.setattr(cli, "app", broken)
+    monkeypatch.delenv("CONFIANCE_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 70
+    err = capsys.readouterr().err
+    assert "erreur inattendue : KeyError" in err and "CONFIANCE_DEBUG=1" in err and "Traceback" not in err
+    monkeypatch.setenv("CONFIANCE_DEBUG", "1")
+    with pytest.raises(KeyError):
+        cli.main()
+
+
+def test_a_service_that_dies_at_start_is_quoted(tmp_path: Path, pki, server_cert) -> None:
+    from confiance.core.launch import LaunchContext, ServiceLaunch
+    from confiance.up import Supervisor
+
+    ctx = LaunchContext(state_dir=tmp_path, pki=pki, server_cert=server_cert, ports={})
+    dying = ServiceLaunch(
+        name="api",
+        argv=[
+            sys.executable,
+            "-c",
+            "import sys; print('démarrage'); print(\"impossible d'écouter sur 127.0.0.1:9444 : déjà utilisé\"); sys.exit(1)",
+        ],
+        url="https://127.0.0.1:1",
+        health_url="https://127.0.0.1:1/health",
+    )
+    sup = Supervisor(ctx, [dying])
+    try:
+        with pytest.raises(RuntimeError) as exc:
+            sup.start(timeout=120)
+    finally:
+        sup.stop()
+    msg = str(exc.value)
+    assert "le service api s'est arrêté (code 1) : impossible d'écouter sur 127.0.0.1:9444 : déjà utilisé" in msg
+    assert str(tmp_path / "logs" / "api.log") in msg

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from confiance import __version__
 from confiance.api.cli import app as api_app
 from confiance.conformity.cli import app as conformity_app
+from confiance.core.cli_config import EXIT_FAILURE, EXIT_INTERNAL, fail, load_cli_config, stderr
+from confiance.core.errors import ConfianceError
 from confiance.guichet.cli import app as guichet_app
 from confiance.lps.cli import app as lps_app
 from confiance.pki.cli import app as pki_app
@@ -33,6 +37,21 @@ app.add_typer(guichet_app, name="guichet")
 console = Console()
 
 
+def _version(value: bool) -> None:
+    if value:
+        print(f"confiance {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    _version_flag: bool = typer.Option(
+        False, "--version", "-V", callback=_version, is_eager=True, help="Affiche la version et quitte."
+    ),
+) -> None:
+    """Confiance : l'Espace de Confiance Pro Santé Connect sur votre machine."""
+
+
 @app.command()
 def version() -> None:
     """Affiche la version."""
@@ -48,13 +67,12 @@ def up(
     from confiance import up as up_mod
     from confiance.core import endpoints
 
+    cfg = load_cli_config(config, up_mod.UpConfig.load) if config is not None else up_mod.UpConfig()
     try:
-        cfg = up_mod.UpConfig.load(config)
-    except (ValueError, OSError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-    with console.status("Préparation de la PKI de test et des configurations…"):
-        ctx, launches = up_mod.prepare(state_dir, cfg)
+        with console.status("Préparation de la PKI de test et des configurations…"):
+            ctx, launches = up_mod.prepare(state_dir, cfg)
+    except (ConfianceError, OSError) as exc:
+        fail(f"préparation impossible dans {state_dir} : {exc}", EXIT_FAILURE)
     sup = up_mod.Supervisor(ctx, launches)
     code = 0
     try:
@@ -80,8 +98,8 @@ def up(
         sys.stdout.flush()
         code = sup.wait()
     except (RuntimeError, TimeoutError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        code = 1
+        stderr.print(Text(str(exc), style="red"))
+        code = EXIT_FAILURE
     finally:
         sup.stop()
         console.print("Services arrêtés.")
@@ -99,7 +117,28 @@ def demo(
 
 
 def main() -> None:
-    app()
+    """Entry point: whatever escapes a command is one line on stderr, not a traceback.
+
+    Commands handle the errors they expect (bad input, unreachable services) with a
+    message and an exit status; this is the net for the rest. ``CONFIANCE_DEBUG=1``
+    shows the traceback for a bug report.
+    """
+    try:
+        app()
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except ConfianceError as exc:
+        stderr.print(Text(str(exc), style="red"))
+        raise SystemExit(EXIT_FAILURE) from None
+    except Exception as exc:
+        if os.environ.get("CONFIANCE_DEBUG"):
+            raise
+        stderr.print(
+            Text(f"erreur inattendue : {type(exc).__name__}: {exc}", style="red"),
+            Text("(CONFIANCE_DEBUG=1 affiche la trace complète)", style="dim"),
+            sep="\n",
+        )
+        raise SystemExit(EXIT_INTERNAL) from None
 
 
 if __name__ == "__main__":

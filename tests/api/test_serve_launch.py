@@ -7,6 +7,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,6 +191,22 @@ def test_bad_config_named(tmp_path: Path) -> None:
     )
     res = CliRunner().invoke(api_cli, ["serve", "--config", str(bad)])
     assert res.exit_code == 2 and "authorization_server.token_lifetime" in res.output
+
+
+def test_busy_port_is_one_line_naming_the_address(launched) -> None:
+    """A second `api serve` on the ports the first one holds: refused in one line, exit 1."""
+    ctx, _ = launched
+    config = ctx.endpoints["services"]["api_as"]["config"]
+    r = subprocess.run(
+        [sys.executable, "-m", "confiance", "api", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert r.returncode == 1, r.stderr
+    assert f"impossible d'écouter sur 127.0.0.1:{ctx.ports['api_as']} : déjà utilisé" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_sigterm_stops_both_servers(launched) -> None:

@@ -4,7 +4,7 @@ It implements the ANS contract against the real PSC sandbox and API services (CI
 exchange over mTLS, signsessiondata, traces, end-session, refresh), just enough for the
 tool's checks. Each name in ``defects`` breaks one behaviour the way a real proxy might:
 
-- ``replay_200``: answers 200 (same session) to a replayed /connect instead of 304
+- ``replay_200``: answers 200 (same session) to a /connect carrying a live session's cookie instead of 304
 - ``omit_trace_field``: SEND traces lack ``ipAddress``
 - ``no_token_exchange``: forwards the PSC access token to the service as is
 - ``one_cert``: uses one proxy-wide certificate for every client's API calls
@@ -23,7 +23,8 @@ import datetime as dt
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -39,6 +40,7 @@ from confiance.pki import subject_dn
 CIBA = "urn:openid:params:grant-type:ciba"
 EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 AT = "urn:ietf:params:oauth:token-type:access_token"
+TRACES_TOKEN = "double-traces-" + "x" * 16
 
 
 @dataclass
@@ -53,6 +55,8 @@ class DoubleConfig:
     services: dict[str, dict[str, Any]]  # name → {"url", "audience", "scope"}
     defects: frozenset[str] = frozenset()
     idle_ttl: float = 3600.0
+    absolute_ttl: float = 4 * 3600.0
+    clock: Callable[[], float] = time.time  # session expiry reads this (tests move it)
 
 
 @dataclass
@@ -65,7 +69,8 @@ class Sess:
     access_exp: float
     refresh: str
     id_token: str
-    last_seen: float = field(default_factory=time.time)
+    last_seen: float = 0.0
+    created: float = 0.0
 
 
 class DoubleProxy:
@@ -126,7 +131,8 @@ class DoubleProxy:
 
     def session_of(self, request: Request) -> Sess | None:
         s = self.sessions.get(request.cookies.get("proxy_session_id", ""))
-        if s is not None and time.time() - s.last_seen > self.cfg.idle_ttl:
+        now = self.cfg.clock()
+        if s is not None and (now - s.last_seen > self.cfg.idle_ttl or now - s.created > self.cfg.absolute_ttl):
             self.sessions.pop(s.psid, None)
             return None
         return s
@@ -150,12 +156,12 @@ class DoubleProxy:
             return self.error(400, "invalid_request", "channel invalide", **meta)
         if cid not in self.cfg.clients:
             return self.error(404, "not_found", "clientId inconnu", **meta)
-        for s in list(self.sessions.values()):
-            if s.nid == nid and s.client_id == cid and self.session_of_id(s.psid):
-                self.trace("CONNECT_REPLAY", request, nid, s)
-                if self.has("replay_200"):
-                    return self.ok(s)
-                return Response(status_code=304)
+        live = self.session_of(request)  # ANS's rule: the cookie of a live session, not the user
+        if live is not None and live.nid == nid and live.client_id == cid:
+            self.trace("CONNECT_REPLAY", request, nid, live)
+            if self.has("replay_200"):
+                return self.ok(live)
+            return Response(status_code=304)
         identity = self.cfg.clients[cid]
         http = self.http(identity)
         r = await http.post(
@@ -187,9 +193,11 @@ class DoubleProxy:
                     client_id=cid,
                     session_state=tok["session_state"],
                     access=tok["access_token"],
-                    access_exp=time.time() + float(tok["expires_in"]),
+                    access_exp=self.cfg.clock() + float(tok["expires_in"]),
                     refresh=tok["refresh_token"],
                     id_token=tok["id_token"],
+                    last_seen=self.cfg.clock(),
+                    created=self.cfg.clock(),
                 )
                 self.sessions[s.psid] = s
                 self.trace("CONNECT_SUCCESS", request, nid, s)
@@ -201,7 +209,7 @@ class DoubleProxy:
 
     def session_of_id(self, psid: str) -> bool:
         s = self.sessions.get(psid)
-        return s is not None and time.time() - s.last_seen <= self.cfg.idle_ttl
+        return s is not None and self.cfg.clock() - s.last_seen <= self.cfg.idle_ttl
 
     @staticmethod
     def ok(s: Sess) -> JSONResponse:
@@ -220,20 +228,23 @@ class DoubleProxy:
             )
         self.trace("DISCONNECT", request, s.nid, s)
         resp = Response(status_code=200)
-        resp.delete_cookie("proxy_session_id", path="/")
+        resp.delete_cookie("proxy_session_id", path="/", secure=True, httponly=True)
         return resp
 
     async def send(self, request: Request) -> Response:
+        raw = request.scope.get("raw_path", b"").split(b"?")[0].lower()
+        if any(bad in raw for bad in (b"/../", b"/./", b"%2e", b"%2f", b"%5c", b"//")) or raw.endswith(b"/.."):
+            return self.error(400, "unsafe_path", "chemin refusé")
         s = self.session_of(request)
         if s is None:
             return self.error(401, "unauthorized", "session inconnue")
-        s.last_seen = time.time()
+        s.last_seen = self.cfg.clock()
         name, path = request.path_params["service"], request.path_params["path"]
         svc = self.cfg.services.get(name)
         if svc is None:
             return self.error(404, "not_found", "service inconnu")
         identity = self.cfg.clients[s.client_id]
-        if time.time() >= s.access_exp - 0.5 and not self.has("no_refresh"):
+        if self.cfg.clock() >= s.access_exp - 0.5 and not self.has("no_refresh"):
             r = await self.http(identity).post(
                 self.cfg.token_endpoint,
                 data={"client_id": s.client_id, "grant_type": "refresh_token", "refresh_token": s.refresh},
@@ -245,7 +256,7 @@ class DoubleProxy:
                 return self.error(401, "unauthorized", "session PSC expirée")
             tok = r.json()
             s.access, s.refresh = tok["access_token"], tok.get("refresh_token", s.refresh)
-            s.access_exp = time.time() + float(tok["expires_in"])
+            s.access_exp = self.cfg.clock() + float(tok["expires_in"])
         api_http = self.http(self.api_identity(s.client_id))
         bearer = s.access
         if not self.has("no_token_exchange"):
@@ -276,6 +287,9 @@ class DoubleProxy:
         return Response(up.content, status_code=up.status_code, media_type=up.headers.get("content-type"))
 
     async def get_traces(self, request: Request) -> Response:
+        if request.headers.get("authorization") != f"Bearer {TRACES_TOKEN}":
+            return self.error(401, "unauthorized", "jeton d'administration requis")
+
         def parse(v: str | None) -> dt.datetime | None:
             return dt.datetime.fromisoformat(v.replace("Z", "+00:00")) if v else None
 

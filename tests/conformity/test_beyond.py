@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from confiance.pki import IssuedCertificate, Pki
-from tests.conformity.harness import SLOW, double_config, explain, run_against, start_double, statuses
+from tests.conformity.harness import SLOW, ManualClock, double_config, explain, run_against, start_double, statuses
 from tests.fixtures_api import ApiHandle
 from tests.fixtures_psc import PscHandle
 
@@ -21,13 +21,17 @@ ONLY = SLOW | {"connect.ciba"}
 def test_correct_double_survives_refresh_and_expires_when_idle(
     pki: Pki, server_cert: IssuedCertificate, psc_sandbox: PscHandle, api_services: ApiHandle
 ) -> None:
-    server = start_double(pki, server_cert, double_config(psc_sandbox, api_services, idle_ttl=4.0))
+    clock = ManualClock()
+    cfg = double_config(psc_sandbox, api_services, idle_ttl=4.0, absolute_ttl=10.0, clock=clock)
+    server = start_double(pki, server_cert, cfg)
     try:
-        results = run_against(server.url, psc_sandbox, api_services, only=ONLY, idle_timeout=4.0)
+        results = run_against(
+            server.url, psc_sandbox, api_services, only=ONLY, idle_timeout=4.0, absolute_timeout=10.0, wait=clock.wait
+        )
     finally:
         server.stop()
     assert set(statuses(results).values()) == {"pass"}, explain(results)
-    idle = next(r for r in results if r.id == "beyond.idle_expiry")
+    idle = next(r for r in results if r.id == "session.idle_timeout")
     assert "POST /send après 5 s d'inactivité" in str(idle.evidence.items)  # the proxy-own idle variant ran
 
 

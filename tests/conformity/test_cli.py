@@ -11,6 +11,7 @@ from confiance.cli import app
 from confiance.conformity.report import verify_report
 from confiance.core.jose import verify_jws
 from confiance.pki import IssuedCertificate, Pki
+from tests.conformity.double import TRACES_TOKEN
 from tests.conformity.harness import double_config, start_double
 from tests.fixtures_api import ApiHandle
 from tests.fixtures_psc import PscHandle
@@ -25,7 +26,7 @@ def _endpoints(tmp: Path, proxy_url: str, psc: PscHandle, api: ApiHandle) -> Pat
         "services": {
             "psc": {"url": psc.url, "admin_token": psc.admin_token},
             "signsessiondata": {"jwks_uri": api.rs_jwks_uri},
-            "proxy": {"url": proxy_url, "traces_auth": {"value": "Bearer inutile-ici"}},
+            "proxy": {"url": proxy_url, "traces_auth": {"value": f"Bearer {TRACES_TOKEN}"}},
         },
         "lps_clients": [
             {

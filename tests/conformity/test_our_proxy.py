@@ -6,6 +6,7 @@ starting it, exactly as `confiance up` would.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -15,13 +16,13 @@ from confiance.conformity.report import build_report, sign_report
 from confiance.core.jose import KeyStore
 from confiance.core.tls import client_context
 from confiance.pki import IssuedCertificate, Pki
-from tests.conformity.harness import explain, run_against, statuses
+from tests.conformity.harness import ManualClock, explain, faults, run_against, statuses
 from tests.fixtures_api import ApiHandle
 from tests.fixtures_psc import PscHandle
-
-proxy_harness = pytest.importorskip("tests.proxy.harness")
+from tests.proxy import harness as proxy_harness
 
 IDLE = 5.0
+ABSOLUTE = 12.0
 WEB_CLIENT = "lps-web-conformite"
 
 
@@ -41,10 +42,18 @@ def _register_web_client(psc: PscHandle, redirect_uri: str) -> None:
         assert r.status_code in (201, 409), r.text
 
 
+API_ADMIN = "api-admin-" + "z" * 16
+
+
 @pytest.mark.slow
 def test_our_proxy_passes_every_check(
-    tmp_path: Path, pki: Pki, server_cert: IssuedCertificate, psc_sandbox: PscHandle, api_services: ApiHandle
+    tmp_path: Path,
+    pki: Pki,
+    server_cert: IssuedCertificate,
+    psc_sandbox: PscHandle,
+    api_services_factory: Callable[..., ApiHandle],
 ) -> None:
+    api_services = api_services_factory(rs_admin_token=API_ADMIN)  # its access log is evidence
     base = proxy_harness.proxy_config(pki, server_cert, psc_sandbox, api_services, tmp_path)
     web = {
         "client_id": WEB_CLIENT,
@@ -53,16 +62,21 @@ def test_our_proxy_passes_every_check(
         "key": psc_sandbox.mtls_cert.key_path,
         "web_redirect_url": "https://lps.example/accueil",
     }
+    broken = faults(api_services, server_cert)
     cfg = proxy_harness.proxy_config(
         pki,
         server_cert,
         psc_sandbox,
         api_services,
         tmp_path,
-        sessions={"idle_ttl": IDLE, "sweep_interval": 0.2},
+        services={**proxy_harness.services_from(api_services), **broken.proxy_services},
+        sessions={"idle_ttl": IDLE, "absolute_ttl": ABSOLUTE, "sweep_interval": 0.2},
         lps_clients=[*(c.model_dump(mode="json") for c in base.lps_clients), web],
     )
-    proxy = proxy_harness.start_proxy(cfg, pki)
+    # The proxy's session clock moves only when the tool waits: under any load the main
+    # session is never idle for 5 s between two steps of the story, and expiry is exact.
+    clock = ManualClock()
+    proxy = proxy_harness.start_proxy(cfg, pki, clock=clock)
     try:
         _register_web_client(psc_sandbox, f"{proxy.url}/callback")
         results = run_against(
@@ -71,7 +85,13 @@ def test_our_proxy_passes_every_check(
             api_services,
             traces_auth=f"Bearer {proxy_harness.ADMIN}",
             idle_timeout=IDLE,
+            absolute_timeout=ABSOLUTE,
             web_client_id=WEB_CLIENT,
+            other_client_id=psc_sandbox.secret_client_id,
+            api_access_log_url=f"{api_services.rs_url}/admin/access-log",
+            api_admin_token=API_ADMIN,
+            wait=clock.wait,
+            **broken.tool,
         )
     finally:
         proxy.stop()
@@ -81,9 +101,46 @@ def test_our_proxy_passes_every_check(
     report = build_report(results, proxy_url=proxy.url, proxy_version="test")
     _payload, jws = sign_report(report, KeyStore(None, algs=("ES256",)))
     assert len(jws) < 128 * 1024
-    # Facts the harness cannot expose yet stay "unverifiable" (never "pass" by assumption).
-    assert {k for k, v in st.items() if v == "unverifiable"} <= {"api.cnf_binding"}, explain(results)
+    # Everything is observed: with the API's access log even the cnf binding is verifiable.
+    assert {k for k, v in st.items() if v == "unverifiable"} == set(), explain(results)
+    assert build_report(results, proxy_url=proxy.url, proxy_version="test")["conforme"] is True
     assert st["beyond.auth_code"] == "pass", explain(results)  # our proxy offers the code flow
+
+
+@pytest.mark.parametrize("idle", [5.0, 8.0])
+def test_any_declared_timeout_passes(
+    idle: float,
+    tmp_path: Path,
+    pki: Pki,
+    server_cert: IssuedCertificate,
+    psc_sandbox: PscHandle,
+    api_services: ApiHandle,
+) -> None:
+    """The docs' idle_ttl = 5, or 8: the unmodified proxy passes when the tool is told the truth."""
+    cfg = proxy_harness.proxy_config(
+        pki,
+        server_cert,
+        psc_sandbox,
+        api_services,
+        tmp_path,
+        sessions={"idle_ttl": idle, "absolute_ttl": 2.5 * idle, "sweep_interval": 0.2},
+    )
+    clock = ManualClock()
+    proxy = proxy_harness.start_proxy(cfg, pki, clock=clock)
+    try:
+        results = run_against(
+            proxy.url,
+            psc_sandbox,
+            api_services,
+            traces_auth=f"Bearer {proxy_harness.ADMIN}",
+            idle_timeout=idle,
+            absolute_timeout=2.5 * idle,
+            wait=clock.advance,  # only the proxy's clock matters to these checks
+            only={"connect.ciba", "session.idle_timeout", "session.absolute_timeout", "disconnect"},
+        )
+    finally:
+        proxy.stop()
+    assert set(statuses(results).values()) == {"pass"}, explain(results)
 
 
 def test_protected_traces_without_credential_are_unverifiable(

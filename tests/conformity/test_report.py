@@ -127,6 +127,9 @@ def test_html_is_french_self_contained_and_escaped() -> None:
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "échoué" in html and "non vérifiable" in html and "réussi" in html
     assert "<link" not in html and "src=" not in html  # no external resource
+    facts = {"psc_is_sandbox": {"established": False, "detail": "autre <fournisseur>"}}
+    shown = render_html(build_report(_results(), proxy_url="https://p", proxy_version=None, preconditions=facts))
+    assert "non établi" in shown and "autre &lt;fournisseur&gt;" in shown
 
 
 def test_large_reports_verify_and_algorithm_confusion_is_refused(tmp_path: Path) -> None:
@@ -160,6 +163,13 @@ def test_conforme_allows_not_applicable_but_never_unverifiable_or_failed() -> No
     assert not rep(Status.PASS, Status.UNVERIFIABLE)
     assert not rep(Status.PASS, Status.FAIL)
     assert not rep(Status.NOT_APPLICABLE)
+
+    def rep_optional(status: Status) -> bool:
+        checks = [CheckResult("m", "n", "r", Status.PASS), CheckResult("o", "n", "r", status, mandatory=False)]
+        return bool(build_report(checks, proxy_url="https://p", proxy_version=None)["conforme"])
+
+    assert rep_optional(Status.UNVERIFIABLE)  # an optional setup not provided does not block
+    assert not rep_optional(Status.FAIL)  # but what was observed and failed always does
     assert "Incomplet" in render_html(
         build_report([CheckResult("c", "n", "r", Status.UNVERIFIABLE)], proxy_url="https://p", proxy_version=None)
     )

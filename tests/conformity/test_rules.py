@@ -14,6 +14,7 @@ FULL = {
     "type": "SEND",
     "IdRPPS": "810000007919",
     "ipAddress": "127.0.0.1",
+    "ports": [50432],
     "timestamp": "2026-11-28T12:00:00.123Z",
     "clientId": "lps",
     "proxy_id_session": "p",
@@ -24,14 +25,17 @@ FULL = {
 
 def test_fields_required_per_type() -> None:
     assert tr.field_problems(FULL) == []
-    failure = {k: FULL[k] for k in ("IdRPPS", "ipAddress", "timestamp")} | {"type": "CONNECT_FAILURE"}
+    failure = {k: FULL[k] for k in ("IdRPPS", "ipAddress", "ports", "timestamp")} | {"type": "CONNECT_FAILURE"}
     assert tr.field_problems(failure) == []  # no session fields required on failures
-    for name in ("IdRPPS", "ipAddress", "timestamp", "clientId", "proxy_id_session", "session_state"):
+    for name in ("IdRPPS", "ipAddress", "ports", "timestamp", "clientId", "proxy_id_session", "session_state"):
         broken = {k: v for k, v in FULL.items() if k != name}
         assert any(name in p for p in tr.field_problems(broken)), name
     assert tr.field_problems({**FULL, "type": "CONNECT_WHATEVER"}) == ["type inconnu : 'CONNECT_WHATEVER'"]
     assert tr.field_problems({**FULL, "ipAddress": "pas-une-ip"})
     assert tr.field_problems({**FULL, "timestamp": "hier"})
+    assert tr.field_problems({**FULL, "ports": "50432"})  # typed, not only present
+    assert tr.field_problems({**FULL, "ports": [0]})
+    assert tr.field_problems({**FULL, "IdRPPS": 810000007919})
 
 
 def test_api_request_only_on_send() -> None:

@@ -115,3 +115,19 @@ def test_any_pydantic_model_works(tmp_path: Path) -> None:
     path = tmp_path / "c.json"
     save_clients(path, [Loose(name="x")])
     assert load_clients(path, Loose) == [Loose(name="x")]
+
+
+def test_last_error_is_kept_for_readiness_until_a_good_read(tmp_path: Path) -> None:
+    path = tmp_path / "clients.json"
+    clock = Clock()
+    watched = ClientsFile(path, Client, clock=clock)
+    watched.load()
+    assert watched.last_error is None
+    path.write_text("{oops")
+    clock.now += 2
+    watched.poll()
+    assert watched.last_error is not None and str(path) in watched.last_error
+    save_clients(path, [Client(client_id="a")])
+    clock.now += 2
+    watched.poll()
+    assert watched.last_error is None

@@ -163,3 +163,37 @@ def test_concurrent_writers_never_share_a_temporary_file(tmp_path: Path) -> None
     assert errors == []
     assert target.read_text() in payloads
     assert os.listdir(tmp_path) == ["state.json"]
+
+
+def test_bind_socket_names_the_busy_address() -> None:
+    from confiance.core.server import BindError, bind_socket
+
+    first = bind_socket("127.0.0.1", 0)
+    try:
+        port = first.getsockname()[1]
+        with pytest.raises(BindError) as exc:
+            bind_socket("127.0.0.1", port)
+        assert str(exc.value) == f"impossible d'écouter sur 127.0.0.1:{port} : déjà utilisé"
+        assert isinstance(exc.value, OSError) and isinstance(exc.value, ConfianceError)
+        assert exc.value.code == "bind_failed"
+    finally:
+        first.close()
+
+
+def test_endpoints_json_is_owner_only(tmp_path: Path) -> None:
+    from confiance.core import endpoints
+
+    path = endpoints.write(tmp_path, {"services": {"psc": {"admin_token": "secret"}}})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert endpoints.read(tmp_path)["services"]["psc"]["admin_token"] == "secret"
+
+
+@pytest.mark.parametrize("content", ["{pas du json", '{"keys": [{"jwk": {"kty": "EC"}}]}', '{"clés": []}'])
+def test_unreadable_keys_file_is_a_config_error_and_is_not_overwritten(tmp_path: Path, content: str) -> None:
+    from confiance.core.jose import KeyStore
+
+    path = tmp_path / "keys.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match="fichier de clés illisible"):
+        KeyStore(path, algs=("ES256",))
+    assert path.read_text() == content

@@ -140,9 +140,9 @@ def test_cli_init_issue_show_revoke(tmp_path: Path):
     assert _cli("issue-server", "srv", "--dir", d).returncode == 0
     assert _cli("revoke", "lps", "--dir", d).returncode == 0
     again = _cli("revoke", "lps", "--dir", d)
-    assert again.returncode == 2 and "déjà révoqué" in again.stdout
+    assert again.returncode == 2 and "déjà révoqué" in again.stderr  # refusals on stderr (issue 17)
     bad = _cli("issue-client", "--struct-id", "nope", "--cn", "x", "--dir", d)
-    assert bad.returncode == 2 and "invalide" in bad.stdout
+    assert bad.returncode == 2 and "invalide" in bad.stderr
     missing = _cli("list", "--dir", str(tmp_path / "none"))
     assert missing.returncode == 2
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from confiance.proxy.config import LpsClient, load_clients_file, save_clients_file
+from confiance.core.clients_file import save_clients as save_clients_file
+from confiance.proxy.config import LpsClient, load_clients_file
 from confiance.psc.config import ClientConfig
 from tests.fixtures_api import ApiHandle
 from tests.fixtures_psc import PscHandle

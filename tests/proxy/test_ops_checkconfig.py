@@ -53,6 +53,11 @@ def _config(tmp_path: Path, certs: dict[str, Any], **over: Any) -> Path:
     return path
 
 
+def _witness(tmp_path: Path) -> dict[str, str]:
+    """What a PostgreSQL trace store requires besides its URL (checkpoints, issue 16)."""
+    return {"checkpoint_key": str(tmp_path / "checkpoint-key.json"), "witness": str(tmp_path / "witness.jsonl")}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -78,7 +83,7 @@ def test_every_problem_in_one_pass(tmp_path: Path, certs: dict[str, Any]) -> Non
             {"client_id": "b", "auth": "mtls", "cert": certs["server"].cert_path, "key": certs["server"].key_path},
             {"client_id": "c", "auth": "mtls", "cert": str(tmp_path / "absent.pem"), "key": str(tmp_path / "k.pem")},
         ],
-        traces={"url": f"postgresql://127.0.0.1:{closed}/test"},
+        traces={"url": f"postgresql://127.0.0.1:{closed}/test", **_witness(tmp_path)},
     )
     r = runner.invoke(cli_app, ["proxy", "check-config", "-c", str(path)])
     assert r.exit_code == 2
@@ -130,7 +135,9 @@ def test_serve_on_a_busy_port_is_one_screen(tmp_path: Path, certs: dict[str, Any
 
 def test_serve_with_postgresql_on_a_closed_port_is_one_screen(tmp_path: Path, certs: dict[str, Any]) -> None:
     closed = _free_port()
-    r = _serve(_config(tmp_path, certs, traces={"url": f"postgresql://u:secret@127.0.0.1:{closed}/test"}))
+    r = _serve(
+        _config(tmp_path, certs, traces={"url": f"postgresql://u:secret@127.0.0.1:{closed}/test", **_witness(tmp_path)})
+    )
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) <= 3, r.stderr
     assert f"traces.url: base injoignable à postgresql://127.0.0.1:{closed}/test" in r.stderr

@@ -227,7 +227,8 @@ def test_utc_timestamps() -> None:
 
 def test_trace_database_outage_logged_once_then_recovery(tmp_path, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
     """A database that refuses batches: one ERROR however many retries, one recovery line."""
-    from confiance.proxy.traces import TraceStore, TraceWriter
+    from confiance.proxy.traces import TraceStore
+    from confiance.proxy.tracewriter import TraceWriter
 
     store = TraceStore(f"sqlite:///{tmp_path}/t.db")
     calls = {"n": 0}

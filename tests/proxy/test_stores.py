@@ -16,7 +16,8 @@ import pytest
 
 from confiance.proxy.domain import ApiToken, Session, new_session
 from confiance.proxy.sessions import MemoryStore, RedisStore, SessionStore, SqliteStore, StoreUnavailable
-from confiance.proxy.traces import TraceStore, TraceWriter
+from confiance.proxy.traces import TraceStore
+from confiance.proxy.tracewriter import TraceWriter
 from tests.fixtures_psc import PscHandle
 from tests.proxy.harness import RunningProxy, connect_body, proxy_config, start_proxy
 
@@ -434,7 +435,7 @@ def test_trace_blocks_keep_any_text_and_the_keeper_frame_round_trips(tmp_path: P
 
 def test_trace_keeper_started_with_the_writer(tmp_path: Path) -> None:
     """The keeper runs before the first trace: a CONNECT must not wait for it to start."""
-    from confiance.proxy.traces import KeeperAppender
+    from confiance.proxy.tracewriter import KeeperAppender
 
     url = f"sqlite:///{tmp_path}/t.db"
     keeper = KeeperAppender(url)
@@ -458,7 +459,7 @@ def test_trace_keeper_restarted_when_it_dies(tmp_path: Path) -> None:
     import os
     import signal
 
-    from confiance.proxy.traces import KeeperAppender
+    from confiance.proxy.tracewriter import KeeperAppender
 
     url = f"sqlite:///{tmp_path}/t.db"
     store = TraceStore(url)
@@ -493,7 +494,7 @@ def test_trace_keeper_reports_database_errors(postgres_schema_url: str) -> None:
     """A commit that fails in the keeper is reported; the writer keeps the batch and retries."""
     import sqlalchemy as sa
 
-    from confiance.proxy.traces import KeeperAppender
+    from confiance.proxy.tracewriter import KeeperAppender
 
     store = TraceStore(postgres_schema_url)
     keeper = KeeperAppender(postgres_schema_url)

@@ -359,3 +359,86 @@ def test_revoked_access_token_record_expires(provider: Provider, clock: Clock) -
     clock.advance(121 + store.grace)
     store.purge(clock())
     assert len(store._revoked_jti) == 0
+
+
+def test_refresh_loop_touches_the_session_at_most_once_a_second(provider: Provider, clock: Clock) -> None:
+    """Cheap store ops: a client refreshing in a loop writes last_seen at most once per
+    min(1 s, 1 % of session_idle), and refreshes alone still keep the session alive."""
+    provider.lifetimes = provider.lifetimes.model_copy(update={"session_idle": 10.0, "refresh_token": 10.0})
+    t = ciba_tokens(provider, clock)
+    sid = t["session_state"]
+    start = provider.store.session(sid)
+    assert start is not None
+    seen = [start.last_seen]
+    for _ in range(60):  # 60 refreshes, 0.05 s apart: 3 s, longer than 1 % of idle (0.1 s)
+        clock.advance(0.05)
+        t = provider.token(
+            client(provider), {"grant_type": "refresh_token", "refresh_token": t["refresh_token"]}, clock()
+        )
+        s = provider.store.session(sid)
+        assert s is not None
+        seen.append(s.last_seen)
+    assert 20 <= len(set(seen)) <= 31  # a write every 0.1 s, not 60
+    assert clock() - seen[-1] < 0.1 + 1e-9
+    clock.advance(9.8)  # idle end follows the last write, within the granularity
+    assert provider.session_active(provider.store.session(sid), clock())
+    clock.advance(0.3)
+    assert not provider.session_active(provider.store.session(sid), clock())
+
+
+def test_single_use_holds_when_two_workers_read_before_either_consumes(provider: Provider, clock: Clock) -> None:
+    """Two workers read the same approved request (or the same refresh generation) before
+    either writes: the store's set-once flag / compare-and-set lets only one through."""
+    from confiance.psc.store import MemoryStore
+
+    class StaleReads(MemoryStore):
+        def ciba(self, rid: str) -> Any:
+            c = super().ciba(rid)
+            if c is not None:
+                c.consumed = False  # read before the other worker consumed it
+            return c
+
+    provider.store = StaleReads()
+    rid = provider.ciba_start(client(provider), ciba_params(provider), clock())["auth_req_id"]
+    poll = {"grant_type": CIBA, "auth_req_id": rid}
+    first = provider.token(client(provider), poll, clock())
+    with pytest.raises(OAuthError) as exc:
+        provider.token(client(provider), poll, clock())
+    assert exc.value.error == "invalid_grant"
+
+    # refresh: both requests saw generation n; the second compare-and-set fails and is a replay
+    refresh = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
+    grant_id = first["refresh_token"].split(".")[0]
+    stale = provider.store.grant(grant_id)
+    provider.token(client(provider), refresh, clock())
+    assert stale is not None
+    stale.refresh_gen += 1
+    assert provider.store.rotate_grant(stale, stale.refresh_gen - 1, None) is False
+
+
+def test_same_refresh_token_on_two_workers_at_once_succeeds_once(provider: Provider, clock: Clock) -> None:
+    import copy
+
+    from confiance.psc.store import MemoryStore
+
+    class SnapshotReads(MemoryStore):
+        frozen: dict[str, Any] = {}  # noqa: RUF012
+
+        def grant(self, gid: str) -> Any:
+            if gid in self.frozen:
+                return copy.copy(self.frozen[gid])  # what both workers read before either wrote
+            return super().grant(gid)
+
+    store = SnapshotReads()
+    provider.store = store
+    t = ciba_tokens(provider, clock)
+    gid = t["refresh_token"].split(".")[0]
+    store.frozen[gid] = store.grant(gid)
+    refresh = {"grant_type": "refresh_token", "refresh_token": t["refresh_token"]}
+    won = provider.token(client(provider), refresh, clock())  # worker A
+    with pytest.raises(OAuthError) as exc:
+        provider.token(client(provider), refresh, clock())  # worker B, same token, same generation read
+    assert exc.value.error == "invalid_grant"
+    store.frozen.clear()
+    with pytest.raises(OAuthError):  # a double use is a replay: the family is revoked
+        provider.token(client(provider), {**refresh, "refresh_token": won["refresh_token"]}, clock())

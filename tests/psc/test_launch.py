@@ -137,7 +137,7 @@ def test_cli_manual_ciba_with_demo_mtls_client(running: tuple[LaunchContext, Any
         )
         assert r.json()["error"] == "access_denied"
         again = cli(ctx, "approve", rid)
-        assert again.returncode == 1 and "erreur" in again.stdout
+        assert again.returncode == 1 and "erreur" in again.stderr  # refusals go to stderr (core.cli_config.fail)
 
 
 def test_cli_identities_and_clients(running: tuple[LaunchContext, Any], tmp_path: Path) -> None:
@@ -178,4 +178,4 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    assert r.returncode == 2 and "access_tokn" in r.stdout
+    assert r.returncode == 2 and "access_tokn" in r.stderr

@@ -17,6 +17,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from confiance.core.config import ConfigError
 from confiance.core.hashchain import GENESIS, ChainCheck, canonical, verify_chain
 
 
@@ -34,7 +35,13 @@ class AccessLog:
                     if line.strip():
                         last = line
             if last is not None:
-                self._prev = json.loads(last)["hash"]
+                try:
+                    self._prev = str(json.loads(last)["hash"])
+                except (ValueError, KeyError, TypeError):
+                    # appending after a broken line would hide it: refuse to start, saying where
+                    raise ConfigError(
+                        f"journal d'accès illisible (dernière ligne) : {path} — voir `confiance api log verify {path}`"
+                    ) from None
 
     def record(self, **fields: Any) -> None:
         rec = {"ts": round(time.time(), 3), **fields}
@@ -61,9 +68,19 @@ class AccessLog:
     @staticmethod
     def verify(path: Path) -> ChainCheck:
         rows = []
-        with path.open(encoding="utf-8") as fh:
+        with path.open(encoding="utf-8", errors="replace") as fh:
             for line in fh:
-                if line.strip():
+                if not line.strip():
+                    continue
+                try:
                     row = json.loads(line)
-                    rows.append((row["record"], row["prev"], row["hash"]))
+                    rows.append((dict(row["record"]), str(row["prev"]), str(row["hash"])))
+                except (ValueError, KeyError, TypeError):
+                    # an unreadable line is a broken chain too, reported where it is
+                    check = verify_chain(rows)
+                    if not check.ok:
+                        return check
+                    return ChainCheck(
+                        False, len(rows), len(rows), "ligne illisible (JSON invalide ou champs manquants)"
+                    )
         return verify_chain(rows)

@@ -10,7 +10,7 @@ import base64
 import binascii
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote
 
 from starlette.applications import Starlette
@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from confiance.core.health import Health
 from confiance.core.jose import TokenError, verify_jwt
 from confiance.core.oauth_errors import (
     InvalidClientError,
@@ -31,6 +32,7 @@ from confiance.core.oauth_errors import (
     UnsupportedTokenTypeError,
 )
 
+from .config import ApiClient
 from .domain import (
     GRANT_REFRESH,
     GRANT_TOKEN_EXCHANGE,
@@ -46,10 +48,7 @@ from .domain import (
     resolve_targets,
     split_scope,
 )
-
-if TYPE_CHECKING:
-    from .config import ApiClient
-    from .service import ApiRuntime
+from .runtime import ApiRuntime
 
 log = logging.getLogger("confiance.api.as")
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -73,9 +72,10 @@ class AuthorizationServerApp:
     def __init__(self, rt: ApiRuntime) -> None:
         self.rt = rt
         self.max_body = rt.cfg.authorization_server.max_body_bytes
+        self.health = Health("api-as", rt.readiness_checks("as"))
         self.app = Starlette(
             routes=[
-                Route("/health", self.health),
+                *self.health.routes(aliases=("/health",)),
                 Route("/hello", self.hello),
                 Route("/.well-known/oauth-authorization-server", self.metadata),
                 Route("/jwks", self.jwks),
@@ -141,9 +141,6 @@ class AuthorizationServerApp:
             return ServerError("erreur interne du serveur d'autorisation").response()
 
     # ------------------------------------------------------------------ routes
-    async def health(self, _request: Request) -> Response:
-        return JSONResponse({"status": "ok", "component": "api-as"})
-
     async def hello(self, request: Request) -> Response:
         """Bare endpoint (certificate required, nothing else): the benchmark's ceiling."""
         if self.rt.caller_cert(request.scope) is None:

@@ -14,6 +14,7 @@ from rich.table import Table
 from confiance.core import logs
 from confiance.core.cli_config import EXIT_FAILURE, fail, load_cli_config
 from confiance.core.config import ConfigError, format_validation_error
+from confiance.core.errors import ConfianceError
 
 from .audit import AccessLog
 from .config import SERVICE_NAMES, ApiClient, ApiConfig, clients_file, merge_clients
@@ -43,7 +44,12 @@ def serve(config: Path = ConfigOpt, log_level: str = typer.Option("info", "--log
     cfg = _load(config)
     logs.setup(log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per PSC call is noise
-    run(cfg)
+    try:
+        run(cfg)
+    except ConfigError as exc:  # a file the config names cannot be used (keys, clients, access log)
+        fail(str(exc))
+    except ConfianceError as exc:  # BindError: the address is taken
+        fail(str(exc), EXIT_FAILURE)
 
 
 def _read_clients(path: Path) -> list[ApiClient]:
@@ -135,7 +141,10 @@ def clients_remove(client_id: str = typer.Argument(...), config: Path = ConfigOp
 @log_app.command("verify")
 def log_verify(path: Path = typer.Argument(..., help="Journal d'accès (JSON lines).")) -> None:
     """Vérifie le chaînage du journal d'accès (ligne modifiée, insérée ou supprimée)."""
-    result = AccessLog.verify(path)
+    try:
+        result = AccessLog.verify(path)
+    except OSError as exc:
+        fail(f"journal illisible : {path} ({exc.strerror or exc})")
     if result.ok:
         console.print(f"[green]Journal intègre[/green] : {result.checked} enregistrement(s).")
         return

@@ -15,21 +15,20 @@ import logging
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from confiance.core.health import Health
 from confiance.core.jose import TokenError, verify_jwt
 
 from . import demo_data
 from .config import TOKEN_ALGS
 from .domain import AccessDenied, Service, check_access, check_session_data, parse_session_data
-
-if TYPE_CHECKING:
-    from .service import ApiRuntime, CallerCert
+from .runtime import ApiRuntime, CallerCert
 
 log = logging.getLogger("confiance.api.rs")
 FHIR_JSON = "application/fhir+json"
@@ -87,9 +86,10 @@ class ResourceServerApp:
         self._signatures: dict[bytes, tuple[str, str]] = {}
         self._answers: OrderedDict[tuple[str, bytes], tuple[str, bytes, str]] = OrderedDict()
         rt.pruners.append(self.verified.prune)
+        self.health = Health("api-rs", rt.readiness_checks("rs"))
         self.app = Starlette(
             routes=[
-                Route("/health", self.health),
+                *self.health.routes(aliases=("/health",)),
                 Route("/hello", self.hello),
                 Route("/.well-known/jwks.json", self.jwks),
                 Route("/admin/access-log", self.access_log, methods=["GET"]),
@@ -190,6 +190,10 @@ class ResourceServerApp:
             cert_x5t=request.state.caller_x5t,
             cnf_x5t=(claims.get("cnf") or {}).get("x5t#S256"),
             jti=claims.get("jti"),
+            # what the conformity tool checks the proxy kept to itself: the LPS's cookie and credentials
+            received_cookie="cookie" in request.headers,
+            query=request.scope.get("query_string", b"").decode("latin-1"),
+            authorization_headers=len(request.headers.getlist("authorization")),
             **extra,
         )
 
@@ -224,9 +228,6 @@ class ResourceServerApp:
         return jws
 
     # ------------------------------------------------------------------ routes
-    async def health(self, _request: Request) -> Response:
-        return JSONResponse({"status": "ok", "component": "api-rs"})
-
     async def hello(self, request: Request) -> Response:
         """Bare endpoint (certificate required, nothing else): the benchmark's ceiling."""
         if self.rt.caller_cert(request.scope) is None:
@@ -304,7 +305,12 @@ class ResourceServerApp:
             for r in list(self.rt.audit.recent)
             if (psid is None or r.get("proxy_session_id") == psid) and (cid is None or r.get("client_id") == cid)
         ]
-        return JSONResponse({"records": records[-500:]})
+        # Whether each token is revoked *now*: a proxy must revoke its API tokens at logout.
+        out = [
+            {**r, "revoked": self.rt.revocations.is_revoked(str(r["jti"]))} if r.get("jti") else r
+            for r in records[-500:]
+        ]
+        return JSONResponse({"records": out})
 
     async def insi_search(self, request: Request) -> Response:
         """INSi-like: traits → INS. Codes as INSi: 00 found, 01 none, 02 several."""

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from confiance.core import endpoints as endpoints_mod
+from confiance.core.files import write_atomic
 from confiance.core.tls import ClientIdentity
 
 from .checks import CheckDef
@@ -61,8 +62,27 @@ def run_cmd(
     api_jwks: str | None = typer.Option(None, "--api-jwks", help="URL du JWKS de signsessiondata."),
     service: str | None = typer.Option(None, "--service", help="Nom du service signsessiondata sur le proxy."),
     client_cert: Path | None = typer.Option(None, "--client-cert", help="Certificat (public) du clientId."),
-    idle_timeout: float | None = typer.Option(None, "--idle-timeout", help="Délai d'inactivité du proxy (s)."),
+    idle_timeout: float | None = typer.Option(
+        None, "--idle-timeout", help="Délai d'inactivité court configuré sur le proxy pour la campagne (s)."
+    ),
+    absolute_timeout: float | None = typer.Option(
+        None, "--absolute-timeout", help="Durée de vie absolue courte configurée sur le proxy pour la campagne (s)."
+    ),
+    traces_open: bool = typer.Option(
+        False, "--traces-open", help="Déclare /traces ouvert à tous pendant la campagne (mode conformité)."
+    ),
     only: list[str] | None = typer.Option(None, "--only", help="N'exécuter que ces vérifications (id)."),
+    other_client_id: str | None = typer.Option(
+        None, "--other-client-id", help="Second LPS servi par le proxy (sessions distinctes par LPS)."
+    ),
+    fault_service: list[str] | None = typer.Option(
+        None, "--fault-service", help="Service de panne du proxy : down=NOM, timeout=NOM ou broken=NOM (répétable)."
+    ),
+    fault_port: list[str] | None = typer.Option(
+        None, "--fault-port", help="Port d'écoute de l'outil pour timeout=PORT et broken=PORT (répétable)."
+    ),
+    fault_cert: Path | None = typer.Option(None, "--fault-cert", help="Certificat TLS des écouteurs de panne."),
+    fault_key: Path | None = typer.Option(None, "--fault-key", help="Clé du certificat des écouteurs de panne."),
     tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Certificat client présenté au proxy."),
     tls_key: Path | None = typer.Option(None, "--tls-key", help="Clé du certificat client présenté au proxy."),
     proxy_version: str | None = typer.Option(
@@ -84,7 +104,13 @@ def run_cmd(
             service=service,
             client_cert=client_cert,
             idle_timeout=idle_timeout,
+            absolute_timeout=absolute_timeout,
+            traces_open=traces_open or None,
             only=set(only) if only else None,
+            other_client_id=other_client_id,
+            fault_services=_pairs(fault_service, str) or None,
+            fault_ports=_pairs(fault_port, int) or None,
+            fault_tls=(fault_cert, fault_key) if fault_cert and fault_key else None,
             proxy_identity=ClientIdentity(tls_cert, tls_key) if tls_cert else None,
         )
     except (ValueError, OSError, KeyError) as exc:
@@ -100,6 +126,17 @@ def run_cmd(
     jws_path = report_path.with_name(report_path.name + ".jws")
     console.print(f"Rapport : {report_path} — signé : {jws_path}" + (f" — HTML : {html_path}" if html_path else ""))
     raise typer.Exit(0 if report["conforme"] else 1)
+
+
+def _pairs(values: list[str] | None, cast: type) -> dict[str, Any]:
+    """``["down=panne", "timeout=lent"]`` → ``{"down": "panne", "timeout": "lent"}``."""
+    out: dict[str, Any] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"attendu CLE=VALEUR : {item!r}")
+        out[key.strip()] = cast(value.strip())
+    return out
 
 
 def run_and_write(
@@ -132,21 +169,23 @@ def run_and_write(
             progress.console.print(f"[{color}]{STATUS_LABELS_FR[result.status]:>15}[/{color}]  {defn.name}")
             progress.advance(task)
 
-        results, version = run(cfg, on_progress)
+        outcome = run(cfg, on_progress)
     report = build_report(
-        results,
+        outcome.results,
         proxy_url=cfg.proxy_url,
-        proxy_version=proxy_version or version,
+        proxy_version=proxy_version or outcome.version,
+        preconditions=outcome.preconditions,
         context={"clientId": cfg.client_id, "nationalId": cfg.national_id, "service": cfg.service},
     )
     payload, jws = sign_report(report, keys)
     for target in (report_path, html_path):
         if target is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_bytes(payload)
-    report_path.with_name(report_path.name + ".jws").write_text(jws)
+    # Atomic: a guichet or a person never reads half a report.
+    write_atomic(report_path, payload)
+    write_atomic(report_path.with_name(report_path.name + ".jws"), jws)
     if html_path is not None:
-        html_path.write_text(render_html(report))
+        write_atomic(html_path, render_html(report))
     return report
 
 

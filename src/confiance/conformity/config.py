@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,14 @@ class RunConfig:
     proxy_identity: ClientIdentity | None = None  # TLS identity the tool presents to the proxy
     client_cert: Path | None = None  # public certificate the proxy holds for client_id (mTLS)
     client_uses_secret: bool = False  # the LPS authenticates to PSC with a secret: traces carry no dn
+    other_client_id: str | None = None  # a second LPS the proxy serves (sessions are per user *and* LPS)
     web_client_id: str | None = None  # client used for the authorization-code flow (default client_id)
     unknown_client_id: str = "client-inconnu-conformite"
     unknown_national_id: str = "899999999999"  # not a sandbox identity (fictitious range, never seeded)
     service: str = "signsessiondata"  # proxy's name for the signsessiondata service (/send/{service}/…)
     service_path: str = "signsessiondata"
+    get_path: str | None = "hello"  # a GET endpoint of the same service (the resource server's /hello)
+    get_body: str | None = "hello"  # what that endpoint answers
     traces_auth: str | None = None  # value of the Authorization header for /traces
     psc_url: str | None = None  # sandbox base URL (scheme://host:port)
     psc_admin_token: str | None = None
@@ -37,12 +42,25 @@ class RunConfig:
     api_identity: ClientIdentity | None = None  # the API servers require a client certificate
     api_access_log_url: str | None = None
     api_admin_token: str | None = None
+    # Fault services the operator configured on the proxy: kind ("down", "timeout", "broken")
+    # → service name; the tool listens on fault_ports for "timeout"/"broken" with fault_tls.
+    fault_services: dict[str, str] = field(default_factory=dict)
+    fault_ports: dict[str, int] = field(default_factory=dict)
+    fault_tls: tuple[Path, Path] | None = None
     idle_timeout: float | None = None  # the proxy's configured idle timeout, if short enough to test
+    absolute_timeout: float | None = None  # the proxy's configured absolute session lifetime, if short
+    traces_open: bool = False  # the operator declares /traces open to anyone (conformity mode)
+    spoofed_ip: str = "203.0.113.77"  # X-Forwarded-For the tool sends; must never become ipAddress
+    id_sample: int = 8  # session ids sampled to judge their randomness
+    observe_timeout: float = 15.0  # how long the tool watches the sandbox for the proxy's CIBA request
     max_wait: float = 90.0  # longest the tool waits for an expiry
     connect_timeout: float = 60.0
     only: set[str] | None = None  # run only these check ids (tests, debugging)
     skip: set[str] = field(default_factory=set)
     extra: dict[str, Any] = field(default_factory=dict)
+    # The only way the tool lets time pass (expiry scenarios). Tests inject one that moves
+    # the proxy's clock, so a verdict never depends on how loaded the machine is.
+    wait: Callable[[float], None] = time.sleep
 
     @property
     def expected_dn(self) -> str | None:
@@ -89,6 +107,7 @@ def from_endpoints(endpoints: dict[str, Any], **overrides: Any) -> RunConfig:
         "proxy_url": proxy.get("url"),
         "client_id": client_id,
         "national_id": national_id,
+        "other_client_id": next((c["client_id"] for c in clients if c.get("client_id") != client_id), None),
         "deny_national_id": others[0] if others else None,
         "never_national_id": others[1] if len(others) > 1 else None,
         "ca_bundle": Path(endpoints["ca_bundle"]) if endpoints.get("ca_bundle") else None,
@@ -106,6 +125,8 @@ def from_endpoints(endpoints: dict[str, Any], **overrides: Any) -> RunConfig:
         "traces_auth": _traces_auth(proxy),
         "service": proxy.get("signsessiondata_service") or "signsessiondata",
         "idle_timeout": proxy.get("idle_ttl"),
+        "absolute_timeout": proxy.get("absolute_ttl"),
+        "traces_open": bool(proxy.get("conformity_mode", False)),
     }
     for key, value in overrides.items():
         if value is not None:

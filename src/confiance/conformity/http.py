@@ -3,15 +3,20 @@
 Every request the tool sends to the proxy (or to a sandbox/API admin endpoint) goes through
 :class:`Recorder`, which stores a redacted copy of the request and the response in the
 current check's evidence. Cookies are set explicitly per request and the client's cookie
-jar is cleared after each call, so no check can accidentally reuse another's session.
+jar stores nothing, so no check can accidentally reuse another's session.
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import ssl
+import threading
 import time
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -96,12 +101,26 @@ def cookie_erased(resp: httpx.Response) -> bool:
     return False
 
 
-class Recorder:
-    """Sends requests with one httpx client and writes each exchange into the evidence."""
+def no_cookie_jar() -> CookieJar:
+    """A jar that stores nothing: every cookie the tool sends is set explicitly per request,
+    so concurrent requests (session sampling) can never pick up another one's session."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
-    def __init__(self, client: httpx.Client, base_url: str) -> None:
+
+class Recorder:
+    """Sends requests with one httpx client and writes each exchange into the evidence.
+
+    With ``keep=True`` it also keeps every response (unredacted, in memory only) so that
+    checks run at the end can inspect everything the LPS side received: cookie
+    attributes, tokens that must never leave the proxy.
+    """
+
+    def __init__(self, client: httpx.Client, base_url: str, *, keep: bool = False) -> None:
         self.client = client
         self.base_url = base_url.rstrip("/")
+        self.keep = keep
+        self.seen: list[tuple[str, httpx.Response]] = []
+        self._lock = threading.Lock()
 
     def request(
         self,
@@ -129,7 +148,6 @@ class Recorder:
             kwargs["json"] = json_body
         elif content is not None:
             kwargs["content"] = content
-        self.client.cookies.clear()
         started = time.monotonic()
         try:
             resp = self.client.request(method, url, **kwargs)
@@ -143,8 +161,9 @@ class Recorder:
                     }
                 )
             raise
-        finally:
-            self.client.cookies.clear()
+        if self.keep:
+            with self._lock:
+                self.seen.append((label or f"{method} {url}", resp))
         if ev is not None:
             ev.exchange(self._record(label, resp, int((time.monotonic() - started) * 1000)))
         return resp
@@ -178,3 +197,47 @@ class Recorder:
                 "elapsed_ms": elapsed_ms,
             },
         }
+
+
+def raw_request(
+    ev: Evidence | None,
+    base_url: str,
+    ctx: ssl.SSLContext,
+    method: str,
+    target: str,
+    *,
+    cookie: str | None,
+    label: str,
+    timeout: float = 15.0,
+) -> int:
+    """Send one request line exactly as written and return the status code.
+
+    HTTP clients normalise dot segments before sending; path-safety probes must reach the
+    proxy byte for byte, so they go over a plain TLS socket.
+    """
+    parts = urlsplit(base_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 443
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close", "Content-Length: 2"]
+    if cookie is not None:
+        lines.append(f"Cookie: {COOKIE_NAME}={cookie}")
+    lines.append("Content-Type: application/json")
+    payload = ("\r\n".join(lines) + "\r\n\r\n{}").encode()
+    with (
+        socket.create_connection((host, port), timeout=timeout) as sock,
+        ctx.wrap_socket(sock, server_hostname=host) as tls,
+    ):
+        tls.sendall(payload)
+        data = b""
+        while b"\r\n" not in data:
+            chunk = tls.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    status_line = data.split(b"\r\n", 1)[0].decode("latin-1")
+    try:
+        status = int(status_line.split(" ")[1])
+    except (IndexError, ValueError):
+        status = 0
+    if ev is not None:
+        ev.exchange({"label": label, "request": {"method": method, "target": target}, "response": {"status": status}})
+    return status

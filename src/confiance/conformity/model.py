@@ -97,6 +97,9 @@ class CheckResult:
     reason: str = ""
     evidence: Evidence = field(default_factory=Evidence)
     duration_ms: int = 0
+    # Optional checks need a setup the operator may not provide (short timeouts, fault
+    # services): left "non vérifiable" they do not block "conforme"; failed, they do.
+    mandatory: bool = True
 
     @property
     def passed(self) -> bool:
@@ -109,6 +112,7 @@ class CheckResult:
             "requirement": self.requirement,
             "passed": self.passed,
             "status": self.status.value,
+            "mandatory": self.mandatory,
             "reason": self.reason,
             "duration_ms": self.duration_ms,
             "evidence": self.evidence.items,

@@ -27,6 +27,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, RSAKey
 
 from confiance import __version__
+from confiance.core.errors import ConfianceError
+from confiance.core.files import write_atomic
 from confiance.core.jose import KeyStore
 
 from . import TOOL_NAME
@@ -37,8 +39,12 @@ REPORT_TYP = "confiance-conformity-report+jws"
 REQUIRED_KEYS = ("tool", "proxy", "date", "checks", "summary")
 
 
-class ReportError(ValueError):
-    """The report is not authentic or not well formed (message in French)."""
+class ReportError(ConfianceError, ValueError):
+    """The report is not authentic or not well formed (message in French).
+
+    Still a ``ValueError`` for callers that caught it as one before the common error family."""
+
+    code = "invalid_report"
 
 
 def summarize(checks: list[CheckResult]) -> dict[str, int]:
@@ -61,20 +67,24 @@ def build_report(
     proxy_version: str | None,
     context: Mapping[str, Any] | None = None,
     date: dt.datetime | None = None,
+    preconditions: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report document (pure).
 
-    ``conforme`` is true when no check failed and none is unverifiable: optional features
-    the proxy does not offer (``not_applicable``) do not make it non-conformant, but a fact
-    the tool could not establish never counts as established.
+    ``conforme`` is true when every mandatory check passed (or is not applicable: an
+    optional feature the proxy does not offer) and no check failed. An optional check the
+    operator did not set up (``unverifiable``) does not block it; a fact the tool could not
+    establish never counts as established.
     """
     summary = summarize(checks)
+    mandatory_ok = all(c.status in (Status.PASS, Status.NOT_APPLICABLE) for c in checks if c.mandatory)
     return {
         "tool": {"name": TOOL_NAME, "version": __version__},
         "proxy": {"url": proxy_url, "version": proxy_version},
         "date": (date or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds"),
         "context": dict(context or {}),
-        "conforme": summary["failed"] == 0 and summary["unverifiable"] == 0 and summary["passed"] > 0,
+        "preconditions": dict(preconditions or {}),
+        "conforme": summary["failed"] == 0 and mandatory_ok and summary["passed"] > 0,
         "checks": [c.as_dict() for c in checks],
         "summary": summary,
     }
@@ -220,9 +230,7 @@ def load_keys(state_dir: Path) -> KeyStore:
 
 def publish_jwks(store: KeyStore, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(store.jwks(), indent=2) + "\n")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(store.jwks(), indent=2) + "\n")
 
 
 def read_jwks(path: Path) -> dict[str, Any]:

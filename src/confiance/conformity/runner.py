@@ -5,15 +5,17 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from confiance.core.tls import client_context
 
+from . import preconditions
 from .checks import CHECKS, Campaign, CheckDef
 from .config import RunConfig
-from .http import Recorder
+from .http import Recorder, no_cookie_jar
 from .model import CheckFailed, CheckResult, Evidence, NotApplicable, Status, Unverifiable
 from .services import ApiServices, PscSandbox
 
@@ -51,12 +53,13 @@ def run_check(defn: CheckDef, campaign: Campaign) -> CheckResult:
         reason=reason,
         evidence=ev,
         duration_ms=int((time.monotonic() - started) * 1000),
+        mandatory=defn.mandatory,
     )
 
 
 def _client(cfg: RunConfig, identity: Any = None) -> httpx.Client:
     ctx = client_context(cfg.ca_bundle, identity)
-    return httpx.Client(verify=ctx, timeout=httpx.Timeout(30.0, connect=5.0))
+    return httpx.Client(verify=ctx, timeout=httpx.Timeout(30.0, connect=5.0), cookies=no_cookie_jar())
 
 
 def proxy_version(recorder: Recorder) -> str | None:
@@ -90,13 +93,22 @@ def _main_identity_approves(campaign: Campaign) -> dict[str, Any] | None:
         return None
 
 
-def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[list[CheckResult], str | None]:
-    """Run the selected checks against ``cfg.proxy_url``; return results and the proxy's version."""
+@dataclass
+class RunResult:
+    """A campaign's outcome: the verdicts, the proxy's declared version, what was observable."""
+
+    results: list[CheckResult]
+    version: str | None
+    preconditions: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def run(cfg: RunConfig, progress: Progress | None = None) -> RunResult:
+    """Run the selected checks against ``cfg.proxy_url``, after establishing what can be observed."""
     proxy_http = _client(cfg, cfg.proxy_identity)
     psc_http = _client(cfg) if cfg.psc_url else None
     api_http = _client(cfg, cfg.api_identity) if cfg.api_jwks_url or cfg.api_access_log_url else None
     try:
-        proxy = Recorder(proxy_http, cfg.proxy_url)
+        proxy = Recorder(proxy_http, cfg.proxy_url, keep=True)
         campaign = Campaign(
             cfg=cfg,
             proxy=proxy,
@@ -108,8 +120,10 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[list[CheckRes
                 cfg.api_admin_token,
                 cfg.api_jwks,
             ),
+            proxy_tls=client_context(cfg.ca_bundle, cfg.proxy_identity),
         )
         version = proxy_version(proxy)
+        facts = preconditions.observe(campaign)
         results: list[CheckResult] = []
         restore = _main_identity_approves(campaign)
         try:
@@ -127,7 +141,8 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> tuple[list[CheckRes
             if restore is not None:
                 with contextlib.suppress(Unverifiable, httpx.HTTPError):
                     campaign.psc.set_ecps(None, cfg.national_id, str(restore["mode"]), int(restore.get("delay_ms", 0)))
-        return results, version
+        facts["psc_is_sandbox"] = preconditions.psc_fact(campaign)
+        return RunResult(results, version, facts)
     finally:
         for client in (proxy_http, psc_http, api_http):
             if client is not None:

@@ -1,6 +1,7 @@
 """Rules for the proxy's traces (pure): which fields each trace type must carry.
 
-From ANS's contract: every type has ``type``, ``IdRPPS``, ``ipAddress``, ``timestamp``;
+From ANS's contract: every type has ``type``, ``IdRPPS``, ``ipAddress``, ``ports`` (the
+caller's source ports), ``timestamp``;
 all but ``CONNECT_FAILURE`` also have ``clientId``, ``proxy_id_session`` and
 ``session_state``; ``apiRequest`` = ``{nomApiPsc, methode, path}`` is present on ``SEND``
 and absent on every other type.
@@ -14,7 +15,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 TYPES = ("CONNECT_SUCCESS", "CONNECT_REPLAY", "CONNECT_FAILURE", "SEND", "DISCONNECT")
-COMMON = ("type", "IdRPPS", "ipAddress", "timestamp")
+COMMON = ("type", "IdRPPS", "ipAddress", "ports", "timestamp")
+TEXT_FIELDS = ("IdRPPS", "clientId", "proxy_id_session", "session_state", "dn")
 SESSION = ("clientId", "proxy_id_session", "session_state")
 API_REQUEST = ("nomApiPsc", "methode", "path")
 
@@ -38,6 +40,14 @@ def field_problems(trace: Mapping[str, Any]) -> list[str]:
             problems.append(f"{ttype} : champ « {name} » absent")
     if parse_timestamp(trace.get("timestamp")) is None and _present(trace.get("timestamp")):
         problems.append(f"{ttype} : horodatage illisible {trace.get('timestamp')!r}")
+    for name in TEXT_FIELDS:
+        if _present(trace.get(name)) and not isinstance(trace.get(name), str):
+            problems.append(f"{ttype} : « {name} » n'est pas une chaîne ({trace.get(name)!r})")
+    ports = trace.get("ports")
+    if _present(ports) and not (
+        isinstance(ports, list) and all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports)
+    ):
+        problems.append(f"{ttype} : « ports » n'est pas une liste de ports ({ports!r})")
     ip = trace.get("ipAddress")
     if _present(ip):
         try:

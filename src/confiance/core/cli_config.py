@@ -23,9 +23,11 @@ from .errors import ConfianceError
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
-# Exit statuses: 2 = the command cannot run as asked (usage, configuration), 1 = it ran and failed.
-EXIT_USAGE = 2
-EXIT_FAILURE = 1
+# Exit statuses of every `confiance` command (docs/api.md):
+EXIT_FAILURE = 1  # it ran and failed (an HTTP error answer, a refused request)
+EXIT_USAGE = 2  # it cannot run as asked (bad option or input, bad configuration)
+EXIT_UNREACHABLE = 3  # a service it needs does not answer (connection refused, TLS, timeout)
+EXIT_INTERNAL = 70  # a bug (EX_SOFTWARE): an unexpected exception, reported in one line
 
 stderr = Console(stderr=True, soft_wrap=True)
 

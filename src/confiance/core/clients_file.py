@@ -98,6 +98,7 @@ class ClientsFile(Generic[C]):
         self.clock = clock
         self._stamp: tuple[int, int, int] | None = None
         self._checked: float | None = None
+        self.last_error: str | None = None  # why the last read failed (readiness reports it)
 
     def _current_stamp(self) -> tuple[int, int, int] | None:
         try:
@@ -111,7 +112,7 @@ class ClientsFile(Generic[C]):
         """Read now (startup, CLI); remembers what was read so ``poll`` reports only later changes."""
         stamp = self._current_stamp()
         clients = load_clients(self.path, self.model)
-        self._stamp = stamp
+        self._stamp, self.last_error = stamp, None
         return clients
 
     def save(self, clients: Sequence[C]) -> None:
@@ -128,10 +129,13 @@ class ClientsFile(Generic[C]):
             return None
         self._stamp = stamp
         try:
-            return load_clients(self.path, self.model)
+            clients = load_clients(self.path, self.model)
         except ConfigError as exc:
+            self.last_error = str(exc)
             log.error("clients non rechargés : %s", exc)
             return None
+        self.last_error = None
+        return clients
 
 
 __all__ = ["ClientsFile", "load_clients", "merge_clients", "save_clients"]

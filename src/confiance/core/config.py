@@ -30,7 +30,8 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     lines = [f"configuration invalide ({source}):"]
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(racine)"
-        lines.append(f"  - {key}: {err['msg']}")
+        msg = err["msg"].removeprefix("Value error, ")  # pydantic's prefix for our own validators
+        lines.append(f"  - {key}: {msg}")
     return "\n".join(lines)
 
 

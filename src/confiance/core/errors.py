@@ -32,7 +32,7 @@ class ConfianceError(Exception):
             self.code = code
 
     def __str__(self) -> str:
-        return self.message
+        return str(self.message)  # str(): a caller passing an exception as the message still prints
 
 
 class ApiError(ConfianceError):

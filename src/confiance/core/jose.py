@@ -22,6 +22,7 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
+from .config import ConfigError
 from .errors import ConfianceError
 from .files import write_atomic
 
@@ -72,11 +73,15 @@ class KeyStore:
     # ----- persistence -----
     def _load(self) -> None:
         assert self.path is not None
-        data = json.loads(self.path.read_text())
-        for item in data["keys"]:
-            jwk = item["jwk"]
-            key: Key = ECKey.import_key(jwk) if jwk["kty"] == "EC" else RSAKey.import_key(jwk)
-            self._entries.append(_Entry(key, item["created"], item.get("retired_at"), item.get("drop_after")))
+        try:
+            data = json.loads(self.path.read_text())
+            for item in data["keys"]:
+                jwk = item["jwk"]
+                key: Key = ECKey.import_key(jwk) if jwk["kty"] == "EC" else RSAKey.import_key(jwk)
+                self._entries.append(_Entry(key, item["created"], item.get("retired_at"), item.get("drop_after")))
+        except (ValueError, KeyError, TypeError, JoseError) as exc:
+            # never regenerate over it: tokens signed with the lost keys would stop verifying unseen
+            raise ConfigError(f"fichier de clés illisible : {self.path} ({type(exc).__name__}: {exc})") from None
 
     def _save(self) -> None:
         if self.path is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 import ssl
@@ -21,6 +22,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .errors import ConfianceError
 from .tls import ServerTLS, server_context
 
 log = logging.getLogger("confiance.server")
@@ -71,12 +73,27 @@ class ServiceConfig:
     timeout_keep_alive: int = 30
 
 
+class BindError(ConfianceError, OSError):
+    """The listening address cannot be had; the message names ``host:port`` and why."""
+
+    code = "bind_failed"
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
-    """Bind before starting so port 0 gives a known port (tests) and failures are immediate."""
+    """Bind before starting so port 0 gives a known port (tests) and failures are immediate.
+
+    A failure is a ``BindError`` naming the address (still an ``OSError``), so a busy port
+    is one line at start-up rather than a traceback ending in ``[Errno 98]``.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        why = "déjà utilisé" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        raise BindError(f"impossible d'écouter sur {host}:{port} : {why}") from exc
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock

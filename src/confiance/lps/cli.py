@@ -6,14 +6,19 @@ clients, identities), so after `make up` no option is needed.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import ssl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import typer
 from rich.console import Console
 
 from confiance.core import endpoints
+from confiance.core.cli_config import EXIT_UNREACHABLE, fail
 
 from .client import Answer, LpsClient
 
@@ -38,10 +43,46 @@ def _client(state_dir: Path, proxy: str | None, ca: Path | None) -> LpsClient:
     env = _env(state_dir)
     url = proxy or env.get("services", {}).get("proxy", {}).get("url")
     if not url:
-        console.print("[red]URL du proxy inconnue : --proxy ou lancez `confiance up`[/red]")
-        raise typer.Exit(2)
+        fail("URL du proxy inconnue : --proxy ou lancez `confiance up`")
     bundle = ca or env.get("ca_bundle")
-    return LpsClient(url, bundle, state_dir / "lps-session.json")
+    try:
+        return LpsClient(url, bundle, state_dir / "lps-session.json")
+    except (OSError, ssl.SSLError) as exc:
+        fail(f"bundle CA inutilisable : {bundle} ({getattr(exc, 'strerror', None) or exc})")
+    except (httpx.InvalidURL, ValueError) as exc:
+        fail(f"URL du proxy invalide : {url} ({exc})")
+
+
+@contextlib.contextmanager
+def _talking_to(lps: LpsClient) -> Iterator[None]:
+    """Turn a proxy that cannot be reached into one line naming it (exit 3), not a traceback."""
+    try:
+        yield
+    except httpx.TimeoutException:
+        fail(f"le proxy {lps.proxy_url} ne répond pas (délai dépassé)", EXIT_UNREACHABLE)
+    except httpx.ConnectError as exc:
+        fail(f"proxy injoignable : {lps.proxy_url} ({_reason(exc)})", EXIT_UNREACHABLE)
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        fail(f"URL du proxy invalide : {lps.proxy_url} ({exc})")
+    except httpx.HTTPError as exc:
+        fail(f"échange avec le proxy {lps.proxy_url} interrompu : {_reason(exc)}", EXIT_UNREACHABLE)
+    except ValueError as exc:  # a session file that is not ours
+        fail(f"fichier de session illisible {lps.session_file} : {exc} (supprimez-le)")
+
+
+def _reason(exc: Exception) -> str:
+    """The innermost cause, which names the actual problem (refused, certificate, DNS)."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        nxt = exc.__cause__ or exc.__context__
+        if not isinstance(nxt, Exception):
+            break
+        exc = nxt
+    text = str(exc)
+    if isinstance(exc, ConnectionRefusedError) or "Connection refused" in text:
+        return "connexion refusée : le proxy est-il démarré ?"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificat du proxy refusé ({exc.verify_message}) : vérifiez --ca"
+    return text or type(exc).__name__
 
 
 def _print(ans: Answer) -> None:
@@ -69,9 +110,8 @@ def connect(
     nid = national_id or next((i["national_id"] for i in env.get("identities", [])), None)
     cid = client_id or next((c["client_id"] for c in env.get("lps_clients", []) if c.get("cert")), None)
     if not nid or not cid:
-        console.print("[red]--national-id et --client-id requis (pas d'endpoints.json)[/red]")
-        raise typer.Exit(2)
-    with _client(state_dir, proxy, ca) as lps:
+        fail("--national-id et --client-id requis (pas d'endpoints.json)")
+    with _client(state_dir, proxy, ca) as lps, _talking_to(lps):
         binding = lps.binding_message()
         console.print(f"Code à comparer sur l'e-CPS : [bold]{binding}[/bold] (professionnel {nid}, logiciel {cid})")
         ans = lps.connect(nid, cid, channel, binding)
@@ -93,13 +133,17 @@ def send(
     ca: Path | None = CaOpt,
 ) -> None:
     """Envoie une requête au service via le proxy, avec la session enregistrée."""
-    with _client(state_dir, proxy, ca) as lps:
-        body: Any = json.loads(data) if data else None
+    body: Any = None
+    if data:
+        try:
+            body = json.loads(data)
+        except ValueError as exc:
+            fail(f"corps JSON invalide (--data) : {exc}")
+    with _client(state_dir, proxy, ca) as lps, _talking_to(lps):
         if sign_session:
             s = lps.saved_session()
             if s is None:
-                console.print("[red]aucune session : `confiance lps connect` d'abord[/red]")
-                raise typer.Exit(2)
+                fail("aucune session : `confiance lps connect` d'abord")
             body = {
                 "nationalId": s["national_id"],
                 "clientID": s["client_id"],
@@ -115,7 +159,7 @@ def send(
 @app.command()
 def disconnect(state_dir: Path = StateOpt, proxy: str | None = ProxyOpt, ca: Path | None = CaOpt) -> None:
     """Termine la session (le proxy révoque les jetons et ferme la session PSC)."""
-    with _client(state_dir, proxy, ca) as lps:
+    with _client(state_dir, proxy, ca) as lps, _talking_to(lps):
         ans = lps.disconnect()
     _print(ans)
     raise typer.Exit(0 if ans.status == 200 else 1)

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from confiance.core.files import write_atomic
 from confiance.core.tls import ClientIdentity, client_context
 
 COOKIE = "proxy_session_id"
@@ -74,8 +75,8 @@ class LpsClient:
             self.session_file.unlink(missing_ok=True)
             return
         self.session_file.parent.mkdir(parents=True, exist_ok=True)
-        self.session_file.write_text(json.dumps(data, indent=2))
-        self.session_file.chmod(0o600)
+        # owner-only from the first byte: the file holds the professional's session handle
+        write_atomic(self.session_file, json.dumps(data, indent=2), mode=0o600)
 
     def connect(self, national_id: str, client_id: str, channel: str = "CARD", binding: str | None = None) -> Answer:
         # The saved cookie goes along: the proxy answers 304 only to the holder of a live session.

@@ -8,6 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from confiance.core.cli_config import EXIT_FAILURE, fail
+from confiance.core.files import write_atomic
+
 from .ca import Pki, PkiError, describe
 
 app = typer.Typer(help="IGC-Santé de test : autorités, certificats serveur et ORG AUTH_CLI, LCR.", no_args_is_help=True)
@@ -20,8 +23,7 @@ def _open(directory: Path) -> Pki:
     try:
         return Pki(directory)
     except PkiError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+        fail(str(exc))
 
 
 def _print_issued(title: str, issued: object) -> None:
@@ -50,8 +52,7 @@ def issue_server(
     try:
         issued = _open(directory).issue_server(name, dns=dns, ips=ip, days=days)
     except PkiError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+        fail(str(exc))
     _print_issued("Certificat serveur émis", issued)
 
 
@@ -68,8 +69,7 @@ def issue_client(
     try:
         issued = _open(directory).issue_client(struct_id, cn, organization=org, name=name, days=days)
     except PkiError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+        fail(str(exc))
     _print_issued("Certificat client ORG AUTH_CLI émis", issued)
 
 
@@ -83,8 +83,7 @@ def revoke(
     try:
         issued = _open(directory).revoke(what, reason)
     except PkiError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+        fail(str(exc))
     console.print(f"Certificat [bold]{issued.name}[/bold] ({hex(issued.serial)}) révoqué; LCR mise à jour.")
 
 
@@ -103,8 +102,7 @@ def show(cert: Path = typer.Argument(..., exists=True, readable=True)) -> None:
     try:
         info = describe(cert.read_bytes())
     except ValueError as exc:
-        console.print(f"[red]certificat illisible: {exc}[/red]")
-        raise typer.Exit(2) from None
+        fail(f"certificat illisible : {cert} ({exc})")
     table = Table(show_header=False)
     for k, v in info.items():
         table.add_row(k, v)
@@ -120,9 +118,11 @@ def export_p12(
 ) -> None:
     """Exporte certificat + clé + chaîne en PKCS#12."""
     try:
-        out.write_bytes(_open(directory).export_pkcs12(name, password))
+        data = _open(directory).export_pkcs12(name, password)
     except PkiError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-    out.chmod(0o600)
+        fail(str(exc))
+    try:
+        write_atomic(out, data, mode=0o600)  # a private key: never readable by others, not even briefly
+    except OSError as exc:
+        fail(f"écriture impossible : {out} ({exc.strerror or exc})", EXIT_FAILURE)
     console.print(f"PKCS#12 écrit dans {out}")

@@ -22,7 +22,7 @@ from starlette.routing import Route
 from confiance import __version__
 
 from .core import ProxyCore
-from .domain import ProxyError, parse_connect, parse_iso, valid_session_id
+from .domain import ProxyError, parse_connect, valid_session_id
 from .edge import (
     Answer,
     cookie_from_headers,
@@ -37,6 +37,7 @@ from .edge import (
 )
 from .relay import Relay
 from .sessions import StoreUnavailable
+from .traces_http import traces_response
 from .web_login import WebLogin
 
 
@@ -56,11 +57,21 @@ class ProxyApp:
                 Route("/traces", self.traces, methods=["GET"]),
                 *WebLogin(core).routes(),
                 Route("/healthz", self.healthz, methods=["GET"]),
-                Route("/readyz", self.readyz, methods=["GET"]),
-                Route("/metrics", self.metrics, methods=["GET"]),
+                *([] if core.cfg.server.admin_listen else self._ops_routes(core.cfg.server.admin_token)),
             ],
             lifespan=self.lifespan,
         )
+        # The admin listener (server.admin_listen) serves operations only.
+        self.admin_router = Starlette(
+            routes=[Route("/healthz", self.healthz, methods=["GET"]), *self._ops_routes(None)]
+        )
+
+    def _ops_routes(self, token: str | None) -> list[Route]:
+        """/readyz and /metrics, behind ``Authorization: Bearer <token>`` when given."""
+        readyz, metrics = self.readyz, self.metrics
+        if token is not None:
+            readyz, metrics = _bearer(token, readyz), _bearer(token, metrics)
+        return [Route("/readyz", readyz, methods=["GET"]), Route("/metrics", metrics, methods=["GET"])]
 
     @asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -71,7 +82,9 @@ class ProxyApp:
             await self.core.stop()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/send/"):
+        if scope.get("confiance.listener") == "admin":
+            await self.admin_router(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"].startswith("/send/"):
             await self.send_route(scope, receive, send)
         else:
             await self.router(scope, receive, send)
@@ -150,23 +163,10 @@ class ProxyApp:
         denied = self._traces_allowed(request)
         if denied is not None:
             return JSONResponse(denied.body(), status_code=denied.status, headers={"WWW-Authenticate": "Bearer"})
-        start_raw = request.query_params.get("start")
-        end_raw = request.query_params.get("end")
-        if not start_raw:
-            return JSONResponse({"code": "MISSING_FIELD", "message": "paramètre start manquant", "field": "start"}, 400)
-        try:
-            start = parse_iso(start_raw)
-            end = parse_iso(end_raw) if end_raw else None
-        except ValueError:
-            return JSONResponse({"code": "INVALID_FIELD", "message": "date ISO 8601 invalide"}, 400)
-        # Every request this instance has answered is in what we return (batched SEND traces
-        # wait up to flush_interval); if the database is down the query below says so.
-        await self.core.traces.flush(timeout=5.0)
-        try:
-            rows = await asyncio.to_thread(self.core.trace_store.query, start, end)
-        except Exception:
-            return JSONResponse({"code": "TRACES_UNAVAILABLE", "message": "base des traces indisponible"}, 503)
-        return JSONResponse(rows, headers={"Cache-Control": "no-store"})
+        _status, response = await traces_response(
+            request, self.core.trace_store, self.core.traces, self.cfg.traces.db_timeout
+        )
+        return response
 
     # ------------------------------------------------------------------ operations
     async def healthz(self, _request: Request) -> Response:
@@ -180,9 +180,11 @@ class ProxyApp:
         except StoreUnavailable:
             problems.append("sessions")
         try:
-            await asyncio.to_thread(self.core.trace_store.ping)
+            await asyncio.wait_for(asyncio.to_thread(self.core.trace_store.ping), self.cfg.traces.db_timeout)
         except Exception:
             problems.append("traces")
+        if self.core.traces.stalled():  # keeper silent (stopped, stuck) or batches failing
+            problems.append("trace_keeper")
         if self.core.traces.pending() >= self.cfg.traces.queue_max * 0.9:
             problems.append("trace_queue")
         if problems:
@@ -196,3 +198,20 @@ class ProxyApp:
             active = -1
         body = self.core.metrics.render(self.core.traces.pending(), active)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _bearer(token: str, endpoint: Any) -> Any:
+    """``endpoint`` answering 401 without ``Authorization: Bearer <token>``."""
+
+    async def guarded(request: Request) -> Response:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(value.strip().encode(), token.encode()):
+            return JSONResponse(
+                {"code": "UNAUTHORIZED", "message": "jeton d'administration requis (Authorization: Bearer …)"},
+                401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        response: Response = await endpoint(request)
+        return response
+
+    return guarded

@@ -11,9 +11,10 @@ from rich.console import Console
 
 from confiance.core.config import ConfigError
 
+from . import cli_traces as traces_cli
+
 app = typer.Typer(help="Proxy e-Santé : connexion PSC, relais vers les API, traces.", no_args_is_help=True)
-traces_app = typer.Typer(help="Traces chaînées du proxy.", no_args_is_help=True)
-app.add_typer(traces_app, name="traces")
+app.add_typer(traces_cli.app, name="traces")  # verify, export, public-key: cli_traces.py
 clients_app = typer.Typer(help="Clients LPS confiés au proxy pendant qu'il tourne.", no_args_is_help=True)
 app.add_typer(clients_app, name="clients")
 console = Console()
@@ -27,15 +28,12 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _load(path: Path, check: bool = True):  # type: ignore[no-untyped-def]
+def _load(path: Path, check: bool = True) -> Any:
+    from confiance.core.cli_config import load_cli_config
+
     from .config import load
 
-    try:
-        return load(path, check=check)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
-    except OSError as exc:
-        raise _fail(f"configuration illisible {path} : {exc.strerror}") from None
+    return load_cli_config(path, lambda p: load(p, check=check))
 
 
 @app.command()
@@ -65,17 +63,19 @@ def serve(config: Path = ConfigOpt) -> None:
             f"confiance proxy serve : démarrage impossible ({config})\n"
             + checkconfig.report(checkconfig.errors(problems))
         )
+    admin = cfg.server.admin_address()  # /readyz, /metrics apart from the LPS port
     try:
         sock = startup.bind(cfg.server.host, cfg.server.port)
+        admin_socks = [startup.bind(admin[0], admin[1], "server.admin_listen")] if admin else []
     except startup.StartupError as exc:
         raise _fail(f"confiance proxy serve : démarrage impossible ({config})\n  - erreur {exc}") from None
-    startup.log_started(cfg, [sock])
+    startup.log_started(cfg, [sock], admin_socks)
     if cfg.server.workers == 1:
-        raise typer.Exit(_serve_one(cfg, sock, config))
-    raise typer.Exit(_supervise(cfg, sock, config))
+        raise typer.Exit(_serve_one(cfg, sock, admin_socks, config))
+    raise typer.Exit(_supervise(cfg, sock, admin_socks, config))
 
 
-def _serve_one(cfg: Any, sock: Any, config: Path) -> int:
+def _serve_one(cfg: Any, sock: Any, admin_socks: list[Any], config: Path) -> int:
     """One process: build the app *here* (after any fork) so no loop, thread or DB handle
     is shared. A failure is one screen on stderr (known causes) or one log line."""
     import logging
@@ -86,7 +86,7 @@ def _serve_one(cfg: Any, sock: Any, config: Path) -> int:
 
     try:
         server, reloader = build_reloadable(cfg, config)
-        run(server, [sock], on_started=reloader.install)
+        run(server, [sock], admin_socks, on_started=reloader.install)
     except Exception as exc:
         why = startup.explain(exc, cfg)
         if why is None:
@@ -97,7 +97,7 @@ def _serve_one(cfg: Any, sock: Any, config: Path) -> int:
     return 0
 
 
-def _supervise(cfg: Any, sock: Any, config: Path) -> int:
+def _supervise(cfg: Any, sock: Any, admin_socks: list[Any], config: Path) -> int:
     """N forked workers on one listening socket; SIGTERM/SIGINT/SIGHUP are forwarded; if a
     worker dies the others are stopped and the exit code says so (the caller restarts the
     service). Metrics: a private directory where each worker shares its snapshot
@@ -108,6 +108,7 @@ def _supervise(cfg: Any, sock: Any, config: Path) -> int:
     import tempfile
 
     from . import startup
+    from .checkpoint import ensure_key, settings_for
     from .metrics import SHARE_DIR_ENV
 
     # Create the schemas once, before forking: workers racing on CREATE TABLE would fail.
@@ -116,6 +117,7 @@ def _supervise(cfg: Any, sock: Any, config: Path) -> int:
 
     try:
         TraceStore(cfg.traces.url).close()
+        ensure_key(settings_for(cfg.traces))  # one checkpoint key, not one per worker
         if cfg.sessions.store == "sqlite":
             SqliteStore(cfg.sessions.url).engine.dispose()
     except Exception as exc:
@@ -132,13 +134,14 @@ def _supervise(cfg: Any, sock: Any, config: Path) -> int:
         if pid == 0:  # pragma: no cover - runs in the child
             code = 1
             try:
-                code = _serve_one(cfg, sock, config)
+                code = _serve_one(cfg, sock, admin_socks, config)
             finally:
                 os._exit(code)
         children.append(pid)
-    # The workers hold the socket; the supervisor's copy would keep the kernel accepting
+    # The workers hold the sockets; the supervisor's copy would keep the kernel accepting
     # connections after every worker stopped listening (SIGTERM: "stop accepting at once").
-    sock.close()
+    for s in [sock, *admin_socks]:
+        s.close()
     stopping = False
 
     def forward(sig: int, _frame: object) -> None:
@@ -193,31 +196,6 @@ def check_config(
     )
 
 
-@traces_app.command("verify")
-def verify(
-    config: Path | None = typer.Option(None, "--config", "-c", help="Fichier TOML du proxy."),
-    url: str | None = typer.Option(None, "--url", help="URL de la base des traces (sinon celle du fichier)."),
-) -> None:
-    """Vérifie la chaîne d'empreintes des traces (aucune ligne modifiée, insérée ou supprimée)."""
-    from .traces import TraceStore
-
-    if url is None:
-        if config is None:
-            console.print("[red]--config ou --url requis[/red]")
-            raise typer.Exit(2)
-        url = _load(config).traces.url
-    store = TraceStore(url)
-    try:
-        check = store.verify()
-    finally:
-        store.close()
-    if check.ok:
-        console.print(f"[green]chaîne intègre[/green] : {check.checked} trace(s) vérifiée(s)")
-        return
-    console.print(f"[red]chaîne rompue[/red] à la trace n°{check.first_bad} : {check.reason}")
-    raise typer.Exit(1)
-
-
 def _clients_file(config: Path) -> Path:
     path: Path | None = _load(config).lps_clients_file
     if path is None:
@@ -236,9 +214,9 @@ def clients_add(
     config: Path = ConfigOpt,
 ) -> None:
     """Confie au proxy les identifiants d'un nouveau LPS ; le proxy en cours le prend en compte."""
-    from confiance.core.config import ConfigError
+    from confiance.core.clients_file import save_clients
 
-    from .config import LpsClient, load_clients_file, save_clients_file
+    from .config import LpsClient, load_clients_file
 
     path = _clients_file(config)
     try:
@@ -274,7 +252,7 @@ def clients_add(
         raise _fail(f"client LPS {client_id} refusé :\n" + checkconfig.report(problems))
     if problems:
         typer.echo(checkconfig.report(problems), err=True)
-    save_clients_file(path, [*existing, client])
+    save_clients(path, [*existing, client])
     console.print(f"client LPS [bold]{client_id}[/bold] ajouté ({client.auth}) dans {path}")
 
 
@@ -294,7 +272,9 @@ def clients_list(config: Path = ConfigOpt) -> None:
 @clients_app.command("remove")
 def clients_remove(client_id: str = typer.Option(..., "--client-id"), config: Path = ConfigOpt) -> None:
     """Retire un client LPS ajouté (les sessions existantes expirent normalement)."""
-    from .config import load_clients_file, save_clients_file
+    from confiance.core.clients_file import save_clients
+
+    from .config import load_clients_file
 
     path = _clients_file(config)
     existing = load_clients_file(path)
@@ -302,5 +282,5 @@ def clients_remove(client_id: str = typer.Option(..., "--client-id"), config: Pa
     if len(kept) == len(existing):
         console.print(f"[red]client LPS ajouté inconnu : {client_id}[/red]")
         raise typer.Exit(2)
-    save_clients_file(path, kept)
+    save_clients(path, kept)
     console.print(f"client LPS {client_id} retiré")

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from confiance.core.clients_file import load_clients
 from confiance.core.config import ConfigError, StrictModel, load_config
 
 SERVICE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -48,6 +49,26 @@ class ServerSection(StrictModel):
     # Processes sharing the listening socket. Above 1, sessions must live in a shared store
     # (sqlite or redis): refresh locks, the sweeper and traces are already process-safe.
     workers: int = Field(1, ge=1, le=64)
+    # Where /readyz and /metrics are served ("127.0.0.1:9443", same TLS certificate); the
+    # LPS-facing port then serves only ANS's contract (+ /healthz, web login). Unset: they
+    # stay on the main port, behind ``admin_token`` when it is set (docs/proxy.md).
+    admin_listen: str | None = None
+    admin_token: str | None = Field(None, min_length=16)
+
+    @field_validator("admin_listen")
+    @classmethod
+    def _hostport(cls, v: str | None) -> str | None:
+        if v is not None:
+            host, sep, port = v.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ValueError("attendu hôte:port, par exemple 127.0.0.1:9443")
+        return v
+
+    def admin_address(self) -> tuple[str, int] | None:
+        if self.admin_listen is None:
+            return None
+        host, _, port = self.admin_listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -196,6 +217,24 @@ class TraceSection(StrictModel):
     # "process": batches are encoded, hashed and committed by a child process, so the event
     # loop never waits for the GIL behind them; "thread": a worker thread of the proxy.
     writer: Literal["process", "thread"] = "process"
+    # Signed checkpoints of the chain (docs/proxy.md, "Checkpoint witness"). Unset paths
+    # default to files beside a SQLite store; with PostgreSQL they must be given.
+    checkpoint_key: Path | None = None  # ES256 key file (0600), created on first start
+    witness: Path | None = None  # append-only file of checkpoints: put it on another disk/host
+    witness_command: list[str] | None = None  # also fed each checkpoint line (e.g. ssh … 'cat >> …')
+    checkpoint_interval: float = Field(60.0, gt=0, le=86_400)
+    # Bounds on every wait for traces: a CONNECT/DISCONNECT commit (then 503
+    # TRACES_UNAVAILABLE), a database call of /traces and /readyz, a PostgreSQL connection.
+    commit_timeout: float = Field(5.0, gt=0, le=300)
+    db_timeout: float = Field(5.0, gt=0, le=300)
+    keeper_timeout: float = Field(30.0, gt=0, le=600)  # keeper silent this long: killed, restarted
+    heartbeat_interval: float = Field(1.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _witness_for_postgres(self) -> TraceSection:
+        if not self.url.startswith("sqlite") and (self.checkpoint_key is None or self.witness is None):
+            raise ValueError("traces.checkpoint_key et traces.witness sont requis avec PostgreSQL")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -244,35 +283,9 @@ class ProxyConfig(StrictModel):
         return None
 
 
-class LpsClientsFile(StrictModel):
-    """``{"clients": [...]}``: LPS clients added at run time, merged after the config's own."""
-
-    clients: list[LpsClient] = Field(default_factory=list)
-
-
 def load_clients_file(path: Path) -> list[LpsClient]:
-    """The onboarded clients; a missing file means none. Raises ConfigError on a bad file."""
-    import json
-
-    from confiance.core.config import parse_config
-
-    if not path.exists():
-        return []
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as exc:
-        raise ConfigError(f"fichier de clients LPS illisible {path}: {exc}") from None
-    return parse_config(data, LpsClientsFile, str(path)).clients
-
-
-def save_clients_file(path: Path, clients: list[LpsClient]) -> None:
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"clients": [c.model_dump(mode="json", exclude_none=True) for c in clients]}, indent=2))
-    tmp.chmod(0o600)
-    tmp.replace(path)  # atomic: a running proxy never reads half a file
+    """The LPS clients onboarded at run time (core/clients_file.py); none when the file is missing."""
+    return load_clients(path, LpsClient)
 
 
 def load(path: Path | str, check: bool = True) -> ProxyConfig:
@@ -295,6 +308,8 @@ def load(path: Path | str, check: bool = True) -> ProxyConfig:
         c.cert = fix(c.cert)
         c.key = fix(c.key)
     cfg.lps_clients_file = fix(cfg.lps_clients_file)
+    cfg.traces.checkpoint_key = fix(cfg.traces.checkpoint_key)
+    cfg.traces.witness = fix(cfg.traces.witness)
     if check:
         check_files(cfg, str(path))
     return cfg

@@ -18,12 +18,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from confiance.core.clientcert import parse_networks
-from confiance.core.config import ConfigError
+from confiance.core.clients_file import ClientsFile
 from confiance.core.http import ClientFactory, Timeouts
 from confiance.pki.thumbprint import subject_dn
 
 from .access_log import AccessLog
-from .config import LpsClient, ProxyConfig, ServiceSection, load_clients_file
+from .config import LpsClient, ProxyConfig, ServiceSection
 from .domain import (
     ApiToken,
     ConnectRequest,
@@ -40,7 +40,8 @@ from .http1.outbox import Outbox
 from .metrics import Metrics
 from .oauth import OAuthFailure, PscClient, TokenExchanger, Unavailable, identity_of
 from .sessions import SessionStore, StoreUnavailable, make_store
-from .traces import KeeperAppender, TraceQueueFull, TraceStore, TraceWriter
+from .traces import TraceQueueFull
+from .tracewriter import TraceCommitTimeout, build_writer
 
 log = logging.getLogger("confiance.proxy")
 
@@ -86,14 +87,8 @@ class ProxyCore:
             cfg.sessions.redis_prefix,
             cfg.sessions.encryption_key,
         )
-        self.trace_store = TraceStore(cfg.traces.url)
-        self.traces = TraceWriter(
-            self.trace_store,
-            cfg.traces.flush_interval,
-            cfg.traces.batch_max,
-            cfg.traces.queue_max,
-            appender=KeeperAppender(cfg.traces.url) if cfg.traces.writer == "process" else None,
-        )
+        self.traces = build_writer(cfg.traces)
+        self.trace_store = self.traces.store
         self.factory = ClientFactory(
             cfg.outbound.ca_bundle,
             Timeouts(connect=cfg.outbound.connect_timeout, total=cfg.outbound.upstream_timeout),
@@ -105,8 +100,8 @@ class ProxyCore:
         self.access = AccessLog(enabled=cfg.server.access_log)  # access_log.py (ops)
         self.clients = {c.client_id: c for c in cfg.lps_clients}
         self.dns = {c.client_id: client_dn(c) for c in cfg.lps_clients}
-        self._clients_mtime: int | None = None
-        self._clients_checked = -1.0
+        path = cfg.lps_clients_file
+        self._clients_file = ClientsFile(path, LpsClient, clock=self.clock) if path is not None else None
         self.refresh_clients()
         self.forward = {name: forwarded(svc.forward_headers) for name, svc in cfg.services.items()}
         self.hot: dict[tuple[str, str], Hot] = {}
@@ -124,21 +119,10 @@ class ProxyCore:
         a bad file is logged and the previous clients are kept. Clients of the config file
         win over the onboarded ones (an operator cannot be overridden by a dropped file).
         """
-        path = self.cfg.lps_clients_file
-        now = self.clock()
-        if path is None or now - self._clients_checked < 1.0:
+        if self._clients_file is None:
             return
-        self._clients_checked = now
-        try:
-            mtime: int | None = path.stat().st_mtime_ns
-        except FileNotFoundError:
-            mtime = None
-        if mtime == self._clients_mtime:
-            return
-        try:
-            extra = load_clients_file(path)
-        except ConfigError as exc:
-            log.warning("LPS clients not reloaded: %s", exc)
+        extra = self._clients_file.poll()  # None: not looked at, unchanged, or unreadable (logged)
+        if extra is None:
             return
         clients = {c.client_id: c for c in self.cfg.lps_clients}
         dns = {cid: self.dns.get(cid) for cid in clients}
@@ -151,7 +135,7 @@ class ProxyCore:
                 log.warning("LPS client %s ignored: unreadable certificate (%s)", c.client_id, exc)
                 continue
             clients[c.client_id] = c
-        self.clients, self.dns, self._clients_mtime = clients, dns, mtime
+        self.clients, self.dns = clients, dns
 
     async def reload_clients(self, lps_clients: list[LpsClient]) -> None:
         """SIGHUP (reload.py): the configuration's clients replaced, the onboarded file
@@ -160,7 +144,8 @@ class ProxyCore:
         self.cfg.lps_clients = lps_clients
         self.clients = {c.client_id: c for c in lps_clients}
         self.dns = {c.client_id: client_dn(c) for c in lps_clients}
-        self._clients_mtime, self._clients_checked = -1, float("-inf")
+        if self._clients_file is not None:  # a fresh watcher reads the file at once
+            self._clients_file = ClientsFile(self._clients_file.path, LpsClient, clock=self.clock)
         self.refresh_clients()
         pools, self.pools = self.pools, {}
         self.hot.clear()
@@ -172,6 +157,11 @@ class ProxyCore:
     async def start(self) -> None:
         self.traces.start()
         self.metrics.start()  # shares this worker's metrics when several serve one socket
+        if not await self.traces.ready(self.cfg.traces.keeper_timeout):
+            log.error(
+                "trace keeper not answering after %.0f s; serving anyway (/readyz says so)",
+                self.cfg.traces.keeper_timeout,
+            )
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop(), name="session-sweeper")
         self.started = True
 
@@ -203,6 +193,8 @@ class ProxyCore:
             await self.traces.write(rec, now)
         except TraceQueueFull as exc:
             raise ProxyError(503, "TRACES_UNAVAILABLE", "journal des traces saturé, réessayez") from exc
+        except TraceCommitTimeout as exc:
+            raise ProxyError(503, "TRACES_UNAVAILABLE", "journal des traces indisponible, réessayez") from exc
 
     # ------------------------------------------------------------------ connect
     async def connect(
@@ -292,12 +284,21 @@ class ProxyCore:
             self.spawn(self._end_remote(session, "store_unavailable"))
             raise ProxyError(503, "SESSION_STORE_UNAVAILABLE", "stockage des sessions indisponible") from exc
         now = self.clock()
-        await self.trace_now(
-            trace(
-                TraceType.CONNECT_SUCCESS, now=now, national_id=session.national_id, ip=ip, port=port, session=session
-            ),
-            now,
-        )
+        try:
+            await self.trace_now(
+                trace(
+                    TraceType.CONNECT_SUCCESS,
+                    now=now,
+                    national_id=session.national_id,
+                    ip=ip,
+                    port=port,
+                    session=session,
+                ),
+                now,
+            )
+        except ProxyError:
+            await self._unmake(session, ip, port)
+            raise
         # The idle clock starts when the LPS gets its session, not when PSC answered: the
         # trace commit above can take a while (a loaded machine, the keeper's first batch),
         # and a short idle_ttl must not be half spent before the first /send. Best effort:
@@ -305,6 +306,26 @@ class ProxyCore:
         with contextlib.suppress(StoreUnavailable):
             await self.store.touch(session, self.clock())
         return 200, session
+
+    async def _unmake(self, session: Session, ip: str | None, port: int | None) -> None:
+        """A session whose CONNECT_SUCCESS was not committed does not exist: nobody has its
+        cookie yet, so it is removed and ended at PSC. Its trace was withdrawn from the
+        queue; in case a stopped keeper committed it anyway, a CONNECT_FAILURE follows it."""
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.delete(session.id)
+        self.spawn(self._end_remote(session, "traces_unavailable"))
+        now = self.clock()
+        rec = trace(
+            TraceType.CONNECT_FAILURE,
+            now=now,
+            national_id=session.national_id,
+            ip=ip,
+            port=port,
+            client_id=session.client_id,
+            dn=self.dns.get(session.client_id),
+            reason="traces_unavailable",
+        )
+        self.traces.submit(rec, now, force=True)
 
     # ------------------------------------------------------------------ sessions
     async def lookup(self, sid: str, now: float) -> Session:
@@ -329,9 +350,14 @@ class ProxyCore:
         if s is None:
             raise ProxyError(401, "SESSION_NOT_FOUND", "session inconnue")
         now = self.clock()
-        await self.trace_now(
-            trace(TraceType.DISCONNECT, now=now, national_id=s.national_id, ip=ip, port=port, session=s), now
-        )
+        try:
+            await self.trace_now(
+                trace(TraceType.DISCONNECT, now=now, national_id=s.national_id, ip=ip, port=port, session=s), now
+            )
+        except ProxyError:  # the session is gone already: end it everywhere, then say so
+            self._forget(sid)
+            self.spawn(self._end_remote(s, "disconnect"))
+            raise
         self._forget(sid)
         self.metrics.sessions_ended.labels("disconnect").inc()
         await self._end_remote(s, "disconnect")

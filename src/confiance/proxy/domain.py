@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from confiance.core.errors import ApiError
+
 NATIONAL_ID_RE = re.compile(r"^[0-9A-Za-z]{1,30}$")
 BINDING_RE = re.compile(r"^[0-9]{2}$")
 CLIENT_ID_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
@@ -21,20 +23,17 @@ CHANNELS = ("CARD", "MOBILE")
 SESSION_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 
-class ProxyError(Exception):
-    """A refusal with an HTTP status, an error code and a French message for the LPS."""
+class ProxyError(ApiError):
+    """A refusal with an HTTP status, an error code and a French message for the LPS
+    (``core.errors.ApiError``: the ``{code, message, ...}`` shape of ANS's contract)."""
 
     def __init__(
         self, status: int, code: str, message: str, *, headers: tuple[tuple[bytes, bytes], ...] = (), **extra: Any
     ) -> None:
         """``headers``: response headers the refusal needs (``Allow`` on a 405); ``extra``:
         more fields of the JSON body."""
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+        super().__init__(status, code, message, **extra)
         self.headers = headers
-        self.extra = extra
 
     def body(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, **self.extra}

@@ -84,6 +84,9 @@ def prepare(ctx: LaunchContext) -> ServiceLaunch:
             "url": opts.get("traces_url", f"sqlite:///{state / 'traces.db'}"),
             "admin_token": admin_token,
             "conformity_mode": bool(opts.get("conformity_mode", False)),
+            # Signed checkpoints (docs/proxy.md): required with PostgreSQL, harmless otherwise.
+            "checkpoint_key": str(state / "trace-checkpoint-key.json"),
+            "witness": str(opts.get("traces_witness", state / "trace-witness.jsonl")),
         },
     }
     path.write_text(dump_toml(cfg))

@@ -19,6 +19,7 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 
+from confiance.core.errors import ConfianceError
 from confiance.core.http import ClientFactory
 from confiance.core.jose import TokenError, verify_jwt
 from confiance.core.tls import ClientIdentity
@@ -30,19 +31,21 @@ GRANT_CIBA = "urn:openid:params:grant-type:ciba"
 GRANT_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 
 
-class Unavailable(RuntimeError):
+class Unavailable(ConfianceError, RuntimeError):
     """The remote party is down, unreachable, too slow or answered 5xx."""
+
+    code = "UNAVAILABLE"
 
     def __init__(self, what: str, timeout: bool = False) -> None:
         super().__init__(what)
         self.timeout = timeout
 
 
-class OAuthFailure(RuntimeError):
-    """An OAuth error answer (``error`` code per RFC 6749 / CIBA)."""
+class OAuthFailure(ConfianceError, RuntimeError):
+    """An OAuth error answer received from PSC or an AS (``error`` code per RFC 6749 / CIBA)."""
 
     def __init__(self, error: str, description: str = "", status: int = 400) -> None:
-        super().__init__(f"{error}: {description}")
+        super().__init__(f"{error}: {description}", code=error)
         self.error = error
         self.description = description
         self.status = status

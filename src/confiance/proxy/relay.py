@@ -236,7 +236,7 @@ class Relay:
             r.waited += time.perf_counter() - t_up
             answer, fut = self.relayed(r, status, rheaders, rbody)
             if fut is not None:
-                await fut
+                await self.core.traces.committed(fut)
         except ProxyError as exc:
             answer = error_answer(exc)
         self.observe(r.t0, r, answer[0])
@@ -322,7 +322,7 @@ class Relay:
             status, rheaders, rbody = await self._after_refusal(r)
             answer, fut = self.relayed(r, status, rheaders, rbody)
             if fut is not None:
-                await fut
+                await self.core.traces.committed(fut)
         except ProxyError as exc:
             answer = error_answer(exc)
         self.observe(r.t0, r, answer[0])

@@ -77,10 +77,18 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
-def run(server: Http1Server, sockets: list[socket.socket], on_started: Callable[[], None] | None = None) -> None:
-    """Serve in the foreground on uvloop until SIGINT/SIGTERM (``on_started``: e.g. the
+def run(
+    server: Http1Server,
+    sockets: list[socket.socket],
+    admin_sockets: list[socket.socket] | None = None,
+    on_started: Callable[[], None] | None = None,
+) -> None:
+    """Serve in the foreground on uvloop until SIGINT/SIGTERM (``admin_sockets``: the
+    ``server.admin_listen`` listener, for /readyz and /metrics; ``on_started``: e.g. the
     SIGHUP handler of reload.py, installed once listening)."""
     import uvloop
+
+    server.admin_sockets = admin_sockets or []
 
     def started() -> None:
         tune_gc()  # once the app has started (stores, trace writer, keeper)

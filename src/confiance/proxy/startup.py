@@ -35,7 +35,7 @@ _BIND_REASONS = {
 }
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, key: str = "server.host/server.port") -> socket.socket:
     """The listening socket, not inherited by child processes.
 
     Why not inheritable: the trace keeper (a child process) would otherwise hold the
@@ -48,7 +48,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock = bind_socket(host, port)
     except OSError as exc:
         reason = _BIND_REASONS.get(exc.errno or 0, exc.strerror or str(exc))
-        raise StartupError(f"server.host/server.port : impossible d'écouter sur {host}:{port} ({reason})") from None
+        raise StartupError(f"{key} : impossible d'écouter sur {host}:{port} ({reason})") from None
     sock.set_inheritable(False)
     return sock
 
@@ -61,13 +61,16 @@ def addresses(sockets: list[socket.socket]) -> list[str]:
     return out
 
 
-def started_fields(cfg: ProxyConfig, sockets: list[socket.socket]) -> dict[str, Any]:
+def started_fields(
+    cfg: ProxyConfig, sockets: list[socket.socket], admin_sockets: list[socket.socket] | None = None
+) -> dict[str, Any]:
     """What the start-up line says: enough to tell, from the logs alone, what is running."""
     s = cfg.sessions
     return {
         "version": __version__,
         "proxy_id": cfg.server.proxy_id,
         "listen": addresses(sockets),
+        "admin_listen": addresses(admin_sockets or []),
         "tls_client_auth": cfg.server.client_auth,
         "workers": cfg.server.workers,
         "pid": os.getpid(),
@@ -80,8 +83,10 @@ def started_fields(cfg: ProxyConfig, sockets: list[socket.socket]) -> dict[str, 
     }
 
 
-def log_started(cfg: ProxyConfig, sockets: list[socket.socket]) -> None:
-    fields = started_fields(cfg, sockets)
+def log_started(
+    cfg: ProxyConfig, sockets: list[socket.socket], admin_sockets: list[socket.socket] | None = None
+) -> None:
+    fields = started_fields(cfg, sockets, admin_sockets)
     log.info("proxy starting: version %s listening on %s", __version__, ", ".join(fields["listen"]), extra=fields)
 
 

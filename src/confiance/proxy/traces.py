@@ -1,40 +1,30 @@
-"""Persistent, append-only, hash-chained traces (SQLite by default, PostgreSQL by config).
+"""Persistent, append-only, hash-chained trace store (SQLite by default, PostgreSQL by config).
 
 Traces are committed in blocks (one row per batch); each block stores
-``hash = SHA-256(prev_hash || body)`` (``confiance.core.hashchain``) and a one-row head table
-holds the last hash and the trace count, so deleting the newest blocks is detected too.
-Appends lock the head row *first* (an UPDATE), which serialises writers across processes
-and proxy instances on both SQLite and PostgreSQL without upgrade deadlocks.
+``hash = SHA-256(prev_hash ‖ seq ‖ count ‖ ts_min ‖ ts_max ‖ body)`` (:func:`block_digest`:
+every stored column) and a one-row head table holds the last seq, hash and trace count, so
+deleting the newest blocks is detected too. Appends lock the head row *first* (an UPDATE),
+which serialises writers across processes and proxy instances on both SQLite and
+PostgreSQL without upgrade deadlocks. Reads go a page of blocks at a time (bounded memory).
 
-Durability: :class:`TraceWriter` batches records in a background task (one transaction per
-batch, committed by the trace keeper process — or a worker thread — so the event loop never
-blocks on disk). CONNECT and DISCONNECT traces are awaited until committed before the
-response leaves. SEND traces are, by default (``send_durability = "batched"``), enqueued
-and committed within ``flush_interval`` (``GET /traces`` first waits for what is queued:
-:meth:`TraceWriter.flush`); with ``"commit"`` the response waits for its batch commit
-(group commit). On shutdown the queue is drained. If the database is unreachable the batch is kept
-and retried, so a database outage delays traces but does not lose them while the process
-lives; the queue is bounded (``queue_max``) and requests are refused (503) when it is full
-rather than served without a trace.
+Who writes, and when: ``tracewriter.py`` (batching, the trace keeper process, bounded
+waits). What anchors the chain outside this database: ``checkpoint.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import logging
+import os
 import struct
-import sys
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import orjson
 import sqlalchemy as sa
 
 from confiance.core.hashchain import GENESIS, ChainCheck, link_bytes
-from confiance.core.logs import Incident, redact_url
 from confiance.core.storage import make_engine
 
 from .domain import send_record
@@ -44,12 +34,16 @@ log = logging.getLogger("confiance.proxy.traces")
 _meta = sa.MetaData()
 # One row per committed batch ("block"): at thousands of /send per second a row per trace
 # made SQLite's inserts and index updates the proxy's largest CPU cost after TLS.
+# Every column is covered by the block's hash (:func:`block_digest`): a changed ``ts_min``
+# would otherwise hide a block from ``GET /traces`` while ``verify`` still said "intact".
 blocks_table = sa.Table(
     "proxy_trace_blocks",
     _meta,
-    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    # Assigned by the writer under the head lock (head.seq + 1), so it can be hashed.
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=False),
     sa.Column("ts_min", sa.Float, nullable=False, index=True),
     sa.Column("ts_max", sa.Float, nullable=False, index=True),
+    sa.Column("n", sa.Integer, nullable=False),  # traces in the block
     sa.Column("body", sa.Text, nullable=False),  # JSON, sorted keys: [[ts, record or SEND fields], …] (Block)
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
@@ -60,7 +54,45 @@ head_table = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("hash", sa.String(64), nullable=False),
     sa.Column("n", sa.BigInteger, nullable=False),  # traces in the chain
+    sa.Column("seq", sa.BigInteger, nullable=False),  # last block's seq (0: none)
 )
+
+# What a block's hash covers besides ``prev_hash`` and the body: its seq, trace count and
+# time span as fixed-width big-endian integers and IEEE 754 doubles, so an auditor's own
+# tool recomputes it without depending on how a language prints floats.
+_HASHED_HEADER = struct.Struct(">QQdd")
+
+
+def block_digest(prev_hash: str, seq: int, count: int, ts_min: float, ts_max: float, body: bytes) -> str:
+    """``SHA-256(prev_hash ‖ seq ‖ count ‖ ts_min ‖ ts_max ‖ body)``, hex: every stored column."""
+    return link_bytes(prev_hash, _HASHED_HEADER.pack(seq, count, ts_min, ts_max) + body)
+
+
+class TraceStoreMissing(RuntimeError):
+    """The trace database or its tables do not exist (``verify`` never creates them)."""
+
+
+Cursor = tuple[int, int]  # (block seq, index of the trace in the block)
+
+
+def format_cursor(cursor: Cursor) -> str:
+    """Opaque to clients: ``<block seq>.<index>`` of the last trace returned."""
+    return f"{cursor[0]}.{cursor[1]}"
+
+
+def parse_cursor(text: str) -> Cursor:
+    seq, dot, idx = text.partition(".")
+    if not dot or not seq.isdigit() or not idx.isdigit() or not seq.isascii() or not idx.isascii():
+        raise ValueError("curseur invalide")
+    return int(seq), int(idx)
+
+
+class ChainHead(NamedTuple):
+    """The chain's state after a block: what a checkpoint signs."""
+
+    seq: int
+    hash: str
+    n: int
 
 
 class TraceQueueFull(RuntimeError):
@@ -102,9 +134,16 @@ class Block:
 class TraceStore:
     """Synchronous storage, written by the trace keeper process (or a worker thread).
 
-    Each block stores ``hash = SHA-256(prev_hash || body)`` over the exact stored bytes, so
-    any change to a trace (even whitespace), a deleted or inserted block, or a deleted
-    tail (the chain head keeps the last hash and the trace count) fails :meth:`verify`.
+    Each block stores ``hash = SHA-256(prev_hash ‖ seq ‖ count ‖ ts_min ‖ ts_max ‖ body)``
+    (:func:`block_digest`) over the exact stored values, so any change to a trace (even
+    whitespace) or to a block's columns, a deleted or inserted block, or a deleted tail (the
+    chain head keeps the last seq, hash and the trace count) fails :meth:`verify`. What a
+    chain kept in the same database cannot show — the whole store rewritten, emptied or
+    rewound — is caught against the signed checkpoints (``proxy/checkpoint.py``).
+
+    ``create=False`` (``traces verify``/``export``) opens an existing store only: a missing
+    SQLite file or missing tables raise :class:`TraceStoreMissing` instead of being created
+    empty, which would make a vanished store look like a fresh, intact one.
     """
 
     # Built once: constructing SQLAlchemy statements cost the keeper more per batch than
@@ -117,71 +156,192 @@ class TraceStore:
         head_table.update()
         .where(head_table.c.id == 1)
         .values(n=head_table.c.n)
-        .returning(head_table.c.hash, head_table.c.n)
+        .returning(head_table.c.hash, head_table.c.n, head_table.c.seq)
     )
     _ADD_BLOCK = blocks_table.insert()
     _SET_HEAD = (
-        head_table.update().where(head_table.c.id == 1).values(hash=sa.bindparam("new_hash"), n=sa.bindparam("new_n"))
+        head_table.update()
+        .where(head_table.c.id == 1)
+        .values(hash=sa.bindparam("new_hash"), n=sa.bindparam("new_n"), seq=sa.bindparam("new_seq"))
     )
+    PAGE = 64  # blocks per read: keyset pages keep memory bounded and transactions short
 
-    def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
-        _meta.create_all(self.engine)
+    def __init__(self, url: str, create: bool = True, connect_timeout: float = 5.0) -> None:
+        self.url = url
+        if create:
+            _create_private_sqlite(url)
+            self.engine = make_engine(url, **_connect_args(url, connect_timeout))
+            self._set_aside_old_format()
+            _meta.create_all(self.engine)
+            self._check_layout()
+            with self.engine.begin() as c:
+                if c.execute(sa.select(head_table.c.id).where(head_table.c.id == 1)).first() is None:
+                    with contextlib.suppress(sa.exc.IntegrityError), c.begin_nested():
+                        c.execute(head_table.insert().values(id=1, hash=GENESIS, n=0, seq=0))
+        else:
+            self.engine = _existing_engine(url, connect_timeout)
+            try:
+                self._check_layout()
+            except sa.exc.OperationalError as exc:
+                self.engine.dispose()
+                raise TraceStoreMissing(f"base des traces injoignable : {type(exc.orig).__name__}") from None
+            except TraceStoreMissing:
+                self.engine.dispose()
+                raise
+
+    OLD_SUFFIX = "_v1"
+
+    def _set_aside_old_format(self) -> None:
+        """A store from before every column was hashed (no ``n`` column) is renamed, not
+        changed: its tables become ``…_v1`` (still verifiable by the version that wrote
+        them; keep them as evidence) and a new chain starts beside them. Its indexes are
+        dropped first so the new tables can take their names."""
+        insp = sa.inspect(self.engine)
+        if not insp.has_table(blocks_table.name):
+            return
+        if "n" in {c["name"] for c in insp.get_columns(blocks_table.name)}:
+            return
+        log.warning("trace store in the previous format: kept as *%s tables, a new chain starts", self.OLD_SUFFIX)
         with self.engine.begin() as c:
-            if c.execute(sa.select(head_table.c.id).where(head_table.c.id == 1)).first() is None:
-                with contextlib.suppress(sa.exc.IntegrityError), c.begin_nested():
-                    c.execute(head_table.insert().values(id=1, hash=GENESIS, n=0))
+            for ix in insp.get_indexes(blocks_table.name):
+                c.execute(sa.text(f'DROP INDEX "{ix["name"]}"'))
+            for table in (blocks_table, head_table):
+                if insp.has_table(table.name):
+                    c.execute(sa.text(f'ALTER TABLE "{table.name}" RENAME TO "{table.name}{self.OLD_SUFFIX}"'))
 
-    def append(self, items: list[tuple[float, TraceItem]]) -> None:
-        if items:
-            self.append_block(Block.of(items))
+    def _check_layout(self) -> None:
+        insp = sa.inspect(self.engine)
+        for table in (blocks_table, head_table):
+            if not insp.has_table(table.name):
+                raise TraceStoreMissing(f"table {table.name} absente : ce n'est pas une base de traces du proxy")
+            have = {c["name"] for c in insp.get_columns(table.name)}
+            missing = {c.name for c in table.columns} - have
+            if missing:
+                raise TraceStoreMissing(
+                    f"table {table.name} d'un format antérieur (colonnes absentes : {', '.join(sorted(missing))})"
+                )
 
-    def append_block(self, block: Block) -> None:
-        """Commit one encoded batch as the chain's next block."""
+    def append(self, items: list[tuple[float, TraceItem]]) -> ChainHead | None:
+        return self.append_block(Block.of(items)) if items else None
+
+    def append_block(self, block: Block) -> ChainHead:
+        """Commit one encoded batch as the chain's next block; return the new head."""
         with self.engine.begin() as c:
-            prev_hash, n = c.execute(self._TAKE_HEAD).one()
-            digest = link_bytes(prev_hash, block.body)
+            prev_hash, n, seq = c.execute(self._TAKE_HEAD).one()
+            seq += 1
+            digest = block_digest(prev_hash, seq, block.count, block.ts_min, block.ts_max, block.body)
             c.execute(
                 self._ADD_BLOCK,
                 {
+                    "seq": seq,
                     "ts_min": block.ts_min,
                     "ts_max": block.ts_max,
+                    "n": block.count,
                     "body": block.body.decode(),
                     "prev_hash": prev_hash,
                     "hash": digest,
                 },
             )
-            c.execute(self._SET_HEAD, {"new_hash": digest, "new_n": n + block.count})
+            c.execute(self._SET_HEAD, {"new_hash": digest, "new_n": n + block.count, "new_seq": seq})
+        return ChainHead(seq, digest, n + block.count)
 
-    def query(self, start: float, end: float | None, limit: int = 10_000) -> list[dict[str, Any]]:
-        q = sa.select(blocks_table.c.body).where(blocks_table.c.ts_max >= start)
-        if end is not None:
-            q = q.where(blocks_table.c.ts_min <= end)
-        out: list[dict[str, Any]] = []
+    def head(self) -> ChainHead:
         with self.engine.connect() as c:
-            for (body,) in c.execute(q.order_by(blocks_table.c.seq)).yield_per(100):
-                for ts, rec in json.loads(body):
-                    if ts >= start and (end is None or ts <= end):
-                        out.append(rec if isinstance(rec, dict) else send_record(rec))
-                        if len(out) >= limit:
-                            return out
+            row = c.execute(
+                sa.select(head_table.c.seq, head_table.c.hash, head_table.c.n).where(head_table.c.id == 1)
+            ).first()
+        return ChainHead(0, GENESIS, 0) if row is None else ChainHead(int(row.seq), row.hash, int(row.n))
+
+    def blocks(
+        self,
+        after: int = 0,
+        upto: int | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        page: int = PAGE,
+    ) -> Iterator[sa.Row[Any]]:
+        """Blocks with ``after < seq ≤ upto`` overlapping ``[start, end]``, in chain order,
+        read a page at a time (bounded memory however large the store)."""
+        while True:
+            q = sa.select(blocks_table).where(blocks_table.c.seq > after)
+            if upto is not None:
+                q = q.where(blocks_table.c.seq <= upto)
+            if start is not None:
+                q = q.where(blocks_table.c.ts_max >= start)
+            if end is not None:
+                q = q.where(blocks_table.c.ts_min <= end)
+            with self.engine.connect() as c:
+                rows = c.execute(q.order_by(blocks_table.c.seq).limit(page)).all()
+            yield from rows
+            if len(rows) < page:
+                return
+            after = rows[-1].seq
+
+    def traces(
+        self, start: float, end: float | None, after: Cursor | None = None
+    ) -> Iterator[tuple[Cursor, dict[str, Any]]]:
+        """Every trace with ``start ≤ ts ≤ end`` after ``after``, in chain order, each with
+        its cursor (block seq, index in the block). Nothing is skipped or capped here:
+        paging is the caller's choice (``GET /traces?limit=…&cursor=…``)."""
+        first_seq, first_idx = after if after is not None else (0, -1)
+        # Few blocks per read: a block holds up to batch_max traces, and a page of /traces
+        # stops early.
+        for row in self.blocks(after=first_seq - 1 if after is not None else 0, start=start, end=end, page=4):
+            for idx, (ts, rec) in enumerate(orjson.loads(row.body)):
+                if row.seq == first_seq and idx <= first_idx:
+                    continue
+                if ts >= start and (end is None or ts <= end):
+                    yield (row.seq, idx), (rec if isinstance(rec, dict) else send_record(rec))
+
+    def page(
+        self, start: float, end: float | None, after: Cursor | None, limit: int
+    ) -> tuple[list[dict[str, Any]], Cursor | None]:
+        """Up to ``limit`` traces after ``after``, and the cursor to continue from when more
+        remain (None: this page ends the window)."""
+        out: list[dict[str, Any]] = []
+        last: Cursor | None = None
+        for cursor, rec in self.traces(start, end, after):
+            if len(out) == limit:
+                return out, last
+            out.append(rec)
+            last = cursor
+        return out, None
+
+    def query(self, start: float, end: float | None, limit: int | None = None) -> list[dict[str, Any]]:
+        """The traces in the window as a list (tests and small windows; see :meth:`traces`)."""
+        out: list[dict[str, Any]] = []
+        for _, rec in self.traces(start, end):
+            out.append(rec)
+            if limit is not None and len(out) >= limit:
+                break
         return out
 
-    def verify(self) -> ChainCheck:
-        """Check every block's link and digest, then that the head names the last block."""
-        expected_prev, count = GENESIS, 0
-        with self.engine.connect() as c:
-            q = sa.select(blocks_table).order_by(blocks_table.c.seq)
-            for row in c.execute(q).yield_per(100):
-                if row.prev_hash != expected_prev:
-                    return ChainCheck(False, count, count, "maillon précédent incohérent (bloc supprimé ou inséré)")
-                if link_bytes(row.prev_hash, row.body.encode()) != row.hash:
-                    return ChainCheck(False, count, count, "empreinte incorrecte (trace modifiée)")
-                expected_prev, count = row.hash, count + len(json.loads(row.body))
-            head = c.execute(sa.select(head_table).where(head_table.c.id == 1)).one()
-        if head.hash != expected_prev or head.n != count:
-            return ChainCheck(False, count, count, "dernières traces supprimées (tête de chaîne incohérente)")
-        return ChainCheck(True, count)
+    def verify(self, anchors: Mapping[int, ChainHead] | None = None) -> ChainCheck:
+        """:meth:`walk` without the head."""
+        return self.walk(anchors)[0]
+
+    def walk(self, anchors: Mapping[int, ChainHead] | None = None) -> tuple[ChainCheck, ChainHead]:
+        """Check every block's seq, link, digest and body against its columns, each anchor
+        (a verified checkpoint: block seq → head then) on the way, then that the head row
+        names the last block. Returns the check and the head the blocks lead to."""
+        anchors = anchors or {}
+        # The head first, then the blocks up to it: a proxy still appending while this
+        # runs adds blocks past the head read, which must not look like a broken tail.
+        head = self.head()
+        expected_prev, count, seq = GENESIS, 0, 0
+        for row in self.blocks(upto=head.seq):
+            bad = _block_problem(row, seq + 1, expected_prev)
+            if bad is not None:
+                return ChainCheck(False, count, count, bad), ChainHead(seq, expected_prev, count)
+            expected_prev, count, seq = row.hash, count + row.n, row.seq
+            anchor = anchors.get(seq)
+            if anchor is not None and (anchor.hash != expected_prev or anchor.n != count):
+                reason = f"bloc {seq} différent de celui signé au point de contrôle (traces réécrites)"
+                return ChainCheck(False, count, count, reason), ChainHead(seq, expected_prev, count)
+        reached = ChainHead(seq, expected_prev, count)
+        if head != reached:
+            return ChainCheck(False, count, count, "dernières traces supprimées (tête de chaîne incohérente)"), reached
+        return ChainCheck(True, count), reached
 
     def ping(self) -> None:
         with self.engine.connect() as c:
@@ -191,227 +351,56 @@ class TraceStore:
         self.engine.dispose()
 
 
+def _block_problem(row: Any, seq: int, prev_hash: str) -> str | None:
+    """Why a stored block is not the chain's next one, or None."""
+    if row.seq != seq or row.prev_hash != prev_hash:
+        return "maillon précédent incohérent (bloc supprimé ou inséré)"
+    if block_digest(row.prev_hash, row.seq, row.n, row.ts_min, row.ts_max, row.body.encode()) != row.hash:
+        return f"empreinte incorrecte au bloc {row.seq} (trace ou colonne modifiée)"
+    try:
+        stamps = [ts for ts, _ in orjson.loads(row.body)]
+    except (orjson.JSONDecodeError, TypeError, ValueError):
+        return f"bloc {row.seq} illisible"
+    if len(stamps) != row.n or not stamps or min(stamps) != row.ts_min or max(stamps) != row.ts_max:
+        return f"bloc {row.seq} incohérent avec son contenu (nombre ou dates)"
+    return None
+
+
+def sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite"):
+        return None
+    db = sa.engine.make_url(url).database
+    return None if not db or db == ":memory:" or db.startswith("file:") else Path(db)
+
+
+def _create_private_sqlite(url: str) -> None:
+    """Create a new SQLite trace file mode 0600 before SQLite does (national ids inside;
+    SQLite gives its -wal and -shm files the database file's mode)."""
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def _connect_args(url: str, timeout: float) -> dict[str, Any]:
+    """A bounded connection attempt: an unreachable PostgreSQL fails in ``timeout``, not
+    after the OS's TCP retries (minutes)."""
+    if url.startswith("postgresql"):
+        return {"connect_args": {"connect_timeout": max(1, round(timeout))}}
+    return {}
+
+
+def _existing_engine(url: str, timeout: float) -> sa.Engine:
+    path = sqlite_path(url)
+    if url.startswith("sqlite"):
+        if path is None or not path.is_file():
+            raise TraceStoreMissing(f"base des traces introuvable : {path or url}")
+        # A plain engine: no pragma may change the file (make_engine sets WAL).
+        return sa.create_engine(url)
+    return make_engine(url, **_connect_args(url, timeout))
+
+
 # A trace as queued: the ANS record itself, or the compact tuple of a SEND trace
 # (domain.send_trace_fields), turned into its record where it is committed.
 TraceItem = dict[str, Any] | tuple[Any, ...]
-Appender = Callable[[list[tuple[float, TraceItem]]], Awaitable[None]]
-
-
-class KeeperAppender:
-    """Commits trace batches in a child process, the *trace keeper* (``writer = "process"``).
-
-    Why: building, encoding, hashing and committing traces in a thread of the proxy
-    process held its GIL long enough per batch that the event loop waited behind it
-    (measured: a third of the relay's throughput; docs/benchmarks/proxy.md). The keeper is
-    ``python -m confiance.proxy.tracekeeper URL``: the proxy writes each batch to its stdin
-    (:meth:`Block.framed`: the batch already encoded as it will be stored) and reads
-    one line per batch, sent after the commit. Only the event loop thread of the proxy
-    touches the pipes. If the keeper dies, the batch stays queued, the next attempt starts
-    a new keeper and the batch is written again; a database error is reported back and
-    the batch is retried the same way.
-    """
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        """Start the keeper now, so the first trace (a CONNECT, awaited before the answer)
-        does not wait for a Python process to start: under load that took long enough to
-        idle-expire a session with a short ``idle_ttl`` before its first use."""
-        await self._running()
-
-    async def _running(self) -> asyncio.subprocess.Process:
-        proc = self._proc
-        if proc is None or proc.returncode is not None:
-            proc = self._proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "confiance.proxy.tracekeeper",
-                self.url,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-            )
-        return proc
-
-    async def __call__(self, items: list[tuple[float, TraceItem]]) -> None:
-        proc = await self._running()
-        assert proc.stdin is not None and proc.stdout is not None
-        data = Block.of(items).framed()
-        try:
-            proc.stdin.write(data)
-            await proc.stdin.drain()
-            answer = await proc.stdout.readline()
-        except (BrokenPipeError, ConnectionResetError):
-            answer = b""
-        if answer == b"ok\n":
-            return
-        if not answer:
-            self._stop(proc)
-            raise KeeperDown("le processus d'écriture des traces s'est arrêté")
-        raise OSError(answer.decode("utf-8", "replace").removeprefix("err ").strip())
-
-    @property
-    def pid(self) -> int | None:
-        """The keeper's pid while it runs (tests stop it to check recovery)."""
-        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
-
-    def _stop(self, proc: asyncio.subprocess.Process) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        self._proc = None
-
-    async def aclose(self) -> None:
-        """Close the keeper's input (it exits after its last commit) and wait for it."""
-        proc, self._proc = self._proc, None
-        if proc is None or proc.stdin is None:
-            return
-        proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-
-
-class KeeperDown(RuntimeError):
-    """The trace keeper process stopped; the batch is kept and retried."""
-
-
-class TraceWriter:
-    """Batches appends in the background; see the module docstring for durability."""
-
-    def __init__(
-        self,
-        store: TraceStore,
-        flush_interval: float = 0.1,
-        batch_max: int = 1000,
-        queue_max: int = 100_000,
-        appender: Appender | None = None,
-    ):
-        """``appender`` commits one batch; by default ``store.append`` in a worker thread."""
-        self.store = store
-        # ops: a database outage is logged once, and its recovery (core/logs.py)
-        engine = getattr(store, "engine", None)
-        target = redact_url(str(engine.url.render_as_string(hide_password=True))) if engine is not None else "?"
-        self.incident = Incident("trace database", target, log)
-        self._append: Appender = appender or (lambda items: asyncio.to_thread(store.append, items))
-        self.flush_interval = flush_interval
-        self.batch_max = batch_max
-        self.queue_max = queue_max
-        self._queue: list[tuple[float, TraceItem, asyncio.Future[None] | None]] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-        self.failures = 0
-        self.written = 0
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="trace-writer")
-
-    def pending(self) -> int:
-        return len(self._queue)
-
-    def full(self) -> bool:
-        return len(self._queue) >= self.queue_max
-
-    def submit(
-        self, rec: TraceItem, ts: float | None = None, wait: bool = False, force: bool = False
-    ) -> asyncio.Future[None] | None:
-        """Enqueue; return a future resolved at commit when ``wait``. Never blocks.
-
-        ``force`` accepts the record past ``queue_max``: for work already done, whose trace
-        must not be dropped (callers check :meth:`full` before doing the work)."""
-        if len(self._queue) >= self.queue_max and not force:
-            raise TraceQueueFull("file d'attente des traces pleine")
-        fut: asyncio.Future[None] | None = asyncio.get_running_loop().create_future() if wait else None
-        self._queue.append((ts if ts is not None else time.time(), rec, fut))
-        if wait or len(self._queue) >= self.batch_max:
-            self._wake.set()
-        return fut
-
-    async def flush(self, timeout: float) -> bool:  # noqa: ASYNC109
-        """Wait until every trace queued before this call is committed; False on timeout.
-
-        Why: SEND traces wait up to ``flush_interval`` in the queue, and a reader of
-        ``GET /traces`` (ANS's conformity tool, right after its requests) must see the
-        trace of every request this proxy has already answered.
-        """
-        if not self._queue:
-            return True
-        # Batches commit in queue order: once the last queued trace is in, all are. Wait on
-        # its commit future, giving it one if it has none (the writer resolves the futures
-        # of the queue entries a batch covered, so an entry in flight counts too).
-        ts, rec, fut = self._queue[-1]
-        if fut is None:
-            fut = asyncio.get_running_loop().create_future()
-            self._queue[-1] = (ts, rec, fut)
-        self._wake.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError:
-            return False
-        return True
-
-    async def write(self, rec: dict[str, Any], ts: float | None = None) -> None:
-        """Enqueue and wait for the commit."""
-        fut = self.submit(rec, ts, wait=True)
-        assert fut is not None
-        await fut
-
-    async def _run(self) -> None:
-        start = getattr(self._append, "start", None)
-        if start is not None:
-            try:
-                await start()
-            except Exception as exc:  # the first batch will try again
-                log.warning("trace keeper not started yet (%s)", type(exc).__name__)
-        while True:
-            if not self._queue:
-                if self._closing:
-                    return
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.flush_interval)
-                continue
-            batch = self._queue[: self.batch_max]
-            try:
-                await self._append([(ts, rec) for ts, rec, _ in batch])
-            except Exception as exc:  # the database is down: keep the batch, retry
-                self.failures += 1
-                self.incident.failed(exc)  # once per outage; the batch is kept and retried
-                await asyncio.sleep(min(1.0, 0.05 * self.failures))
-                continue
-            self.failures = 0
-            self.incident.ok()
-            # Read back from the queue, not from ``batch``: flush() may have given an entry
-            # of this batch a future while it was being written.
-            committed = self._queue[: len(batch)]
-            del self._queue[: len(batch)]
-            self.written += len(batch)
-            for _, _, fut in committed:
-                if fut is not None and not fut.done():
-                    fut.set_result(None)
-            # Let more records join the next batch (group commit) unless someone waits.
-            if (
-                not self._closing
-                and len(self._queue) < self.batch_max
-                and not any(f is not None for _, _, f in self._queue)
-            ):
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.flush_interval)
-
-    async def close(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
-        """Drain the queue (bounded wait), then stop."""
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout)
-            except TimeoutError:
-                log.error("%d traces could not be written before shutdown", len(self._queue))
-                self._task.cancel()
-        aclose = getattr(self._append, "aclose", None)
-        if aclose is not None:
-            await aclose()

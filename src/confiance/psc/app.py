@@ -1,9 +1,8 @@
-"""HTTP edge of the PSC sandbox: Keycloak paths, form parsing, client credentials, pages.
+"""HTTP edge of the PSC sandbox: Keycloak paths, client credentials, pages, wiring.
 
 Handlers only extract values (form fields, Basic credentials, the verified TLS client
-certificate) and render what ``domain.Provider`` decides. Bodies are read with a hard size
-limit and parsed strictly (duplicate parameters refused, RFC 6749 §3.2), so hostile input
-ends as an OAuth error JSON with a 4xx status, never as a 500.
+certificate) and render what ``domain.Provider`` decides. Request reading lives in
+``http.py``, the published documents in ``discovery.py``, the admin API in ``admin.py``.
 """
 
 from __future__ import annotations
@@ -14,68 +13,46 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 from cryptography.hazmat.primitives import serialization
-from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import Scope
 
 from confiance.core.clientcert import CertificateVerifier, client_certificate, parse_networks
-from confiance.core.config import format_validation_error
 from confiance.core.errors import oauth_error
 from confiance.core.jose import KeyStore
 from confiance.core.trustlist import TrustListClient
 from confiance.pki import normalize_dn
 
 from . import pages
+from .acr import CHANNELS
+from .admin import AdminApi
+from .clients import CIBA_GRANT, Client, Credentials, parse_basic
 from .config import REALM, SIGNING_ALGS, ClientConfig, EcpsPolicy, Lifetimes, PscConfig
-from .domain import (
-    CIBA_GRANT,
-    SUPPORTED_GRANTS,
-    SUPPORTED_SCOPES,
-    Client,
-    Credentials,
-    OAuthError,
-    Provider,
-    RedirectError,
-    parse_basic,
-)
+from .discovery import discovery, realm_document
+from .domain import Provider
+from .errors import InvalidRequestError, OAuthError, RedirectError, UnauthorizedClientError, UnsupportedTokenTypeError
+from .hotpath import HotPath
+from .http import BodyTooLarge, json_response, query_params, read_form, with_query
 from .identities import Identity, load_identities_file, seeded_identities
-from .store import MemoryStore
+from .sharing import SharedSettings, client_from_config
+from .store import StateStore, open_store
+from .tokens import JwtSigner
 
 log = logging.getLogger("confiance.psc")
 REALM_PATH = f"/auth/realms/{REALM}"
 OIDC = f"{REALM_PATH}/protocol/openid-connect"
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-def client_from_config(c: ClientConfig) -> Client:
-    return Client(
-        client_id=c.client_id,
-        secret=c.secret,
-        subject_dn=c.tls_client_auth_subject_dn,
-        espace_de_confiance=c.espace_de_confiance,
-        trust_list_required=c.trust_list_required,
-        redirect_uris=tuple(c.redirect_uris),
-        post_logout_redirect_uris=tuple(c.post_logout_redirect_uris),
-        grant_types=tuple(g for g in c.grant_types if g in SUPPORTED_GRANTS),
-        name=c.name,
-        id_token_alg=c.id_token_signed_response_alg,
-        access_token_alg=c.access_token_signed_response_alg,
-        userinfo_alg=c.userinfo_signed_response_alg,
-    )
 
 
 @dataclass
@@ -86,25 +63,30 @@ class PscSandbox:
     clock: Callable[[], float] = time.time
     provider: Provider = field(init=False)
     keys: KeyStore = field(init=False)
-    app: Starlette = field(init=False)
+    app: HotPath = field(init=False)
     base_url: str = field(init=False)
-    _form_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    store: StateStore = field(init=False)
+    shared: SharedSettings = field(init=False)
+    _form_key: bytes = field(init=False)
     trust: TrustListClient | None = field(init=False, default=None)
+    _dn_cache: dict[bytes, str] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        from .tokens import JwtSigner
-
         cfg = self.config
         self.keys = KeyStore(cfg.keys_path, algs=SIGNING_ALGS)
         self.base_url = cfg.issuer_base()
+        self.store = open_store(cfg.store_url(), cfg.store_prefix)
         self.provider = Provider(
             issuer=self.base_url + REALM_PATH,
-            store=MemoryStore(),
+            store=self.store,
             signer=JwtSigner(self.keys),
             lifetimes=cfg.lifetimes,
             ecps_default=cfg.ecps_default,
             signing_alg=cfg.signing_alg,
+            # shared by every worker and kept across restarts, so refresh tokens and e-CPS forms stay valid
+            refresh_key=self.store.secret("refresh_key", lambda: secrets.token_bytes(32)),
         )
+        self._form_key = self.store.secret("form_key", lambda: secrets.token_bytes(32))
         idents: list[Identity] = seeded_identities() if cfg.seed_identities else []
         if cfg.identities_file is not None:
             idents += load_identities_file(cfg.identities_file)
@@ -112,7 +94,9 @@ class PscSandbox:
             self.provider.add_identity(ident)
         for c in cfg.clients:
             self.provider.add_client(client_from_config(c))
-        self._load_state()
+        self._load_legacy_state()
+        self.shared = SharedSettings(self.store, self.provider, cfg, on_keys=self._reload_keys)
+        self.shared.sync(force=True)
         self._trusted = parse_networks(cfg.trusted_proxies)
         self._verifier = (
             CertificateVerifier(cfg.tls.ca_bundle, cfg.tls.crl)
@@ -120,7 +104,7 @@ class PscSandbox:
             else None
         )
         self.trust = cfg.trust_list.client(cfg.tls.ca_bundle if cfg.tls else None) if cfg.trust_list else None
-        self.app = self._build_app()
+        self.app = HotPath(self, self._build_app(), OIDC)
         self.app.state.sandbox = self
 
     # ------------------------------------------------------------------ runtime knobs
@@ -135,26 +119,38 @@ class PscSandbox:
 
     def set_lifetimes(self, **values: float) -> Lifetimes:
         """Test hook: shorten (or restore) any lifetime on the live instance."""
-        self.provider.lifetimes = Lifetimes.model_validate({**self.provider.lifetimes.model_dump(), **values})
-        return self.provider.lifetimes
+        lifetimes = Lifetimes.model_validate({**self.provider.lifetimes.model_dump(), **values})
+        self.shared.set_lifetimes(lifetimes)
+        return lifetimes
 
     def set_ecps(self, mode: str, delay_ms: int = 0, national_id: str | None = None) -> EcpsPolicy:
         """Default e-CPS policy, or one identity's when ``national_id`` is given."""
         policy = EcpsPolicy.model_validate({"mode": mode, "delay_ms": delay_ms})
         if national_id is None:
-            self.provider.ecps_default = policy
+            self.shared.set_ecps_default(policy)
         else:
             if national_id not in self.provider.identities:
                 raise KeyError(national_id)
-            self.provider.ecps_overrides[national_id] = policy
+            self.shared.set_ecps_overrides({**self.provider.ecps_overrides, national_id: policy})
         return policy
+
+    def clear_ecps_overrides(self) -> None:
+        self.shared.set_ecps_overrides({})
 
     def rotate_keys(self) -> None:
         lt = self.provider.lifetimes
         self.provider.signer.rotate(keep_for_seconds=max(lt.access_token, lt.id_token) + 60)
+        self.shared.keys_rotated()
 
-    # ------------------------------------------------------------------ persistence of admin additions
-    def _load_state(self) -> None:
+    def _reload_keys(self) -> None:
+        """Another worker rotated the keys: read them again from ``keys_path``."""
+        if self.config.keys_path is not None:
+            self.keys = KeyStore(self.config.keys_path, algs=SIGNING_ALGS)
+            self.provider.signer = JwtSigner(self.keys)
+
+    # ------------------------------------------------------------------ admin additions
+    def _load_legacy_state(self) -> None:
+        """Clients and identities an older sandbox saved in ``state_file`` (now kept in the store)."""
         path = self.config.state_file
         if path is None or not path.exists():
             return
@@ -164,130 +160,59 @@ class PscSandbox:
         for i in data.get("identities", []):
             self.provider.add_identity(Identity.model_validate(i))
 
-    def _save_state(self, kind: str, item: dict[str, Any]) -> None:
-        path = self.config.state_file
-        if path is None:
-            return
-        data = json.loads(path.read_text()) if path.exists() else {"clients": [], "identities": []}
-        key = "client_id" if kind == "clients" else "national_id"
-        data[kind] = [x for x in data.get(kind, []) if x.get(key) != item[key]] + [item]
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1))
-        tmp.replace(path)
-
     def register_client(self, cfg: ClientConfig) -> Client:
-        client = client_from_config(cfg)
-        self.provider.add_client(client)
-        self._save_state("clients", cfg.model_dump(mode="json"))
-        return client
+        return self.shared.add_client(cfg)
 
     def register_identity(self, ident: Identity) -> Identity:
-        self.provider.add_identity(ident)
-        self._save_state("identities", ident.model_dump(mode="json", exclude_none=True))
+        self.shared.add_identity(ident)
         return ident
 
-    # ------------------------------------------------------------------ documents
     def discovery(self) -> dict[str, Any]:
-        iss = self.issuer
-        o = f"{iss}/protocol/openid-connect"
-        return {
-            "issuer": iss,
-            "authorization_endpoint": f"{o}/auth",
-            "token_endpoint": f"{o}/token",
-            "introspection_endpoint": f"{o}/token/introspect",
-            "userinfo_endpoint": f"{o}/userinfo",
-            "end_session_endpoint": f"{o}/logout",
-            "revocation_endpoint": f"{o}/revoke",
-            "jwks_uri": f"{o}/certs",
-            "backchannel_authentication_endpoint": f"{o}/ext/ciba/auth",
-            "grant_types_supported": [*SUPPORTED_GRANTS],
-            "response_types_supported": ["code"],
-            "response_modes_supported": ["query"],
-            "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": list(SIGNING_ALGS),
-            "userinfo_signing_alg_values_supported": list(SIGNING_ALGS),
-            "introspection_endpoint_auth_methods_supported": _AUTH_METHODS,
-            "revocation_endpoint_auth_methods_supported": _AUTH_METHODS,
-            "token_endpoint_auth_methods_supported": _AUTH_METHODS,
-            "backchannel_authentication_request_signing_alg_values_supported": list(SIGNING_ALGS),
-            "backchannel_token_delivery_modes_supported": ["poll"],
-            "backchannel_user_code_parameter_supported": False,
-            "tls_client_certificate_bound_access_tokens": False,
-            "code_challenge_methods_supported": ["S256"],
-            "scopes_supported": sorted(SUPPORTED_SCOPES),
-            "claims_supported": _CLAIMS,
-            "acr_values_supported": ["eidas1"],
-            "claims_parameter_supported": False,
-            "request_parameter_supported": False,
-            "request_uri_parameter_supported": False,
-            "frontchannel_logout_supported": False,
-            "backchannel_logout_supported": False,
-            "mtls_endpoint_aliases": {
-                "token_endpoint": f"{o}/token",
-                "introspection_endpoint": f"{o}/token/introspect",
-                "revocation_endpoint": f"{o}/revoke",
-                "userinfo_endpoint": f"{o}/userinfo",
-                "backchannel_authentication_endpoint": f"{o}/ext/ciba/auth",
-                "end_session_endpoint": f"{o}/logout",
-            },
-        }
+        return discovery(self.issuer)
 
     # ------------------------------------------------------------------ request helpers
-    async def _body(self, request: Request) -> bytes:
-        limit = self.config.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            try:
-                if int(declared) > limit:
-                    raise BodyTooLarge
-            except ValueError:
-                raise OAuthError("invalid_request", "Content-Length invalide") from None
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge
-            chunks.append(chunk)
-        return b"".join(chunks)
-
     async def _form(self, request: Request) -> dict[str, str]:
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        body = await self._body(request)
-        if ctype != "application/x-www-form-urlencoded":
-            raise OAuthError("invalid_request", "Content-Type application/x-www-form-urlencoded attendu")
-        try:
-            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=64)
-        except (UnicodeDecodeError, ValueError):
-            raise OAuthError("invalid_request", "corps de requête mal formé") from None
-        form: dict[str, str] = {}
-        for k, v in pairs:
-            if k in form:
-                raise OAuthError("invalid_request", f"paramètre répété : {k[:40]}")
-            if len(v) > 8192:
-                raise OAuthError("invalid_request", f"paramètre trop long : {k[:40]}")
-            form[k] = v
-        return form
+        return await read_form(request, self.config.max_body_bytes)
 
-    def _credentials(self, request: Request, form: dict[str, str]) -> Credentials:
-        basic, malformed = parse_basic(request.headers.get("authorization"))
-        cert = client_certificate(request.scope, self._trusted, self._verifier)
+    def _cert_dn(self, scope: Scope) -> str | None:
+        """The normalised subject DN of the caller's verified certificate, parsed once per
+        certificate (a keep-alive connection presents the same one on every request)."""
+        cert = client_certificate(scope, self._trusted, self._verifier)
+        if cert is None:
+            return None
+        dn = self._dn_cache.get(cert.der)
+        if dn is None:
+            if len(self._dn_cache) >= 4096:
+                self._dn_cache.clear()
+            dn = self._dn_cache[cert.der] = normalize_dn(cert.subject_dn)
+        return dn
+
+    def _credentials(self, scope: Scope, authorization: str | None, form: dict[str, str]) -> Credentials:
+        basic, malformed = parse_basic(authorization)
+        cid = basic[0] if basic else form.get("client_id")
+        if cid and cid not in self.provider.clients:
+            self.shared.sync(force=True)  # registered on another worker?
         return Credentials(
             client_id=form.get("client_id"),
             basic=basic,
             basic_malformed=malformed,
             secret_post=form.get("client_secret"),
-            cert_dn=normalize_dn(cert.subject_dn) if cert is not None else None,
+            cert_dn=self._cert_dn(scope),
         )
 
-    def _client(self, request: Request, form: dict[str, str], issuing: bool = False) -> Client:
+    def authenticated(
+        self, scope: Scope, authorization: str | None, form: dict[str, str], issuing: bool = False
+    ) -> Client:
         """Authenticate the client; ``issuing`` calls (CIBA, token) also pass the trust-space check."""
-        client = self.provider.authenticate(self._credentials(request, form))
+        client = self.provider.authenticate(self._credentials(scope, authorization, form))
         if issuing:
-            self._admit(request, client)
+            self._admit(scope, client)
         return client
 
-    def _admit(self, request: Request, client: Client) -> None:
+    def _client(self, request: Request, form: dict[str, str], issuing: bool = False) -> Client:
+        return self.authenticated(request.scope, request.headers.get("authorization"), form, issuing)
+
+    def _admit(self, scope: Scope, client: Client) -> None:
         """Trust-space mode: the client's certificate must belong to a valid habilitation.
 
         Checked on every call that issues something (CIBA request, token, refresh), so a
@@ -297,14 +222,14 @@ class PscSandbox:
         settings = self.config.trust_list
         if self.trust is None or settings is None or not settings.applies_to(client.trust_list_required):
             return
-        cert = client_certificate(request.scope, self._trusted, self._verifier)
+        cert = client_certificate(scope, self._trusted, self._verifier)
         if cert is None:
-            raise OAuthError(
-                "unauthorized_client", "Espace de Confiance : authentification mTLS par un certificat habilité requise"
+            raise UnauthorizedClientError(
+                "Espace de Confiance : authentification mTLS par un certificat habilité requise"
             )
         admission = self.trust.admit(cert.x5t_s256)
         if not admission.admitted:
-            raise OAuthError("unauthorized_client", f"Espace de Confiance : {admission.reason}")
+            raise UnauthorizedClientError(f"Espace de Confiance : {admission.reason}")
 
     # ------------------------------------------------------------------ endpoints
     async def well_known(self, _request: Request) -> Response:
@@ -314,42 +239,45 @@ class PscSandbox:
         """Keycloak's realm document (``GET /auth/realms/{realm}``), read by some adapters."""
         public = self.keys.signing_key("RS256").public_key
         der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        return _json(
-            {
-                "realm": REALM,
-                "public_key": base64.b64encode(der).decode(),
-                "token-service": f"{self.issuer}/protocol/openid-connect",
-                "account-service": f"{self.issuer}/account",
-                "tokens-not-before": 0,
-            }
-        )
+        return json_response(realm_document(self.issuer, base64.b64encode(der).decode()))
 
     async def certs(self, _request: Request) -> Response:
         return JSONResponse(self.keys.jwks(), headers={"Cache-Control": "no-cache"})
 
-    async def ciba_auth(self, request: Request) -> Response:
-        form = await self._form(request)
-        client = self._client(request, form, issuing=True)
+    # The two endpoints relying parties call most; ``hotpath`` serves their POSTs without
+    # Starlette's request objects, these handlers anything else that reaches them.
+    def ciba_request(self, scope: Scope, authorization: str | None, form: dict[str, str]) -> dict[str, Any]:
+        self.shared.sync(force=True)  # the request snapshots e-CPS policy and lifetimes
+        client = self.authenticated(scope, authorization, form, issuing=True)
         result = self.provider.ciba_start(client, form, self.clock())
         log.info("ciba request %s client=%s", result["auth_req_id"], client.client_id)
-        return _json(result)
+        return result
+
+    def token_request(self, scope: Scope, authorization: str | None, form: dict[str, str]) -> dict[str, Any]:
+        client = self.authenticated(scope, authorization, form, issuing=True)
+        return self.provider.token(client, form, self.clock())
+
+    async def ciba_auth(self, request: Request) -> Response:
+        form = await self._form(request)
+        return json_response(self.ciba_request(request.scope, request.headers.get("authorization"), form))
 
     async def token(self, request: Request) -> Response:
         form = await self._form(request)
-        client = self._client(request, form, issuing=True)
-        return _json(self.provider.token(client, form, self.clock()))
+        return json_response(self.token_request(request.scope, request.headers.get("authorization"), form))
 
     async def introspect(self, request: Request) -> Response:
         form = await self._form(request)
         client = self._client(request, form)
-        return _json(self.provider.introspect(client, form.get("token"), form.get("token_type_hint"), self.clock()))
+        return json_response(
+            self.provider.introspect(client, form.get("token"), form.get("token_type_hint"), self.clock())
+        )
 
     async def revoke(self, request: Request) -> Response:
         form = await self._form(request)
         client = self._client(request, form)
         hint = form.get("token_type_hint")
         if hint is not None and hint not in ("access_token", "refresh_token"):
-            raise OAuthError("unsupported_token_type", "token_type_hint non supporté")
+            raise UnsupportedTokenTypeError("token_type_hint non supporté")
         self.provider.revoke(client, form.get("token"), self.clock())
         return Response(status_code=200, headers={"Cache-Control": "no-store"})
 
@@ -362,7 +290,7 @@ class PscSandbox:
             form = await self._form(request) if request.headers.get("content-type") else {}
             if "access_token" in form:
                 if token is not None:
-                    raise OAuthError("invalid_request", "jeton d'accès transmis deux fois")
+                    raise InvalidRequestError("jeton d'accès transmis deux fois")
                 token = form["access_token"]
         claims, client = self.provider.userinfo(token, self.clock())
         wants_jwt = "application/jwt" in request.headers.get("accept", "")
@@ -372,14 +300,14 @@ class PscSandbox:
             signed["iat"] = int(self.clock())
             jwt = self.provider.signer.sign(signed, alg or self.provider.signing_alg)
             return Response(jwt, media_type="application/jwt", headers={"Cache-Control": "no-store"})
-        return _json(claims)
+        return json_response(claims)
 
     async def logout(self, request: Request) -> Response:
         now = self.clock()
         if request.method == "POST":
             form = await self._form(request)
         else:
-            form = _query(request)
+            form = query_params(request)
         if request.method == "POST" and "refresh_token" in form and "id_token_hint" not in form:
             self.provider.logout_by_refresh(self._client(request, form), form.get("refresh_token"))
             return Response(status_code=204)
@@ -387,13 +315,14 @@ class PscSandbox:
         session = self.provider.logout(form.get("id_token_hint"), target, now)
         if target:
             params = {"state": form["state"]} if "state" in form else {}
-            return RedirectResponse(_with_query(target, params), status_code=302)
+            return RedirectResponse(with_query(target, params), status_code=302)
         return HTMLResponse(pages.logged_out(session is not None))
 
     async def authorize(self, request: Request) -> Response:
+        self.shared.sync(force=True)
         now = self.clock()
         if request.method == "GET":
-            params = _query(request)
+            params = query_params(request)
             try:
                 client, tx = self.provider.authorize_request(params, now)
             except RedirectError as exc:
@@ -410,12 +339,15 @@ class PscSandbox:
         if not hmac.compare_digest(form.get("csrf", ""), self._form_token(tx_id)):
             return HTMLResponse(pages.error_page("formulaire invalide (jeton anti-rejeu)"), status_code=400)
         try:
+            channel = form.get("channel", "CARD")
+            if channel not in CHANNELS:
+                raise InvalidRequestError("moyen d'authentification inconnu")
             uri, query = self.provider.login_answer(
-                tx_id, form.get("national_id"), form.get("action") == "approve", now
+                tx_id, form.get("national_id"), form.get("action") == "approve", now, channel
             )
         except OAuthError as exc:
             return HTMLResponse(pages.error_page(exc.description), status_code=400)
-        return RedirectResponse(_with_query(uri, query), status_code=302)
+        return RedirectResponse(with_query(uri, query), status_code=302)
 
     def _form_token(self, value: str) -> str:
         return hmac.new(self._form_key, value.encode(), "sha256").hexdigest()
@@ -445,148 +377,19 @@ class PscSandbox:
         msg = "Demande approuvée" if approve else "Demande refusée"
         return RedirectResponse("/sandbox/ecps?" + urlencode({"msg": msg}), status_code=303)
 
-    # ------------------------------------------------------------------ admin API
-    def _admin(self, request: Request) -> None:
-        expected = self.config.admin_token
-        if not expected:
-            raise OAuthError("access_denied", "API d'administration désactivée (admin_token absent)", 403)
-        auth = request.headers.get("authorization", "")
-        given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise OAuthError("invalid_token", "jeton d'administration invalide", 401)
-
-    async def _json_body(self, request: Request) -> Any:
-        body = await self._body(request)
-        try:
-            return json.loads(body)
-        except (UnicodeDecodeError, ValueError):
-            raise OAuthError("invalid_request", "JSON invalide") from None
-
-    async def admin_identities(self, request: Request) -> Response:
-        self._admin(request)
-        if request.method == "GET":
-            return _json([i.summary() for i in self.provider.identities.values()])
-        data = await self._json_body(request)
-        try:
-            ident = Identity.model_validate(data)
-        except ValidationError as exc:
-            raise OAuthError("invalid_request", format_validation_error(exc, "identité")) from None
-        if ident.national_id in self.provider.identities:
-            raise OAuthError("invalid_request", "identifiant national déjà utilisé", 409)
-        self.register_identity(ident)
-        return _json(ident.summary(), 201)
-
-    async def admin_identity(self, request: Request) -> Response:
-        self._admin(request)
-        nid = request.path_params["national_id"]
-        ident = self.provider.identities.get(nid)
-        if ident is None:
-            raise OAuthError("invalid_request", "identité inconnue", 404)
-        return _json(
-            {**ident.model_dump(exclude_none=True), "ecps_effective": self.provider.policy_for(nid).model_dump()}
-        )
-
-    async def admin_ecps(self, request: Request) -> Response:
-        self._admin(request)
-        data = await self._json_body(request)
-        nid = request.path_params.get("national_id")
-        try:
-            policy = EcpsPolicy.model_validate(data)
-            self.set_ecps(policy.mode, policy.delay_ms, nid)
-        except ValidationError as exc:
-            raise OAuthError("invalid_request", format_validation_error(exc, "politique e-CPS")) from None
-        except KeyError:
-            raise OAuthError("invalid_request", "identité inconnue", 404) from None
-        return _json(policy.model_dump())
-
-    async def admin_clients(self, request: Request) -> Response:
-        self._admin(request)
-        if request.method == "GET":
-            return _json([c.describe() for c in self.provider.clients.values()])
-        data = await self._json_body(request)
-        try:
-            cfg = ClientConfig.model_validate(data)
-        except ValidationError as exc:
-            raise OAuthError("invalid_request", format_validation_error(exc, "client")) from None
-        if cfg.client_id in self.provider.clients:
-            raise OAuthError("invalid_request", "client_id déjà enregistré", 409)
-        return _json(self.register_client(cfg).describe(), 201)
-
-    async def admin_trust_list(self, request: Request) -> Response:
-        """The trust-space check as it stands: the guichet's list this sandbox enforces, which
-        clients it applies to, and (``?x5t=<x5t#S256>``) whether one certificate would be
-        admitted, with the reason a refusal gives. Why: when CIBA or a token is refused with
-        ``unauthorized_client``, the operator sees here what the sandbox knows."""
-        self._admin(request)
-        settings = self.config.trust_list
-        if self.trust is None or settings is None:
-            return _json({"enforced": False})
-        out: dict[str, Any] = {"enforced": True, "enforce": settings.enforce, **self.trust.status()}
-        out["clients"] = [
-            {"client_id": c.client_id, "checked": settings.applies_to(c.trust_list_required)}
-            for c in self.provider.clients.values()
-        ]
-        x5t = request.query_params.get("x5t")
-        if x5t is not None:
-            admission = self.trust.admit(x5t.strip())
-            out["certificate"] = {"x5t#S256": x5t.strip(), "admitted": admission.admitted, "reason": admission.reason}
-        return _json(out)
-
-    async def admin_ciba(self, request: Request) -> Response:
-        self._admin(request)
-        now = self.clock()
-        return _json(
-            [_ciba_view(r, self.provider.identities.get(r.national_id)) for r in self.provider.pending_ciba(now)]
-        )
-
-    async def admin_ciba_decide(self, request: Request) -> Response:
-        self._admin(request)
-        if request.path_params["action"] not in ("approve", "deny"):
-            raise OAuthError("invalid_request", "action inconnue (approve ou deny)", 404)
-        approve = request.path_params["action"] == "approve"
-        req = self.provider.ciba_decide(request.path_params["rid"], approve, self.clock())
-        return _json({"auth_req_id": req.id, "decision": req.decision})
-
-    async def admin_lifetimes(self, request: Request) -> Response:
-        self._admin(request)
-        if request.method == "GET":
-            return _json(self.provider.lifetimes.model_dump())
-        data = await self._json_body(request)
-        if not isinstance(data, dict):
-            raise OAuthError("invalid_request", "objet JSON attendu")
-        try:
-            return _json(self.set_lifetimes(**data).model_dump())
-        except ValidationError as exc:
-            raise OAuthError("invalid_request", format_validation_error(exc, "durées")) from None
-
-    async def admin_rotate(self, request: Request) -> Response:
-        self._admin(request)
-        self.rotate_keys()
-        return _json({"keys": [k["kid"] for k in self.keys.jwks()["keys"]]})
-
-    async def admin_end_session(self, request: Request) -> Response:
-        self._admin(request)
-        ended = self.provider.end_session(request.path_params["sid"])
-        return _json({"ended": ended}, 200 if ended else 404)
-
     async def health(self, _request: Request) -> Response:
-        return _json({"status": "ok", "issuer": self.issuer})
+        # ``worker``: which process answered (several share the socket with --workers N)
+        return json_response({"status": "ok", "issuer": self.issuer, "worker": os.getpid()})
 
     # ------------------------------------------------------------------ wiring
     def _build_app(self) -> Starlette:
         def wrap(fn: Handler) -> Handler:
             async def handler(request: Request) -> Response:
                 try:
+                    self.shared.sync()
                     return await fn(request)
                 except OAuthError as exc:
-                    headers: dict[str, str] = {}
-                    if exc.status == 401:
-                        path = request.url.path
-                        scheme = (
-                            "Bearer" if path.endswith("/userinfo") or path.startswith("/sandbox/admin") else "Basic"
-                        )
-                        headers["WWW-Authenticate"] = f'{scheme} realm="{REALM}", error="{exc.error}"'
-                    return oauth_error(exc.error, exc.description, exc.status, **headers)
+                    return oauth_error(exc.error, exc.description, exc.status, **error_headers(exc, request.url.path))
                 except BodyTooLarge:
                     return oauth_error("invalid_request", "corps de requête trop volumineux", 413)
                 except Exception:
@@ -612,17 +415,7 @@ class PscSandbox:
             r(f"{OIDC}/auth", self.authorize, ["GET", "POST"]),
             r("/sandbox/ecps", self.ecps_page, ["GET"]),
             r("/sandbox/ecps/{rid}/{action:str}", self.ecps_decide, ["POST"]),
-            r("/sandbox/admin/identities", self.admin_identities, ["GET", "POST"]),
-            r("/sandbox/admin/identities/{national_id}", self.admin_identity, ["GET"]),
-            r("/sandbox/admin/identities/{national_id}/ecps", self.admin_ecps, ["PUT"]),
-            r("/sandbox/admin/ecps", self.admin_ecps, ["PUT"]),
-            r("/sandbox/admin/clients", self.admin_clients, ["GET", "POST"]),
-            r("/sandbox/admin/trust-list", self.admin_trust_list, ["GET"]),
-            r("/sandbox/admin/ciba", self.admin_ciba, ["GET"]),
-            r("/sandbox/admin/ciba/{rid}/{action:str}", self.admin_ciba_decide, ["POST"]),
-            r("/sandbox/admin/lifetimes", self.admin_lifetimes, ["GET", "PUT"]),
-            r("/sandbox/admin/keys/rotate", self.admin_rotate, ["POST"]),
-            r("/sandbox/admin/sessions/{sid}/end", self.admin_end_session, ["POST"]),
+            *(r(path, fn, methods) for path, fn, methods in AdminApi(self).routes()),
             r("/health", self.health, ["GET"]),
         ]
         app = Starlette(routes=routes, lifespan=self._lifespan)
@@ -640,83 +433,22 @@ class PscSandbox:
                 self.trust.stop()
 
 
-_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "tls_client_auth"]
-_CLAIMS = [
-    "sub",
-    "iss",
-    "aud",
-    "exp",
-    "iat",
-    "auth_time",
-    "acr",
-    "nonce",
-    "sid",
-    "session_state",
-    "SubjectNameID",
-    "preferred_username",
-    "given_name",
-    "family_name",
-    "email_verified",
-    "SubjectOrganization",
-    "SubjectOrganizationID",
-    "SubjectRole",
-    "Secteur_Activite",
-    "Mode_Acces_Raison",
-    "Acces_Regulation_Medicale",
-    "UITVersion",
-    "Palier_Authentification",
-    "PSI_Locale",
-    "otherIds",
-    "SubjectRefPro",
-]
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(
-        json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode(),
-        status_code=status,
-        media_type="application/json",
-        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
-    )
-
-
-def _query(request: Request) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in request.query_params.multi_items():
-        if k in out:
-            raise OAuthError("invalid_request", f"paramètre répété : {k[:40]}")
-        out[k] = v
-    return out
-
-
-def _with_query(uri: str, params: dict[str, str]) -> str:
-    parts = urlsplit(uri)
-    query = parts.query + ("&" if parts.query and params else "") + urlencode(params)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+def error_headers(exc: OAuthError, path: str) -> dict[str, str]:
+    """RFC 6750 §3 / RFC 6749 §5.2: a 401 names the authentication scheme that failed."""
+    if exc.status != 401:
+        return {}
+    scheme = "Bearer" if path.endswith("/userinfo") or path.startswith("/sandbox/admin") else "Basic"
+    return {"WWW-Authenticate": f'{scheme} realm="{REALM}", error="{exc.error}"'}
 
 
 def _redirect_error(exc: RedirectError, issuer: str) -> Response:
     params = {"error": exc.error, "error_description": exc.description, "iss": issuer}
     if exc.state is not None:
         params["state"] = exc.state
-    return RedirectResponse(_with_query(exc.redirect_uri, params), status_code=302)
+    return RedirectResponse(with_query(exc.redirect_uri, params), status_code=302)
 
 
-def _ciba_view(r: Any, ident: Identity | None) -> dict[str, Any]:
-    return {
-        "auth_req_id": r.id,
-        "client_id": r.client_id,
-        "national_id": r.national_id,
-        "name": f"{ident.given_name} {ident.family_name}" if ident else None,
-        "binding_message": r.binding_message,
-        "channel": r.channel,
-        "scope": r.scope,
-        "expires_at": r.expires_at,
-        "mode": r.mode,
-    }
-
-
-def create_app(config: PscConfig, clock: Callable[[], float] = time.time) -> Starlette:
+def create_app(config: PscConfig, clock: Callable[[], float] = time.time) -> HotPath:
     """The ASGI app; ``app.state.sandbox`` is the ``PscSandbox`` (runtime knobs for tests)."""
     return PscSandbox(config, clock).app
 

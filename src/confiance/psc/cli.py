@@ -12,7 +12,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from confiance.core.config import ConfigError, load_config
+from confiance.core.cli_config import EXIT_FAILURE, fail, load_cli_config
+from confiance.core.config import ConfigError
 
 from .config import PscConfig
 
@@ -27,41 +28,44 @@ ConfigOpt = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="Fichier de conf
 
 
 def _load(config: Path) -> PscConfig:
-    try:
-        return load_config(config, PscConfig)
-    except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+    return load_cli_config(config, PscConfig)
 
 
 @app.command()
-def serve(config: Path = ConfigOpt) -> None:
+def serve(
+    config: Path = ConfigOpt,
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        "-w",
+        min=1,
+        max=64,
+        help="Processus workers (partagent le store ; défaut : workers du fichier).",
+    ),
+) -> None:
     """Démarre le bac à sable (HTTPS si la section tls est configurée)."""
     from confiance.core import logs
-    from confiance.core.server import ServiceConfig
-    from confiance.core.server import serve as run
-    from confiance.core.tls import ClientAuth, ServerTLS
 
-    from .app import PscSandbox
+    from .serve import serve as run
 
     cfg = _load(config)
     logs.setup()
     try:
-        sandbox = PscSandbox(cfg)
+        run(cfg, config, workers if workers is not None else cfg.workers)
     except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-    tls = None
-    if cfg.tls is not None:
-        tls = ServerTLS(
-            cert=cfg.tls.cert,
-            key=cfg.tls.key,
-            ca_bundle=cfg.tls.ca_bundle,
-            crl=cfg.tls.crl,
-            client_auth=ClientAuth.OPTIONAL if cfg.tls.ca_bundle else ClientAuth.NONE,
-        )
-    console.print(f"Bac à sable PSC : émetteur {sandbox.issuer}", highlight=False)
-    run(sandbox.app, ServiceConfig(host=cfg.host, port=cfg.port, tls=tls, limit_concurrency=4096))
+        fail(str(exc))
+
+
+@app.command(hidden=True)
+def worker(config: Path = ConfigOpt, fd: int = typer.Option(..., "--fd")) -> None:
+    """Un worker de `serve --workers N` (socket d'écoute hérité du parent)."""
+    from confiance.core import logs
+
+    from .serve import run_worker, worker_socket
+
+    cfg = _load(config)
+    logs.setup()
+    run_worker(cfg, worker_socket(fd))
 
 
 class Admin:
@@ -70,8 +74,7 @@ class Admin:
     def __init__(self, config: Path) -> None:
         cfg = _load(config)
         if not cfg.admin_token:
-            console.print("[red]admin_token absent de la configuration : API d'administration désactivée[/red]")
-            raise typer.Exit(2)
+            fail("admin_token absent de la configuration : API d'administration désactivée")
         self.base = cfg.issuer_base()
         from confiance.core.tls import client_context
 
@@ -82,13 +85,11 @@ class Admin:
         try:
             r = self.http.request(method, self.base + "/sandbox/admin" + path, json=body)
         except httpx.HTTPError as exc:
-            console.print(f"[red]bac à sable injoignable ({self.base}) : {exc}[/red]")
-            raise typer.Exit(1) from None
+            fail(f"bac à sable injoignable ({self.base}) : {exc}", EXIT_FAILURE)
         data = r.json() if r.content else None
         if r.status_code >= 400:
             msg = data.get("error_description", r.text) if isinstance(data, dict) else r.text
-            console.print(f"[red]erreur {r.status_code} : {msg}[/red]")
-            raise typer.Exit(1)
+            fail(f"erreur {r.status_code} : {msg}", EXIT_FAILURE)
         return data
 
 
@@ -114,8 +115,7 @@ def identities_create(
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        console.print(f"[red]lecture impossible de {file} : {exc}[/red]")
-        raise typer.Exit(2) from None
+        fail(f"lecture impossible de {file} : {exc}")
     admin = Admin(config)
     for item in data if isinstance(data, list) else [data]:
         created = admin.call("POST", "/identities", item)

@@ -109,10 +109,26 @@ class PscConfig(StrictModel):
     # Extra identities (YAML file, same format as the seeded data file) and whether to seed.
     identities_file: Path | None = None
     seed_identities: bool = True
-    # Where admin-API additions (clients, identities) are saved so they survive restarts.
+    # Legacy JSON file of admin-API additions (read at start if present; the store keeps them now).
     state_file: Path | None = None
+    # Live state (sessions, refresh families, CIBA requests, revocations, admin additions):
+    # "memory", "sqlite:///path/to/file.sqlite3" or "redis://host:port/db". Default: SQLite
+    # next to state_file or keys_path, else memory (one process only).
+    store: str | None = Field(default=None, pattern=r"^(memory|sqlite:.+|rediss?://.+|unix://.+)$")
+    store_prefix: str = Field(default="psc:", min_length=1, max_length=64)
+    # Worker processes of `confiance psc serve` (they share the store; memory needs 1).
+    workers: int = Field(default=1, ge=1, le=64)
     # Trust-space mode: admit a client only while the guichet lists a valid habilitation for its certificate.
     trust_list: TrustListSettings | None = None
+
+    def store_url(self) -> str:
+        if self.store:
+            return self.store
+        if self.state_file is not None:
+            return f"sqlite:///{self.state_file.with_suffix('.sqlite3').resolve()}"
+        if self.keys_path is not None:
+            return f"sqlite:///{self.keys_path.with_name('psc-state.sqlite3').resolve()}"
+        return "memory"
 
     def issuer_base(self, bound_port: int | None = None) -> str:
         if self.base_url:

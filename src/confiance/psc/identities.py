@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError
 
 from confiance.core.config import ConfigError, StrictModel, format_validation_error
 
+from .acr import AcrLevel, Channel
 from .config import EcpsPolicy
 
 NATIONAL_ID_RE = re.compile(r"^8[0-9]{11}$")
@@ -82,6 +83,9 @@ class Exercice(StrictModel):
     activities: list[Activity] = Field(default_factory=list)
 
 
+DEFAULT_MEANS: dict[Channel, AcrLevel] = {"CARD": "eidas1", "MOBILE": "eidas1"}
+
+
 class Identity(StrictModel):
     """One fictitious professional; ``ecps`` overrides the default e-CPS policy."""
 
@@ -92,6 +96,9 @@ class Identity(StrictModel):
     email: str | None = None
     exercices: list[Exercice] = Field(min_length=1)
     ecps: EcpsPolicy | None = None
+    # Means of authentication: channel -> eIDAS level PSC answers with (acr). A channel
+    # absent here is one this professional cannot use (e.g. no CPS card: no CARD).
+    auth_means: dict[Channel, AcrLevel] = Field(default_factory=lambda: dict(DEFAULT_MEANS), min_length=1)
 
     @property
     def sub(self) -> str:
@@ -106,6 +113,7 @@ class Identity(StrictModel):
             "family_name": self.family_name,
             "profession": PROFESSIONS.get(ex.codeProfession, ex.codeProfession),
             "codeProfession": ex.codeProfession,
+            "auth_means": dict(self.auth_means),
         }
 
     def claims(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from confiance.core.config import dump_toml
+from confiance.core.files import write_atomic
 from confiance.core.launch import LaunchContext, ServiceLaunch, confiance_argv
 from confiance.pki import normalize_dn
 
@@ -44,6 +45,8 @@ def prepare(ctx: LaunchContext) -> ServiceLaunch:
         "keys_path": str(state / "keys.json"),
         "state_file": str(state / "state.json"),
         "signing_alg": opts.get("signing_alg", "RS256"),
+        # SQLite store next to state.json (sessions survive a restart of `up`); more workers on request
+        "workers": int(opts.get("workers", 1)),
         "tls": {
             "cert": ctx.server_cert.cert_path,
             "key": ctx.server_cert.key_path,
@@ -73,8 +76,7 @@ def prepare(ctx: LaunchContext) -> ServiceLaunch:
     if opts.get("identities_file"):
         cfg["identities_file"] = str(opts["identities_file"])
     cfg["trust_list"] = ctx.trust_list_section(opts, state / "trust-list.json")
-    path.write_text(dump_toml(cfg))
-    path.chmod(0o600)
+    write_atomic(path, dump_toml(cfg), mode=0o600)  # holds the admin token and client secrets
 
     issuer = base + REALM_PATH
     svc = ctx.service("psc")

@@ -55,6 +55,10 @@ def login_page(client: Any, tx_id: str, identities: Iterable[Identity], csrf: st
         f"<input type='hidden' name='csrf' value='{escape(csrf)}'>"
         "<p><label for='national_id'>Professionnel de santé fictif :</label><br>"
         f"<select id='national_id' name='national_id'>{options}</select></p>"
+        "<fieldset><legend>Moyen d'authentification</legend>"
+        "<label><input type='radio' name='channel' value='CARD' checked> Carte CPS</label> "
+        "<label><input type='radio' name='channel' value='MOBILE'> e-CPS (application mobile)</label>"
+        "</fieldset>"
         "<button class='ok' name='action' value='approve'>Se connecter</button>"
         "<button name='action' value='deny'>Refuser</button></form>"
     )

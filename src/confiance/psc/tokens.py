@@ -9,25 +9,22 @@ time goes (RS256 ~1 ms, ES256 ~0.05 ms). Verification goes through the shared st
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from confiance.core.encoding import b64url
 from confiance.core.jose import KeyStore, TokenError, verify_jws, verify_jwt
 
 from .config import SIGNING_ALGS
 
 __all__ = ["JwtSigner", "TokenError", "at_hash", "b64url"]
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def at_hash(access_token: str) -> str:
@@ -63,7 +60,7 @@ class JwtSigner:
         if alg not in SIGNING_ALGS:
             raise ValueError(f"algorithme de signature non supporté: {alg}")
         _kid, h64, priv = self._prepared(alg, typ)
-        payload = b64url(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode())
+        payload = b64url(orjson.dumps(claims))  # compact UTF-8, like json.dumps(separators, ensure_ascii=False)
         signing_input = f"{h64}.{payload}".encode("ascii")
         if alg == "ES256":
             assert isinstance(priv, ec.EllipticCurvePrivateKey)

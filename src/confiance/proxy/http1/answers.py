@@ -5,20 +5,20 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+from confiance.core.errors import ConfianceError
+
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers (with length), body
 Respond = Callable[[Answer], None]
 
 
-class HttpError(Exception):
+class HttpError(ConfianceError):
     """A refusal by the HTTP layer itself (malformed or oversized request): status, a
     stable code and a message for the caller. The server's ``render_error`` turns it into
     the answer's bytes, so the application decides its error format."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(message, code=code)
         self.status = status
-        self.code = code
-        self.message = message
 
 
 INTERNAL_ERROR = HttpError(500, "INTERNAL_ERROR", "erreur interne du serveur")

@@ -23,16 +23,19 @@ from typing import Any
 
 import httptools
 
+from confiance.core.errors import ConfianceError
+
 from .outbox import Outbox
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
-class UpstreamError(Exception):
+class UpstreamError(ConfianceError):
     """A request the upstream did not answer usably; ``kind`` names which subclass, as the
     label operators see in metrics."""
 
     kind = "protocol"
+    code = "UPSTREAM_ERROR"
 
     def __init__(self, detail: str = "") -> None:
         super().__init__(f"{self.kind}: {detail}")
@@ -42,12 +45,14 @@ class UpstreamDown(UpstreamError):
     """The connection could not be opened (refused, unreachable, TLS handshake failed)."""
 
     kind = "down"
+    code = "UPSTREAM_DOWN"
 
 
 class UpstreamTimeout(UpstreamError):
     """No complete answer in time (connecting, or the request's own limit)."""
 
     kind = "timeout"
+    code = "UPSTREAM_TIMEOUT"
 
 
 class UpstreamProtocol(UpstreamError):

@@ -24,7 +24,7 @@ import httptools
 from confiance.core.server import tls_extension
 
 from .answers import INTERNAL_ERROR, Answer, HttpError, Refused
-from .asgi_bridge import asgi_exchange
+from .asgi_bridge import Streamed, asgi_exchange
 
 if TYPE_CHECKING:
     from .server import Http1Server
@@ -66,10 +66,11 @@ class Request:
     version: str
     body: bytes = b""
     expect_continue: bool = False
+    reserved: int = 0  # body bytes reserved for it on the server (released once answered)
 
 
 # Header names the parser callbacks look at (RFC 9112 rules below); others pass untouched.
-_WATCHED = frozenset({b"host", b"expect", b"transfer-encoding", b"upgrade"})
+_WATCHED = frozenset({b"expect", b"transfer-encoding", b"upgrade"})
 
 
 class DateHeader:
@@ -99,21 +100,23 @@ class Connection(asyncio.Protocol):
     * a request to the fast route that announces a body (or ``Expect: 100-continue``) is
       judged from its head (``admit``) before its body is read; refused, it is answered
       and the connection closed without reading the body;
-    * bodies held for queued or unanswered requests are bounded per connection and per
-      server: over the bound, the connection is not read until answers free memory;
+    * bodies held for unanswered requests are bounded per connection and per server: a
+      body is read only once its size (Content-Length, or the body limit when chunked) is
+      reserved; otherwise reading waits until answers release reservations. One request
+      at a time is always admitted, so waiting always ends;
     * missing (HTTP/1.1) or repeated ``Host`` → 400, a version other than 1.0/1.1 → 505,
       a transfer coding other than ``chunked`` alone → 501, an ``Expect`` other than
       ``100-continue`` → 417.
     """
 
-    def __init__(self, server: Http1Server) -> None:
+    def __init__(self, server: Http1Server, admin: bool = False) -> None:
         self.server = server
+        self.admin = admin  # accepted on an admin listener: no fast route, the app is told
         self.fast_prefix = server.fast_prefix
-        self.fast = server.fast
-        self.admit = server.admit
+        self.fast = None if admin else server.fast
+        self.admit = None if admin else server.admit
         self.limits = server.limits
         self._max_head = server.limits.max_header_bytes
-        self._conn_budget = server.limits.max_buffered_bytes_per_connection
         self.loop = server.loop
         self._now = server.clock or server.loop.time
         self.outbox = server.outbox
@@ -128,14 +131,16 @@ class Connection(asyncio.Protocol):
         self.write_paused = False
         self.last_active = self._now()
         self.request_started: float | None = None  # first byte of a request not yet complete
-        self.held = 0  # body bytes received and not yet answered (memory bound)
+        self.held = 0  # body bytes received and not yet answered (measured)
+        self.reserved = 0  # body bytes reserved on the server for unanswered requests
+        self.awaiting_memory = False  # a body waits for its reservation: not read meanwhile
+        self._pending: tuple[Request, int] | None = None  # that request and the bytes it needs
         self._final: Answer | None = None  # the refusal that ends this connection, once earlier answers are out
         self._admitting: Request | None = None  # a head being judged by an awaited ``admit``
         # Per-request parse state
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_size = 0
-        self._hosts = 0
         self._chunked = False
         self._upgrade = False
         self._current: Request | None = None
@@ -144,6 +149,7 @@ class Connection(asyncio.Protocol):
         self._expect_continue = False
         self._handling: Request | None = None  # the request being answered (one at a time)
         self._respond_bound = self._respond  # bound once: the fast route's callback
+        self._writable: asyncio.Event | None = None  # a streamed answer waits on it (made then)
 
     @property
     def busy(self) -> bool:
@@ -162,9 +168,11 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        if self._writable is not None:
+            self._writable.set()
         self.server.connections.discard(self)
         self.queue.clear()
-        self._release(self.held)
+        self._free_all()
 
     def data_received(self, data: bytes) -> None:
         if self._final is not None or self.closing:
@@ -187,8 +195,6 @@ class Connection(asyncio.Protocol):
                 self._refuse(self.server.render_error(_UNSUPPORTED_VERSION))
             else:
                 self._refuse(self.server.render_error(_invalid("requête HTTP invalide")))
-        if self.held:
-            self.update_reading()
 
     def pause_writing(self) -> None:
         # The client is not reading its responses: stop reading its requests.
@@ -197,6 +203,8 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self._writable is not None:
+            self._writable.set()
         self.update_reading()
 
     # ------------------------------------------------------------------ httptools callbacks
@@ -214,13 +222,8 @@ class Connection(asyncio.Protocol):
         if self._head_size > self._max_head:
             raise self._head_too_large()
         name = name.lower()
-        if name in _WATCHED:
-            if name == b"host":
-                self._hosts += 1
-                if self._hosts > 1:
-                    raise _invalid("en-tête Host répété")
-            else:
-                self._watch(name, value)
+        if name in _WATCHED:  # rare: Host is counted once the head is complete
+            self._watch(name, value)
         self._headers.append((name, value))
 
     def _watch(self, name: bytes, value: bytes) -> None:
@@ -241,8 +244,6 @@ class Connection(asyncio.Protocol):
         version = p.get_http_version()
         if version != "1.1" and version != "1.0":
             raise _UNSUPPORTED_VERSION
-        if self._hosts != 1 and version == "1.1":
-            raise _invalid("en-tête Host manquant")
         method = p.get_method().decode("ascii")
         if (self._upgrade and p.should_upgrade()) or method == "CONNECT":
             # A protocol switch or a tunnel: refused before the request is queued.
@@ -251,8 +252,12 @@ class Connection(asyncio.Protocol):
         req = Request(method, self._url, self._headers, keep_alive, version)
         self._current = req
         announced = self._chunked
+        declared = 0
+        hosts = 0
         for k, v in self._headers:
-            if k == b"content-length":
+            if k == b"host":
+                hosts += 1
+            elif k == b"content-length":
                 try:
                     declared = int(v)
                 except ValueError:
@@ -260,8 +265,23 @@ class Connection(asyncio.Protocol):
                 if declared > self.limits.max_body_bytes:
                     raise self._too_large()
                 announced = declared > 0
+        if hosts != 1 and (hosts > 1 or version == "1.1"):
+            raise _invalid("en-tête Host manquant" if hosts == 0 else "en-tête Host répété")
         expect = self._expect_continue
         req.expect_continue = expect
+        if announced:
+            need = declared if not self._chunked else self.limits.max_body_bytes
+            if self.awaiting_memory:
+                # An earlier request of this read waits for memory; this one's bytes came in
+                # the same read (already in memory): counted, and nothing more is read.
+                self.server.force_reserve(self, need)
+                req.reserved = need
+            elif self.server.reserve(self, need):
+                req.reserved = need
+            else:
+                self._pending = (req, need)
+                self.awaiting_memory = True
+                self.update_reading()
         if (announced or expect) and self.admit is not None and self._url.startswith(self.fast_prefix):
             # The caller is judged from the head, before any of its body is read.
             verdict = self.admit(req.method, self._url, self._headers)
@@ -300,7 +320,7 @@ class Connection(asyncio.Protocol):
             self._refuse(refusal)
         elif req in self.queue:
             self.queue.remove(req)
-            self._release(len(req.body))
+            self._free(req)
             self._refuse(refusal)
         # else: already handed to its handler, which judges the caller again and answers.
 
@@ -311,10 +331,7 @@ class Connection(asyncio.Protocol):
             raise self._too_large()
         self._body.append(body)
         self.held += n
-        server = self.server
-        server.held += n
-        if server.held > server.held_peak:
-            server.held_peak = server.held
+        self.server.hold(n)
 
     def on_message_complete(self) -> None:
         req = self._current
@@ -322,6 +339,8 @@ class Connection(asyncio.Protocol):
             self._reset_parse()
             return
         self._current = None
+        if self._pending is not None and self._pending[0] is req:
+            self._complete_unreserved(req, self._pending[1])
         if self._body:
             req.body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
             self._body = []
@@ -330,7 +349,6 @@ class Connection(asyncio.Protocol):
         self._headers = []
         self._head_size = 0
         self._body_size = 0
-        self._hosts = 0
         self._chunked = False
         self._upgrade = False
         self._expect_continue = False
@@ -348,7 +366,6 @@ class Connection(asyncio.Protocol):
         self._headers = []
         self._head_size = 0
         self._body_size = 0
-        self._hosts = 0
         self._chunked = False
         self._upgrade = False
         self._expect_continue = False
@@ -388,7 +405,52 @@ class Connection(asyncio.Protocol):
         self._respond(answer)
 
     async def _asgi(self, req: Request) -> None:
-        self._respond(await asgi_exchange(self.server.app, self, req, self.server.scheme, self.server.render_error))
+        answer = await asgi_exchange(self.server.app, self, req, self.server.scheme, self.server.render_error)
+        if isinstance(answer, Streamed):
+            await self._stream(req, answer)
+        else:
+            self._respond(answer)
+
+    async def _stream(self, req: Request, s: Streamed) -> None:
+        """Send a response as the app produces it (chunked; HTTP/1.0: until close), waiting
+        while the client does not read. An app failure mid-body closes the connection
+        without the terminator: the client sees a truncated response, not a complete one."""
+        chunked = req.version != "1.0"
+        keep_alive = req.keep_alive and chunked and not self.server.stopping
+        complete = False
+        try:
+            if self.transport is None or self.closing:
+                return
+            head = [STATUS_LINES.get(s.status) or _status_line(s.status), self.server.date.value]
+            for k, v in s.headers:
+                head += (k, b": ", v, b"\r\n")
+            if chunked:
+                head.append(b"transfer-encoding: chunked\r\n")
+            if not keep_alive:
+                head.append(b"connection: close\r\n")
+            head.append(b"\r\n")
+            self._writable = asyncio.Event()
+            self.outbox.write(self.transport, b"".join(head))
+            async for chunk in s:
+                if self._gone():
+                    return
+                if chunk:
+                    self.outbox.write(self.transport, b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                    self.last_active = self._now()
+                if self.write_paused:  # the client reads slowly: produce no further meanwhile
+                    self._writable.clear()
+                    if self.write_paused:
+                        await self._writable.wait()
+            if s.failed or self._gone():
+                self.close()
+                return
+            if chunked:
+                self.outbox.write(self.transport, b"0\r\n\r\n")
+            complete = True
+        finally:
+            if not complete:  # the client went away (or we stop): the app stops producing
+                s.stop()
+        self._respond_done(req, keep_alive)
 
     def _respond(self, answer: Answer, close: bool = False) -> None:
         """Answer the request being handled, then go on with the connection."""
@@ -398,10 +460,17 @@ class Connection(asyncio.Protocol):
         status, headers, body = answer
         keep_alive = req.keep_alive and not close and not self.server.stopping
         self._write(status, headers, body if req.method != "HEAD" else b"", keep_alive)
+        self._respond_done(req, keep_alive)
+
+    def _gone(self) -> bool:
+        return self.transport is None or self.closing
+
+    def _respond_done(self, req: Request, keep_alive: bool) -> None:
+        """The answer to ``req`` is written: close, or go on with the next request."""
         self.last_active = self._now()
         self._handling = None
-        if req.body:
-            self._release(len(req.body))
+        if req.reserved or req.body:
+            self._free(req)
         if not keep_alive:
             self.close()
             return
@@ -421,8 +490,18 @@ class Connection(asyncio.Protocol):
         self._final = answer
         self.request_started = None
         if self._body:
-            self._release(sum(len(b) for b in self._body))
+            self.held -= (n := sum(len(b) for b in self._body))
+            self.server.unhold(n)
             self._body = []
+        current = self._current
+        if current is not None and current.reserved:  # refused: its body will never come
+            self.reserved -= current.reserved
+            self.server.unreserve(current.reserved)
+            current.reserved = 0
+        if self._pending is not None:
+            self._pending = None
+            self.awaiting_memory = False
+            self.server.waiting.pop(self, None)
         self.update_reading()
         if self._handling is None and not self.queue:
             self._write_final()
@@ -447,7 +526,7 @@ class Connection(asyncio.Protocol):
         """Close now, after what is queued for this connection."""
         self.closing = True
         self.queue.clear()
-        self._release(self.held)
+        self._free_all()
         if self.transport is not None and not self.transport.is_closing():
             self.outbox.flush()  # an answer queued for this connection goes out first
             self.transport.close()
@@ -459,30 +538,54 @@ class Connection(asyncio.Protocol):
         return _over_limit(431, "HEADERS_TOO_LARGE", "en-têtes", self._max_head)
 
     # ------------------------------------------------------------------ reading and memory
-    def _release(self, n: int) -> None:
-        """Body bytes no longer held (answered, refused, or the connection gone)."""
-        if n <= 0:
-            return
-        self.held -= n
-        self.server.release(n)
+    def _complete_unreserved(self, req: Request, need: int) -> None:
+        """A body that waited for memory arrived whole in reads already made: it is held,
+        so it is counted; reading may go on."""
+        self.server.waiting.pop(self, None)
+        self._pending = None
+        self.server.force_reserve(self, need)
+        req.reserved = need
+        self.awaiting_memory = False
+        self.update_reading()
+
+    def _free(self, req: Request) -> None:
+        """An answered (or dropped) request's body and reservation are given back."""
+        if req.body:
+            self.held -= len(req.body)
+            self.server.unhold(len(req.body))
+        if req.reserved:
+            self.reserved -= req.reserved
+            self.server.unreserve(req.reserved)
+            req.reserved = 0
+
+    def _free_all(self) -> None:
+        """The connection is gone: everything it held or reserved is given back."""
+        self.server.waiting.pop(self, None)
+        self._pending = None
+        self.awaiting_memory = False
+        held, reserved, self.held, self.reserved = self.held, self.reserved, 0, 0
+        if held:
+            self.server.unhold(held)
+        if reserved:
+            self.server.unreserve(reserved)
+
+    def granted(self, need: int) -> None:
+        """(Called by the server, which reserved ``need`` bytes.) The body waiting for
+        memory may be read now."""
+        if self._pending is not None:
+            self._pending[0].reserved = need
+            self._pending = None
+        self.awaiting_memory = False
+        self.update_reading()
 
     def update_reading(self) -> None:
-        """(Also called by the server when memory is freed.) Read, or not: paused while the client does not read its answers, while enough
-        requests are queued, while a head is judged, after a refusal, and while the bodies
-        held exceed this connection's or the server's bound (answers free them)."""
+        """Read, or not: paused while the client does not read its answers, while enough
+        requests are queued, while a head is judged, after a refusal, and while a body
+        waits for memory to be reserved."""
         if self.closing or self.transport is None:
             return
-        server = self.server
-        over_memory = bool(self.held) and (
-            (self.held > self._conn_budget and (self._handling is not None or bool(self.queue)))
-            or server.held > server.limits.max_buffered_bytes
-        )
-        if over_memory:
-            server.memory_paused.add(self)
-        else:
-            server.memory_paused.discard(self)
         pause = (
-            over_memory
+            self.awaiting_memory
             or self.write_paused
             or len(self.queue) >= PIPELINE_MAX
             or self._final is not None

@@ -112,9 +112,10 @@ class Http1Server:
         self.fast_prefix = fast_prefix
         self.fast = fast
         self.admit = admit
-        self.held = 0  # body bytes held by all connections (Connection.held)
+        self.held = 0  # body bytes held by all connections (measured: Connection.held)
         self.held_peak = 0
-        self.memory_paused: set[Connection] = set()  # not read until memory is freed
+        self.reserved = 0  # body bytes reserved for unanswered requests (the bound)
+        self.waiting: dict[Connection, int] = {}  # bodies waiting for a reservation, in order
         self.render_error = render_error
         self._on_start = on_start
         self._on_stop = on_stop
@@ -131,6 +132,9 @@ class Http1Server:
         self.stopping = False
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.on_started: Callable[[], None] | None = None  # called once listening
+        # Listeners for operators only (/readyz, /metrics): no fast route there, and the app
+        # sees scope["confiance.listener"] == "admin" (set before serve()).
+        self.admin_sockets: list[socket.socket] = []
 
     async def serve(self, sockets: list[socket.socket]) -> None:
         self.loop = asyncio.get_running_loop()
@@ -140,6 +144,9 @@ class Http1Server:
         try:
             for sock in sockets:
                 srv = await self.loop.create_server(lambda: Connection(self), sock=sock, ssl=self.tls, backlog=2048)
+                servers.append(srv)
+            for sock in self.admin_sockets:
+                srv = await self.loop.create_server(lambda: Connection(self, admin=True), sock=sock, ssl=self.tls)
                 servers.append(srv)
             if threading.current_thread() is threading.main_thread():
                 for sig in (signal.SIGINT, signal.SIGTERM):
@@ -165,12 +172,45 @@ class Http1Server:
             if self._on_stop is not None:
                 await self._on_stop()
 
-    def release(self, n: int) -> None:
-        """``n`` body bytes were freed: connections paused for the server's bound may read again."""
+    # -- memory for request bodies: reserved before a body is read, released once answered
+    def reserve(self, conn: Connection, n: int) -> bool:
+        """Reserve ``n`` bytes for a body of ``conn``; False: it waits (``conn.granted()`` later)."""
+        if self._fits(conn, n):
+            self.reserved += n
+            conn.reserved += n
+            return True
+        self.waiting[conn] = n
+        return False
+
+    def _fits(self, conn: Connection, n: int) -> bool:
+        # A lone request always fits (server-wide, and on its connection): waiting ends.
+        limits = self.limits
+        return (self.reserved == 0 or self.reserved + n <= limits.max_buffered_bytes) and (
+            conn.reserved == 0 or conn.reserved + n <= limits.max_buffered_bytes_per_connection
+        )
+
+    def force_reserve(self, conn: Connection, n: int) -> None:
+        """Count ``n`` bytes that are in memory already (they came in a read already made)."""
+        self.reserved += n
+        conn.reserved += n
+
+    def unreserve(self, n: int) -> None:
+        """``n`` reserved bytes were given back: grant waiting bodies that now fit, in order."""
+        self.reserved -= n
+        for conn, need in list(self.waiting.items()):
+            if self._fits(conn, need):
+                del self.waiting[conn]
+                self.reserved += need
+                conn.reserved += need
+                conn.granted(need)
+
+    def hold(self, n: int) -> None:
+        self.held += n
+        if self.held > self.held_peak:
+            self.held_peak = self.held
+
+    def unhold(self, n: int) -> None:
         self.held -= n
-        if self.memory_paused and self.held <= self.limits.max_buffered_bytes:
-            for conn in list(self.memory_paused):
-                conn.update_reading()
 
     def _request_exit(self) -> None:
         self.should_exit = True

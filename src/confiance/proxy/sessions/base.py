@@ -13,11 +13,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+from confiance.core.errors import ConfianceError
+
 from ..domain import Session
 
 
-class StoreUnavailable(RuntimeError):
+class StoreUnavailable(ConfianceError, RuntimeError):
     """The session store cannot be reached; callers answer 503."""
+
+    code = "SESSION_STORE_UNAVAILABLE"
 
 
 class SessionStore(ABC):
