@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -42,7 +43,13 @@ def signer_for(pki: Pki, organisation: str, workdir: Path) -> signers.SimpleSign
 
 
 def sign_pdf(pdf: bytes, signer: signers.SimpleSigner) -> bytes:
-    """PAdES baseline signature over the whole file, in a new signature field."""
+    """PAdES baseline signature over the whole file, in a new signature field (on a thread
+    of its own: pyHanko's sync API cannot run inside Playwright's event loop)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(_sign, pdf, signer).result()
+
+
+def _sign(pdf: bytes, signer: signers.SimpleSigner) -> bytes:
     writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False)
     meta = signers.PdfSignatureMetadata(field_name="Signature1", subfilter=SigSeedSubFilter.PADES)
     out = signers.PdfSigner(meta, signer, new_field_spec=SigFieldSpec("Signature1")).sign_pdf(writer)
