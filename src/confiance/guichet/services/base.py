@@ -169,6 +169,13 @@ class ServiceCore:
             return [self.pki.root_cert.public_bytes(serialization.Encoding.PEM)]
         return []
 
+    def pentest_crls(self) -> list[bytes]:
+        """The CRLs of the PKI whose root is trusted (none with a configured bundle: the
+        auditors' CAs publish nothing this offline guichet can read)."""
+        if self.settings.pentest_trust_bundle is None and self.pki is not None and self.pki.crl_path.exists():
+            return [self.pki.crl_path.read_bytes()]
+        return []
+
     @property
     def validity_years(self) -> int:
         return self.settings.validity_years or self.parcours.validity_years

@@ -207,7 +207,9 @@ def check_evidence(
         # PASSI auditor, unaltered since (PAdES, chained to a trusted root)?
         raw = svc.files.get(data.file_sha256 or "")
         text, _ = pentest_pdf.read_report(raw)
-        sig = pentest_signature.verify(raw, pentest_signature.load_roots(svc.pentest_roots()), passi, svc.clock())
+        roots = pentest_signature.load_roots(svc.pentest_roots())
+        crls = pentest_signature.load_crls(svc.pentest_crls())
+        sig = pentest_signature.verify(raw, roots, passi, svc.clock(), crls)
         pdf = pentest_pdf.check_first_page(text, sig.signed, p.application_name, p.application_version, True)
         checks: dict[str, Any] = {
             "eligible": True,
