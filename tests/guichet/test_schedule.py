@@ -139,3 +139,23 @@ def test_schedule_runs_the_job_inside_the_service(guichet: Guichet, guichet_serv
         schedule.stop()
     assert guichet.admin.ok(guichet.admin.get(f"/api/habilitations/{elp['id']}"))["status"] == "expiree"
     assert schedule.runs >= 1
+
+
+def test_healthz_and_readyz(guichet: Guichet, guichet_service: GuichetService) -> None:
+    live = guichet.http.get("/healthz")
+    assert live.status_code == 200 and live.json() == {"status": "ok", "component": "guichet"}
+    ready = guichet.http.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"] == {
+        "database": {"ok": True, "detail": ""},
+        "trust_list_key": {"ok": True, "detail": ""},
+    }
+    guichet_service.db.engine.dispose()  # the pool is rebuilt on demand: still ready
+    assert guichet.http.get("/readyz").status_code == 200
+    original = guichet_service.keys.jwks
+    guichet_service.keys.jwks = lambda: {"keys": []}  # type: ignore[method-assign]
+    try:
+        r = guichet.http.get("/readyz")
+        assert r.status_code == 503 and r.json()["checks"]["trust_list_key"]["ok"] is False
+    finally:
+        guichet_service.keys.jwks = original  # type: ignore[method-assign]

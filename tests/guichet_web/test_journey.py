@@ -80,6 +80,9 @@ def test_elp_journey_from_sign_in_to_habilitation(site: Site, browser, tmp_path:
     cand.get_by_label("Rapport signé (PDF)").set_input_files(str(pdf))
     cand.get_by_role("button", name="Déposer le test d'intrusion").click()
     assert "rapport éligible" in _flash(cand), _flash(cand)
+    # the PDF itself backs nothing here (no readable first page, no signature): flagged, not refused
+    pen = cand.locator("#chap-test_intrusion").inner_text()
+    assert "le rapport PDF est illisible" in pen and "n'est pas signé" in pen, pen
 
     # conformity report: a failing one is refused with the reason, a passing one accepted
     bad = tmp_path / "rapport-echec.jws"
@@ -110,6 +113,7 @@ def test_elp_journey_from_sign_in_to_habilitation(site: Site, browser, tmp_path:
 
     # --- verifier: a complement for "transport", accept the rest
     ver.goto(f"{site.url}/ans/candidatures/{cid}")
+    assert "PDF non signé" in ver.locator("#chap-test_intrusion").inner_text()
     shot(ver, "06-verificateur-instruction")
     transport = ver.locator("#chap-transport")
     transport.get_by_label(re.compile("Motif communiqué")).fill("Joignez la configuration TLS du point d'accès public.")

@@ -150,3 +150,44 @@ def test_withdrawn_habilitation_shown_on_its_dossier(site: Site, browser) -> Non
     state = page.locator("#hab-state").inner_text()
     assert re.search("retirée", state) and "proxy non maintenu" in state
     assert PASSWORD  # the module's shared password stays in use by login()
+
+
+def test_wizard_reports_every_error_beside_its_field(site: Site, browser) -> None:
+    """An empty wizard: every missing field at once, each beside its field, linked from the
+    summary; then a half-filled ELU keeps what was typed and points at the missing proxy.
+    Nothing is created by a refused wizard."""
+    svc = site.service
+    me = principal(svc, site.accounts["mandataire_a"])
+    before = len(svc.list_solutions(me, mine=True))
+    page = login(browser, site, "mandataire_a")
+    page.goto(site.url + "/candidatures/nouvelle")
+    page.get_by_role("button", name="Enregistrer le brouillon").click()
+    summary = page.locator("#erreurs").inner_text()
+    for label in ("Profil demandé", "Composants", "Nom du logiciel", "Version candidate"):
+        assert label in summary, (label, summary)
+    assert "choisissez le profil demandé" in page.locator("#f-role-err").inner_text()
+    assert "au moins un composant" in page.locator("#f-components-err").inner_text()
+    assert "obligatoire" in page.locator("#f-software_name-err").inner_text()
+    assert "obligatoire" in page.locator("#f-software_version-err").inner_text()
+    assert page.locator("#f-software_version").get_attribute("aria-invalid") == "true"
+    assert page.locator("#erreurs a[href='#f-software_name']").count() == 1
+    shot(page, "37-assistant-erreurs")
+
+    page.get_by_role("radio", name=re.compile("^ELU")).check()
+    page.get_by_label("Nom de la nouvelle solution").fill("Logiciel Gardé")
+    page.get_by_role("checkbox", name="LPS — logiciel utilisateur", exact=True).check()
+    page.get_by_label("Nom du composant LPS").fill("lps gardé!")  # not a valid component name
+    page.get_by_label("Nom du logiciel").fill("Logiciel Gardé")
+    page.get_by_label("Numéros NRU").fill("NRU-1")
+    page.get_by_role("button", name="Enregistrer le brouillon").click()
+    summary = page.locator("#erreurs").inner_text()
+    assert "Version candidate" in summary and "Proxy e-Santé utilisé" in summary, summary
+    assert "Nom du composant LPS" in summary and "format invalide" in page.locator("#f-comp-LPS-err").inner_text()
+    assert "doit nommer le Proxy e-Santé" in page.locator("#f-proxy-err").inner_text()
+    assert page.locator("#f-role-err").count() == 0 and page.locator("#f-software_name-err").count() == 0
+    # what was typed is kept
+    assert page.get_by_role("radio", name=re.compile("^ELU")).is_checked()
+    assert page.get_by_label("Nom du logiciel").input_value() == "Logiciel Gardé"
+    assert page.get_by_label("Nom du composant LPS").input_value() == "lps gardé!"
+    assert page.locator("#f-nru").input_value() == "NRU-1"
+    assert len(svc.list_solutions(me, mine=True)) == before

@@ -21,8 +21,11 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import text as sa_text
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from confiance.core.health import CheckResult, Health
 
 from . import schemas as sc
 from .domain.model import Role, SolutionKind
@@ -119,6 +122,23 @@ def create_app(
     @app.get("/health", tags=["public"])
     def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    # /healthz (alive) and /readyz (database answers, trust-list key usable), as every service
+    def database() -> CheckResult:
+        with service.db.read() as s:
+            s.execute(sa_text("SELECT 1"))
+        return CheckResult(True)
+
+    async def database_ok() -> CheckResult:
+        result: CheckResult = await run_in_threadpool(database)
+        return result
+
+    def signing_key() -> CheckResult:
+        keys = service.jwks().get("keys") or []
+        return CheckResult(bool(keys), "" if keys else "aucune clé de signature de la liste de confiance")
+
+    probes = Health("guichet", {"database": database_ok, "trust_list_key": signing_key})
+    app.router.routes.extend(probes.routes())
 
     @app.get(
         "/trust-list",

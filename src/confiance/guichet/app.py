@@ -31,6 +31,7 @@ def build_service(cfg: GuichetConfig, **overrides: Any) -> GuichetService:
             trust_list_ttl_seconds=cfg.trust_list_ttl_seconds,
             token_ttl_days=cfg.token_ttl_days,
             issuer=cfg.public_url.rstrip("/"),
+            pentest_trust_bundle=cfg.pentest_trust_bundle,
         ),
         pki=Pki(cfg.pki_dir) if cfg.pki_dir is not None else None,
         conformity_verifier=verifier,

@@ -25,6 +25,7 @@ class GuichetConfig(StrictModel):
     validity_years: int | None = Field(default=None, ge=1, le=10)  # default from parcours.yaml (3)
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     conformity_jwks_file: Path | None = None  # the conformity tool's published JWKS
+    pentest_trust_bundle: Path | None = None  # roots for pentest PDF signers (default: pki_dir's root)
     conformity_max_age_days: int = Field(default=90, ge=1)
     trust_list_ttl_seconds: int = Field(default=3600, ge=60)
     token_ttl_days: int = Field(default=90, ge=1, le=3650)

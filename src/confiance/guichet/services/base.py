@@ -12,9 +12,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
+from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -121,6 +123,8 @@ class ServiceSettings:
     login_max_failures: int = 10
     login_window_seconds: float = 900.0
     issuer: str = "http://127.0.0.1:8000"
+    # PEM bundle of the roots a pentest report's signer must chain to (default: the PKI's root)
+    pentest_trust_bundle: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -154,6 +158,23 @@ class ServiceCore:
         # argon2id with the library's defaults (RFC 9106 low-memory profile); tests pass a cheaper one
         self.hasher = password_hasher or PasswordHasher()
         self.trust_list_cache: tuple[int, dt.datetime, str] | None = None
+
+    def pentest_roots(self) -> list[bytes]:
+        """PEM roots a pentest report's signer must chain to: the configured bundle, else
+        the root of the PKI the guichet holds, else none (signatures then reported unverified)."""
+        bundle = self.settings.pentest_trust_bundle
+        if bundle is not None:
+            return [bundle.read_bytes()]
+        if self.pki is not None:
+            return [self.pki.root_cert.public_bytes(serialization.Encoding.PEM)]
+        return []
+
+    def pentest_crls(self) -> list[bytes]:
+        """The CRLs of the PKI whose root is trusted (none with a configured bundle: the
+        auditors' CAs publish nothing this offline guichet can read)."""
+        if self.settings.pentest_trust_bundle is None and self.pki is not None and self.pki.crl_path.exists():
+            return [self.pki.crl_path.read_bytes()]
+        return []
 
     @property
     def validity_years(self) -> int:

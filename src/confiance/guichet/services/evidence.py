@@ -17,7 +17,7 @@ from ..db import (
     PassiProvider,
     StoredFile,
 )
-from ..domain import conformity, pentest, pentest_pdf
+from ..domain import conformity, pentest, pentest_pdf, pentest_signature
 from ..domain import workflow as wf
 from ..domain.errors import DomainError, IllegalTransition
 from ..domain.labels import MEDIA, label, label_of
@@ -203,17 +203,25 @@ def check_evidence(
                 problems=list(verdict.problems),
                 ko=verdict.ko_counts,
             )
-        # the PDF itself: does its first page state what was typed, and is it signed?
-        text, signed = pentest_pdf.read_report(svc.files.get(data.file_sha256 or ""))
-        pdf = pentest_pdf.check_first_page(text, signed, p.application_name, p.application_version, True)
+        # the PDF itself: does its first page state what was typed, and is it signed by a
+        # PASSI auditor, unaltered since (PAdES, chained to a trusted root)?
+        raw = svc.files.get(data.file_sha256 or "")
+        text, _ = pentest_pdf.read_report(raw)
+        roots = pentest_signature.load_roots(svc.pentest_roots())
+        crls = pentest_signature.load_crls(svc.pentest_crls())
+        sig = pentest_signature.verify(raw, roots, passi, svc.clock(), crls)
+        pdf = pentest_pdf.check_first_page(text, sig.signed, p.application_name, p.application_version, True)
         checks: dict[str, Any] = {
             "eligible": True,
             "ko": verdict.ko_counts,
             "checked_on": today.isoformat(),
-            "pdf": {"lisible": pdf.readable, "signe": pdf.signed},
+            "pdf": {"lisible": pdf.readable, "signe": sig.signed, "signature_valide": sig.valid},
         }
-        if pdf.problems:
-            checks["problems"] = pdf.problems
+        if sig.organisation is not None:
+            checks["pdf"]["signataire"] = sig.organisation
+        problems = pdf.problems + sig.problems
+        if problems:
+            checks["problems"] = problems
         return checks, p.model_dump(mode="json")
     if data.kind is EvidenceKind.CONFORMITY:
         if data.conformity_report is None:

@@ -26,6 +26,7 @@ from . import pages_certificates as certs
 from . import pages_company as comp
 from . import pages_pentest as pent
 from . import pages_solutions as sols
+from . import pages_wizard as wiz
 from .common import (
     ANS_ROLE_LABELS,
     BADGE_TONES,
@@ -155,8 +156,8 @@ def web_routes(
         ("/inscription", "register_post", auth.register_submit, ["POST"], {"login": False}),
         # candidate side
         ("/tableau-de-bord", "dashboard", cand.dashboard, ["GET"], {"candidate": True}),
-        ("/candidatures/nouvelle", "wizard", cand.wizard_form, ["GET"], {"candidate": True}),
-        ("/candidatures/nouvelle", "wizard_post", cand.wizard_submit, ["POST"], {"candidate": True}),
+        ("/candidatures/nouvelle", "wizard", wiz.wizard_form, ["GET"], {"candidate": True}),
+        ("/candidatures/nouvelle", "wizard_post", wiz.wizard_submit, ["POST"], {"candidate": True}),
         ("/candidatures/{cid}", "candidature", cand.candidature, ["GET"], {"candidate": True}),
         ("/candidatures/{cid}/modifier", "candidature_edit", cand.candidature_edit, ["POST"], {"candidate": True}),
         ("/candidatures/{cid}/soumettre", "candidature_submit", cand.candidature_submit, ["POST"], {"candidate": True}),

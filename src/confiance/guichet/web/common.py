@@ -14,6 +14,7 @@ from ..domain.model import (
     ChapterStatus,
     ComponentKind,
     EvidenceKind,
+    EvidenceStatus,
     HabilitationState,
     HabilitationStatus,
     OrgRole,
@@ -180,6 +181,7 @@ TEMPLATE_ENUMS: dict[str, Any] = {
     "CH": ChapterStatus,
     "HS": HabilitationStatus,
     "HST": HabilitationState,
+    "ES": EvidenceStatus,
     "STEP": StepStatus,
     "IN_PROGRESS": IN_PROGRESS,
 }

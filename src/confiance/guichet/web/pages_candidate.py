@@ -20,20 +20,15 @@ from starlette.responses import Response
 from .. import schemas as sc
 from ..domain.model import (
     ChapterStatus,
-    ComponentKind,
     EvidenceKind,
     EvidenceStatus,
-    Role,
-    SolutionKind,
     habilitation_state,
 )
 from ..domain.workflow import EDITABLE_CHAPTER
 from .common import (
     COMMITMENTS,
-    COMPONENT_KINDS,
     MATURITY,
     PATHS,
-    ROLE_LABELS_STR,
     attempt,
     read_or_raise,
     validation_messages,
@@ -58,7 +53,7 @@ def _int(value: str) -> int | None:
     return v if 1 <= v <= 2**31 - 1 else None
 
 
-def _slug(name: str, kind: str) -> str:
+def slug(name: str, kind: str) -> str:
     """A default component name the registry accepts (ASCII letters, digits, . _ -)."""
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
     base = re.sub(r"[^A-Za-z0-9._-]+", "-", ascii_name).strip("-._").lower()[:50]
@@ -114,161 +109,6 @@ def _next_action(status: str, accepted: int, total: int) -> str:
 def _progress(status: str) -> int:
     return {"brouillon": 10, "formulaire_soumis": 25, "depot_preuves": 34, "college": 85, "accordee": 100}.get(
         status, 0
-    )
-
-
-# ------------------------------------------------------------------ wizard
-def _wizard_ctx(rq: Rq, values: dict[str, Any], errors: list[str]) -> dict[str, Any]:
-    svc, me = _svc(rq), _principal(rq)
-    habs = svc.list_habilitations(me, only_valid=True)
-    q = rq.query.get("q", "")[:200]
-    # operators rely on habilitated solutions of any company, found by editor, name or version
-    found = svc.list_habilitations(me, only_valid=True, q=q) if q else habs
-    return {
-        "q": q,
-        "habilitated_proxies": [h for h in found if h.role == Role.ELP],
-        "habilitated_software": [h for h in found if h.role == Role.ELU],
-        "title": "Nouvelle candidature",
-        "v": values,
-        "errors": errors,
-        "roles": [(r.value, ROLE_LABELS_STR[r.value]) for r in Role],
-        "paths": PATHS,
-        "solutions": svc.list_solutions(me, mine=True),
-        "component_kinds": COMPONENT_KINDS,
-        "maturity_items": MATURITY,
-        "commitments": COMMITMENTS,
-        "elp_habs": [h for h in habs if h.role == Role.ELP],
-        "osp_habs": [h for h in habs if h.role == Role.OSP],
-    }
-
-
-def wizard_form(rq: Rq) -> Response:
-    values: dict[str, Any] = {
-        "role": rq.query.get("role", ""),
-        "component_kinds": [],
-        "maturity": [],
-        "commitments": [],
-    }
-    renew = _int(rq.query.get("renouvelle", ""))
-    if renew is not None:
-        # Renewal is a new candidature for the same profile and solution (current evidence).
-        h = read_or_raise(_svc(rq).get_habilitation, _principal(rq), renew)
-        if h.organisation_id != _principal(rq).organisation_id:
-            raise NotFound
-        values.update(
-            role=h.role.value,
-            solution_id=str(h.solution_id),
-            renews_habilitation_id=str(h.id),
-            software_name=h.solution_name,
-        )
-    return rq.render("wizard.html", **_wizard_ctx(rq, values, []))
-
-
-def wizard_submit(rq: Rq) -> Response:
-    svc, me = _svc(rq), _principal(rq)
-    v: dict[str, Any] = {
-        k: rq.f(k)
-        for k in (
-            "renews_habilitation_id",
-            "role",
-            "level",
-            "path",
-            "solution_id",
-            "solution_name",
-            "software_name",
-            "software_version",
-            "description",
-            "nru_numbers",
-            "proxy_solution_id",
-            "osp_habilitation_id",
-        )
-    }
-    v["component_kinds"] = rq.flist("component_kind")
-    v["maturity"] = rq.flist("maturity")
-    v["commitments"] = rq.flist("commitment")
-    for kind, _ in COMPONENT_KINDS:
-        v["component_name_" + kind] = rq.f("component_name_" + kind)
-    errors: list[str] = []
-    try:
-        role = Role(v["role"])
-    except ValueError:
-        return rq.render(
-            "wizard.html", status=422, **_wizard_ctx(rq, v, ["Choisissez le profil demandé (ELU, ELP, OSU ou OSP)."])
-        )
-    if v["solution_id"] in ("", "new"):
-        kind = SolutionKind.PROXY if role.is_proxy else SolutionKind.USER
-        comps = []
-        for k in v["component_kinds"]:
-            try:
-                ck = ComponentKind(k)
-            except ValueError:
-                continue
-            comps.append(
-                {"kind": ck, "name": v["component_name_" + k] or _slug(v["solution_name"] or v["software_name"], k)}
-            )
-        try:
-            sol_in = sc.SolutionIn(name=v["solution_name"] or v["software_name"], kind=kind, components=comps)  # type: ignore[arg-type]
-        except ValidationError as exc:
-            return rq.render(
-                "wizard.html", status=422, **_wizard_ctx(rq, v, ["Solution : " + m for m in validation_messages(exc)])
-            )
-        new_solution: sc.SolutionIn | None = sol_in
-        solution_id = None
-    else:
-        new_solution = None
-        solution_id = _int(v["solution_id"]) or 0
-    nru = [x.strip() for x in v["nru_numbers"].splitlines() if x.strip()]
-    try:
-        data = sc.CandidatureIn(
-            role=role,
-            level=v["level"] or "edc",  # type: ignore[arg-type]
-            path=v["path"] or "trust_space",
-            solution_id=solution_id,
-            new_solution=new_solution,
-            proxy_solution_id=_int(v["proxy_solution_id"]) if role is Role.ELU else None,
-            osp_habilitation_id=_int(v["osp_habilitation_id"]) if role is Role.OSU else None,
-            software_name=v["software_name"],
-            software_version=v["software_version"],
-            description=v["description"],
-            nru_numbers=nru,
-            maturity={k: True for k, _ in MATURITY if k in v["maturity"]},
-            renews_habilitation_id=_int(v["renews_habilitation_id"]),
-        )
-    except ValidationError as exc:
-        return rq.render("wizard.html", status=422, **_wizard_ctx(rq, v, validation_messages(exc)))
-    cand, err = attempt(svc.create_candidature, me, data)
-    if err is not None or cand is None:
-        errors = [err.text, *err.details] if err else ["candidature refusée"]
-        return rq.render("wizard.html", status=422, **_wizard_ctx(rq, v, errors))
-    if rq.f("intent") == "submit":
-        accepted = set(v["commitments"])
-        if accepted != {k for k, _ in COMMITMENTS}:
-            return rq.redirect(
-                rq.url("candidature", cid=cand.id),
-                Flash(
-                    "info",
-                    f"Brouillon n° {cand.id} enregistré. Acceptez les trois engagements pour soumettre le formulaire.",
-                ),
-            )
-        _, err = attempt(
-            svc.submit_form,
-            me,
-            cand.id,
-            sc.CommitmentsIn(
-                version=cand.version,
-                respect_referentiels_cgu=True,
-                exactitude_informations=True,
-                acceptation_audits=True,
-            ),
-        )
-        if err is not None:
-            return rq.redirect(rq.url("candidature", cid=cand.id), err)
-        return rq.redirect(
-            rq.url("candidature", cid=cand.id),
-            Flash("ok", f"Candidature n° {cand.id} soumise à l'ANS : un vérificateur va examiner le formulaire."),
-        )
-    return rq.redirect(
-        rq.url("candidature", cid=cand.id), Flash("ok", f"Brouillon de candidature n° {cand.id} enregistré.")
     )
 
 
