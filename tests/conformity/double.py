@@ -175,6 +175,9 @@ class DoubleProxy:
                 "channel": str(channel),
             },
         )
+        if r.status_code >= 500:  # PSC down: the contract's 503
+            self.trace("CONNECT_FAILURE", request, nid)
+            return self.error(503, "PSC_UNAVAILABLE", "Pro Santé Connect est indisponible")
         if r.status_code != 200:
             self.trace("CONNECT_FAILURE", request, nid)
             return self.error(404, "not_found", "utilisateur inconnu", **meta)

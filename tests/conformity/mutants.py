@@ -285,6 +285,11 @@ def _upstream_errors_as_500(w: Wire, _s: dict[str, Any]) -> None:
         w.status = 500
 
 
+def _psc_failure_as_500(w: Wire, _s: dict[str, Any]) -> None:
+    if w.path == "/connect" and w.status == 503:
+        w.status = 500
+
+
 def front_mutations(psc_issuer: str, clients: set[str]) -> dict[str, tuple[Mutation, set[str]]]:
     """Wire-level defects and the checks that must fail on each, and only those."""
     return {
@@ -300,6 +305,7 @@ def front_mutations(psc_issuer: str, clients: set[str]) -> dict[str, tuple[Mutat
         "psc_token_to_lps": ((None, _tokens_in_body(psc_issuer)), {"exposure.psc_tokens"}),
         "query_dropped": ((_drop_query, None), {"send.query"}),
         "upstream_failures_as_500": ((None, _upstream_errors_as_500), {"send.upstream_failures"}),
+        "psc_failure_as_500": ((None, _psc_failure_as_500), {"connect.psc_unavailable"}),
         "no_path_safety": ((_normalise_send_path, None), {"send.path_safety"}),
         "sessions_keyed_by_user": ((_sessions_by_user(clients), _remember_sessions), {"connect.other_lps"}),
     }

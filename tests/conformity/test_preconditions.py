@@ -23,6 +23,7 @@ NEEDS_SANDBOX = {
     "connect.replay",
     "connect.denied",
     "connect.no_answer",
+    "connect.psc_unavailable",
     "disconnect.psc_session",
     "beyond.refresh",
     "beyond.idle_expiry",

@@ -84,6 +84,21 @@ class PscSandbox:
         if resp.status_code != 200:
             raise Unverifiable(f"bac à sable : politique e-CPS refusée ({resp.status_code})")
 
+    def outage(self, ev: Evidence | None, seconds: float) -> None:
+        """Make the sandbox's protocol endpoints answer 503 for ``seconds`` (it ends by itself)."""
+        resp = self._call(
+            ev, "POST", "/sandbox/admin/outage", {"seconds": seconds, "mode": "503"}, label="bac à sable : panne de PSC"
+        )
+        if resp.status_code in (404, 405):
+            raise Unverifiable("le bac à sable ne sait pas simuler une panne (POST /sandbox/admin/outage)")
+        if resp.status_code != 200 or not resp.json().get("active"):
+            raise Unverifiable(f"bac à sable : panne simulée refusée ({resp.status_code})")
+
+    def end_outage(self, ev: Evidence | None) -> None:
+        resp = self._call(ev, "DELETE", "/sandbox/admin/outage", label="bac à sable : fin de la panne de PSC")
+        if resp.status_code != 200 or resp.json().get("active"):
+            raise Unverifiable(f"bac à sable : la panne simulée n'a pas pu être levée ({resp.status_code})")
+
     def pending_ciba(self, ev: Evidence | None) -> list[dict[str, Any]]:
         resp = self._call(ev, "GET", "/sandbox/admin/ciba", label="bac à sable : demandes CIBA en attente")
         if resp.status_code != 200:

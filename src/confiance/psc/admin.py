@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .app import Handler, PscSandbox
 
 PREFIX = "/sandbox/admin"
+MAX_OUTAGE = 600.0  # an outage always ends by itself, even if whoever started it never comes back
 
 
 class AdminApi:
@@ -154,6 +155,26 @@ class AdminApi:
         ended = self.sb.provider.end_session(request.path_params["sid"])
         return json_response({"ended": ended}, 200 if ended else 404)
 
+    async def outage(self, request: Request) -> Response:
+        """``POST {"seconds": N, "mode": "503"}``: the protocol endpoints (``/auth/…``: CIBA,
+        token, introspection, end-session, discovery, JWKS) answer 503 for N seconds, or until
+        ``DELETE``; ``GET`` tells whether one is in force. Why: a conformity tool must see how a
+        proxy answers when PSC is down without taking the proxy's PSC away."""
+        self._check(request)
+        if request.method == "DELETE":
+            self.sb.end_outage()
+        elif request.method == "POST":
+            data = await self._json(request)
+            if not isinstance(data, dict):
+                raise InvalidRequestError("objet JSON attendu")
+            seconds, mode = data.get("seconds"), data.get("mode", "503")
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= MAX_OUTAGE:
+                raise InvalidRequestError(f"seconds : durée en secondes attendue, entre 0 et {MAX_OUTAGE:.0f}")
+            if mode != "503":
+                raise InvalidRequestError("mode : seul « 503 » est proposé")
+            return json_response(self.sb.set_outage(float(seconds), mode))
+        return json_response(self.sb.outage_view())
+
     def routes(self) -> list[tuple[str, Handler, list[str]]]:
         p = PREFIX
         return [
@@ -168,6 +189,7 @@ class AdminApi:
             (f"{p}/lifetimes", self.lifetimes, ["GET", "PUT"]),
             (f"{p}/keys/rotate", self.rotate, ["POST"]),
             (f"{p}/sessions/{{sid}}/end", self.end_session, ["POST"]),
+            (f"{p}/outage", self.outage, ["GET", "POST", "DELETE"]),
         ]
 
 

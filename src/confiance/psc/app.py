@@ -143,6 +143,31 @@ class PscSandbox:
             self.shared.set_ecps_overrides({**self.provider.ecps_overrides, national_id: policy})
         return policy
 
+    def set_outage(self, seconds: float, mode: str = "503") -> dict[str, Any]:
+        """Test hook: play "PSC is down" on the protocol endpoints for ``seconds`` (bounded, so
+        a tool that dies mid-check never leaves the sandbox down); admin routes stay up."""
+        outage = {"until": self.clock() + seconds, "mode": mode}
+        self.shared.set_outage(outage)
+        return self.outage_view()
+
+    def end_outage(self) -> None:
+        self.shared.set_outage(None)
+
+    def outage_now(self) -> dict[str, Any] | None:
+        """The outage in force at this instant (every worker sees it within ``shared.interval``)."""
+        self.shared.sync()
+        outage = self.shared.outage
+        if outage is None or float(outage.get("until", 0)) <= self.clock():
+            return None
+        return outage
+
+    def outage_view(self) -> dict[str, Any]:
+        outage = self.outage_now()
+        if outage is None:
+            return {"active": False}
+        remaining = round(float(outage["until"]) - self.clock(), 3)
+        return {"active": True, "mode": outage.get("mode", "503"), "remaining_seconds": remaining}
+
     def clear_ecps_overrides(self) -> None:
         self.shared.set_ecps_overrides({})
 

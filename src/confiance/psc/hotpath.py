@@ -33,6 +33,7 @@ _JSON_HEADERS = [
     (b"pragma", b"no-cache"),
 ]
 _FORM = "application/x-www-form-urlencoded"
+PROTOCOL_PREFIX = "/auth/"  # what relying parties call (Keycloak paths); not /sandbox/*, not health
 
 
 class HotPath:
@@ -53,6 +54,13 @@ class HotPath:
         return state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(PROTOCOL_PREFIX) and self.sandbox.outage_now():
+            # the admin outage switch: every protocol endpoint answers as a PSC that is down
+            body = _error("temporarily_unavailable", "Pro Santé Connect indisponible (panne simulée)")
+            headers = [*_JSON_HEADERS, (b"retry-after", b"1"), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 503, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
         endpoint = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
         if endpoint is None:
             await self.app(scope, receive, send)

@@ -59,6 +59,7 @@ class SharedSettings:
     _base_clients: dict[str, Client] = field(default_factory=dict)
     _base_identities: dict[str, Identity] = field(default_factory=dict)
     _keys_generation: int = 0
+    outage: dict[str, Any] | None = None  # {"until": epoch seconds, "mode": "503"} while PSC plays down
 
     def __post_init__(self) -> None:
         self._base_clients = dict(self.provider.clients)
@@ -87,6 +88,10 @@ class SharedSettings:
         self.provider.ecps_overrides = dict(overrides)
         data = {nid: p.model_dump() for nid, p in overrides.items()}
         self.store.put_entry("settings", "ecps_overrides", data)
+
+    def set_outage(self, outage: dict[str, Any] | None) -> None:
+        self.outage = outage
+        self.store.put_entry("settings", "outage", outage or {})
 
     def keys_rotated(self) -> None:
         self._keys_generation = self._keys_generation + 1
@@ -122,6 +127,7 @@ class SharedSettings:
             p.lifetimes = Lifetimes.model_validate(settings["lifetimes"])
         if "ecps_default" in settings:
             p.ecps_default = EcpsPolicy.model_validate(settings["ecps_default"])
+        self.outage = settings.get("outage") or None
         keys = int(settings.get("keys", {}).get("generation", 0))
         if keys != self._keys_generation:
             self._keys_generation = keys

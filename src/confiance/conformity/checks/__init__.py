@@ -11,6 +11,7 @@ from .connect import (
     check_malformed,
     check_no_answer,
     check_other_lps,
+    check_psc_unavailable,
     check_replay,
     check_session_state,
     check_unknown_client,
@@ -156,6 +157,13 @@ CHECKS: tuple[CheckDef, ...] = (
         "Refus sur l'e-CPS",
         "L'utilisateur refuse sur l'e-CPS → statut d'échec, aucune session.",
         check_denied,
+    ),
+    CheckDef(
+        "connect.psc_unavailable",
+        "PSC indisponible",
+        "Bac à sable PSC mis en panne par l'outil : /connect → 503 avec {code, message} (jamais 500), sans session ; "
+        "panne levée : /connect → 200.",
+        check_psc_unavailable,
     ),
     CheckDef(
         "connect.no_answer",

@@ -282,6 +282,21 @@ class Campaign:
         finally:
             self.psc.set_lifetimes(ev, **{k: previous[k] for k in values if k in previous})
 
+    @contextmanager
+    def psc_outage(self, ev: Evidence, seconds: float) -> Iterator[None]:
+        """The sandbox plays "PSC down" (bounded, so a crash here never leaves it down)."""
+        self.psc.outage(ev, seconds)
+        try:
+            self.wait(ev, OUTAGE_PROPAGATION, "que chaque processus du bac à sable applique la panne")
+            yield
+        finally:
+            self.psc.end_outage(ev)
+            self.wait(ev, OUTAGE_PROPAGATION, "que chaque processus du bac à sable lève la panne")
+
+
+# The sandbox's workers reload admin settings at most every 0.25 s (psc ``shared.interval``).
+OUTAGE_PROPAGATION = 0.3
+
 
 def json_any(resp: httpx.Response) -> Any:
     try:

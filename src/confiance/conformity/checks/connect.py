@@ -258,3 +258,27 @@ def check_no_answer(c: Campaign, ev: Evidence) -> None:
     require(resp.status_code >= 400, f"HTTP {resp.status_code} alors que l'utilisateur n'a pas répondu")
     require(session_cookie(resp) is None, "cookie de session posé sans authentification")
     _probe_no_session(c, ev, nid)
+
+
+def check_psc_unavailable(c: Campaign, ev: Evidence) -> None:
+    """PSC down → the contract's 503 (never 500), no session; PSC back → /connect works again."""
+    c.need_sandbox()  # switching the sandbox off proves nothing if the proxy's PSC is another provider
+    nid = c.cfg.national_id
+    with c.psc_outage(ev, 60.0):
+        ev.note("bac à sable en panne : ses points d'accès protocolaires (CIBA, jeton, découverte…) répondent 503")
+        try:
+            resp = c.connect(ev, nid, label="POST /connect (PSC indisponible)", timeout=c.cfg.connect_timeout)
+        except httpx.TimeoutException as exc:
+            raise CheckFailed(f"PSC indisponible : le proxy n'a pas répondu en {c.cfg.connect_timeout:.0f} s") from exc
+    require(resp.status_code == 503, f"PSC indisponible : HTTP {resp.status_code} au lieu de 503")
+    require(session_cookie(resp) is None, "PSC indisponible : cookie de session posé")
+    problem = error_body_problem(resp)
+    require(problem is None, f"PSC indisponible : 503 {problem}")
+    ev.note("PSC indisponible : 503 avec {code, message}, sans session")
+    again = c.connect(ev, nid, label="POST /connect (PSC rétabli)")
+    require(again.status_code == 200, f"PSC rétabli : HTTP {again.status_code} au lieu de 200 (pas de rétablissement)")
+    sid = session_cookie(again)
+    require(sid is not None, "PSC rétabli : pas de cookie de session")
+    assert sid is not None
+    c.disconnect(ev, sid, "DELETE /disconnect (session après rétablissement)")
+    ev.note("PSC rétabli : nouvelle connexion (200)")
