@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
@@ -127,10 +128,22 @@ class Faults:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port free now and unlikely to be taken before the tool binds it, minutes later.
+
+    Why not port 0: the kernel hands out port-0 binds and every outgoing connection's
+    source port from the ephemeral range (32768–60999 on Linux), so under a parallel suite
+    the port was sometimes taken by then ("Address already in use"). Below that range
+    only explicit binds compete, and those of this suite go through this function."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20_000, 32_000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 32000")
 
 
 def faults(api: ApiHandle, cert: IssuedCertificate) -> Faults:
