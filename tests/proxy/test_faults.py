@@ -215,7 +215,7 @@ def test_forwarded_for_only_from_trusted_proxy(proxy: RunningProxy, psc_sandbox:
     from confiance.proxy.domain import client_address
 
     # The peer here is 127.0.0.1, not the trusted 127.0.0.2: the header is ignored.
-    c, conn, _ = _connected(proxy, psc_sandbox, 12)
+    c, conn, _ = _connected(proxy, psc_sandbox, 6)
     with closing(c):
         c.get("/send/up/echo/x", headers={"X-Forwarded-For": "198.51.100.7"})
     send = [t for t in proxy.traces() if t["type"] == "SEND" and t["proxy_id_session"] == conn["proxy_session_id"]]

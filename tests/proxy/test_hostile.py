@@ -176,7 +176,7 @@ def test_every_405_names_what_is_allowed(proxy: RunningProxy) -> None:
 def test_path_tricks_never_reach_the_service(
     proxy: RunningProxy, psc_sandbox: PscHandle, pki: Pki, path: bytes
 ) -> None:
-    sid = _session(proxy, psc_sandbox, 12).encode()
+    sid = _session(proxy, psc_sandbox, 16).encode()
     before = len(SEEN)
     with closing(_raw(pki, _port(proxy))) as s:
         s.sendall(
