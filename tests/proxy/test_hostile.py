@@ -249,3 +249,43 @@ def test_connect_refuses_deep_json_and_other_media_types(proxy: RunningProxy, ps
             assert r.status_code == 415 and r.json()["code"] == "UNSUPPORTED_MEDIA_TYPE", ctype
         r = c.post("/connect", content=body, headers={"content-type": "application/json; charset=utf-8"})
         assert r.status_code == 200, r.text
+
+
+def test_head_judged_by_an_awaited_store(
+    pki, server_cert, psc_sandbox: PscHandle, api_services: ApiHandle, upstream, tmp_path
+) -> None:
+    """With a shared session store the caller is looked up (awaited) before the body is
+    read: reading waits for the verdict, then 401 and close, or 100 Continue."""
+    dmp = services_from(api_services)["dmp"]
+    cfg = proxy_config(
+        pki,
+        server_cert,
+        psc_sandbox,
+        api_services,
+        tmp_path,
+        services={"echo": {**dmp, "base_url": upstream.url}},
+        sessions={"store": "sqlite", "url": f"sqlite:///{tmp_path}/sessions.db", "touch_interval": 0},
+    )
+    p = start_proxy(cfg, pki)
+    try:
+        before = len(SEEN)
+        with closing(_raw(pki, _port(p))) as s:
+            s.sendall(
+                b"POST /send/echo/x HTTP/1.1\r\nHost: p\r\n"
+                b"Cookie: proxy_session_id=00000000-0000-4000-8000-000000000000\r\n"
+                b"Content-Length: 100000\r\n\r\n" + b"y" * 1000
+            )
+            data = _read(s)
+        assert data.startswith(b"HTTP/1.1 401") and b"connection: close" in data, data[:200]
+        assert len(SEEN) == before
+        sid = _session(p, psc_sandbox, 14).encode()
+        with closing(_raw(pki, _port(p))) as s:
+            s.sendall(
+                b"POST /send/echo/y HTTP/1.1\r\nHost: p\r\nCookie: proxy_session_id=%s\r\n" % sid
+                + b"Content-Type: text/plain\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+            )
+            assert _read(s, until=b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+            s.sendall(b"data")
+            assert _read(s, until=b'"body":"data"').startswith(b"HTTP/1.1 200")
+    finally:
+        p.stop()

@@ -69,7 +69,7 @@ class Request:
 
 
 # Header names the parser callbacks look at (RFC 9112 rules below); others pass untouched.
-_WATCHED = frozenset({b"host", b"expect", b"transfer-encoding", b"upgrade"})
+_WATCHED = frozenset({b"expect", b"transfer-encoding", b"upgrade"})
 
 
 class DateHeader:
@@ -135,7 +135,6 @@ class Connection(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_size = 0
-        self._hosts = 0
         self._chunked = False
         self._upgrade = False
         self._current: Request | None = None
@@ -214,13 +213,8 @@ class Connection(asyncio.Protocol):
         if self._head_size > self._max_head:
             raise self._head_too_large()
         name = name.lower()
-        if name in _WATCHED:
-            if name == b"host":
-                self._hosts += 1
-                if self._hosts > 1:
-                    raise _invalid("en-tête Host répété")
-            else:
-                self._watch(name, value)
+        if name in _WATCHED:  # rare: Host is counted once the head is complete
+            self._watch(name, value)
         self._headers.append((name, value))
 
     def _watch(self, name: bytes, value: bytes) -> None:
@@ -241,8 +235,6 @@ class Connection(asyncio.Protocol):
         version = p.get_http_version()
         if version != "1.1" and version != "1.0":
             raise _UNSUPPORTED_VERSION
-        if self._hosts != 1 and version == "1.1":
-            raise _invalid("en-tête Host manquant")
         method = p.get_method().decode("ascii")
         if (self._upgrade and p.should_upgrade()) or method == "CONNECT":
             # A protocol switch or a tunnel: refused before the request is queued.
@@ -251,8 +243,11 @@ class Connection(asyncio.Protocol):
         req = Request(method, self._url, self._headers, keep_alive, version)
         self._current = req
         announced = self._chunked
+        hosts = 0
         for k, v in self._headers:
-            if k == b"content-length":
+            if k == b"host":
+                hosts += 1
+            elif k == b"content-length":
                 try:
                     declared = int(v)
                 except ValueError:
@@ -260,6 +255,8 @@ class Connection(asyncio.Protocol):
                 if declared > self.limits.max_body_bytes:
                     raise self._too_large()
                 announced = declared > 0
+        if hosts != 1 and (hosts > 1 or version == "1.1"):
+            raise _invalid("en-tête Host manquant" if hosts == 0 else "en-tête Host répété")
         expect = self._expect_continue
         req.expect_continue = expect
         if (announced or expect) and self.admit is not None and self._url.startswith(self.fast_prefix):
@@ -330,7 +327,6 @@ class Connection(asyncio.Protocol):
         self._headers = []
         self._head_size = 0
         self._body_size = 0
-        self._hosts = 0
         self._chunked = False
         self._upgrade = False
         self._expect_continue = False
@@ -348,7 +344,6 @@ class Connection(asyncio.Protocol):
         self._headers = []
         self._head_size = 0
         self._body_size = 0
-        self._hosts = 0
         self._chunked = False
         self._upgrade = False
         self._expect_continue = False
