@@ -56,4 +56,4 @@ def test_flush_now_skips_closed_transports_and_survives_a_broken_one(caplog: pyt
         assert log == [("ok", b"z")]
 
     asyncio.run(main())
-    assert "écriture impossible" in caplog.text
+    assert "write to a connection failed" in caplog.text

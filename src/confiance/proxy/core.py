@@ -85,6 +85,7 @@ class ProxyCore:
             cfg.sessions.touch_interval,
             cfg.sessions.redis_prefix,
             cfg.sessions.encryption_key,
+            cfg.sessions.cache_max_age,
         )
         self.trace_store = TraceStore(cfg.traces.url)
         self.traces = TraceWriter(
