@@ -196,6 +196,7 @@ async def ready(v: Variant) -> None:
 
 
 async def close(v: Variant) -> None:
+    v.core.access.flush()  # its timer would fire after the log file is closed
     store = v.core.store
     if isinstance(store, RedisStore):
         with contextlib.suppress(Exception):
@@ -330,6 +331,7 @@ async def main() -> int:
         finally:
             for v in variants:
                 await close(v)
+            setup("WARNING", "text", stream=sys.stderr)  # the access file closes next
     return 0
 
 
