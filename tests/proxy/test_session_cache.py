@@ -142,8 +142,10 @@ def test_old_copies_are_evicted_and_memory_is_bounded() -> None:
     c.evict()
     assert not c.known(a.id) and c.known(b.id)
     c.remember(a.id, 0, a, a.last_used_at, c.seq)
-    c.remember(d.id, 0, d, d.last_used_at, c.seq)  # full: unchecked copies go first; none is
-    assert len(c.entries) <= 2 and c.fresh(d.id) is None
+    a.last_used_at += 30  # used, not yet written back
+    c.remember(d.id, 0, d, d.last_used_at, c.seq)  # full of fresh copies: they go, their uses stay
+    assert len(c.entries) <= 2 and c.fresh(d.id) is d
+    assert [sid for sid, _, _ in c.due_touches()] == [a.id]
 
 
 # -- two stores on the real Redis
@@ -303,6 +305,27 @@ def test_idle_time_is_written_back_and_only_moves_forward(redis_url: str) -> Non
             fresh = await a.get(s.id)
             assert fresh is not None and fresh.last_used_at == t0 + 60
             assert fresh.expired(t0 + 150) is None
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.redis
+def test_without_the_cache_nothing_is_served_from_it_and_uses_are_still_written(redis_url: str) -> None:
+    async def run() -> None:
+        a, b = await _two(redis_url, cache_max_age=0.0)
+        try:
+            t0 = time.time()
+            s = _session(now=t0, idle=100)
+            await a.create(s)
+            got = await b.get(s.id)
+            assert got is not None and b.get_now(s.id) is None
+            assert [t.get_name() for t in b._tasks] == ["session-touches"]  # no channel to follow
+            got.last_used_at = t0 + 60  # the relay marks the copy the store returned
+            assert await b.flush() == 1
+            assert s.id not in await a.expired(t0 + 150)
         finally:
             await a.close()
             await b.close()

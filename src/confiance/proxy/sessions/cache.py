@@ -109,8 +109,11 @@ class SessionCache:
             written = max(written, e.written)
         elif len(self.entries) >= self.max_entries:
             self.evict(force=True)
-            if len(self.entries) >= self.max_entries:
-                return
+            if len(self.entries) >= self.max_entries:  # all fresh: start over, uses kept
+                for other, old in self.entries.items():
+                    self._keep_touch(other, old)
+                self.entries.clear()
+        # Always kept: the relay marks its use on this very object.
         self.entries[sid] = Entry(session, version, written, until)
 
     def wrote_touch(self, sid: str, t: float) -> None:

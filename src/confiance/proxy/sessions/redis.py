@@ -130,13 +130,14 @@ class RedisStore(SessionStore):
 
     # -- the worker's background tasks, started by its first read
     def _start(self) -> None:
-        if self._tasks or self.cache.max_age <= 0:
+        if self._tasks:
             return
         loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._listen(), name="session-invalidations"),
-            loop.create_task(self._sync_loop(), name="session-touches"),
-        ]
+        # The write-back runs even without serving from the cache (cache_max_age = 0): the
+        # relay marks uses on the copies the store returns.
+        self._tasks = [loop.create_task(self._sync_loop(), name="session-touches")]
+        if self.cache.max_age > 0:
+            self._tasks.append(loop.create_task(self._listen(), name="session-invalidations"))
 
     async def _listen(self) -> None:
         """Follow the invalidation channel; the cache is blind whenever it is not subscribed.
