@@ -21,6 +21,7 @@ p99(direct)), the tail of 3,000 sequential requests (hey -n 3000 -c 1: stalls of
 itself, without burst queueing), and RSS with 10,000 in-process sessions (bench/proxy/memory.py).
 
     .venv/bin/python bench/bench_proxy.py [--duration 10] [--connections 32] [--sessions 10000]
+        [--only nginx,proxy] [--store memory|sqlite|redis] [--workers N] [--no-access-log]
 
 Needs nginx, wrk and hey (Debian: apt-get install -y nginx-light wrk hey). The machine has
 2 cores shared by the load generator, the relay and the upstream (and other work).
@@ -179,6 +180,9 @@ def main() -> int:
     )
     ap.add_argument("--workers", type=int, default=1, help="proxy worker processes (>1 needs --store redis|sqlite)")
     ap.add_argument("--store", default="memory", choices=["memory", "sqlite", "redis"])
+    ap.add_argument(
+        "--no-access-log", action="store_true", help="server.access_log = false (measures the access log's cost)"
+    )
     ap.add_argument("--redis-url", default=os.environ.get("CONFIANCE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
     args = ap.parse_args()
     for tool in ("nginx", "wrk", "hey"):
@@ -238,6 +242,7 @@ def main() -> int:
                 "cert": server_cert.cert_path,
                 "key": server_cert.key_path,
                 "workers": args.workers,
+                "access_log": not args.no_access_log,
             },
             "sessions": {
                 "store": args.store,

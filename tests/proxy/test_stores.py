@@ -217,6 +217,14 @@ def _redis_proxy(pki, server_cert, psc, api, tmp, url: str, prefix: str) -> Runn
     return start_proxy(cfg, pki)
 
 
+def _wait_for(cond: Any) -> None:
+    for _ in range(2000):  # a failure bound, not a margin the test relies on
+        if cond():
+            return
+        time.sleep(0.005)
+    raise AssertionError("condition never met")
+
+
 def _sign(c: Any, psc: PscHandle, nid: str, conn: dict[str, str]) -> int:
     body = {
         "nationalId": nid,
@@ -242,6 +250,8 @@ def test_two_instances_share_sessions(pki, server_cert, psc_sandbox, api_service
             assert _sign(cb, psc_sandbox, nid, conn) == 200
             assert _sign(ca, psc_sandbox, nid, conn) == 200
             assert cb.delete("/disconnect").status_code == 200
+            # a hears of it on the invalidation channel (test_session_cache.py)
+            _wait_for(lambda: not a.core.store.cache.known(conn["proxy_session_id"]))  # type: ignore[attr-defined]
             assert _sign(ca, psc_sandbox, nid, conn) == 401
     finally:
         a.stop()
@@ -266,6 +276,7 @@ def test_redis_lost_fails_closed_and_recovers(pki, server_cert, psc_sandbox, api
             ok_before = sum(_sign(c, psc_sandbox, nid, conn) == 200 for _ in range(5))
             assert ok_before == 5
             relay.cut()
+            _wait_for(lambda: not p.core.store.cache.live)  # type: ignore[attr-defined]  # stops serving its cache
             during = [_sign(c, psc_sandbox, nid, conn) for _ in range(5)]
             assert during == [503] * 5  # fail closed: never served without its session
             assert c.get("/readyz").status_code == 503

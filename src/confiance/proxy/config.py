@@ -188,6 +188,9 @@ class SessionSection(StrictModel):
     refresh_lock_ttl: float = Field(30.0, gt=0)
     sweep_interval: float = Field(15.0, gt=0)
     touch_interval: float = Field(5.0, ge=0)  # coalesce idle-time writes (shared stores)
+    # Redis: a worker serves a session it cached for this long before checking it again
+    # (deletes and token renewals reach every worker at once by pub/sub); 0: no cache.
+    cache_max_age: float = Field(5.0, ge=0, le=300)
     cookie_samesite: Literal["strict", "lax", "none"] = "lax"
 
     @model_validator(mode="after")

@@ -86,6 +86,7 @@ class ProxyCore:
             cfg.sessions.touch_interval,
             cfg.sessions.redis_prefix,
             cfg.sessions.encryption_key,
+            cfg.sessions.cache_max_age,
         )
         self.traces = build_writer(cfg.traces)
         self.trace_store = self.traces.store

@@ -125,7 +125,9 @@ class Relay:
         self.core = core
         self.cfg = core.cfg
         self._clock = core.clock
-        self._get_now = core.store.get_now if isinstance(core.store, MemoryStore) else None
+        # In-process sessions, or a shared store's per-worker cache (sessions/cache.py).
+        self._get_now = getattr(core.store, "get_now", None)
+        self._in_process = isinstance(core.store, MemoryStore)
         self._commit_sends = core.cfg.traces.send_durability == "commit"
 
     def handle(
@@ -181,6 +183,8 @@ class Relay:
             if self._get_now is None:
                 return self._admit_shared(r.sid)
             session = self._get_now(r.sid)
+            if not self._in_process and (session is None or session.expired(self._clock()) is not None):
+                return self._admit_shared(r.sid)  # not cached, or its copy looks over: ask the store
             if session is None:
                 raise ProxyError(401, "SESSION_NOT_FOUND", "session inconnue ou expirée")
             if session.expired(self._clock()) is not None:
