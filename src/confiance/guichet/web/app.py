@@ -6,6 +6,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from confiance.core.files import write_atomic
+
 from ..config import GuichetConfig
 from ..services import GuichetService
 from . import WebSettings, web_routes
@@ -16,10 +18,7 @@ def _secret(data_dir: Path) -> str:
     path = data_dir / "web-secret.key"
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(secrets.token_urlsafe(48))
-        tmp.chmod(0o600)
-        tmp.replace(path)
+        write_atomic(path, secrets.token_urlsafe(48), mode=0o600)
     return path.read_text().strip()
 
 
