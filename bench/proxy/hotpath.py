@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import cProfile
 import logging
+import os
 import pstats
 import secrets
 import statistics
@@ -314,7 +315,7 @@ async def main() -> int:
                 prof.disable()
                 stats = pstats.Stats(prof)
                 print(f"calls per request: {stats.total_calls / args.requests:.1f}")  # type: ignore[attr-defined]
-                stats.sort_stats("ncalls").print_stats(40)
+                stats.sort_stats(os.environ.get("HOTPATH_SORT", "ncalls")).print_stats(40)
                 return 0
             results: dict[str, list[float]] = {v.name: [] for v in variants}
             fl: list[float] = []

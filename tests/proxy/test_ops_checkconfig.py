@@ -153,3 +153,25 @@ def test_clients_add_refuses_a_mismatched_key(tmp_path: Path, certs: dict[str, A
     r = runner.invoke(cli_app, [*args, "--cert", certs["other"].cert_path, "--key", certs["other"].key_path])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "clients.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_session_encryption_key_checked_at_load_naming_how_to_make_one() -> None:
+    """deploy/proxy.example.toml's placeholder (or any string that is not base64url of 32
+    bytes) stops the configuration from loading, with the command that makes a key."""
+    import base64
+    import secrets
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from confiance.proxy.config import ProxyConfig
+
+    example = tomllib.loads((Path(__file__).parents[2] / "deploy" / "proxy.example.toml").read_text())
+    good = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+    for bad in (example["sessions"]["encryption_key"], good[:-2], good[:42] + "*", good.rstrip("=")[:-1] + "!"):
+        with pytest.raises(ValidationError) as err:
+            ProxyConfig.model_validate({**example, "sessions": {**example["sessions"], "encryption_key": bad}})
+        assert "sessions.encryption_key" in str(err.value) and "secrets.token_bytes(32)" in str(err.value)
+    for key in (good, good.rstrip("=")):
+        cfg = ProxyConfig.model_validate({**example, "sessions": {**example["sessions"], "encryption_key": key}})
+        assert cfg.sessions.encryption_key == key

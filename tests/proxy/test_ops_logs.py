@@ -207,6 +207,49 @@ def test_batched_json_lines_equal_the_formatters(restore_logging: None) -> None:
     assert line["service"] == "dmp" and line["duration_ms"] == 1.5 and str(line["time"]).endswith("Z")
 
 
+def test_access_fast_path_lines_equal_the_record_path(restore_logging: None) -> None:
+    """The access log's cached fragments (a session's fields encoded once) give, line for
+    line and byte for byte, what the LogRecord path and the JSON formatter write, whatever
+    the fields: absent ones, characters JSON escapes, durations of every size."""
+    fast_out, slow_out = io.StringIO(), io.StringIO()
+    logs.setup("INFO", fmt="json", stream=fast_out)
+    fast = AccessLog(interval=3600, batch_max=10_000)
+    assert logs.batch_handler(fast.log) is not None
+    slow_log = logging.getLogger("confiance.proxy.access")  # same name: same "logger" field
+    calls = [
+        ("GET", "send", 200, 0.0015, "dmp", "lps-1", SID, ("127.0.0.1", 1)),
+        ("GET", "send", 200, 0.0, "dmp", "lps-1", SID, ("127.0.0.1", 1)),  # same session: cached
+        ("POST", "send", 502, 12.3456789, "dmp", "lps-1", SID, ("127.0.0.1", 2)),
+        ("GET", "healthz", 200, 0.0001, None, None, None, None),
+        ("DELETE", "other", 404, 1e-7, None, 'lps "é\\n\u2028', None, ("::1", 3)),
+        ("PUT", "send", 413, 3600.0004999, "x" * 40, None, "not-a-uuid", None),
+    ]
+
+    async def scenario() -> None:
+        for method, route, status, seconds, service, client_id, sid, peer in calls:
+            fast.line(method, route, status, seconds, service, client_id, sid, peer)
+        fast.flush()
+
+    asyncio.run(scenario())
+    stamped = [(json.loads(x)["time"], x) for x in fast_out.getvalue().split("\n") if x]
+    assert len(stamped) == len(calls)
+    handler = logging.getLogger().handlers[0]
+    for (when, line), (method, route, status, seconds, service, client_id, sid, peer) in zip(stamped, calls):
+        extra: dict[str, object] = {"method": method, "route": route, "status": status}
+        extra["duration_ms"] = round(seconds * 1000, 3)
+        extra.update({k: v for k, v in (("service", service), ("client_id", client_id)) if v is not None})
+        if sid is not None:
+            extra["session"] = session_hash(sid)
+        if peer is not None:
+            extra["peer"] = peer[0]
+        record = slow_log.makeRecord(slow_log.name, logging.INFO, __file__, 0, "access", (), None, extra=extra)
+        expected = json.loads(handler.format(record))
+        expected["time"] = when  # the record path stamps the record's own creation time
+        assert json.loads(line) == expected
+        assert line == json.dumps(expected, ensure_ascii=False, separators=(",", ":"))
+    assert SID not in fast_out.getvalue() and slow_out.getvalue() == ""
+
+
 def test_batch_path_not_taken_when_other_handlers_listen(restore_logging: None) -> None:
     logs.setup("INFO", fmt="json", stream=io.StringIO())
     log = logging.getLogger("confiance.proxy.access")
@@ -218,11 +261,11 @@ def test_batch_path_not_taken_when_other_handlers_listen(restore_logging: None) 
 
 
 def test_utc_timestamps() -> None:
-    from confiance.core.logs import _utc_iso
+    from confiance.core.logs import utc_iso
 
-    assert _utc_iso(0.0) == "1970-01-01T00:00:00.000Z"
-    assert _utc_iso(1_800_000_000.9996) == "2027-01-15T08:00:00.999Z"
-    assert _utc_iso(1_800_000_001.25) == "2027-01-15T08:00:01.250Z"
+    assert utc_iso(0.0) == "1970-01-01T00:00:00.000Z"
+    assert utc_iso(1_800_000_000.9996) == "2027-01-15T08:00:00.999Z"
+    assert utc_iso(1_800_000_001.25) == "2027-01-15T08:00:01.250Z"
 
 
 def test_trace_database_outage_logged_once_then_recovery(tmp_path, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]

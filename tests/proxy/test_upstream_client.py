@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from confiance.proxy.http1.client import Pool, UpstreamError
+from confiance.proxy.http1.client import SWEEP_INTERVAL, Pool, UpstreamError
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
@@ -162,11 +162,44 @@ def test_stale_connection_retried_for_get_only() -> None:
     asyncio.run(_with_server(handler, test_post))
 
 
+def test_each_request_has_its_own_deadline_and_an_idle_pool_sweeps_nothing() -> None:
+    """Time limits are deadlines checked by the pool's sweep: a request past its own limit
+    fails (never before it), one with a longer limit on the same pool is still answered,
+    and once nothing is in flight no sweep stays scheduled (an idle proxy never wakes)."""
+    release = asyncio.Event()
+
+    async def handler(reader, writer, _n) -> None:
+        head, _ = await _read_request(reader)
+        await release.wait()  # answers only once the short request has timed out
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        await asyncio.sleep(0.5)
+
+    async def test(pool: Pool, _stats) -> None:
+        loop = asyncio.get_running_loop()
+        long = asyncio.create_task(pool.request("GET", _head(path="/long"), b"", 30))
+        t0 = loop.time()
+        with pytest.raises(UpstreamError) as ei:
+            await pool.request("GET", _head(path="/short"), b"", 0.2)
+        assert ei.value.kind == "timeout" and loop.time() - t0 >= 0.2
+        assert not long.done()  # its own deadline is 30 s away
+        release.set()
+        status, _, body = await long
+        assert (status, body) == (200, b"ok")
+        assert not pool._in_flight
+        # The sweep already scheduled runs once more, finds nothing and is not renewed (its
+        # deadline comes before this sleep's: the loop runs it first, whatever the load).
+        await asyncio.sleep(2 * SWEEP_INTERVAL)
+        assert pool._sweep is None
+
+    asyncio.run(_with_server(handler, test))
+
+
 def test_timeout_refused_oversize_garbage() -> None:
     async def handler(reader, writer, n) -> None:
         head, _ = await _read_request(reader)
         if b"/slow" in head:
-            await asyncio.sleep(60)  # never answers in time: only the pool's timer can end the request
+            await asyncio.sleep(60)  # never answers in time: only the pool's deadline sweep can end the request
         elif b"/big" in head:
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5000\r\n\r\n" + b"x" * 5000)
         else:

@@ -32,17 +32,26 @@ _RESERVED = frozenset(RESERVED_ATTRS) | {"message", "asctime"}
 
 
 _second: tuple[int, str] = (-1, "")
+_milli: tuple[int, str] = (-1, "")
 
 
-def _utc_iso(created: float) -> str:
-    """``2026-12-06T04:05:43.123Z``; the part up to the second is formatted once per second
-    (the access log stamps thousands of lines per second)."""
-    global _second
-    sec = int(created)
-    cached = _second  # one read: another thread may replace it, never half of it
-    if cached[0] != sec:
-        cached = _second = (sec, datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
-    return f"{cached[1]}.{int((created - sec) * 1000):03d}Z"
+def utc_iso(created: float) -> str:
+    """``2026-12-06T04:05:43.123Z`` (the millisecond ``created`` falls in).
+
+    Why cached: the access log stamps thousands of lines per second, a dozen or so per
+    millisecond; the last millisecond's text and the last second's are kept."""
+    global _second, _milli
+    ms = int(created * 1000)
+    cached = _milli  # one read: another thread may replace it, never half of it
+    if cached[0] == ms:
+        return cached[1]
+    sec, frac = divmod(ms, 1000)
+    day = _second
+    if day[0] != sec:
+        day = _second = (sec, datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    text = f"{day[1]}.{frac:03d}Z"
+    _milli = (ms, text)
+    return text
 
 
 class JsonFormatter(OrjsonFormatter):
@@ -55,14 +64,14 @@ class JsonFormatter(OrjsonFormatter):
         )
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return _utc_iso(record.created)
+        return utc_iso(record.created)
 
 
 def json_line(created: float, level: str, logger: str, message: str, fields: dict[str, Any]) -> str:
     """The line :class:`JsonFormatter` writes for such a record, without building one
     (the access log writes thousands per second; tested equal)."""
     return orjson.dumps(
-        {"time": _utc_iso(created), "level": level, "logger": logger, "message": message, **fields},
+        {"time": utc_iso(created), "level": level, "logger": logger, "message": message, **fields},
         option=orjson.OPT_NON_STR_KEYS,
     ).decode()
 
@@ -102,7 +111,7 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return _utc_iso(record.created)
+        return utc_iso(record.created)
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)

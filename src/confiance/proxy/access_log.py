@@ -26,13 +26,20 @@ import logging
 import time
 from typing import Any
 
-from confiance.core.logs import batch_handler, json_line
+import orjson
+
+from confiance.core.logs import utc_iso, batch_handler
 
 LOGGER = "confiance.proxy.access"
 _HASH_CACHE_MAX = 50_000
 
 # time, method, route, service, status, seconds, client_id, session id, peer
 _Line = tuple[float, str, str, str | None, int, float, str | None, str | None, str | None]
+
+
+def _fields(values: dict[str, Any]) -> str:
+    """``"a":1,"b":"x"``: the members of the JSON object, without its braces."""
+    return orjson.dumps(values).decode()[1:-1]
 
 
 def session_hash(sid: str) -> str:
@@ -56,6 +63,11 @@ class AccessLog:
         self._pending: list[_Line] = []
         self._timer: asyncio.TimerHandle | None = None
         self._hashes: dict[str, str] = {}
+        # Encoded once (see _json_lines): the start of every line, then per (method,
+        # route) and per (service, client, session, peer) what the line says of them.
+        self._prefix = _fields({"level": "INFO", "logger": self.log.name, "message": "access"}) + ","
+        self._head: dict[tuple[str, str], str] = {}
+        self._tails: dict[tuple[str | None, str | None, str | None, str | None], str] = {}
 
     def line(
         self,
@@ -93,7 +105,9 @@ class AccessLog:
             return
         log = self.log
         fast = batch_handler(log)
-        lines: list[str] = []
+        if fast is not None:  # JSON to a plain stream: the same lines, no LogRecord
+            fast.write_lines(self._json_lines(pending))
+            return
         for t, method, route, service, status, seconds, client_id, sid, peer in pending:
             extra: dict[str, Any] = {
                 "method": method,
@@ -109,15 +123,46 @@ class AccessLog:
                 extra["session"] = self._hash(sid)
             if peer is not None:
                 extra["peer"] = peer
-            if fast is not None:  # JSON to a plain stream: the same line, no LogRecord
-                lines.append(json_line(t, "INFO", log.name, "access", extra))
-                continue
             record = log.makeRecord(log.name, logging.INFO, __file__, 0, "access", (), None, extra=extra)
             record.created = t
             record.msecs = (t - int(t)) * 1000
             log.handle(record)
-        if fast is not None:
-            fast.write_lines(lines)
+
+    def _json_lines(self, pending: list[_Line]) -> list[str]:
+        """The lines :func:`json_line` would write for these requests, field for field.
+
+        Why not ``json_line`` per line: a line is mostly what the previous lines of the
+        same session already said (method, route, service, client, session, peer). That
+        part is encoded once per distinct value and kept; per line only the time, the
+        status and the duration are formatted (tested equal to the formatter's lines)."""
+        head = self._head
+        tails = self._tails
+        lines: list[str] = []
+        append = lines.append
+        for t, method, route, service, status, seconds, client_id, sid, peer in pending:
+            what = head.get((method, route))
+            if what is None:
+                what = head[(method, route)] = self._prefix + _fields({"method": method, "route": route})
+            who = tails.get((service, client_id, sid, peer))
+            if who is None:
+                if len(tails) >= _HASH_CACHE_MAX:
+                    tails.clear()
+                who = tails[(service, client_id, sid, peer)] = self._who(service, client_id, sid, peer)
+            # float repr is the shortest round-trip form, as orjson writes it.
+            append(f'{{"time":"{utc_iso(t)}",{what},"status":{status},"duration_ms":{round(seconds * 1000, 3)!r}{who}}}')
+        return lines
+
+    def _who(self, service: str | None, client_id: str | None, sid: str | None, peer: str | None) -> str:
+        fields: dict[str, Any] = {}
+        if service is not None:
+            fields["service"] = service
+        if client_id is not None:
+            fields["client_id"] = client_id
+        if sid is not None:
+            fields["session"] = self._hash(sid)
+        if peer is not None:
+            fields["peer"] = peer
+        return "," + _fields(fields) if fields else ""
 
     def _hash(self, sid: str) -> str:
         h = self._hashes.get(sid)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import base64
+import binascii
 from pathlib import Path
 from typing import Literal
 
@@ -172,6 +174,16 @@ class ServiceSection(StrictModel):
         return v.rstrip("/") if v else v
 
 
+def _is_aes256_key(value: str) -> bool:
+    """base64url (padding optional) of exactly 32 bytes, nothing else in the string."""
+    if len(value) not in (43, 44):
+        return False
+    try:
+        return len(base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True)) == 32
+    except (binascii.Error, ValueError):
+        return False
+
+
 class SessionSection(StrictModel):
     """Where sessions live and how long they last."""
 
@@ -180,7 +192,7 @@ class SessionSection(StrictModel):
     # Key namespace (several proxies per Redis).
     redis_prefix: str = Field("confiance:proxy:", min_length=1, max_length=100)
     # base64url of 32 random bytes: tokens encrypted at rest in sqlite/redis (AES-256-GCM).
-    encryption_key: str | None = Field(None, min_length=43, max_length=44)
+    encryption_key: str | None = None
     absolute_ttl: float = Field(4 * 3600, gt=0)
     idle_ttl: float = Field(30 * 60, gt=0)
     api_token_margin: float = Field(30.0, ge=0)  # renew an API token this long before it expires
@@ -192,6 +204,18 @@ class SessionSection(StrictModel):
     # (deletes and token renewals reach every worker at once by pub/sub); 0: no cache.
     cache_max_age: float = Field(5.0, ge=0, le=300)
     cookie_samesite: Literal["strict", "lax", "none"] = "lax"
+
+    @field_validator("encryption_key", mode="before")
+    @classmethod
+    def _key(cls, v: object) -> object:
+        # Checked here, not when the store first opens: a placeholder left in place must
+        # stop `check-config` and `serve` at start-up, naming the key and how to make one.
+        if isinstance(v, str) and not _is_aes256_key(v):
+            raise ValueError(
+                "32 octets aléatoires encodés en base64url attendus (43 caractères), par exemple : "
+                'python3 -c "import base64,secrets;print(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())"'
+            )
+        return v
 
     @model_validator(mode="after")
     def _url(self) -> SessionSection:

@@ -5,7 +5,8 @@ and response objects, multidicts, header normalisation, timers, tracing hooks) c
 more than everything else the proxy does. This client does only what a relay needs:
 one pool per (origin, TLS identity), a request head assembled from bytes prebuilt once per
 session+service (Host, Authorization), the response parsed by httptools (C, the parser
-uvicorn uses), a single timer per request. aiohttp stays for every other outbound call.
+uvicorn uses), no timer per request (deadlines, checked by one sweep per pool while
+requests are in flight: see :class:`Pool`). aiohttp stays for every other outbound call.
 
 Safety: a request is retried on a fresh connection only when it was sent on a *reused*
 keep-alive connection that the server closed before answering a single byte, and only
@@ -73,7 +74,7 @@ class _Conn(asyncio.Protocol):
     """One kept-alive upstream connection of a :class:`Pool`; one request in flight at a time.
 
     A request ends once: answered (``on_message_complete``), failed (bad or oversized
-    answer, closed connection, timer), and then the pool settles it (:meth:`Pool.settle`).
+    answer, closed connection, deadline passed), and then the pool settles it (:meth:`Pool.settle`).
     That happens after the parser has returned, never from inside a parser callback, so
     whoever is told may reuse the connection at once. The request's own fields live here,
     not in a closure per request: on the hot path every object and call per request counts
@@ -93,13 +94,13 @@ class _Conn(asyncio.Protocol):
         "active",
         "body",
         "closed",
+        "deadline",
         "head",
         "keep_alive",
         "limit_s",
         "method",
         "on_done",
         "pool",
-        "timer",
         "transport",
         "used",
     )
@@ -126,7 +127,7 @@ class _Conn(asyncio.Protocol):
         self.body = b""
         self.limit_s = 0.0
         self.on_done: OnDone | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # loop time by which the request in flight must be answered
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -214,24 +215,23 @@ class _Conn(asyncio.Protocol):
         self.keep_alive = False
         self.method, self.head, self.body, self.limit_s, self.on_done = method, head, body, limit_s, on_done
         assert self.transport is not None
-        outbox = self.pool.outbox
+        pool = self.pool
+        outbox = pool.outbox
         if len(body) < 65536:
             outbox.write(self.transport, head + body)
         else:
             outbox.write(self.transport, head)
             outbox.write(self.transport, body)
-        self.timer = self.pool.loop.call_later(limit_s, self.expire)  # one timer: cheaper than asyncio.timeout
+        self.deadline = pool.loop.time() + limit_s
+        pool.in_flight(self)
 
     def expire(self) -> None:
-        """The request's time is up (timer callback)."""
-        self.timer = None
+        """The request's time is up (the pool's sweep)."""
         self._fail(UpstreamTimeout("délai dépassé"))
 
     def abort(self) -> None:
         """Forget the request in flight (its caller went away); the connection is dropped."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.pool.landed(self)
         self.active = False
         self.on_done = None
         _discard(self)
@@ -255,15 +255,24 @@ class _Conn(asyncio.Protocol):
 
     def _end(self) -> None:
         (result, exc), self._outcome = self._outcome, None  # type: ignore[misc]
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.pool.landed(self)
         self.active = False
         self.pool.settle(self, result, exc)
 
 
+SWEEP_INTERVAL = 0.05  # seconds between deadline checks while requests are in flight
+
+
 class Pool:
-    """Keep-alive connections to one origin, presenting one TLS identity."""
+    """Keep-alive connections to one origin, presenting one TLS identity.
+
+    Request time limits are deadlines, not timers: a request in flight is in a set, and
+    one sweep every ``SWEEP_INTERVAL`` seconds (scheduled only while the set is not
+    empty) fails those past their deadline. Why: a timer per request (``call_later`` then
+    ``cancel``) cost ≈ 1.8 µs of the event loop per relayed request (uvloop, measured),
+    for limits counted in seconds; a request now times out at most ``SWEEP_INTERVAL``
+    after its limit.
+    """
 
     def __init__(
         self,
@@ -288,6 +297,8 @@ class Pool:
         self.limit = limit
         self._busy = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._in_flight: set[_Conn] = set()
+        self._sweep: asyncio.TimerHandle | None = None
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set at first use
 
     async def _connect(self) -> _Conn:
@@ -349,7 +360,7 @@ class Pool:
         """:meth:`request` without a coroutine, when a kept-alive connection is idle.
 
         ``on_done(result, error)`` is called once, from the connection's data callback
-        (or the timer's). Returns False, calling nothing, when it would have to wait (pool
+        (or the deadline sweep). Returns False, calling nothing, when it would have to wait (pool
         full) or connect: the caller then uses :meth:`request`. Same rules as ``request``,
         including the single retry of an idempotent request on a stale connection.
         """
@@ -361,6 +372,25 @@ class Pool:
         self._busy += 1
         conn.begin(method, head, body, limit_s, on_done)
         return True
+
+    # -- deadlines (see the class docstring)
+    def in_flight(self, conn: _Conn) -> None:
+        """(For its connections.) ``conn`` sent a request; its deadline is set."""
+        self._in_flight.add(conn)
+        if self._sweep is None:
+            self._sweep = self.loop.call_later(SWEEP_INTERVAL, self._expire_overdue)
+
+    def landed(self, conn: _Conn) -> None:
+        """(For its connections.) ``conn``'s request ended (answered, failed, dropped)."""
+        self._in_flight.discard(conn)
+
+    def _expire_overdue(self) -> None:
+        self._sweep = None
+        now = self.loop.time()
+        for conn in [c for c in self._in_flight if c.deadline <= now]:
+            conn.expire()
+        if self._in_flight:
+            self._sweep = self.loop.call_later(SWEEP_INTERVAL, self._expire_overdue)
 
     # -- connection handling shared by request and request_now
     def _take_idle(self) -> _Conn | None:
@@ -399,6 +429,9 @@ class Pool:
                 break
 
     def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         while self._idle:
             c = self._idle.pop()
             if c.transport is not None:
