@@ -234,7 +234,9 @@ def test_access_fast_path_lines_equal_the_record_path(restore_logging: None) -> 
     stamped = [(json.loads(x)["time"], x) for x in fast_out.getvalue().split("\n") if x]
     assert len(stamped) == len(calls)
     handler = logging.getLogger().handlers[0]
-    for (when, line), (method, route, status, seconds, service, client_id, sid, peer) in zip(stamped, calls):
+    for (when, line), (method, route, status, seconds, service, client_id, sid, peer) in zip(
+        stamped, calls, strict=True
+    ):
         extra: dict[str, object] = {"method": method, "route": route, "status": status}
         extra["duration_ms"] = round(seconds * 1000, 3)
         extra.update({k: v for k, v in (("service", service), ("client_id", client_id)) if v is not None})

@@ -169,7 +169,7 @@ def test_each_request_has_its_own_deadline_and_an_idle_pool_sweeps_nothing() -> 
     release = asyncio.Event()
 
     async def handler(reader, writer, _n) -> None:
-        head, _ = await _read_request(reader)
+        await _read_request(reader)
         await release.wait()  # answers only once the short request has timed out
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
         await writer.drain()

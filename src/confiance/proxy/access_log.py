@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from confiance.core.logs import utc_iso, batch_handler
+from confiance.core.logs import batch_handler, utc_iso
 
 LOGGER = "confiance.proxy.access"
 _HASH_CACHE_MAX = 50_000
@@ -149,7 +149,9 @@ class AccessLog:
                     tails.clear()
                 who = tails[(service, client_id, sid, peer)] = self._who(service, client_id, sid, peer)
             # float repr is the shortest round-trip form, as orjson writes it.
-            append(f'{{"time":"{utc_iso(t)}",{what},"status":{status},"duration_ms":{round(seconds * 1000, 3)!r}{who}}}')
+            append(
+                f'{{"time":"{utc_iso(t)}",{what},"status":{status},"duration_ms":{round(seconds * 1000, 3)!r}{who}}}'
+            )
         return lines
 
     def _who(self, service: str | None, client_id: str | None, sid: str | None, peer: str | None) -> str:

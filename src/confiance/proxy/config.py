@@ -6,10 +6,10 @@ key, never silently ignored (a typo in ``trusted_proxies`` must not open the pro
 
 from __future__ import annotations
 
-import ipaddress
-import re
 import base64
 import binascii
+import ipaddress
+import re
 from pathlib import Path
 from typing import Literal
 
