@@ -175,3 +175,70 @@ def test_session_encryption_key_checked_at_load_naming_how_to_make_one() -> None
     for key in (good, good.rstrip("=")):
         cfg = ProxyConfig.model_validate({**example, "sessions": {**example["sessions"], "encryption_key": key}})
         assert cfg.sessions.encryption_key == key
+
+
+def test_checkpoint_key_and_witness_checked(tmp_path: Path, certs: dict[str, Any]) -> None:
+    """What the trace chain's checkpoints need (issue 16): a key that loads, kept owner-only,
+    a witness that can be appended to and whose lines verify with that key, a witness
+    command that exists. check-config verifies the witness line by line; serve does not
+    (it grows by a line a minute) but still refuses what it could not create."""
+    import os
+
+    from confiance.core.jose import KeyStore
+    from confiance.proxy.checkpoint import ALG, sign
+    from confiance.proxy.traces import ChainHead
+
+    key, witness = tmp_path / "cp" / "key.json", tmp_path / "cp" / "witness.jsonl"
+    paths = {"checkpoint_key": str(key), "witness": str(witness)}
+    cfg = load(_config(tmp_path, certs, traces=paths), check=False)
+    assert checkconfig.check_checkpoints(cfg, verify_witness=True) == []  # both created at first start
+
+    keys = KeyStore(key, algs=(ALG,))
+    witness.write_text(sign(keys, ChainHead(1, "ab" * 32, 3), 1_800_000_000.0) + "\n")
+    assert checkconfig.check_checkpoints(cfg, verify_witness=True) == []
+    r = runner.invoke(
+        cli_app, ["proxy", "check-config", "--offline", "-c", str(_config(tmp_path, certs, traces=paths))]
+    )
+    assert r.exit_code == 0, r.output
+
+    # a witness line signed by another key (or edited): found by check-config only
+    other = KeyStore(tmp_path / "other.json", algs=(ALG,))
+    with witness.open("a") as fh:
+        fh.write(sign(other, ChainHead(2, "cd" * 32, 5), 1_800_000_060.0) + "\n")
+    found = checkconfig.check_checkpoints(cfg, verify_witness=True)
+    assert [p.key for p in found] == ["traces.witness"] and "ligne 2" in found[0].message
+    assert checkconfig.check_checkpoints(cfg) == []
+    r = runner.invoke(
+        cli_app, ["proxy", "check-config", "--offline", "-c", str(_config(tmp_path, certs, traces=paths))]
+    )
+    assert r.exit_code == 2 and "traces.witness" in r.stderr and "Traceback" not in r.stderr
+
+    # a key readable by others is a warning; an unreadable key file an error
+    witness.unlink()
+    os.chmod(key, 0o644)
+    found = checkconfig.check_checkpoints(cfg, verify_witness=True)
+    assert [(p.key, p.severity) for p in found] == [("traces.checkpoint_key", "warning")] and "chmod 600" in str(
+        found[0]
+    )
+    key.write_text("{not json")
+    os.chmod(key, 0o600)
+    found = checkconfig.check_checkpoints(cfg, verify_witness=True)
+    assert [(p.key, p.severity) for p in found] == [("traces.checkpoint_key", "error")]
+
+    # nowhere to create them, and a witness command that does not exist
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file, not a directory")
+    cfg = load(
+        _config(
+            tmp_path,
+            certs,
+            traces={
+                "checkpoint_key": str(blocked / "key.json"),
+                "witness": str(blocked / "w.jsonl"),
+                "witness_command": ["no-such-command-for-confiance", "x"],
+            },
+        ),
+        check=False,
+    )
+    keys_found = sorted(p.key for p in checkconfig.check(cfg, stores=False))
+    assert keys_found == ["traces.checkpoint_key", "traces.witness", "traces.witness_command"]

@@ -114,15 +114,8 @@ class AccessLog:
                 "route": route,
                 "status": status,
                 "duration_ms": round(seconds * 1000, 3),
+                **self._who_fields(service, client_id, sid, peer),
             }
-            if service is not None:
-                extra["service"] = service
-            if client_id is not None:
-                extra["client_id"] = client_id
-            if sid is not None:
-                extra["session"] = self._hash(sid)
-            if peer is not None:
-                extra["peer"] = peer
             record = log.makeRecord(log.name, logging.INFO, __file__, 0, "access", (), None, extra=extra)
             record.created = t
             record.msecs = (t - int(t)) * 1000
@@ -155,6 +148,13 @@ class AccessLog:
         return lines
 
     def _who(self, service: str | None, client_id: str | None, sid: str | None, peer: str | None) -> str:
+        fields = self._who_fields(service, client_id, sid, peer)
+        return "," + _fields(fields) if fields else ""
+
+    def _who_fields(
+        self, service: str | None, client_id: str | None, sid: str | None, peer: str | None
+    ) -> dict[str, Any]:
+        """What a line says of who asked: only the fields that have a value."""
         fields: dict[str, Any] = {}
         if service is not None:
             fields["service"] = service
@@ -164,7 +164,7 @@ class AccessLog:
             fields["session"] = self._hash(sid)
         if peer is not None:
             fields["peer"] = peer
-        return "," + _fields(fields) if fields else ""
+        return fields
 
     def _hash(self, sid: str) -> str:
         h = self._hashes.get(sid)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,8 +235,79 @@ def check_stores(cfg: ProxyConfig) -> list[Problem]:
     return [p for p in out if p is not None]
 
 
+# ---------------------------------------------------------------------------- checkpoints
+def _creatable(path: Path) -> bool:
+    """The file can be created: its nearest existing ancestor is a writable directory
+    (the proxy creates missing parent directories)."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder.is_dir() and os.access(folder, os.W_OK)
+
+
+def check_checkpoints(cfg: ProxyConfig, verify_witness: bool = False) -> list[Problem]:
+    """The trace chain's signing key and witness (checkpoint.py): what ``serve`` will
+    open, create or append to. A key nobody can read back or a witness that does not
+    verify would only show at the first ``traces verify``, long after the fact.
+    ``verify_witness`` checks every signature of the witness (``check-config``; not at
+    each start: a witness grows by a line a minute)."""
+    from .checkpoint import CheckpointError, FileWitness, load_jwks, read_witness, settings_for
+
+    out: list[Problem] = []
+    try:
+        settings = settings_for(cfg.traces)
+    except CheckpointError as exc:
+        return [Problem("traces.checkpoint_key", str(exc))]
+    key = Path(settings.key)
+    jwks: dict[str, object] | None = None
+    if key.exists():
+        try:
+            jwks = load_jwks(key)
+        except (OSError, ValueError, KeyError, TypeError, CheckpointError) as exc:
+            out.append(Problem("traces.checkpoint_key", f"fichier de clés illisible {key} ({exc})"))
+        else:
+            if not jwks.get("keys"):
+                out.append(Problem("traces.checkpoint_key", f"aucune clé ES256 dans {key}"))
+                jwks = None
+        mode = key.stat().st_mode & 0o777
+        if mode & 0o077:
+            out.append(
+                Problem(
+                    "traces.checkpoint_key",
+                    f"clé de signature {key} lisible par d'autres que son propriétaire (mode {mode:o}) : chmod 600",
+                    "warning",
+                )
+            )
+    elif not _creatable(key):
+        out.append(
+            Problem("traces.checkpoint_key", f"impossible de créer la clé {key} : dossier non accessible en écriture")
+        )
+    if settings.witness is not None:
+        witness = Path(settings.witness)
+        if witness.exists():
+            if not os.access(witness, os.W_OK):
+                out.append(Problem("traces.witness", f"témoin {witness} non accessible en écriture"))
+            elif jwks is not None and verify_witness:
+                try:
+                    read_witness(FileWitness(witness).lines(), jwks)
+                except (OSError, UnicodeDecodeError, CheckpointError) as exc:
+                    out.append(Problem("traces.witness", f"{witness} : {exc}"))
+        elif not _creatable(witness):
+            out.append(
+                Problem(
+                    "traces.witness", f"impossible de créer le témoin {witness} : dossier non accessible en écriture"
+                )
+            )
+    command = settings.witness_command
+    if command and shutil.which(command[0]) is None:
+        out.append(Problem("traces.witness_command", f"commande introuvable : {command[0]}"))
+    return out
+
+
 # ---------------------------------------------------------------------------- the whole config
-def check(cfg: ProxyConfig, now: Callable[[], dt.datetime] = utc_now, stores: bool = True) -> list[Problem]:
+def check(
+    cfg: ProxyConfig, now: Callable[[], dt.datetime] = utc_now, stores: bool = True, verify_witness: bool = False
+) -> list[Problem]:
     """Every problem of a loaded configuration (errors and warnings), in one list."""
     at = now()
     out: list[Problem] = []
@@ -264,6 +336,7 @@ def check(cfg: ProxyConfig, now: Callable[[], dt.datetime] = utc_now, stores: bo
             extra = []
         for c in extra:
             out += check_lps_client(c, f"lps_clients_file[{c.client_id}]", bundle, at)
+    out += check_checkpoints(cfg, verify_witness)
     if stores:
         out += check_stores(cfg)
     return out

@@ -184,7 +184,7 @@ def check_config(
     from . import checkconfig
 
     cfg = _load(config, check=False)
-    problems = checkconfig.check(cfg, stores=not offline)
+    problems = checkconfig.check(cfg, stores=not offline, verify_witness=True)
     errs = checkconfig.errors(problems)
     if errs:
         raise _fail(f"configuration invalide ({config}) : {len(errs)} erreur(s)\n" + checkconfig.report(problems))
