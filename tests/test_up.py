@@ -125,6 +125,8 @@ def test_demo_tells_the_whole_story_twice(trust_space: TrustSpace) -> None:
         assert "habilitation ELP" in out and "accordée" in out
         assert "INSi" in out and "DMP" in out
         assert "chaîne de traces vérifiée" in out
+        # the pentest report is a real PDF, signed by the demo PASSI auditor, and the guichet says so
+        assert "signé par « Audit Sécurité Démo », signature valide" in out, out[-3000:]
         # the refusal names why: the withdrawn habilitation the LPS relied on
         assert "connexion refusée" in out and "n'est plus valide" in out, out[-3000:]
         assert "toutes les étapes ont réussi" in out

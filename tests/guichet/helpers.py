@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from confiance.core.jose import KeyStore
+from confiance.demo.pentest_report import one_page_pdf
 from confiance.guichet.domain.identifiers import luhn_ok
 
 PDF = b"%PDF-1.4\n% rapport de test d'intrusion\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n"
@@ -35,38 +36,9 @@ def new_siren() -> str:
 
 
 def report_pdf(lines: list[str], *, signed: bool = True) -> bytes:
-    """A one-page PDF whose first page states ``lines`` (Helvetica, WinAnsi), with a filled
-    signature field when ``signed`` (its presence only: the guichet does not validate it yet)."""
-    y = 800
-    ops = ["BT /F1 12 Tf"]
-    for line in lines:
-        esc = line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-        ops.append(f"1 0 0 1 50 {y} Tm ({esc}) Tj")
-        y -= 18
-    ops.append("ET")
-    stream = "\n".join(ops).encode("latin-1")
-    form = " /AcroForm << /Fields [6 0 R] /SigFlags 3 >>" if signed else ""
-    objs = [
-        f"<< /Type /Catalog /Pages 2 0 R{form} >>".encode(),
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R"
-        b" /Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
-        b"<< /FT /Sig /T (Signature1) /V 7 0 R /Type /Annot /Subtype /Widget /Rect [0 0 0 0] /P 3 0 R >>",
-        b"<< /Type /Sig /Filter /Adobe.PPKLite /SubFilter /ETSI.CAdES.detached /Contents <00> /ByteRange [0 0 0 0] >>",
-    ]
-    out = bytearray(b"%PDF-1.7\n")
-    offsets = []
-    for i, body in enumerate(objs, start=1):
-        offsets.append(len(out))
-        out += f"{i} 0 obj\n".encode() + body + b"\nendobj\n"
-    xref = len(out)
-    out += f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode()
-    for off in offsets:
-        out += f"{off:010d} 00000 n \n".encode()
-    out += f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
-    return bytes(out)
+    """A one-page PDF whose first page states ``lines``; ``signed``: with a signature field
+    that holds no signature (its presence only: what a forger would add)."""
+    return one_page_pdf(lines, empty_signature_field=signed)
 
 
 def new_csr(cn: str = "service") -> tuple[ec.EllipticCurvePrivateKey, str]:

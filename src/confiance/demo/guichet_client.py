@@ -15,14 +15,13 @@ from typing import Any
 import httpx
 
 from confiance.guichet.domain.identifiers import luhn_ok
+from confiance.guichet.domain.pentest import RESULT_ELIGIBLE
+
+from .pentest_report import PASSI_DEMO, one_page_pdf
 
 COMMITMENTS = {"respect_referentiels_cgu": True, "exactitude_informations": True, "acceptation_audits": True}
 EDITOR_STEPS = ("isc_account", "psc_api_access", "authenticated_space", "bas_connection", "test_mie")
-PASSI_PROVIDER = "Audit Sécurité Démo"
-# A minimal PDF standing for the auditor-signed report (the guichet checks the PDF magic bytes).
-PENTEST_PDF = (
-    b"%PDF-1.4\n% rapport de test d'intrusion (fictif, demonstration)\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n"
-)
+PASSI_PROVIDER = PASSI_DEMO
 
 
 class GuichetRefusal(RuntimeError):
@@ -118,7 +117,7 @@ def pentest(name: str, version: str, medium_ko: int = 0) -> dict[str, Any]:
             "application_version": version,
             "description": "Test d'intrusion de démonstration",
             "application_type": "application_web",
-            "result": "L'application peut être référencée",
+            "result": RESULT_ELIGIBLE,
         },
     }
 
@@ -128,24 +127,32 @@ def deposit_evidence(
     cid: int,
     *,
     pentest_data: dict[str, Any] | None = None,
+    pentest_pdf: bytes | None = None,
     conformity_report: str | None = None,
 ) -> None:
-    """Deposit what every chapter of the candidature expects, as the candidate would."""
+    """Deposit what every chapter of the candidature expects, as the candidate would.
+
+    ``pentest_pdf``: the auditor's signed report (``pentest_report.signed_report``) backing
+    ``pentest_data``."""
     detail = company.call("GET", f"/api/candidatures/{cid}")
     requirements = {r["id"]: r for r in company.call("GET", "/api/referentiel")["requirements"]}
-    pdf = company.upload(PENTEST_PDF + str(cid).encode(), "application/pdf")
+    cnda_pdf = one_page_pdf(["Attestation CNDA (démonstration)", "N° CNDA-DEMO-0001", f"Candidature {cid}"])
+    cnda = company.upload(cnda_pdf, "application/pdf")
+    report = company.upload(pentest_pdf, "application/pdf") if pentest_pdf is not None else None
     for chapter in detail["chapters"]:
         for rid in chapter["requirement_ids"]:
             for kind in requirements[rid]["evidence"]:
                 body: dict[str, Any] = {"requirement_id": rid, "kind": kind}
                 if kind == "document":
                     body["description"] = f"Démonstration : {requirements[rid]['text'][:120]}"
-                elif kind == "test_intrusion" and pentest_data is not None:
-                    body.update(pentest=pentest_data, file_sha256=pdf["sha256"])
+                elif kind == "test_intrusion" and pentest_data is not None and report is not None:
+                    body.update(pentest=pentest_data, file_sha256=report["sha256"])
                 elif kind == "rapport_conformite" and conformity_report is not None:
                     body["conformity_report"] = conformity_report
                 elif kind == "attestation_cnda":
-                    body.update(cnda={"number": "CNDA-DEMO-0001", "issued_on": "2026-01-15"}, file_sha256=pdf["sha256"])
+                    body.update(
+                        cnda={"number": "CNDA-DEMO-0001", "issued_on": "2026-01-15"}, file_sha256=cnda["sha256"]
+                    )
                 else:
                     continue  # certificates are recorded by the platform when ordered
                 company.call("POST", f"/api/candidatures/{cid}/evidence", body)

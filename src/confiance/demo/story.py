@@ -247,12 +247,15 @@ class Story:
             raise DemoFailure(f"le proxy n'est pas déclaré conforme par l'outil : voir {html_path}")
         editor, verifier, college = self.facts["editor"], self.facts["verifier"], self.facts["college"]
         elp = self.facts["elp"]
+        proxy_name = self.facts["proxy_sol"]["name"]
         deposit_evidence(
             editor,
             elp["id"],
-            pentest_data=pentest(self.facts["proxy_sol"]["name"], elp["software_version"], medium_ko=0),
+            pentest_data=pentest(proxy_name, elp["software_version"], medium_ko=0),
+            pentest_pdf=self._pentest_report(proxy_name, elp["software_version"]),
             conformity_report=report_path.with_name(report_path.name + ".jws").read_text().strip(),
         )
+        self.ok(self._pentest_findings(verifier, elp["id"]))
         n = submit_and_accept_chapters(editor, verifier, elp["id"])
         self.ok(f"preuves déposées (test d'intrusion PASSI, rapport de conformité…), {n} chapitres acceptés")
         hab = grant(college, editor, elp["id"])
@@ -263,7 +266,13 @@ class Story:
         self.step("L'ELU est instruite et accordée (test d'intrusion avec 3 critères moyens KO : toléré pour un LPS)")
         editor, verifier, college = self.facts["editor"], self.facts["verifier"], self.facts["college"]
         elu = self.facts["elu"]
-        deposit_evidence(editor, elu["id"], pentest_data=pentest(self.facts["lps_sol"]["name"], "3.2.0", medium_ko=3))
+        lps_name = self.facts["lps_sol"]["name"]
+        deposit_evidence(
+            editor,
+            elu["id"],
+            pentest_data=pentest(lps_name, "3.2.0", medium_ko=3),
+            pentest_pdf=self._pentest_report(lps_name, "3.2.0"),
+        )
         submit_and_accept_chapters(editor, verifier, elu["id"])
         hab = grant(college, editor, elu["id"])
         self.facts["elu_hab"] = hab
@@ -297,10 +306,36 @@ class Story:
             )
         self.console.print(table)
 
+    def _pentest_report(self, name: str, version: str) -> bytes:
+        """The PASSI auditor's signed report, by a certificate of the local test PKI (the one
+        the guichet trusts for pentest signatures), stating ``name`` and ``version``."""
+        from confiance.pki import Pki
+
+        from .pentest_report import signed_report
+
+        state = Path(self.endpoints["state_dir"])
+        return signed_report(Pki(state / "pki"), state / "demo" / self.run_id / "pentest", name, version)
+
+    def _pentest_findings(self, reader: Actor, cid: int) -> str:
+        """What the guichet found reading the deposited report (first page, signature)."""
+        evidence = reader.call("GET", f"/api/candidatures/{cid}")["evidence"]
+        checks = next((e.get("checks") or {} for e in evidence if e.get("kind") == "test_intrusion"), {})
+        pdf = checks.get("pdf") or {}
+        if not pdf.get("signature_valide") or checks.get("problems"):
+            raise DemoFailure(f"rapport de test d'intrusion non reconnu par le guichet : {checks}")
+        return (
+            f"rapport de test d'intrusion lu par le guichet : signé par « {pdf.get('signataire')} », signature valide"
+        )
+
     def _grant_operator(
         self, op: Actor, verifier: Actor, college: Actor, cand: dict[str, Any], sol: dict[str, Any]
     ) -> Any:
-        deposit_evidence(op, cand["id"], pentest_data=pentest(sol["name"], cand["software_version"], medium_ko=0))
+        deposit_evidence(
+            op,
+            cand["id"],
+            pentest_data=pentest(sol["name"], cand["software_version"], medium_ko=0),
+            pentest_pdf=self._pentest_report(sol["name"], cand["software_version"]),
+        )
         submit_and_accept_chapters(op, verifier, cand["id"])
         hab = grant(college, op, cand["id"])  # declares the parcours steps the college waits for
         _key_pem, csr_pem = new_csr(sol["components"][0]["name"])  # the production key stays with the operator
