@@ -6,7 +6,10 @@ This drives the real objects in-process, the proxy's ``Connection`` (http1/conne
 upstream ``_Conn`` of its pool (http1/client.py), through ``Relay.handle`` with a real
 in-memory session and API token, feeding the bytes a client and an upstream would send and
 capturing what the proxy writes. What it measures is exactly the part of a request that is
-the proxy's logic. The same is done, in the same run, for the floor relay
+the proxy's logic. What it does not see is the event loop's own work for that logic: timers
+armed and cancelled, callbacks scheduled (a timer per upstream request cost ≈ 6 µs of CPU
+per request in ``bench_proxy.py`` and nothing here; docs/benchmarks/proxy.md, session 7):
+confirm a gain or a cost there with the real server. The same is done, in the same run, for the floor relay
 (bench/proxy/floor_relay.py: the same stack with no logic), which is the reference.
 
     .venv/bin/python bench/proxy/hotpath.py [--requests 50000] [--rounds 5] [--profile]
