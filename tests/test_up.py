@@ -85,9 +85,25 @@ def trust_space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrustSpace
             time.sleep(0.2)
         yield TrustSpace(proc, state, json.loads(endpoints.read_text()))
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """Stop `up` as an operator would (SIGTERM: it stops its services), and whatever it
+    left if it did not: a SIGKILL alone would orphan the services it started, still
+    listening after the tests (when the SIGTERM test did not run: -k, an earlier failure)."""
+    if proc.poll() is not None:
+        return
+    children = _children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+    for child in children:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
 
 
 def test_endpoints_json_and_every_service_answers(trust_space: TrustSpace) -> None:
