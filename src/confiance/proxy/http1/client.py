@@ -269,9 +269,10 @@ class Pool:
     Request time limits are deadlines, not timers: a request in flight is in a set, and
     one sweep every ``SWEEP_INTERVAL`` seconds (scheduled only while the set is not
     empty) fails those past their deadline. Why: a timer per request (``call_later`` then
-    ``cancel``) cost ≈ 1.8 µs of the event loop per relayed request (uvloop, measured),
-    for limits counted in seconds; a request now times out at most ``SWEEP_INTERVAL``
-    after its limit.
+    ``cancel``) cost 1.8 µs per request measured alone (uvloop), ≈ 6 µs of the proxy's CPU
+    per relayed request in bench_proxy.py (docs/benchmarks/proxy.md, session 7), for
+    limits counted in seconds; a request now times out at most ``SWEEP_INTERVAL`` after
+    its limit.
     """
 
     def __init__(
@@ -388,7 +389,8 @@ class Pool:
         self._sweep = None
         now = self.loop.time()
         for conn in [c for c in self._in_flight if c.deadline <= now]:
-            conn.expire()
+            if conn in self._in_flight:  # not ended by what an earlier expiry set off
+                conn.expire()
         if self._in_flight:
             self._sweep = self.loop.call_later(SWEEP_INTERVAL, self._expire_overdue)
 
