@@ -225,7 +225,7 @@ def test_http10_closes_after_answer(front: Any, pki: Pki) -> None:
     ("request_bytes", "status"),
     [
         (b"GET /send/a/b HTTP/1.1\r\nHost: h\r\nX-Big: " + b"y" * 4000 + b"\r\n\r\n", b"431"),
-        (b"GET /" + b"a" * 4000 + b" HTTP/1.1\r\n\r\n", b"431"),
+        (b"GET /" + b"a" * 4000 + b" HTTP/1.1\r\n\r\n", b"414"),
         (b"POST /send/a/b HTTP/1.1\r\nHost: h\r\nContent-Length: 999999\r\n\r\n", b"413"),
         (b"POST /connect HTTP/1.1\r\nHost: h\r\nContent-Length: 999999\r\n\r\n", b"413"),
         (b"POST /send/a/b HTTP/1.1\r\nHost: h\r\nContent-Length: nope\r\n\r\n", b"400"),

@@ -215,7 +215,8 @@ class Connection(asyncio.Protocol):
         self._url += url
         self._head_size += len(url)
         if self._head_size > self._max_head:
-            raise self._head_too_large()
+            # RFC 9110 §15.5.15: a request target longer than the server will read is a 414.
+            raise HttpError(414, "URI_TOO_LONG", f"URI trop longue (max {self._max_head} octets)")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_size += len(name) + len(value) + 4
