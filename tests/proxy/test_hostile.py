@@ -263,6 +263,27 @@ def test_connect_refuses_deep_json_and_other_media_types(proxy: RunningProxy, ps
         assert r.status_code == 200, r.text
 
 
+def test_connect_refuses_repeated_keys_and_non_json_constants(proxy: RunningProxy, psc_sandbox: PscHandle) -> None:
+    """A repeated key means the first value to some parsers and the last to others (a
+    filter in front would check one, PSC would get the other): 400, and PSC is not asked,
+    nor is anything traced. NaN/Infinity are not JSON (Python's parser takes them)."""
+    good = connect_body(psc_sandbox)
+    other = psc_sandbox.identities[6]["national_id"]
+    repeated = json.dumps(good)[:-1] + f', "nationalId": "{other}"}}'
+    before = len(proxy.traces())
+    with proxy.client() as c:
+        for raw in (repeated, '{"nationalId": NaN, "bindingMessage": "42"}', '{"a": Infinity}', "[-Infinity]"):
+            r = c.post("/connect", content=raw.encode(), headers={"content-type": "application/json"})
+            assert r.status_code == 400 and r.json()["code"] == "INVALID_REQUEST", (raw, r.text)
+        assert (
+            "répétée"
+            in c.post("/connect", content=repeated.encode(), headers={"content-type": "application/json"}).json()[
+                "message"
+            ]
+        )
+    assert len(proxy.traces()) == before
+
+
 def test_head_judged_by_an_awaited_store(
     pki, server_cert, psc_sandbox: PscHandle, api_services: ApiHandle, upstream, tmp_path
 ) -> None:

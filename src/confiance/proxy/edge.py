@@ -118,11 +118,35 @@ def require_json(headers: list[tuple[bytes, bytes]]) -> None:
     )
 
 
+class _NotStrictJson(ValueError):
+    """Valid for Python's parser, refused here (a repeated key, NaN or Infinity)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _NotStrictJson(f"clé « {key[:64]} » répétée")
+        obj[key] = value
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotStrictJson(f"{name} n'est pas une valeur JSON")
+
+
 def parse_json(raw: bytes) -> Any:
-    """The JSON value of a request body; 400 when it is not JSON, or nested deeper than the
-    parser's recursion limit (which would otherwise surface as a 500)."""
+    """The JSON value of a request body (RFC 8259, strictly); 400 when it is not JSON, or
+    nested deeper than the parser's recursion limit (which would otherwise surface as a 500).
+
+    Why strictly: an object with a repeated key means one thing to one parser (the first
+    value) and another to the next (the last): what a filter in front of the proxy checked
+    would not be what the proxy sends to PSC. So a repeated key is refused, as are NaN and
+    Infinity, which Python's parser accepts and JSON does not define."""
     try:
-        return json.loads(raw) if raw else None
+        return json.loads(raw, object_pairs_hook=_unique_keys, parse_constant=_no_constant) if raw else None
+    except _NotStrictJson as exc:
+        raise ProxyError(400, "INVALID_REQUEST", f"corps JSON invalide : {exc}", metadata=NO_META) from None
     except (ValueError, RecursionError):
         raise ProxyError(400, "INVALID_REQUEST", "corps JSON invalide", metadata=NO_META) from None
 
