@@ -8,17 +8,18 @@ real Redis. Waits are on conditions with a generous failure bound, never on a de
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from confiance.proxy.domain import ApiToken, Session, new_session
 from confiance.proxy.sessions import RedisStore
 from confiance.proxy.sessions.cache import SessionCache
-from tests.proxy.harness import ManualClock, connect_body, proxy_config, start_proxy
-from tests.proxy.test_stores import _sign
+from tests.proxy.harness import ManualClock, connect_body
+from tests.proxy.test_stores import _redis_proxy, _sign, _wait_for
 
 TOKENS = {"access_token": "at", "expires_in": 600, "refresh_token": "rt", "id_token": "idt", "session_state": "ss"}
 
@@ -160,14 +161,20 @@ async def _until(cond: Callable[[], bool], what: str) -> None:
     raise AssertionError(f"never happened: {what}")
 
 
-async def _two(redis_url: str, **kw: object) -> tuple[RedisStore, RedisStore]:
-    """Two stores (workers or instances) on one Redis namespace. Their cache clock stands
-    still unless the test moves it: only an invalidation can retire a cached copy."""
+@contextlib.asynccontextmanager
+async def _two(redis_url: str, **kw: object) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
+    """Two stores (workers or instances) on one Redis namespace, closed on the way out.
+    Their cache clock stands still unless the test moves it: only an invalidation can
+    retire a cached copy."""
     prefix = f"t:{secrets.token_hex(4)}:"
     kw.setdefault("monotonic", FakeClock())
     a = RedisStore(redis_url, touch_interval=0, prefix=prefix, **kw)  # type: ignore[arg-type]
     b = RedisStore(redis_url, touch_interval=0, prefix=prefix, **kw)  # type: ignore[arg-type]
-    return a, b
+    try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
 
 
 async def _cached(store: RedisStore, sid: str) -> Session:
@@ -183,8 +190,7 @@ async def _cached(store: RedisStore, sid: str) -> Session:
 @pytest.mark.redis
 def test_delete_on_one_instance_is_refused_by_the_other(redis_url: str) -> None:
     async def run() -> None:
-        a, b = await _two(redis_url)
-        try:
+        async with _two(redis_url) as (a, b):
             s = _session()
             await a.create(s)
             await _cached(a, s.id)
@@ -194,9 +200,6 @@ def test_delete_on_one_instance_is_refused_by_the_other(redis_url: str) -> None:
             await _until(lambda: b.get_now(s.id) is None, "the other worker drops its copy")
             assert await b.get(s.id) is None
             assert not b.cache.known(s.id)
-        finally:
-            await a.close()
-            await b.close()
 
     asyncio.run(run())
 
@@ -204,8 +207,7 @@ def test_delete_on_one_instance_is_refused_by_the_other(redis_url: str) -> None:
 @pytest.mark.redis
 def test_renewed_tokens_reach_the_other_instance(redis_url: str) -> None:
     async def run() -> None:
-        a, b = await _two(redis_url)
-        try:
+        async with _two(redis_url) as (a, b):
             s = _session()
             s.api_tokens["svc"] = ApiToken("old", time.time() + 600)
             await a.create(s)
@@ -220,9 +222,6 @@ def test_renewed_tokens_reach_the_other_instance(redis_url: str) -> None:
             theirs = await b.get(s.id)
             assert theirs is not None and theirs.api_tokens["svc"].access_token == "new"
             assert theirs.version == work.version + 1
-        finally:
-            await a.close()
-            await b.close()
 
     asyncio.run(run())
 
@@ -234,9 +233,7 @@ def test_a_lost_channel_serves_nothing_stale(redis_url: str) -> None:
     import redis.asyncio as aioredis
 
     async def run() -> None:
-        a, b = await _two(redis_url)
-        admin = aioredis.Redis.from_url(redis_url)
-        try:
+        async with _two(redis_url) as (a, b), aioredis.Redis.from_url(redis_url) as admin:
             s = _session()
             await a.create(s)
             await _cached(b, s.id)
@@ -249,10 +246,6 @@ def test_a_lost_channel_serves_nothing_stale(redis_url: str) -> None:
             await _until(lambda: b.cache.seq != seq and b.cache.live, "the channel is subscribed again")
             assert b.get_now(s.id) is None
             assert await b.get(s.id) is None
-        finally:
-            await admin.aclose()
-            await a.close()
-            await b.close()
 
     asyncio.run(run())
 
@@ -264,9 +257,10 @@ def test_a_change_behind_the_channel_is_seen_within_max_age(redis_url: str) -> N
 
     async def run() -> None:
         clock = FakeClock()
-        a, b = await _two(redis_url, monotonic=clock, cache_max_age=5.0)
-        admin = aioredis.Redis.from_url(redis_url)
-        try:
+        async with (
+            _two(redis_url, monotonic=clock, cache_max_age=5.0) as (a, b),
+            aioredis.Redis.from_url(redis_url) as admin,
+        ):
             s = _session()
             await a.create(s)
             await _cached(b, s.id)
@@ -276,10 +270,6 @@ def test_a_change_behind_the_channel_is_seen_within_max_age(redis_url: str) -> N
             clock.t += 1.5
             assert b.get_now(s.id) is None
             assert await b.get(s.id) is None
-        finally:
-            await admin.aclose()
-            await a.close()
-            await b.close()
 
     asyncio.run(run())
 
@@ -287,8 +277,7 @@ def test_a_change_behind_the_channel_is_seen_within_max_age(redis_url: str) -> N
 @pytest.mark.redis
 def test_idle_time_is_written_back_and_only_moves_forward(redis_url: str) -> None:
     async def run() -> None:
-        a, b = await _two(redis_url)
-        try:
+        async with _two(redis_url) as (a, b):
             t0 = time.time()
             s = _session(now=t0, idle=100)
             await a.create(s)
@@ -305,9 +294,6 @@ def test_idle_time_is_written_back_and_only_moves_forward(redis_url: str) -> Non
             fresh = await a.get(s.id)
             assert fresh is not None and fresh.last_used_at == t0 + 60
             assert fresh.expired(t0 + 150) is None
-        finally:
-            await a.close()
-            await b.close()
 
     asyncio.run(run())
 
@@ -315,8 +301,7 @@ def test_idle_time_is_written_back_and_only_moves_forward(redis_url: str) -> Non
 @pytest.mark.redis
 def test_without_the_cache_nothing_is_served_from_it_and_uses_are_still_written(redis_url: str) -> None:
     async def run() -> None:
-        a, b = await _two(redis_url, cache_max_age=0.0)
-        try:
+        async with _two(redis_url, cache_max_age=0.0) as (a, b):
             t0 = time.time()
             s = _session(now=t0, idle=100)
             await a.create(s)
@@ -326,35 +311,11 @@ def test_without_the_cache_nothing_is_served_from_it_and_uses_are_still_written(
             got.last_used_at = t0 + 60  # the relay marks the copy the store returned
             assert await b.flush() == 1
             assert s.id not in await a.expired(t0 + 150)
-        finally:
-            await a.close()
-            await b.close()
 
     asyncio.run(run())
 
 
 # -- two proxies on the real Redis, end to end
-
-
-def _wait(cond: Callable[[], bool], what: str) -> None:
-    """Wait for ``cond`` from the test thread (a failure bound only)."""
-    for _ in range(2000):
-        if cond():
-            return
-        time.sleep(0.005)
-    raise AssertionError(f"never happened: {what}")
-
-
-def _proxy(pki, server_cert, psc, api, tmp, redis_url: str, prefix: str, clock: ManualClock | None = None, **sessions):  # type: ignore[no-untyped-def]
-    cfg = proxy_config(
-        pki,
-        server_cert,
-        psc,
-        api,
-        tmp,
-        sessions={"store": "redis", "url": redis_url, "redis_prefix": prefix, "touch_interval": 0, **sessions},
-    )
-    return start_proxy(cfg, pki, clock=clock)
 
 
 def _counting_reads(store: RedisStore) -> list[int]:
@@ -375,8 +336,8 @@ def test_two_proxies_relay_from_the_cache_and_refuse_a_session_ended_on_the_othe
     pki, server_cert, psc_sandbox, api_services, redis_url, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
     prefix = f"t:{secrets.token_hex(4)}:"
-    a = _proxy(pki, server_cert, psc_sandbox, api_services, tmp_path, redis_url, prefix)
-    b = _proxy(pki, server_cert, psc_sandbox, api_services, tmp_path, redis_url, prefix)
+    a = _redis_proxy(pki, server_cert, psc_sandbox, api_services, tmp_path, redis_url, prefix)
+    b = _redis_proxy(pki, server_cert, psc_sandbox, api_services, tmp_path, redis_url, prefix)
     try:
         nid = psc_sandbox.identities[14]["national_id"]
         with a.client() as ca, b.client() as cb:
@@ -388,13 +349,13 @@ def test_two_proxies_relay_from_the_cache_and_refuse_a_session_ended_on_the_othe
             assert _sign(cb, psc_sandbox, nid, conn) == 200  # read from Redis; b starts listening
             store = b.core.store
             assert isinstance(store, RedisStore)
-            _wait(lambda: store.cache.live, "b follows the invalidation channel")
+            _wait_for(lambda: store.cache.live, "b follows the invalidation channel")
             assert _sign(cb, psc_sandbox, nid, conn) == 200  # checked once more, now cached
             reads = _counting_reads(store)
             assert [_sign(cb, psc_sandbox, nid, conn) for _ in range(5)] == [200] * 5
             assert reads[0] == 0  # no Redis read on the hot path
             assert ca.delete("/disconnect").status_code == 200
-            _wait(lambda: not store.cache.known(sid), "b drops the session ended on a")
+            _wait_for(lambda: not store.cache.known(sid), "b drops the session ended on a")
             assert _sign(cb, psc_sandbox, nid, conn) == 401
             assert _sign(ca, psc_sandbox, nid, conn) == 401
     finally:
@@ -408,8 +369,8 @@ def test_idle_time_spent_on_one_proxy_keeps_the_session_alive_on_the_other(
 ) -> None:  # type: ignore[no-untyped-def]
     prefix = f"t:{secrets.token_hex(4)}:"
     clock = ManualClock()
-    a = _proxy(pki, server_cert, psc_sandbox, api_services, tmp_path, redis_url, prefix, clock, idle_ttl=30)
-    b = _proxy(pki, server_cert, psc_sandbox, api_services, tmp_path, redis_url, prefix, clock, idle_ttl=30)
+    a = _redis_proxy(pki, server_cert, psc_sandbox, api_services, tmp_path, redis_url, prefix, clock, idle_ttl=30)
+    b = _redis_proxy(pki, server_cert, psc_sandbox, api_services, tmp_path, redis_url, prefix, clock, idle_ttl=30)
     try:
         nid = psc_sandbox.identities[15]["national_id"]
         with a.client() as ca, b.client() as cb:
@@ -418,7 +379,7 @@ def test_idle_time_spent_on_one_proxy_keeps_the_session_alive_on_the_other(
             assert _sign(cb, psc_sandbox, nid, conn) == 200
             store = b.core.store
             assert isinstance(store, RedisStore)
-            _wait(lambda: store.cache.live, "b follows the invalidation channel")
+            _wait_for(lambda: store.cache.live, "b follows the invalidation channel")
             clock.advance(20)
             assert _sign(cb, psc_sandbox, nid, conn) == 200  # used on b at +20
             loop = store._tasks[0].get_loop()

@@ -19,7 +19,7 @@ from confiance.proxy.sessions import MemoryStore, RedisStore, SessionStore, Sqli
 from confiance.proxy.traces import TraceStore
 from confiance.proxy.tracewriter import TraceWriter
 from tests.fixtures_psc import PscHandle
-from tests.proxy.harness import RunningProxy, connect_body, proxy_config, start_proxy
+from tests.proxy.harness import ManualClock, RunningProxy, connect_body, proxy_config, start_proxy
 
 TOKENS = {"access_token": "at", "expires_in": 120, "refresh_token": "rt", "id_token": "idt", "session_state": "ss"}
 
@@ -205,24 +205,28 @@ class TcpRelay:
         time.sleep(0.2)
 
 
-def _redis_proxy(pki, server_cert, psc, api, tmp, url: str, prefix: str) -> RunningProxy:
+def _redis_proxy(  # type: ignore[no-untyped-def]
+    pki, server_cert, psc, api, tmp, url: str, prefix: str, clock: ManualClock | None = None, **sessions
+) -> RunningProxy:
+    """A proxy on the real Redis under ``prefix`` (several share it: workers, instances)."""
     cfg = proxy_config(
         pki,
         server_cert,
         psc,
         api,
         tmp,
-        sessions={"store": "redis", "url": url, "redis_prefix": prefix, "touch_interval": 0},
+        sessions={"store": "redis", "url": url, "redis_prefix": prefix, "touch_interval": 0, **sessions},
     )
-    return start_proxy(cfg, pki)
+    return start_proxy(cfg, pki, clock=clock)
 
 
-def _wait_for(cond: Any) -> None:
-    for _ in range(2000):  # a failure bound, not a margin the test relies on
+def _wait_for(cond: Any, what: str = "condition") -> None:
+    """Wait for ``cond`` from the test thread (a failure bound, not a margin the test relies on)."""
+    for _ in range(2000):
         if cond():
             return
         time.sleep(0.005)
-    raise AssertionError("condition never met")
+    raise AssertionError(f"never happened: {what}")
 
 
 def _sign(c: Any, psc: PscHandle, nid: str, conn: dict[str, str]) -> int:
