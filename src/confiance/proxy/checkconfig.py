@@ -263,7 +263,7 @@ def check_checkpoints(cfg: ProxyConfig, verify_witness: bool = False) -> list[Pr
     if key.exists():
         try:
             jwks = load_jwks(key)
-        except (OSError, ValueError, KeyError, TypeError, CheckpointError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # CheckpointError is a ValueError
             out.append(Problem("traces.checkpoint_key", f"fichier de clés illisible {key} ({exc})"))
         else:
             if not jwks.get("keys"):

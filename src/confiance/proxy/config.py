@@ -6,8 +6,6 @@ key, never silently ignored (a typo in ``trusted_proxies`` must not open the pro
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import re
 from pathlib import Path
@@ -174,16 +172,6 @@ class ServiceSection(StrictModel):
         return v.rstrip("/") if v else v
 
 
-def _is_aes256_key(value: str) -> bool:
-    """base64url (padding optional) of exactly 32 bytes, nothing else in the string."""
-    if len(value) not in (43, 44):
-        return False
-    try:
-        return len(base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True)) == 32
-    except (binascii.Error, ValueError):
-        return False
-
-
 class SessionSection(StrictModel):
     """Where sessions live and how long they last."""
 
@@ -208,13 +196,19 @@ class SessionSection(StrictModel):
     @field_validator("encryption_key", mode="before")
     @classmethod
     def _key(cls, v: object) -> object:
-        # Checked here, not when the store first opens: a placeholder left in place must
-        # stop `check-config` and `serve` at start-up, naming the key and how to make one.
-        if isinstance(v, str) and not _is_aes256_key(v):
-            raise ValueError(
-                "32 octets aléatoires encodés en base64url attendus (43 caractères), par exemple : "
-                'python3 -c "import base64,secrets;print(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())"'
-            )
+        # Checked here with the codec's own decoder, not when the store first opens: a
+        # placeholder left in place must stop `check-config` and `serve` at start-up,
+        # naming the key and how to make one.
+        from .sessions.codec import decode_key
+
+        if isinstance(v, str):
+            try:
+                decode_key(v)
+            except ValueError:
+                raise ValueError(
+                    "32 octets aléatoires encodés en base64url attendus (43 caractères), par exemple : "
+                    'python3 -c "import base64,secrets;print(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())"'
+                ) from None
         return v
 
     @model_validator(mode="after")

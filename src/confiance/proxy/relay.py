@@ -348,16 +348,10 @@ class Relay:
         assert r.session is not None and r.hot is not None
         if status >= 500:
             self.core.metrics.upstream_errors.labels(r.hot.service, "status_5xx").inc()
-        client, trusted = r.client, self.core.trusted
-        ip: str | None
-        port: int | None
-        if client is not None and not trusted:  # no reverse proxy to believe: the peer it is
-            ip, port = client
-        else:
-            ip, port = caller_address(client, r.headers, trusted)
+        ip, port = caller_address(r.client, r.headers, self.core.trusted)
         rec = send_trace_fields(r.now, r.session, ip, port, (r.target.service, r.method, r.target.path or "/"))
         # force: the request was relayed, its trace is kept even past the queue bound.
-        fut = self.core.traces.submit(rec, r.now, self._commit_sends, True)
+        fut = self.core.traces.submit(rec, r.now, wait=self._commit_sends, force=True)
         out = [(k, v) for k, v in rheaders if k not in DROP_RESPONSE_HEADERS]
         out.append((b"content-length", b"%d" % len(rbody)))
         return (status, out, rbody), fut

@@ -8,6 +8,22 @@ from ..domain import Session
 from .base import StoreUnavailable
 
 
+def decode_key(key_b64: str) -> bytes:
+    """The 32 bytes of an AES-256 key written as base64url (padding optional), nothing
+    else in the string; ValueError otherwise. The configuration checks keys with it at
+    load (config.py), so a key the codec would refuse never gets as far as a store."""
+    import base64
+    import binascii
+
+    try:
+        key = base64.b64decode(key_b64 + "=" * (-len(key_b64) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise ValueError("sessions.encryption_key: 32 octets en base64url attendus")
+    return key
+
+
 class SessionCodec:
     """Serialises sessions for shared stores; with a key, AES-256-GCM so that a Redis dump or
     a copied SQLite file does not hand out PSC refresh tokens and API tokens.
@@ -18,14 +34,9 @@ class SessionCodec:
     def __init__(self, key_b64: str | None = None) -> None:
         self._aead = None
         if key_b64:
-            import base64
-
             from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-            key = base64.urlsafe_b64decode(key_b64 + "=" * (-len(key_b64) % 4))
-            if len(key) != 32:
-                raise ValueError("sessions.encryption_key: 32 octets en base64url attendus")
-            self._aead = AESGCM(key)
+            self._aead = AESGCM(decode_key(key_b64))
 
     def dump(self, s: Session) -> str:
         raw = json.dumps(s.to_dict(), separators=(",", ":"))
